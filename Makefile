@@ -1,0 +1,40 @@
+# gray: build, test and run a pool. `make test` is what CI runs.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+GO     ?= go
+GRAY   := bin/gray
+PYTEST_ARGS ?=
+
+.PHONY: all build test test-go test-py venv pool clean
+
+all: build
+
+build:
+	$(GO) build -o $(GRAY) ./cmd/gray
+
+# A virtual environment with the stock Ray client the conformance tests drive
+# (and the workers run with).
+venv: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "ray[client]==2.60.0" pytest numpy
+	touch $@
+
+test: build venv test-go test-py
+
+test-go:
+	$(GO) vet ./...
+	GRAY_PYTHON=$(abspath $(PY)) $(GO) test ./...
+
+test-py: build venv
+	GRAY_BIN=$(abspath $(GRAY)) $(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# Start a single-machine pool (head + local provider) on 127.0.0.1:10001.
+pool: build venv
+	$(GRAY) start --head --python $(abspath $(PY))
+
+clean:
+	rm -rf bin
+
+include proto/proto.mk

@@ -1,0 +1,358 @@
+package clientserver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	"github.com/gray-cluster/gray/objectstore"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+)
+
+// protocolVersion is the last protocol date older clients compare.
+const protocolVersion = "2022-07-24"
+
+func mdValue(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Datapath is the main bidirectional channel of a client session.
+func (s *Server) Datapath(stream pb.RayletDataStreamer_DatapathServer) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	clientID := mdValue(md, "client_id")
+	if clientID == "" {
+		return status.Error(codes.InvalidArgument, "missing client_id metadata")
+	}
+	reconnecting := mdValue(md, "reconnecting") == "True"
+	ss, err := s.attach(clientID, mdValue(md, "gray-worker-id"), reconnecting)
+	if err != nil {
+		return err
+	}
+	ss.mu.Lock()
+	out := newOutbox()
+	ss.out = out
+	ss.generation++
+	gen := ss.generation
+	ss.mu.Unlock()
+
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- s.sendLoop(stream, out) }()
+
+	var recvErr error
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if err != io.EOF {
+				recvErr = err
+			}
+			break
+		}
+		if cleanup := s.handleData(ss, req); cleanup {
+			break
+		}
+	}
+	close(out.done)
+	<-sendErr
+	s.detach(ss, gen)
+	return recvErr
+}
+
+func (s *Server) sendLoop(stream pb.RayletDataStreamer_DatapathServer, out *outbox) error {
+	for {
+		for _, r := range out.drain() {
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-out.notify:
+		case <-out.done:
+			for _, r := range out.drain() {
+				if err := stream.Send(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+}
+
+// attach finds or creates the session for a new data stream.
+func (s *Server) attach(clientID, workerID string, reconnecting bool) (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[clientID]
+	if reconnecting && (!ok || ss.ended) {
+		return nil, status.Error(codes.NotFound, "Attempted to reconnect to a session that has already been cleaned up.")
+	}
+	if !ok {
+		ss = newSession(clientID, workerID)
+		s.sessions[clientID] = ss
+	}
+	ss.mu.Lock()
+	ss.streams++
+	ss.mu.Unlock()
+	return ss, nil
+}
+
+// detach runs when a data stream ends: clean up now after connection_cleanup,
+// or after the reconnect grace period unless the client came back.
+func (s *Server) detach(ss *session, gen int) {
+	ss.mu.Lock()
+	ss.streams--
+	cleanup := ss.cleanupReq || ss.grace <= 0
+	grace := ss.grace
+	ss.mu.Unlock()
+	if cleanup {
+		s.endSession(ss)
+		return
+	}
+	time.AfterFunc(grace, func() {
+		ss.mu.Lock()
+		stale := ss.generation == gen && ss.streams == 0
+		ss.mu.Unlock()
+		if stale {
+			s.endSession(ss)
+		}
+	})
+}
+
+// endSession releases everything the session held.
+func (s *Server) endSession(ss *session) {
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	ss.ended = true
+	job, initialized := ss.job, ss.initialized
+	for id, ch := range ss.logs {
+		close(ch)
+		delete(ss.logs, id)
+	}
+	ss.mu.Unlock()
+	s.mu.Lock()
+	delete(s.sessions, ss.clientID)
+	s.mu.Unlock()
+	n := s.store.ReleaseAll(ss.holder())
+	if initialized && ss.workerID == "" {
+		s.cfg.Jobs.Finish(job, time.Now())
+	}
+	s.log.Debug("session ended", "client", ss.clientID, "released", n)
+}
+
+// handleData processes one request; it reports true after connection_cleanup.
+func (s *Server) handleData(ss *session, req *pb.DataRequest) bool {
+	switch t := req.Type.(type) {
+	case *pb.DataRequest_Acknowledge:
+		ss.ack(t.Acknowledge.ReqId)
+		return false
+	case *pb.DataRequest_ConnectionCleanup:
+		ss.mu.Lock()
+		ss.cleanupReq = true
+		ss.mu.Unlock()
+		ss.send(&pb.DataResponse{ReqId: req.ReqId, Type: &pb.DataResponse_ConnectionCleanup{ConnectionCleanup: &pb.ConnectionCleanupResponse{}}}, false)
+		return true
+	case *pb.DataRequest_Get:
+		if t.Get.Asynchronous {
+			s.asyncGet(ss, req.ReqId, t.Get)
+			return false
+		}
+	case *pb.DataRequest_Put:
+		if t.Put.TotalChunks > 1 && t.Put.ChunkId < t.Put.TotalChunks-1 {
+			s.collectPut(ss, req.ReqId, t.Put)
+			return false
+		}
+	case *pb.DataRequest_Task:
+		if t.Task.TotalChunks > 1 && t.Task.ChunkId < t.Task.TotalChunks-1 {
+			s.collectTask(ss, req.ReqId, t.Task)
+			return false
+		}
+	}
+	if !ss.admit(req.ReqId) {
+		return false
+	}
+	resp := &pb.DataResponse{ReqId: req.ReqId}
+	switch t := req.Type.(type) {
+	case *pb.DataRequest_Init:
+		resp.Type = &pb.DataResponse_Init{Init: s.init(ss, t.Init)}
+	case *pb.DataRequest_ConnectionInfo:
+		resp.Type = &pb.DataResponse_ConnectionInfo{ConnectionInfo: &pb.ConnectionInfoResponse{
+			NumClients:      int32(s.NumClients()),
+			RayVersion:      s.cfg.RayVersion,
+			RayCommit:       "gray",
+			PythonVersion:   s.cfg.PythonVersion,
+			ProtocolVersion: protocolVersion,
+		}}
+	case *pb.DataRequest_Put:
+		resp.Type = &pb.DataResponse_Put{Put: s.finishPut(ss, req.ReqId, t.Put)}
+	case *pb.DataRequest_Release:
+		resp.Type = &pb.DataResponse_Release{Release: s.release(ss, t.Release)}
+	case *pb.DataRequest_Task:
+		resp.Type = &pb.DataResponse_TaskTicket{TaskTicket: s.schedule(ss, req.ReqId, t.Task)}
+	case *pb.DataRequest_Terminate:
+		resp.Type = &pb.DataResponse_Terminate{Terminate: s.terminate(ss, t.Terminate)}
+	case *pb.DataRequest_ListNamedActors:
+		resp.Type = &pb.DataResponse_ListNamedActors{ListNamedActors: &pb.ClientListNamedActorsResponse{ActorsJson: "[]"}}
+	case *pb.DataRequest_PrepRuntimeEnv:
+		resp.Type = &pb.DataResponse_PrepRuntimeEnv{PrepRuntimeEnv: &pb.PrepRuntimeEnvResponse{}}
+	case *pb.DataRequest_Get:
+		// Synchronous gets use GetObject; answer a Datapath one the same way.
+		s.asyncGet(ss, req.ReqId, t.Get)
+		return false
+	default:
+		s.log.Warn("unknown datapath request", "client", ss.clientID, "req", req.ReqId)
+		ss.mu.Lock()
+		delete(ss.inflight, req.ReqId)
+		ss.mu.Unlock()
+		return false
+	}
+	ss.send(resp, true)
+	return false
+}
+
+func (s *Server) collectPut(ss *session, reqID int32, p *pb.PutRequest) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	buf := ss.putChunks[reqID]
+	if buf == nil || p.ChunkId == 0 {
+		buf = &chunkBuf{total: p.TotalChunks, clientRef: p.ClientRefId}
+		ss.putChunks[reqID] = buf
+	}
+	if int(p.ChunkId) != len(buf.chunks) {
+		return // a resent chunk we already have
+	}
+	buf.chunks = append(buf.chunks, p.Data)
+	buf.size += int64(len(p.Data))
+}
+
+func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutResponse {
+	chunks := [][]byte{p.Data}
+	size := int64(len(p.Data))
+	clientRef := p.ClientRefId
+	if p.TotalChunks > 1 {
+		ss.mu.Lock()
+		buf := ss.putChunks[reqID]
+		delete(ss.putChunks, reqID)
+		ss.mu.Unlock()
+		if buf == nil || len(buf.chunks) != int(p.TotalChunks)-1 {
+			return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError",
+				fmt.Sprintf("put request %d is missing chunks", reqID))}
+		}
+		chunks = append(buf.chunks, p.Data)
+		size = buf.size + int64(len(p.Data))
+		clientRef = buf.clientRef
+	}
+	job := s.jobOf(ss)
+	oid := ids.NewTaskID(ids.NilActorFor(job)).ReturnID(1)
+	obj := &objectstore.Object{ID: oid, Chunks: chunks, Size: size}
+	stubs, err := scanChunks(chunks)
+	if err != nil {
+		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError",
+			"could not read the pickled object: "+err.Error())}
+	}
+	var selfRefs []string
+	for _, st := range stubs {
+		switch st.Type {
+		case "Object", "RemoteFunc", "RemoteActor":
+			if cid, err := ids.ObjectFromBytes(st.RefID); err == nil {
+				obj.Contained = append(obj.Contained, cid)
+			}
+		case "RemoteFuncSelfReference", "RemoteActorSelfReference":
+			selfRefs = append(selfRefs, fmt.Sprintf("%x", st.RefID))
+		}
+	}
+	if err := s.store.Put(obj, ss.holder()); err != nil {
+		if errors.Is(err, objectstore.ErrFull) {
+			return &pb.PutResponse{Valid: false, Error: s.errorPickle("ray.exceptions", "ObjectStoreFullError", err.Error())}
+		}
+		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError", err.Error())}
+	}
+	s.mu.Lock()
+	if len(clientRef) > 0 {
+		s.clientRefs[fmt.Sprintf("%x", clientRef)] = oid
+	}
+	if len(selfRefs) > 0 {
+		s.objMeta[oid] = &objectMeta{selfRefs: selfRefs}
+	}
+	s.mu.Unlock()
+	s.log.Debug("put", "object", oid.String(), "size", size)
+	return &pb.PutResponse{Id: oid[:], Valid: true}
+}
+
+// stubMarker appears in every pickle that carries a Ray reference.
+var stubMarker = []byte("PickleStub")
+
+// scanChunks finds the reference stubs in a pickle given as chunks; pickles
+// without the stub class name cannot contain any and are not parsed.
+func scanChunks(chunks [][]byte) ([]pickle.Stub, error) {
+	found := false
+	for i, c := range chunks {
+		if bytes.Contains(c, stubMarker) {
+			found = true
+			break
+		}
+		if i > 0 { // the name may straddle a chunk boundary
+			prev := chunks[i-1]
+			tail := prev[max(0, len(prev)-len(stubMarker)):]
+			head := c[:min(len(c), len(stubMarker))]
+			if bytes.Contains(append(append([]byte{}, tail...), head...), stubMarker) {
+				found = true
+				break
+			}
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	readers := make([]io.Reader, len(chunks))
+	for i, c := range chunks {
+		readers[i] = bytes.NewReader(c)
+	}
+	return pickle.ScanStubs(io.MultiReader(readers...))
+}
+
+func (s *Server) release(ss *session, r *pb.ReleaseRequest) *pb.ReleaseResponse {
+	ok := make([]bool, len(r.Ids))
+	for i, raw := range r.Ids {
+		if oid, err := ids.ObjectFromBytes(raw); err == nil {
+			ok[i] = s.store.Release(oid, ss.holder())
+			continue
+		}
+		if aid, err := ids.ActorFromBytes(raw); err == nil {
+			ok[i] = s.releaseActor(ss, aid)
+		}
+	}
+	return &pb.ReleaseResponse{Ok: ok}
+}
+
+func (s *Server) errorPickle(module, name string, args ...any) []byte {
+	b, err := pickle.Call(module, name, args...)
+	if err != nil {
+		s.log.Error("cannot pickle error", "name", name, "err", err)
+	}
+	return b
+}
+
+// jobOf is the job a session's requests act for.
+func (s *Server) jobOf(ss *session) ids.JobID {
+	if ss.workerID != "" {
+		if job, ok := s.cfg.Node.WorkerJob(ss.workerID); ok {
+			return job
+		}
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.job
+}

@@ -1,0 +1,319 @@
+package clientserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+)
+
+// init starts the session's job from the client's pickled JobConfig.
+func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
+	namespace, runtimeEnv, err := decodeJobConfig(r.JobConfig)
+	if err != nil {
+		return &pb.InitResponse{Ok: false, Msg: "could not read job_config: " + err.Error()}
+	}
+	if namespace == "" {
+		namespace = uuid.NewString()
+	}
+	env, err := s.resolveRuntimeEnv(runtimeEnv)
+	if err != nil {
+		return &pb.InitResponse{Ok: false, Msg: err.Error()}
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.initialized { // a reconnecting client replays init
+		return &pb.InitResponse{Ok: true}
+	}
+	if ss.workerID == "" {
+		job := s.cfg.Jobs.Start(ss.clientID, namespace, time.Now())
+		ss.job = job.ID
+	}
+	ss.namespace = namespace
+	ss.env = env
+	ss.runtimeEnv = runtimeEnv
+	ss.grace = time.Duration(r.ReconnectGracePeriod) * time.Second
+	ss.initialized = true
+	return &pb.InitResponse{Ok: true}
+}
+
+// decodeJobConfig reads ray_namespace and runtime_env from a JobConfig pickle.
+func decodeJobConfig(data []byte) (string, map[string]any, error) {
+	if len(data) == 0 {
+		return "", nil, nil
+	}
+	v, err := pickle.Decode(bytes.NewReader(data))
+	if err != nil {
+		return "", nil, err
+	}
+	attrs := objectAttrs(v)
+	ns, _ := attrs["ray_namespace"].(string)
+	re, _ := asDict(attrs["runtime_env"])
+	if re == nil {
+		re, _ = asDict(attrs["_parsed_runtime_env"])
+	}
+	return ns, re, nil
+}
+
+// objectAttrs returns the attribute dict of a decoded class instance.
+func objectAttrs(v any) map[string]any {
+	if o, ok := v.(*pickle.Object); ok {
+		if len(o.Dict) > 0 {
+			return o.Dict
+		}
+		if m, ok := asDict(o.State); ok {
+			return m
+		}
+	}
+	m, _ := asDict(v)
+	return m
+}
+
+// ClusterInfo answers cluster queries.
+func (s *Server) ClusterInfo(ctx context.Context, r *pb.ClusterInfoRequest) (*pb.ClusterInfoResponse, error) {
+	resp := &pb.ClusterInfoResponse{Type: r.Type}
+	setJSON := func(v any) {
+		b, _ := json.Marshal(v)
+		resp.ResponseType = &pb.ClusterInfoResponse_Json{Json: string(b)}
+	}
+	switch r.Type {
+	case pb.ClusterInfoType_PING:
+		setJSON(map[string]any{})
+	case pb.ClusterInfoType_IS_INITIALIZED:
+		setJSON(true)
+	case pb.ClusterInfoType_DASHBOARD_URL:
+		setJSON(map[string]any{"dashboard_url": s.cfg.DashboardURL})
+	case pb.ClusterInfoType_TIMELINE:
+		setJSON([]any{})
+	case pb.ClusterInfoType_NODES:
+		setJSON(s.nodes())
+	case pb.ClusterInfoType_CLUSTER_RESOURCES:
+		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Total())}}
+	case pb.ClusterInfoType_AVAILABLE_RESOURCES:
+		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Available())}}
+	case pb.ClusterInfoType_RUNTIME_CONTEXT:
+		ss, err := s.sessionFor(ctx)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		job := s.jobOf(ss)
+		owner := ss
+		if ss.workerID != "" {
+			if o := s.sessionOfJob(job); o != nil {
+				owner = o
+			}
+		}
+		owner.mu.Lock()
+		ns, re := owner.namespace, owner.runtimeEnv
+		owner.mu.Unlock()
+		reJSON, _ := json.Marshal(orEmpty(re))
+		node := s.cfg.Node.NodeID()
+		resp.ResponseType = &pb.ClusterInfoResponse_RuntimeContext_{RuntimeContext: &pb.ClusterInfoResponse_RuntimeContext{
+			JobId: job[:], NodeId: node[:], Namespace: ns, RuntimeEnv: string(reJSON),
+		}}
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown cluster info type %d", r.Type)
+	}
+	return resp, nil
+}
+
+func orEmpty(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+func (s *Server) resourceTable(res map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(res)+2)
+	for k, v := range res {
+		out[k] = v
+	}
+	out["node:"+s.cfg.NodeIP] = 1
+	out["node:__internal_head__"] = 1
+	return out
+}
+
+func (s *Server) nodes() []map[string]any {
+	host, _ := os.Hostname()
+	id := s.cfg.Node.NodeID()
+	res := s.resourceTable(s.cfg.Node.Total())
+	return []map[string]any{{
+		"NodeID":                id.Hex(),
+		"Alive":                 true,
+		"alive":                 true,
+		"NodeManagerAddress":    s.cfg.NodeIP,
+		"NodeManagerHostname":   host,
+		"NodeName":              s.cfg.NodeIP,
+		"NodeManagerPort":       0,
+		"ObjectManagerPort":     0,
+		"ObjectStoreSocketName": "",
+		"RayletSocketName":      "",
+		"MetricsExportPort":     0,
+		"DeathReason":           0,
+		"DeathReasonMessage":    "",
+		"Resources":             res,
+		"Labels":                map[string]string{"ray.io/node_id": id.Hex()},
+		"IsHeadNode":            true,
+	}}
+}
+
+func nsOf(p []byte) []byte { return p }
+
+// KVGet reads the internal KV; a missing key leaves value unset.
+func (s *Server) KVGet(_ context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
+	v, ok := s.cfg.KV.Get(nsOf(r.Namespace), r.Key)
+	if !ok {
+		return &pb.KVGetResponse{}, nil
+	}
+	return &pb.KVGetResponse{Value: v}, nil
+}
+
+// KVPut writes the internal KV; retried requests are answered once.
+func (s *Server) KVPut(ctx context.Context, r *pb.KVPutRequest) (*pb.KVPutResponse, error) {
+	key := dedupeKey(ctx)
+	if key != "" {
+		s.mu.Lock()
+		prev, ok := s.kvDedupe[key]
+		s.mu.Unlock()
+		if ok {
+			return prev, nil
+		}
+	}
+	resp := &pb.KVPutResponse{AlreadyExists: s.cfg.KV.Put(nsOf(r.Namespace), r.Key, r.Value, r.Overwrite)}
+	if key != "" {
+		s.mu.Lock()
+		if len(s.kvDedupe) > 10000 {
+			s.kvDedupe = map[string]*pb.KVPutResponse{}
+		}
+		s.kvDedupe[key] = resp
+		s.mu.Unlock()
+	}
+	return resp, nil
+}
+
+func dedupeKey(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	c, t, r := mdValue(md, "client_id"), mdValue(md, "thread_id"), mdValue(md, "req_id")
+	if c == "" || t == "" || r == "" {
+		return ""
+	}
+	return c + "/" + t + "/" + r
+}
+
+// KVDel deletes a key or a prefix.
+func (s *Server) KVDel(_ context.Context, r *pb.KVDelRequest) (*pb.KVDelResponse, error) {
+	return &pb.KVDelResponse{DeletedNum: int32(s.cfg.KV.Del(nsOf(r.Namespace), r.Key, r.DelByPrefix))}, nil
+}
+
+// KVList lists keys by prefix.
+func (s *Server) KVList(_ context.Context, r *pb.KVListRequest) (*pb.KVListResponse, error) {
+	return &pb.KVListResponse{Keys: s.cfg.KV.Keys(nsOf(r.Namespace), r.Prefix)}, nil
+}
+
+// KVExists tests a key.
+func (s *Server) KVExists(_ context.Context, r *pb.KVExistsRequest) (*pb.KVExistsResponse, error) {
+	return &pb.KVExistsResponse{Exists: s.cfg.KV.Exists(nsOf(r.Namespace), r.Key)}, nil
+}
+
+// PinRuntimeEnvURI keeps an uploaded package; packages live for the pool's life.
+func (s *Server) PinRuntimeEnvURI(context.Context, *pb.ClientPinRuntimeEnvURIRequest) (*pb.ClientPinRuntimeEnvURIResponse, error) {
+	return &pb.ClientPinRuntimeEnvURIResponse{}, nil
+}
+
+// terminate handles ray.cancel and ray.kill.
+func (s *Server) terminate(ss *session, r *pb.TerminateRequest) *pb.TerminateResponse {
+	switch t := r.TerminateType.(type) {
+	case *pb.TerminateRequest_TaskObject:
+		oid, err := ids.ObjectFromBytes(t.TaskObject.Id)
+		if err != nil {
+			return &pb.TerminateResponse{Ok: false}
+		}
+		if err := s.cfg.Node.Cancel(oid.Task(), t.TaskObject.Force); err != nil {
+			s.log.Debug("cancel", "object", oid.Hex(), "err", err)
+		}
+		return &pb.TerminateResponse{Ok: true}
+	case *pb.TerminateRequest_Actor:
+		return &pb.TerminateResponse{Ok: s.killActor(ss, t.Actor)}
+	}
+	return &pb.TerminateResponse{Ok: false}
+}
+
+// Logstream forwards worker output and server log records to the client.
+func (s *Server) Logstream(stream pb.RayletLogStreamer_LogstreamServer) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	clientID := mdValue(md, "client_id")
+	var ss *session
+	// The log stream may open before the data stream registers the session.
+	for i := 0; i < 100 && ss == nil; i++ {
+		s.mu.Lock()
+		ss = s.sessions[clientID]
+		s.mu.Unlock()
+		if ss == nil {
+			select {
+			case <-stream.Context().Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	if ss == nil {
+		return status.Error(codes.NotFound, fmt.Sprintf("no session for client %s", clientID))
+	}
+	id, ch := ss.subscribeLogs()
+	defer ss.unsubscribeLogs(id)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			ss.mu.Lock()
+			ss.logLevel = req.Loglevel
+			ss.mu.Unlock()
+		}
+	}()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case d, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			if err := stream.Send(d); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// PublishWorkerLog sends a worker output line to the sessions of its job.
+func (s *Server) PublishWorkerLog(job ids.JobID, line string, stderr bool) {
+	d := &pb.LogData{Msg: line, Level: -1, Name: "stdout"}
+	if stderr {
+		d.Level, d.Name = -2, "stderr"
+	}
+	s.mu.Lock()
+	var targets []*session
+	for _, ss := range s.sessions {
+		if ss.workerID == "" && ss.job == job {
+			targets = append(targets, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range targets {
+		ss.publishLog(d)
+	}
+}

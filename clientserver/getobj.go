@@ -1,0 +1,294 @@
+package clientserver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	"github.com/gray-cluster/gray/objectstore"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+)
+
+// sessionFor finds the session named by the call's client_id metadata.
+func (s *Server) sessionFor(ctx context.Context) (*session, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	clientID := mdValue(md, "client_id")
+	if clientID == "" {
+		return nil, fmt.Errorf("no client_id in the request metadata")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		return nil, fmt.Errorf("no session for client %s", clientID)
+	}
+	return ss, nil
+}
+
+func (s *Server) parseIDs(raw [][]byte, clientID string) ([]ids.ObjectID, error) {
+	out := make([]ids.ObjectID, len(raw))
+	for i, b := range raw {
+		oid, err := ids.ObjectFromBytes(b)
+		if err != nil {
+			return nil, err
+		}
+		if !s.store.Contains(oid) {
+			return nil, fmt.Errorf("ClientObjectRef %s is not found for client %s", oid.Hex(), clientID)
+		}
+		out[i] = oid
+	}
+	return out, nil
+}
+
+// waitAll waits until every object is sealed or the deadline passes.
+func (s *Server) waitAll(ctx context.Context, list []ids.ObjectID) ([]*objectstore.Object, error) {
+	objs := make([]*objectstore.Object, len(list))
+	for i, id := range list {
+		obj, err := s.store.Wait(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if obj == nil {
+			return nil, fmt.Errorf("%w: %s", objectstore.ErrNotFound, id.Hex())
+		}
+		objs[i] = obj
+	}
+	return objs, nil
+}
+
+// GetObject serves a synchronous ray.get: one pickled list of the values,
+// streamed in chunks, or a pickled exception.
+func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectServer) error {
+	ctx := stream.Context()
+	fail := func(b []byte) error { return stream.Send(&pb.GetResponse{Valid: false, Error: b}) }
+	ss, err := s.sessionFor(ctx)
+	if err != nil {
+		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+	}
+	list, err := s.parseIDs(req.Ids, ss.clientID)
+	if err != nil {
+		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+	}
+	timeout := time.Duration(float64(req.Timeout) * float64(time.Second))
+	if timeout <= 0 {
+		timeout = time.Millisecond
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	release := s.blockWorker(ss)
+	objs, err := s.waitAll(wctx, list)
+	release()
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if wctx.Err() != nil {
+			return fail(s.errorPickle("ray.exceptions", "GetTimeoutError", "Get timed out: some object(s) not ready."))
+		}
+		return fail(s.errorPickle("ray.exceptions", "ObjectLostError", err.Error(), "", ""))
+	}
+	values := make([][][]byte, len(objs))
+	for i, o := range objs {
+		if o.IsError {
+			return fail(concat(o.Chunks))
+		}
+		values[i] = o.Chunks
+	}
+	return sendChunks(pickle.WrapList(values), int(req.StartChunkId), func(c *pb.GetResponse) error {
+		return stream.Send(c)
+	})
+}
+
+// blockWorker lets a worker blocked in ray.get give back its CPU, as Ray does,
+// so nested tasks cannot deadlock the node. It returns the undo function.
+func (s *Server) blockWorker(ss *session) func() {
+	if ss.workerID == "" {
+		return func() {}
+	}
+	if b, ok := s.cfg.Node.(interface {
+		WorkerBlocked(string) func()
+	}); ok {
+		return b.WorkerBlocked(ss.workerID)
+	}
+	return func() {}
+}
+
+func concat(chunks [][]byte) []byte {
+	if len(chunks) == 1 {
+		return chunks[0]
+	}
+	n := 0
+	for _, c := range chunks {
+		n += len(c)
+	}
+	out := make([]byte, 0, n)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out
+}
+
+// sendChunks re-cuts segments into ChunkSize messages starting at chunk
+// start, copying one chunk at a time (the value is never assembled whole).
+func sendChunks(segs [][]byte, start int, send func(*pb.GetResponse) error) error {
+	var total int64
+	for _, s := range segs {
+		total += int64(len(s))
+	}
+	n := int((total + ChunkSize - 1) / ChunkSize)
+	if n == 0 {
+		n = 1
+	}
+	seg, off := 0, 0
+	skip := int64(start) * ChunkSize
+	for skip > 0 && seg < len(segs) {
+		rem := int64(len(segs[seg]) - off)
+		if skip >= rem {
+			skip -= rem
+			seg++
+			off = 0
+			continue
+		}
+		off += int(skip)
+		skip = 0
+	}
+	for id := start; id < n; id++ {
+		size := int64(ChunkSize)
+		if rem := total - int64(id)*ChunkSize; rem < size {
+			size = rem
+		}
+		buf := make([]byte, 0, size)
+		for int64(len(buf)) < size && seg < len(segs) {
+			want := int(size) - len(buf)
+			avail := len(segs[seg]) - off
+			if avail > want {
+				buf = append(buf, segs[seg][off:off+want]...)
+				off += want
+				break
+			}
+			buf = append(buf, segs[seg][off:]...)
+			seg++
+			off = 0
+		}
+		err := send(&pb.GetResponse{Valid: true, Data: buf, ChunkId: int32(id), TotalChunks: int32(n), TotalSize: uint64(total)})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// asyncGet answers a Datapath get (ref.future(), await ref): when the object
+// is ready its single value is pushed in chunks under the request's id.
+func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
+	ss.mu.Lock()
+	if ss.asyncGets[reqID] {
+		ss.mu.Unlock()
+		return
+	}
+	ss.asyncGets[reqID] = true
+	ss.mu.Unlock()
+	done := func() {
+		ss.mu.Lock()
+		delete(ss.asyncGets, reqID)
+		ss.mu.Unlock()
+	}
+	sendErr := func(b []byte) {
+		ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: &pb.GetResponse{Valid: false, Error: b}}}, false)
+	}
+	list, err := s.parseIDs(g.Ids, ss.clientID)
+	if err == nil && len(list) != 1 {
+		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
+	}
+	if err != nil {
+		done()
+		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
+		return
+	}
+	go func() {
+		defer done()
+		obj, err := s.store.Wait(s.ctx, list[0])
+		if err != nil || obj == nil {
+			if s.ctx.Err() == nil {
+				sendErr(s.errorPickle("ray.exceptions", "ObjectLostError", list[0].Hex(), "", ""))
+			}
+			return
+		}
+		if obj.IsError {
+			sendErr(concat(obj.Chunks))
+			return
+		}
+		_ = sendChunks(obj.Chunks, int(g.StartChunkId), func(c *pb.GetResponse) error {
+			ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: c}}, false)
+			return nil
+		})
+	}()
+}
+
+// WaitObject implements ray.wait: the first num_returns ready refs, in the
+// order given.
+func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitResponse, error) {
+	ss, err := s.sessionFor(ctx)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	list, err := s.parseIDs(req.ObjectIds, ss.clientID)
+	if err != nil {
+		return &pb.WaitResponse{Valid: false}, nil
+	}
+	want := int(req.NumReturns)
+	if want > len(list) {
+		want = len(list)
+	}
+	wctx := ctx
+	if req.Timeout >= 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
+		defer cancel()
+	}
+	readyCh := make(chan int, len(list))
+	for i, id := range list {
+		ch, err := s.store.ReadyChan(id)
+		if err != nil {
+			return &pb.WaitResponse{Valid: false}, nil
+		}
+		go func(i int, ch <-chan struct{}) {
+			select {
+			case <-ch:
+				readyCh <- i
+			case <-wctx.Done():
+			}
+		}(i, ch)
+	}
+	release := s.blockWorker(ss)
+	got := 0
+wait:
+	for got < want {
+		select {
+		case <-readyCh:
+			got++
+		case <-wctx.Done():
+			break wait
+		}
+	}
+	release()
+	resp := &pb.WaitResponse{Valid: true}
+	for _, id := range list {
+		ready := false
+		if obj, err := s.store.Get(id); err == nil && obj != nil {
+			ready = true
+		}
+		if ready && len(resp.ReadyObjectIds) < want {
+			resp.ReadyObjectIds = append(resp.ReadyObjectIds, append([]byte(nil), id[:]...))
+		} else {
+			resp.RemainingObjectIds = append(resp.RemainingObjectIds, append([]byte(nil), id[:]...))
+		}
+	}
+	return resp, nil
+}

@@ -1,0 +1,146 @@
+package clientserver
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/gray-cluster/gray/internal/pickle"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+)
+
+// options are the merged @ray.remote and .options() keyword arguments.
+type options map[string]any
+
+// taskOptions decodes baseline then per-call options (later wins).
+func taskOptions(t *pb.ClientTask) (options, error) {
+	out := options{}
+	for _, o := range []*pb.TaskOptions{t.BaselineOptions, t.Options} {
+		if o == nil || len(o.PickledOptions) == 0 {
+			continue
+		}
+		v, err := pickle.Decode(bytes.NewReader(o.PickledOptions))
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			continue
+		}
+		m, ok := asDict(v)
+		if !ok {
+			return nil, fmt.Errorf("options are a %T, not a dict", v)
+		}
+		for k, val := range m {
+			out[k] = val
+		}
+	}
+	return out, nil
+}
+
+// asDict converts decoded pickle dicts to map[string]any.
+func asDict(v any) (map[string]any, bool) {
+	switch m := v.(type) {
+	case map[string]any:
+		return m, true
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, val := range m {
+			ks, ok := k.(string)
+			if !ok {
+				ks = fmt.Sprint(k)
+			}
+			out[ks] = val
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case int:
+		return float64(n), true
+	case float64:
+		return n, true
+	case bool:
+		if n {
+			return 1, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+func (o options) float(key string, def float64) float64 {
+	if f, ok := toFloat(o[key]); ok {
+		return f
+	}
+	return def
+}
+
+func (o options) int(key string, def int) int {
+	if f, ok := toFloat(o[key]); ok {
+		return int(f)
+	}
+	return def
+}
+
+func (o options) str(key, def string) string {
+	if s, ok := o[key].(string); ok && s != "" {
+		return s
+	}
+	return def
+}
+
+// truthy is Python truthiness for bools, lists (retry_exceptions=[...]) etc.
+func (o options) truthy(key string) bool {
+	switch v := o[key].(type) {
+	case nil:
+		return false
+	case bool:
+		return v
+	case []any:
+		return len(v) > 0
+	default:
+		return true
+	}
+}
+
+func (o options) dict(key string) map[string]any {
+	m, _ := asDict(o[key])
+	return m
+}
+
+// numReturns is 1 by default; "dynamic" generators return one ref.
+func (o options) numReturns() int {
+	switch v := o["num_returns"].(type) {
+	case string:
+		return 1
+	default:
+		if f, ok := toFloat(v); ok {
+			return int(f)
+		}
+	}
+	return 1
+}
+
+// resources is the task's resource demand in Ray's naming.
+func (o options) resources(defaultCPU float64) map[string]float64 {
+	r := map[string]float64{}
+	if cpu := o.float("num_cpus", defaultCPU); cpu > 0 {
+		r["CPU"] = cpu
+	}
+	if gpu := o.float("num_gpus", 0); gpu > 0 {
+		r["GPU"] = gpu
+	}
+	if mem := o.float("memory", 0); mem > 0 {
+		r["memory"] = mem
+	}
+	for k, v := range o.dict("resources") {
+		if f, ok := toFloat(v); ok && f > 0 {
+			r[k] = f
+		}
+	}
+	return r
+}

@@ -1,0 +1,197 @@
+// Package clientserver is gray's Ray Client front end: the three gRPC services
+// (RayletDriver, RayletDataStreamer, RayletLogStreamer) that stock
+// `ray.init("ray://...")` clients speak, with one session per client_id.
+package clientserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/internal/ids"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/raylet"
+)
+
+// ChunkSize is the Ray Client transfer chunk (OBJECT_TRANSFER_CHUNK_SIZE).
+const ChunkSize = 5 << 20
+
+// Node is what the front end needs from the node that runs tasks.
+type Node interface {
+	NodeID() ids.NodeID
+	Submit(spec *raylet.TaskSpec) error
+	Cancel(id ids.TaskID, force bool) error
+	Total() map[string]float64
+	Available() map[string]float64
+	// WorkerJob reports the job of the task a worker is running.
+	WorkerJob(workerID string) (ids.JobID, bool)
+}
+
+// Config configures the front end.
+type Config struct {
+	// Addr is the TCP listen address (":10001").
+	Addr          string
+	RayVersion    string
+	PythonVersion string
+	NodeIP        string
+	DashboardURL  string
+	Store         *objectstore.Store
+	KV            gcs.KV
+	Jobs          *gcs.Jobs
+	Node          Node
+	// PackagesDir is where working_dir packages are unpacked.
+	PackagesDir string
+	Logger      *slog.Logger
+	// MaxMessageSize bounds one gRPC message (the client allows 2 GiB).
+	MaxMessageSize int
+}
+
+// Server serves Ray Client sessions.
+type Server struct {
+	pb.UnimplementedRayletDriverServer
+	pb.UnimplementedRayletDataStreamerServer
+	pb.UnimplementedRayletLogStreamerServer
+
+	cfg   Config
+	log   *slog.Logger
+	store *objectstore.Store
+	grpc  *grpc.Server
+	ln    net.Listener
+	ctx   context.Context
+	stop  context.CancelFunc
+
+	mu         sync.Mutex
+	sessions   map[string]*session
+	clientRefs map[string]ids.ObjectID // client-side ref id (hex) -> object
+	objMeta    map[ids.ObjectID]*objectMeta
+	kvDedupe   map[string]*pb.KVPutResponse
+}
+
+// objectMeta is what the front end remembers about a put payload.
+type objectMeta struct {
+	// selfRefs are client-side ref ids a function/class pickle refers to.
+	selfRefs []string
+}
+
+// New builds a front end.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.KV == nil || cfg.Node == nil || cfg.Jobs == nil {
+		return nil, fmt.Errorf("clientserver: store, kv, jobs and node are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RayVersion == "" {
+		cfg.RayVersion = "2.60.0"
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = math.MaxInt32
+	}
+	return &Server{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "clientserver"),
+		store:      cfg.Store,
+		sessions:   map[string]*session{},
+		clientRefs: map[string]ids.ObjectID{},
+		objMeta:    map[ids.ObjectID]*objectMeta{},
+		kvDedupe:   map[string]*pb.KVPutResponse{},
+	}, nil
+}
+
+// Listen binds the TCP address (so callers learn the port before Start).
+func (s *Server) Listen() (net.Addr, error) {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("clientserver: listen %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return ln.Addr(), nil
+}
+
+// Start serves until Close.
+func (s *Server) Start(ctx context.Context) error {
+	if s.ln == nil {
+		if _, err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.ctx, s.stop = context.WithCancel(ctx)
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(s.cfg.MaxMessageSize),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		// The stock client pings every 30 s even when idle.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Minute}),
+		grpc.InitialWindowSize(16<<20),
+		grpc.InitialConnWindowSize(64<<20),
+		grpc.ReadBufferSize(1<<20),
+		grpc.WriteBufferSize(1<<20),
+	)
+	pb.RegisterRayletDriverServer(s.grpc, s)
+	pb.RegisterRayletDataStreamerServer(s.grpc, s)
+	pb.RegisterRayletLogStreamerServer(s.grpc, s)
+	go func() {
+		if err := s.grpc.Serve(s.ln); err != nil {
+			s.log.Error("grpc serve", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Close stops serving and drops every session.
+func (s *Server) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
+	if s.grpc != nil {
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.grpc.Stop()
+		}
+	}
+	return nil
+}
+
+// NumClients counts connected driver sessions (workers excluded).
+func (s *Server) NumClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ss := range s.sessions {
+		if ss.workerID == "" && ss.streams > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Sessions lists driver sessions (for gray status).
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SessionInfo
+	for _, ss := range s.sessions {
+		if ss.workerID != "" {
+			continue
+		}
+		out = append(out, SessionInfo{ClientID: ss.clientID, JobID: ss.job.Hex(), Namespace: ss.namespace})
+	}
+	return out
+}
+
+// SessionInfo describes one client session.
+type SessionInfo struct {
+	ClientID, JobID, Namespace string
+}

@@ -1,0 +1,183 @@
+package clientserver
+
+import (
+	"sync"
+	"time"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/raylet"
+)
+
+// session is the server side of one client_id: a Ray job with its own
+// namespace, runtime env and references. Worker runtimes connect as sessions
+// too (workerID set); their requests act on behalf of the job of the task
+// they are running.
+type session struct {
+	clientID string
+	workerID string
+
+	mu          sync.Mutex
+	job         ids.JobID
+	namespace   string
+	env         raylet.RuntimeEnv
+	runtimeEnv  map[string]any
+	grace       time.Duration
+	initialized bool
+	streams     int
+	generation  int
+	ended       bool
+	cleanupReq  bool
+
+	// Reliable delivery across reconnects (OrderedResponseCache semantics).
+	cache     map[int32]*pb.DataResponse
+	inflight  map[int32]bool
+	asyncGets map[int32]bool
+	out       *outbox
+
+	putChunks  map[int32]*chunkBuf
+	taskChunks map[int32]*taskChunkBuf
+
+	logs     map[int]chan *pb.LogData
+	logSeq   int
+	logLevel int32
+}
+
+func newSession(clientID, workerID string) *session {
+	return &session{
+		clientID:   clientID,
+		workerID:   workerID,
+		grace:      30 * time.Second,
+		cache:      map[int32]*pb.DataResponse{},
+		inflight:   map[int32]bool{},
+		asyncGets:  map[int32]bool{},
+		putChunks:  map[int32]*chunkBuf{},
+		taskChunks: map[int32]*taskChunkBuf{},
+		logs:       map[int]chan *pb.LogData{},
+		logLevel:   20,
+	}
+}
+
+// holder is the key under which the store tracks this session's refs.
+func (ss *session) holder() string { return "session:" + ss.clientID }
+
+// chunkBuf collects the chunks of one put.
+type chunkBuf struct {
+	chunks    [][]byte
+	size      int64
+	total     int32
+	clientRef []byte
+}
+
+// taskChunkBuf collects the chunks of one task's argument data.
+type taskChunkBuf struct {
+	first  *pb.ClientTask
+	chunks [][]byte
+	total  int32
+}
+
+// outbox is an unbounded queue of responses drained by one stream.
+type outbox struct {
+	mu     sync.Mutex
+	items  []*pb.DataResponse
+	notify chan struct{}
+	done   chan struct{}
+}
+
+func newOutbox() *outbox {
+	return &outbox{notify: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (o *outbox) push(r *pb.DataResponse) {
+	o.mu.Lock()
+	o.items = append(o.items, r)
+	o.mu.Unlock()
+	select {
+	case o.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) drain() []*pb.DataResponse {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	items := o.items
+	o.items = nil
+	return items
+}
+
+// send delivers a response on the session's current stream. Responses to
+// requests that may be resent after a reconnect are cached until acked.
+func (ss *session) send(r *pb.DataResponse, cacheable bool) {
+	ss.mu.Lock()
+	if cacheable && r.ReqId != 0 {
+		ss.cache[r.ReqId] = r
+		delete(ss.inflight, r.ReqId)
+	}
+	out := ss.out
+	ss.mu.Unlock()
+	if out != nil {
+		out.push(r)
+	}
+}
+
+// ack drops cached responses up to and including reqID.
+func (ss *session) ack(reqID int32) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for id := range ss.cache {
+		if id <= reqID {
+			delete(ss.cache, id)
+		}
+	}
+}
+
+// admit decides what to do with an incoming request id: true means process
+// it; false means it was a resend already answered (re-sent from cache) or
+// still being worked on.
+func (ss *session) admit(reqID int32) bool {
+	if reqID == 0 {
+		return true
+	}
+	ss.mu.Lock()
+	cached, ok := ss.cache[reqID]
+	busy := ss.inflight[reqID]
+	out := ss.out
+	if !ok && !busy {
+		ss.inflight[reqID] = true
+	}
+	ss.mu.Unlock()
+	if ok {
+		if out != nil {
+			out.push(cached)
+		}
+		return false
+	}
+	return !busy
+}
+
+func (ss *session) subscribeLogs() (int, chan *pb.LogData) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.logSeq++
+	ch := make(chan *pb.LogData, 4096)
+	ss.logs[ss.logSeq] = ch
+	return ss.logSeq, ch
+}
+
+func (ss *session) unsubscribeLogs(id int) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.logs, id)
+}
+
+func (ss *session) publishLog(d *pb.LogData) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, ch := range ss.logs {
+		select {
+		case ch <- d:
+		default: // a stalled log reader must not stall workers
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package clientserver
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/raylet"
+)
+
+// Ray's defaults for normal tasks.
+const (
+	defaultTaskCPUs    = 1.0
+	defaultTaskRetries = 3
+)
+
+func (s *Server) collectTask(ss *session, reqID int32, t *pb.ClientTask) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	buf := ss.taskChunks[reqID]
+	if buf == nil || t.ChunkId == 0 {
+		buf = &taskChunkBuf{first: t, total: t.TotalChunks}
+		ss.taskChunks[reqID] = buf
+	}
+	if int(t.ChunkId) != len(buf.chunks) {
+		return
+	}
+	buf.chunks = append(buf.chunks, t.Data)
+}
+
+func (s *Server) invalidTicket(module, name, msg string) *pb.ClientTaskTicket {
+	return &pb.ClientTaskTicket{Valid: false, Error: s.errorPickle(module, name, msg)}
+}
+
+// schedule turns a ClientTask into work and answers with its return ids.
+func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) *pb.ClientTaskTicket {
+	data := [][]byte{t.Data}
+	if t.TotalChunks > 1 {
+		ss.mu.Lock()
+		buf := ss.taskChunks[reqID]
+		delete(ss.taskChunks, reqID)
+		ss.mu.Unlock()
+		if buf == nil || len(buf.chunks) != int(t.TotalChunks)-1 {
+			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("task request %d is missing chunks", reqID))
+		}
+		data = append(buf.chunks, t.Data)
+	}
+	opts, err := taskOptions(t)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "could not read task options: "+err.Error())
+	}
+	switch t.Type {
+	case pb.ClientTask_FUNCTION:
+		return s.scheduleFunction(ss, t, data, opts)
+	default:
+		return s.scheduleActorTask(ss, t, data, opts)
+	}
+}
+
+func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, opts options) *pb.ClientTaskTicket {
+	fid, err := ids.ObjectFromBytes(t.PayloadId)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "bad function id: "+err.Error())
+	}
+	if !s.store.Contains(fid) {
+		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex()))
+	}
+	args, err := scanArgs(data)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "could not read the task arguments: "+err.Error())
+	}
+	deps, pins, err := s.argRefs(args)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error())
+	}
+	pins = append(pins, fid)
+	env, err := s.taskEnv(ss, opts)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error())
+	}
+	numReturns := opts.numReturns()
+	job := s.jobOf(ss)
+	spec := &raylet.TaskSpec{
+		TaskID:          ids.NewTaskID(ids.NilActorFor(job)),
+		JobID:           job,
+		Name:            opts.str("name", t.Name),
+		FunctionID:      fid,
+		Args:            data,
+		Deps:            deps,
+		Pins:            pins,
+		SelfRefs:        s.selfRefs(fid),
+		NumReturns:      numReturns,
+		Resources:       opts.resources(defaultTaskCPUs),
+		MaxRetries:      opts.int("max_retries", defaultTaskRetries),
+		RetryExceptions: opts.truthy("retry_exceptions"),
+		Env:             env,
+	}
+	if t.BaselineOptions != nil {
+		spec.Baseline = t.BaselineOptions.PickledOptions
+	}
+	returns := spec.ReturnIDs()
+	for _, id := range returns {
+		s.store.Create(id, ss.holder())
+	}
+	if err := s.cfg.Node.Submit(spec); err != nil {
+		for _, id := range returns {
+			s.store.Release(id, ss.holder())
+		}
+		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
+	}
+	ticket := &pb.ClientTaskTicket{Valid: true}
+	for _, id := range returns {
+		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
+	}
+	return ticket
+}
+
+func scanArgs(data [][]byte) (pickle.TaskArgs, error) {
+	readers := make([]io.Reader, len(data))
+	for i, c := range data {
+		readers[i] = bytes.NewReader(c)
+	}
+	return pickle.ScanTaskArgs(io.MultiReader(readers...))
+}
+
+// argRefs returns the top-level object refs (resolved before the task runs)
+// and every object the task's arguments refer to.
+func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err error) {
+	seen := map[ids.ObjectID]bool{}
+	for _, tl := range args.TopLevel {
+		if tl.Stub.Type != "Object" {
+			continue
+		}
+		oid, err := ids.ObjectFromBytes(tl.Stub.RefID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !s.store.Contains(oid) {
+			return nil, nil, fmt.Errorf("ObjectRef %s passed as an argument is not known to the server (was it released?)", oid.Hex())
+		}
+		if !seen[oid] {
+			seen[oid] = true
+			deps = append(deps, oid)
+		}
+	}
+	pinned := map[ids.ObjectID]bool{}
+	for _, st := range args.All {
+		switch st.Type {
+		case "Object", "RemoteFunc", "RemoteActor":
+			oid, err := ids.ObjectFromBytes(st.RefID)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !pinned[oid] {
+				pinned[oid] = true
+				pins = append(pins, oid)
+			}
+		}
+	}
+	return deps, pins, nil
+}
+
+// selfRefs resolves the client-side ids a function pickle refers to itself by.
+func (s *Server) selfRefs(fid ids.ObjectID) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	meta := s.objMeta[fid]
+	if meta == nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, cr := range meta.selfRefs {
+		if oid, ok := s.clientRefs[cr]; ok {
+			out[cr] = oid.Hex()
+		}
+	}
+	return out
+}
+
+// taskEnv merges the job's runtime_env with the task's.
+func (s *Server) taskEnv(ss *session, opts options) (raylet.RuntimeEnv, error) {
+	ss.mu.Lock()
+	base := ss.env
+	ss.mu.Unlock()
+	if ss.workerID != "" {
+		if job, ok := s.cfg.Node.WorkerJob(ss.workerID); ok {
+			if owner := s.sessionOfJob(job); owner != nil {
+				owner.mu.Lock()
+				base = owner.env
+				owner.mu.Unlock()
+			}
+		}
+	}
+	env := raylet.RuntimeEnv{WorkingDir: base.WorkingDir, EnvVars: map[string]string{}}
+	for k, v := range base.EnvVars {
+		env.EnvVars[k] = v
+	}
+	re := opts.dict("runtime_env")
+	if re == nil {
+		return env, nil
+	}
+	task, err := s.resolveRuntimeEnv(re)
+	if err != nil {
+		return env, err
+	}
+	for k, v := range task.EnvVars {
+		env.EnvVars[k] = v
+	}
+	if task.WorkingDir != "" {
+		env.WorkingDir = task.WorkingDir
+	}
+	return env, nil
+}
+
+func (s *Server) sessionOfJob(job ids.JobID) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		if ss.workerID == "" && ss.job == job && ss.initialized {
+			return ss
+		}
+	}
+	return nil
+}
+
+// resolveRuntimeEnv reads env_vars and working_dir from a runtime_env dict.
+func (s *Server) resolveRuntimeEnv(re map[string]any) (raylet.RuntimeEnv, error) {
+	env := raylet.RuntimeEnv{EnvVars: map[string]string{}}
+	if vars, ok := asDict(re["env_vars"]); ok {
+		for k, v := range vars {
+			str, ok := v.(string)
+			if !ok {
+				return env, fmt.Errorf("runtime_env env_vars[%q] must be a string, got %T", k, v)
+			}
+			env.EnvVars[k] = str
+		}
+	}
+	if wd, ok := re["working_dir"].(string); ok && wd != "" {
+		if !strings.HasPrefix(wd, "gcs://") {
+			return env, fmt.Errorf("runtime_env working_dir %q: only packages uploaded by the client are supported", wd)
+		}
+		dir, err := s.unpackPackage(wd)
+		if err != nil {
+			return env, err
+		}
+		env.WorkingDir = dir
+	}
+	return env, nil
+}

@@ -1,0 +1,460 @@
+// Package raylet is the provider daemon's core: it accepts tasks, waits for
+// their arguments, grants resources, runs them on pooled Python workers and
+// stores their results in the node's object store.
+package raylet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/worker"
+)
+
+// Sentinel errors.
+var (
+	ErrClosed      = errors.New("raylet closed")
+	ErrUnknownTask = errors.New("unknown task")
+)
+
+// LogSink receives worker output lines attributed to a job.
+type LogSink func(job ids.JobID, line string, stderr bool)
+
+// Config configures a raylet.
+type Config struct {
+	NodeID    ids.NodeID
+	NodeIP    string
+	Resources map[string]float64
+	Store     *objectstore.Store
+	// Python is the interpreter that runs workers (needs ray installed).
+	Python string
+	// ClientAddress is the Ray Client front end workers connect back to.
+	ClientAddress string
+	// SessionDir holds sockets, the worker runtime and unpacked packages.
+	SessionDir string
+	// PrestartWorkers is how many default workers to keep warm.
+	PrestartWorkers int
+	Logs            LogSink
+	Logger          *slog.Logger
+}
+
+// Raylet schedules tasks on one node.
+type Raylet struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *objectstore.Store
+	pool   *pool
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	available map[string]float64
+	queue     []*task
+	tasks     map[ids.TaskID]*task
+	closed    bool
+	wake      chan struct{}
+}
+
+// New builds a raylet; Start launches it.
+func New(cfg Config) (*Raylet, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("raylet: no object store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Logs == nil {
+		cfg.Logs = func(ids.JobID, string, bool) {}
+	}
+	avail := make(map[string]float64, len(cfg.Resources))
+	for k, v := range cfg.Resources {
+		avail[k] = v
+	}
+	return &Raylet{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "raylet"),
+		store:     cfg.Store,
+		available: avail,
+		tasks:     map[ids.TaskID]*task{},
+		wake:      make(chan struct{}, 1),
+	}, nil
+}
+
+// Start writes the worker runtime, prestarts workers and runs the dispatcher.
+func (r *Raylet) Start(ctx context.Context) error {
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	if err := os.MkdirAll(r.cfg.SessionDir, 0o755); err != nil {
+		return fmt.Errorf("raylet: session dir: %w", err)
+	}
+	script, err := worker.WriteScript(filepath.Join(r.cfg.SessionDir, "runtime"))
+	if err != nil {
+		return err
+	}
+	p, err := newPool(r, script)
+	if err != nil {
+		return err
+	}
+	r.pool = p
+	go r.dispatchLoop()
+	p.prestart(r.cfg.PrestartWorkers)
+	return nil
+}
+
+// Close stops workers and the dispatcher.
+func (r *Raylet) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	if r.pool != nil {
+		r.pool.close()
+	}
+	return nil
+}
+
+// NodeID is this raylet's id.
+func (r *Raylet) NodeID() ids.NodeID { return r.cfg.NodeID }
+
+// Total returns the node's resources.
+func (r *Raylet) Total() map[string]float64 {
+	out := make(map[string]float64, len(r.cfg.Resources))
+	for k, v := range r.cfg.Resources {
+		out[k] = v
+	}
+	return out
+}
+
+// Available returns resources not granted to running tasks.
+func (r *Raylet) Available() map[string]float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]float64, len(r.available))
+	for k, v := range r.available {
+		out[k] = v
+	}
+	return out
+}
+
+// Submit accepts a task. Its return objects must already exist in the store.
+func (r *Raylet) Submit(spec *TaskSpec) error {
+	t := &task{spec: spec, stop: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.tasks[spec.TaskID] = t
+	r.mu.Unlock()
+	r.store.Pin(spec.Pins)
+	go r.waitDeps(t)
+	return nil
+}
+
+func (r *Raylet) waitDeps(t *task) {
+	for _, d := range t.spec.Deps {
+		ch, err := r.store.ReadyChan(d)
+		if err != nil {
+			r.finishWithError(t, r.objectLost(d))
+			return
+		}
+		select {
+		case <-ch:
+		case <-t.stop:
+			return
+		case <-r.ctx.Done():
+			return
+		}
+		obj, err := r.store.Get(d)
+		if err != nil || obj == nil {
+			r.finishWithError(t, r.objectLost(d))
+			return
+		}
+		if obj.IsError {
+			// A failed argument fails the task with the same error, as in Ray.
+			r.finishWithError(t, obj.Chunks)
+			return
+		}
+	}
+	r.mu.Lock()
+	if t.state != stateWaitingDeps || t.cancelled {
+		r.mu.Unlock()
+		return
+	}
+	t.state = stateQueued
+	r.queue = append(r.queue, t)
+	r.mu.Unlock()
+	r.kick()
+}
+
+func (r *Raylet) objectLost(id ids.ObjectID) [][]byte {
+	return [][]byte{lostError(id)}
+}
+
+func (r *Raylet) kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Raylet) dispatchLoop() {
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.dispatch()
+	}
+}
+
+// dispatch grants resources to queued tasks in order, skipping tasks that
+// do not fit so that smaller ones behind them can run.
+func (r *Raylet) dispatch() {
+	r.mu.Lock()
+	var launch []*task
+	rest := r.queue[:0]
+	for _, t := range r.queue {
+		if t.cancelled {
+			continue
+		}
+		if fits(r.available, t.spec.Resources) {
+			acquire(r.available, t.spec.Resources)
+			t.state = stateRunning
+			launch = append(launch, t)
+			continue
+		}
+		rest = append(rest, t)
+	}
+	r.queue = rest
+	r.mu.Unlock()
+	for _, t := range launch {
+		go r.run(t)
+	}
+}
+
+func (r *Raylet) run(t *task) {
+	w, err := r.pool.acquire(r.ctx, t.spec.Env)
+	if err != nil {
+		r.releaseResources(t)
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "RaySystemError", "could not start a worker: "+err.Error()))
+		return
+	}
+	r.mu.Lock()
+	if t.cancelled {
+		r.mu.Unlock()
+		r.pool.release(w)
+		r.releaseResources(t)
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+		return
+	}
+	t.worker = w
+	r.mu.Unlock()
+	res := w.execute(t, r.store)
+	r.releaseResources(t)
+	r.mu.Lock()
+	t.worker = nil
+	cancelled := t.cancelled
+	r.mu.Unlock()
+	switch {
+	case res.err == nil && res.errBlob == nil:
+		r.pool.release(w)
+		r.finishOK(t, res)
+	case res.err == nil: // the task raised
+		r.pool.release(w)
+		if res.user && t.spec.RetryExceptions && t.attempt < t.spec.MaxRetries && !cancelled {
+			r.retry(t)
+			return
+		}
+		r.finishWithError(t, [][]byte{res.errBlob})
+	default: // the worker died
+		r.pool.discard(w)
+		if cancelled {
+			r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+			return
+		}
+		if t.attempt < t.spec.MaxRetries || t.spec.MaxRetries < 0 {
+			r.log.Info("worker died; retrying task", "task", t.spec.Name, "attempt", t.attempt+1, "err", res.err)
+			r.retry(t)
+			return
+		}
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "WorkerCrashedError"))
+	}
+}
+
+func (r *Raylet) retry(t *task) {
+	r.mu.Lock()
+	t.attempt++
+	t.state = stateQueued
+	r.queue = append(r.queue, t)
+	r.mu.Unlock()
+	r.kick()
+}
+
+func (r *Raylet) releaseResources(t *task) {
+	r.mu.Lock()
+	release(r.available, t.spec.Resources)
+	r.mu.Unlock()
+	r.kick()
+}
+
+func (r *Raylet) errorPickle(module, name string, args ...any) [][]byte {
+	b, err := pickle.Call(module, name, args...)
+	if err != nil {
+		r.log.Error("cannot pickle error", "name", name, "err", err)
+		return nil
+	}
+	return [][]byte{b}
+}
+
+func (r *Raylet) finishOK(t *task, res result) {
+	for i, id := range t.spec.ReturnIDs() {
+		var contained []ids.ObjectID
+		if i < len(res.contained) {
+			contained = res.contained[i]
+		}
+		var data []byte
+		if i < len(res.values) {
+			data = res.values[i]
+		}
+		r.store.Seal(&objectstore.Object{ID: id, Chunks: [][]byte{data}, Size: int64(len(data)), Contained: contained})
+	}
+	r.done(t)
+}
+
+func (r *Raylet) finishWithError(t *task, errChunks [][]byte) {
+	size := 0
+	for _, c := range errChunks {
+		size += len(c)
+	}
+	for _, id := range t.spec.ReturnIDs() {
+		r.store.Seal(&objectstore.Object{ID: id, Chunks: errChunks, Size: int64(size), IsError: true})
+	}
+	r.done(t)
+}
+
+func (r *Raylet) done(t *task) {
+	r.mu.Lock()
+	if t.state == stateDone {
+		r.mu.Unlock()
+		return
+	}
+	t.state = stateDone
+	delete(r.tasks, t.spec.TaskID)
+	r.mu.Unlock()
+	r.store.Unpin(t.spec.Pins)
+}
+
+// Cancel cancels a task that is waiting, queued or running. A running task
+// gets KeyboardInterrupt (or its worker is killed when force is set).
+func (r *Raylet) Cancel(id ids.TaskID, force bool) error {
+	r.mu.Lock()
+	t, ok := r.tasks[id]
+	if !ok {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownTask, id.Hex())
+	}
+	t.cancelled = true
+	t.force = force
+	state, w := t.state, t.worker
+	if state == stateWaitingDeps {
+		t.state = stateQueued // stop the dep waiter from enqueueing
+		close(t.stop)
+	}
+	r.mu.Unlock()
+	switch {
+	case state == stateWaitingDeps || state == stateQueued:
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+	case state == stateRunning && w != nil:
+		if force {
+			w.kill()
+		} else {
+			w.cancel(id)
+		}
+	}
+	return nil
+}
+
+func fits(avail, req map[string]float64) bool {
+	for k, v := range req {
+		if v > 0 && avail[k] < v-1e-9 {
+			return false
+		}
+	}
+	return true
+}
+
+func acquire(avail, req map[string]float64) {
+	for k, v := range req {
+		avail[k] -= v
+	}
+}
+
+func release(avail, req map[string]float64) {
+	for k, v := range req {
+		avail[k] += v
+	}
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+// WorkerJob reports the job of the task a worker runs (or ran last).
+func (r *Raylet) WorkerJob(workerID string) (ids.JobID, bool) {
+	if r.pool == nil {
+		return ids.JobID{}, false
+	}
+	r.pool.mu.Lock()
+	w := r.pool.all[workerID]
+	r.pool.mu.Unlock()
+	if w == nil {
+		return ids.JobID{}, false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.job, w.taskName != ""
+}
+
+// WorkerBlocked gives back the CPU of the task running on a worker while
+// that task waits in ray.get/ray.wait, as Ray does, so that nested tasks can
+// run. The returned function takes it again.
+func (r *Raylet) WorkerBlocked(workerID string) func() {
+	r.mu.Lock()
+	var t *task
+	for _, x := range r.tasks {
+		if x.worker != nil && x.worker.id == workerID && x.state == stateRunning {
+			t = x
+			break
+		}
+	}
+	if t == nil || t.spec.Resources["CPU"] == 0 {
+		r.mu.Unlock()
+		return func() {}
+	}
+	cpu := t.spec.Resources["CPU"]
+	r.available["CPU"] += cpu
+	r.mu.Unlock()
+	r.kick()
+	return func() {
+		r.mu.Lock()
+		r.available["CPU"] -= cpu
+		r.mu.Unlock()
+	}
+}
+
+// SetClientAddress sets the front end address workers connect back to
+// (known only once the front end has bound its port).
+func (r *Raylet) SetClientAddress(addr string) { r.cfg.ClientAddress = addr }

@@ -1,0 +1,102 @@
+"""Pytest fixtures: a real gray pool (built from this checkout) driven by the
+stock ray==2.60.0 client."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gray_bin():
+    """The gray binary: $GRAY_BIN, or built from this checkout."""
+    path = os.environ.get("GRAY_BIN")
+    if path:
+        return path
+    out = os.path.join(tempfile.mkdtemp(prefix="gray-bin-"), "gray")
+    subprocess.run(["go", "build", "-o", out, "./cmd/gray"], cwd=ROOT, check=True)
+    return out
+
+
+class Pool:
+    """A gray pool process on loopback."""
+
+    def __init__(self, gray_bin, num_cpus=4, extra=()):
+        self.port = free_port()
+        self.status_port = free_port()
+        self.address = "127.0.0.1:%d" % self.port
+        self.log = tempfile.NamedTemporaryFile(prefix="gray-pool-", suffix=".log", delete=False)
+        cmd = [
+            gray_bin, "start", "--head",
+            "--port", str(self.port),
+            "--status-port", str(self.status_port),
+            "--python", sys.executable,
+            "--num-cpus", str(num_cpus),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gray exited early:\n" + self.logs())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("gray did not start:\n" + self.logs())
+
+    def logs(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def pool(gray_bin):
+    p = Pool(gray_bin)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def ray_client(pool):
+    import ray
+
+    ray.init("ray://" + pool.address)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def run_client_script(pool, source, timeout=120, env=None):
+    """Run a stock-client program in a fresh interpreter (one ray client per
+    process); returns the CompletedProcess."""
+    e = dict(os.environ)
+    e["GRAY_ADDRESS"] = "ray://" + pool.address
+    if env:
+        e.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=timeout, env=e
+    )
