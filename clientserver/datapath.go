@@ -17,9 +17,6 @@ import (
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 )
 
-// protocolVersion is the last protocol date older clients compare.
-const protocolVersion = "2022-07-24"
-
 func mdValue(md metadata.MD, key string) string {
 	if v := md.Get(key); len(v) > 0 {
 		return v[0]
@@ -189,11 +186,10 @@ func (s *Server) handleData(ss *session, req *pb.DataRequest) bool {
 		resp.Type = &pb.DataResponse_Init{Init: s.init(ss, t.Init)}
 	case *pb.DataRequest_ConnectionInfo:
 		resp.Type = &pb.DataResponse_ConnectionInfo{ConnectionInfo: &pb.ConnectionInfoResponse{
-			NumClients:      int32(s.NumClients()),
-			RayVersion:      s.cfg.RayVersion,
-			RayCommit:       "gray",
-			PythonVersion:   s.cfg.PythonVersion,
-			ProtocolVersion: protocolVersion,
+			NumClients:    int32(s.NumClients()),
+			RayVersion:    s.cfg.RayVersion,
+			RayCommit:     "gray",
+			PythonVersion: s.cfg.PythonVersion,
 		}}
 	case *pb.DataRequest_Put:
 		resp.Type = &pb.DataResponse_Put{Put: s.finishPut(ss, req.ReqId, t.Put)}

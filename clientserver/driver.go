@@ -99,9 +99,9 @@ func (s *Server) ClusterInfo(ctx context.Context, r *pb.ClusterInfoRequest) (*pb
 	case pb.ClusterInfoType_NODES:
 		setJSON(s.nodes())
 	case pb.ClusterInfoType_CLUSTER_RESOURCES:
-		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Total())}}
+		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable_{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Total())}}
 	case pb.ClusterInfoType_AVAILABLE_RESOURCES:
-		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Available())}}
+		resp.ResponseType = &pb.ClusterInfoResponse_ResourceTable_{ResourceTable: &pb.ClusterInfoResponse_ResourceTable{Table: s.resourceTable(s.cfg.Node.Available())}}
 	case pb.ClusterInfoType_RUNTIME_CONTEXT:
 		ss, err := s.sessionFor(ctx)
 		if err != nil {
@@ -121,6 +121,7 @@ func (s *Server) ClusterInfo(ctx context.Context, r *pb.ClusterInfoRequest) (*pb
 		node := s.cfg.Node.NodeID()
 		resp.ResponseType = &pb.ClusterInfoResponse_RuntimeContext_{RuntimeContext: &pb.ClusterInfoResponse_RuntimeContext{
 			JobId: job[:], NodeId: node[:], Namespace: ns, RuntimeEnv: string(reJSON),
+			GcsAddress: s.cfg.NodeIP, SessionName: "gray",
 		}}
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "unknown cluster info type %d", r.Type)

@@ -17,8 +17,8 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
-	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/objectstore"
+	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/raylet"
 )
 

@@ -100,3 +100,7 @@ def run_client_script(pool, source, timeout=120, env=None):
     return subprocess.run(
         [sys.executable, "-c", source], capture_output=True, text=True, timeout=timeout, env=e
     )
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-huge", action="store_true", default=False, help="run the 1 GiB object test")

@@ -1,0 +1,77 @@
+// Package testcluster starts an in-process gray pool (head, front end and a
+// local raylet on loopback) for Go integration tests.
+package testcluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/gray-cluster/gray/head"
+)
+
+// Options tune the pool.
+type Options struct {
+	NumCPUs         float64
+	PrestartWorkers int
+	// ObjectStoreMemory in bytes (default 1 GiB).
+	ObjectStoreMemory int64
+}
+
+// Python returns the interpreter for workers: $GRAY_PYTHON, the repo's
+// .venv, or python3.
+func Python() string {
+	if p := os.Getenv("GRAY_PYTHON"); p != "" {
+		return p
+	}
+	wd, _ := os.Getwd()
+	for dir := wd; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		p := filepath.Join(dir, ".venv", "bin", "python")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "python3"
+}
+
+// HasRay reports whether the worker Python can import ray.
+func HasRay() bool {
+	return exec.Command(Python(), "-c", "import ray.util.client").Run() == nil
+}
+
+// Start runs a pool for the test and stops it at cleanup.
+func Start(t testing.TB, o Options) *head.Head {
+	t.Helper()
+	if o.NumCPUs == 0 {
+		o.NumCPUs = 2
+	}
+	if o.ObjectStoreMemory == 0 {
+		o.ObjectStoreMemory = 1 << 30
+	}
+	h, err := head.New(head.Config{
+		ClientAddr:        "127.0.0.1:0",
+		Python:            Python(),
+		NumCPUs:           o.NumCPUs,
+		ObjectStoreMemory: o.ObjectStoreMemory,
+		PrestartWorkers:   o.PrestartWorkers,
+		SessionDir:        t.TempDir(),
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := h.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		cancel()
+	})
+	return h
+}

@@ -1,0 +1,146 @@
+"""Large objects, chunking, reference release and reconnects."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+
+def test_large_put_get_chunked(ray_client):
+    ray = ray_client
+    import numpy as np
+
+    arr = np.arange(40 * 1024 * 1024 // 8, dtype=np.int64)  # 40 MiB: 8+ chunks
+    ref = ray.put(arr)
+    back = ray.get(ref)
+    assert back.shape == arr.shape and (back == arr).all()
+
+    @ray.remote
+    def total(a):
+        return int(a.sum()), a.nbytes
+
+    assert ray.get(total.remote(ref)) == (int(arr.sum()), arr.nbytes)
+
+    @ray.remote
+    def make(n):
+        return np.ones(n, dtype=np.uint8)
+
+    big = ray.get(make.remote(12 * 1024 * 1024))
+    assert big.nbytes == 12 * 1024 * 1024 and big.sum() == big.nbytes
+
+
+@pytest.mark.skipif("not config.getoption('--run-huge', default=False)")
+def test_gigabyte_put_get(ray_client):
+    ray = ray_client
+    import numpy as np
+
+    arr = np.ones(1024 * 1024 * 1024 // 8, dtype=np.int64)
+    ref = ray.put(arr)
+    del arr
+    back = ray.get(ref)
+    assert back.nbytes == 1024 * 1024 * 1024 and int(back[-1]) == 1
+
+
+def _status(pool):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/gray/status" % pool.status_port) as r:
+        return json.load(r)
+
+
+def test_release_frees_objects(ray_client, pool):
+    ray = ray_client
+    import gc
+
+    before = _status(pool)["object_bytes"]
+    refs = [ray.put(b"x" * (1 << 20)) for _ in range(8)]
+    assert _status(pool)["object_bytes"] >= before + 8 * (1 << 20)
+    del refs
+    gc.collect()
+    deadline = time.time() + 10
+    while time.time() < deadline and _status(pool)["object_bytes"] > before + (1 << 20):
+        time.sleep(0.1)
+    assert _status(pool)["object_bytes"] <= before + (1 << 20)
+
+
+class Proxy:
+    """A TCP proxy whose connections the test can cut."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.conns = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(self.target)
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(1 << 16)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+        self.cut()
+
+
+def test_reconnect_loses_nothing(pool):
+    import ray
+
+    proxy = Proxy(pool.port)
+    ray.init("ray://127.0.0.1:%d" % proxy.port)
+    try:
+
+        @ray.remote
+        def slow_square(x):
+            time.sleep(0.5)
+            return x * x
+
+        refs = [slow_square.remote(i) for i in range(8)]
+        kept = ray.put("kept across reconnect")
+        time.sleep(0.2)
+        proxy.cut()
+        more = [slow_square.remote(i) for i in range(8, 12)]
+        assert ray.get(refs + more, timeout=120) == [i * i for i in range(12)]
+        assert ray.get(kept) == "kept across reconnect"
+    finally:
+        ray.shutdown()
+        proxy.close()
