@@ -41,6 +41,12 @@ func asDict(v any) (map[string]any, bool) {
 	switch m := v.(type) {
 	case map[string]any:
 		return m, true
+	case *pickle.Object:
+		// A dict subclass such as ray.runtime_env.RuntimeEnv.
+		if m != nil && m.Items != nil {
+			return asDict(m.Items)
+		}
+		return nil, false
 	case map[any]any:
 		out := make(map[string]any, len(m))
 		for k, val := range m {

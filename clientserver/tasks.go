@@ -84,6 +84,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	}
 	numReturns := opts.numReturns()
 	job := s.jobOf(ss)
+	s.log.Debug("task", "name", t.Name, "options", opts, "env", env.Key(), "deps", len(deps))
 	spec := &raylet.TaskSpec{
 		TaskID:          ids.NewTaskID(ids.NilActorFor(job)),
 		JobID:           job,

@@ -8,9 +8,12 @@ def test_handshake_and_is_initialized(ray_client):
     assert ray.is_initialized()
     from ray.util.client import ray as client_ray
 
-    info = client_ray.connection_info()
+    info = client_ray.get_context().client_worker.connection_info()
     assert info["ray_version"] == ray.__version__
     assert info["num_clients"] >= 1
+    import sys
+
+    assert info["python_version"].split(".")[:2] == [str(v) for v in sys.version_info[:2]]
 
 
 def test_remote_function_args_kwargs(ray_client):

@@ -280,7 +280,7 @@ func (c *converter) object(o *pyObj) (*Object, error) {
 		out.Callable, _ = cv.(*Object)
 	}
 	var err error
-	if o.args != nil {
+	if len(o.args) > 0 {
 		if out.Args, err = c.slice(&o.args, o.args); err != nil {
 			return nil, err
 		}
@@ -307,7 +307,7 @@ func (c *converter) object(o *pyObj) (*Object, error) {
 			return nil, err
 		}
 	}
-	if o.list != nil {
+	if len(o.list) > 0 {
 		if out.List, err = c.slice(&o.list, o.list); err != nil {
 			return nil, err
 		}

@@ -129,7 +129,7 @@ func valueLen(chunks [][]byte) uint64 {
 // only the small opcode segments between them are allocated. Each value is
 // written as SHORT_BINBYTES, BINBYTES or, from 4 GiB on, BINBYTES8.
 func WrapList(values [][][]byte) [][]byte {
-	segs := make([][]byte, 0, 2+2*len(values)+countChunks(values))
+	segs := make([][]byte, 0, 2+len(values)+countChunks(values))
 	pending := []byte(wrapHeader)
 	for _, chunks := range values {
 		pending = append(pending, wrapPerValue...)
@@ -138,8 +138,11 @@ func WrapList(values [][][]byte) [][]byte {
 			if len(c) == 0 {
 				continue
 			}
-			segs = append(segs, pending, c)
-			pending = make([]byte, 0, len(wrapAfter)+len(wrapPerValue)+9)
+			if len(pending) > 0 {
+				segs = append(segs, pending)
+				pending = make([]byte, 0, len(wrapAfter)+len(wrapPerValue)+9)
+			}
+			segs = append(segs, c)
 		}
 		pending = append(pending, wrapAfter...)
 	}

@@ -267,9 +267,9 @@ class Runtime:
                 elif t == "cancel":
                     with self.cv:
                         if self.current == header["task_id"]:
-                            import _thread
-
-                            _thread.interrupt_main()
+                            # A real SIGINT on the main thread also wakes
+                            # blocking calls such as time.sleep.
+                            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                         else:
                             self.cancelled.add(header["task_id"])
                 elif t == "exit":
