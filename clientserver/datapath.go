@@ -293,30 +293,35 @@ var stubMarker = []byte("PickleStub")
 // scanChunks finds the reference stubs in a pickle given as chunks; pickles
 // without the stub class name cannot contain any and are not parsed.
 func scanChunks(chunks [][]byte) ([]pickle.Stub, error) {
-	found := false
-	for i, c := range chunks {
-		if bytes.Contains(c, stubMarker) {
-			found = true
-			break
-		}
-		if i > 0 { // the name may straddle a chunk boundary
-			prev := chunks[i-1]
-			tail := prev[max(0, len(prev)-len(stubMarker)):]
-			head := c[:min(len(c), len(stubMarker))]
-			if bytes.Contains(append(append([]byte{}, tail...), head...), stubMarker) {
-				found = true
-				break
-			}
-		}
-	}
-	if !found {
+	if !hasStubMarker(chunks) {
 		return nil, nil
+	}
+	if len(chunks) == 1 {
+		return pickle.ScanStubsBytes(chunks[0])
 	}
 	readers := make([]io.Reader, len(chunks))
 	for i, c := range chunks {
 		readers[i] = bytes.NewReader(c)
 	}
 	return pickle.ScanStubs(io.MultiReader(readers...))
+}
+
+// hasStubMarker reports whether the stub class name occurs in the chunks.
+func hasStubMarker(chunks [][]byte) bool {
+	for i, c := range chunks {
+		if bytes.Contains(c, stubMarker) {
+			return true
+		}
+		if i > 0 { // the name may straddle a chunk boundary
+			prev := chunks[i-1]
+			tail := prev[max(0, len(prev)-len(stubMarker)):]
+			head := c[:min(len(c), len(stubMarker))]
+			if bytes.Contains(append(append([]byte{}, tail...), head...), stubMarker) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) release(ss *session, r *pb.ReleaseRequest) *pb.ReleaseResponse {

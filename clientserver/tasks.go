@@ -121,6 +121,12 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 }
 
 func scanArgs(data [][]byte) (pickle.TaskArgs, error) {
+	if !hasStubMarker(data) {
+		return pickle.TaskArgs{}, nil // no references: nothing to resolve or pin
+	}
+	if len(data) == 1 {
+		return pickle.ScanTaskArgsBytes(data[0])
+	}
 	readers := make([]io.Reader, len(data))
 	for i, c := range data {
 		readers[i] = bytes.NewReader(c)

@@ -38,6 +38,9 @@ type entry struct {
 	ready   chan struct{}
 	holders map[string]int
 	pins    int
+	// pinned are the contained objects this one pinned when it was sealed
+	// (those present then); freeing it unpins exactly these.
+	pinned []ids.ObjectID
 }
 
 func (e *entry) free() bool { return len(e.holders) == 0 && e.pins == 0 }
@@ -137,6 +140,7 @@ func (s *Store) sealLocked(e *entry, obj *Object) {
 	for _, c := range obj.Contained {
 		if ce, ok := s.objects[c]; ok {
 			ce.pins++
+			e.pinned = append(e.pinned, c)
 		}
 	}
 	close(e.ready)
@@ -153,7 +157,8 @@ func (s *Store) Get(id ids.ObjectID) (*Object, error) {
 	return e.obj, nil
 }
 
-// ReadyChan returns a channel closed when the object is sealed.
+// ReadyChan returns a channel closed when the object is sealed, or freed
+// while still pending (Get then reports ErrNotFound).
 func (s *Store) ReadyChan(id ids.ObjectID) (<-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,7 +169,9 @@ func (s *Store) ReadyChan(id ids.ObjectID) (<-chan struct{}, error) {
 	return e.ready, nil
 }
 
-// Wait blocks until the object is sealed or ctx ends.
+// Wait blocks until the object is sealed or ctx ends. An object that is
+// already sealed is returned even if ctx has ended; one freed while pending
+// gives ErrNotFound.
 func (s *Store) Wait(ctx context.Context, id ids.ObjectID) (*Object, error) {
 	ch, err := s.ReadyChan(id)
 	if err != nil {
@@ -174,6 +181,12 @@ func (s *Store) Wait(ctx context.Context, id ids.ObjectID) (*Object, error) {
 	case <-ch:
 		return s.Get(id)
 	case <-ctx.Done():
+		// select picks at random when both are ready; a sealed value wins.
+		select {
+		case <-ch:
+			return s.Get(id)
+		default:
+		}
 		return nil, ctx.Err()
 	}
 }
@@ -270,10 +283,13 @@ func (s *Store) maybeFreeLocked(id ids.ObjectID, e *entry) {
 	}
 	delete(s.objects, id)
 	if e.obj == nil {
+		// Wake waiters of a pending object nobody references any more; a
+		// later Seal finds no entry and drops the value.
+		close(e.ready)
 		return
 	}
 	s.used -= e.obj.Size
-	for _, c := range e.obj.Contained {
+	for _, c := range e.pinned {
 		if ce, ok := s.objects[c]; ok && ce.pins > 0 {
 			ce.pins--
 			s.maybeFreeLocked(c, ce)

@@ -144,3 +144,56 @@ def test_reconnect_loses_nothing(pool):
     finally:
         ray.shutdown()
         proxy.close()
+
+
+@pytest.fixture(scope="module")
+def small_pool(gray_bin):
+    from conftest import Pool
+
+    p = Pool(gray_bin, num_cpus=1, extra=["--object-store-memory", str(32 << 20), "--prestart-workers", "0"])
+    yield p
+    p.stop()
+
+
+def test_object_store_full_is_a_clear_error(small_pool):
+    import ray
+
+    ray.init("ray://" + small_pool.address)
+    try:
+        with pytest.raises(ray.exceptions.ObjectStoreFullError):
+            ray.put(b"x" * (48 << 20))
+        # The server keeps serving and lost nothing.
+        small = ray.put("small")
+        assert ray.get(small) == "small"
+    finally:
+        ray.shutdown()
+
+
+def _wait_bytes(pool, at_most, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _status(pool)["object_bytes"] <= at_most:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_shutdown_and_disconnect_release_session_objects(small_pool):
+    from conftest import run_client_script
+
+    before = _status(small_pool)["object_bytes"]
+    src = """
+import os, ray
+ray.init(os.environ["GRAY_ADDRESS"])
+refs = [ray.put(b"y" * (4 << 20)) for _ in range(3)]
+print("PUT", flush=True)
+if os.environ.get("HARD_EXIT"):
+    os._exit(0)  # no ray.shutdown(): the server cleans up after the grace period
+ray.shutdown()
+"""
+    out = run_client_script(small_pool, src)
+    assert out.returncode == 0 and "PUT" in out.stdout, out.stderr
+    assert _wait_bytes(small_pool, before)
+    out = run_client_script(small_pool, src, env={"HARD_EXIT": "1", "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "1"})
+    assert "PUT" in out.stdout, out.stderr
+    assert _wait_bytes(small_pool, before)

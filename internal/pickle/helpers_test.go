@@ -31,12 +31,16 @@ func readFixture(t testing.TB, name string) []byte {
 	return data
 }
 
-// findPython returns a python with ray installed: $GRAY_PYTHON, else the
-// repository's .venv. It skips the test when neither exists.
+// findPython returns the python (with ray[client] installed) that checks
+// the writers: $GRAY_PYTHON when it names a python, else the repository's
+// .venv. It skips the test when there is neither.
 func findPython(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("GRAY_PYTHON"); p != "" {
-		return p
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+		t.Logf("GRAY_PYTHON=%q is not an executable; trying .venv", p)
 	}
 	p, err := filepath.Abs(filepath.Join("..", "..", ".venv", "bin", "python"))
 	if err == nil {

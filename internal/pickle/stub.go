@@ -12,14 +12,14 @@ const (
 	StubRay                      = "Ray"                      // the ray module itself; RefID is empty
 	StubObject                   = "Object"                   // an ObjectRef; RefID is the 28-byte object id
 	StubActor                    = "Actor"                    // an actor handle; RefID is the 16-byte actor id
-	StubRemoteFunc               = "RemoteFunc"               // a @ray.remote function; RefID names its put function
+	StubRemoteFunc               = "RemoteFunc"               // a @ray.remote function; RefID is the object id the client put it under
 	StubRemoteFuncSelfReference  = "RemoteFuncSelfReference"  // a remote function inside its own definition; RefID is a client-side id
-	StubRemoteActor              = "RemoteActor"              // a @ray.remote class; RefID names its put class
+	StubRemoteActor              = "RemoteActor"              // a @ray.remote class; RefID is the object id the client put it under
 	StubRemoteActorSelfReference = "RemoteActorSelfReference" // an actor class inside its own definition; RefID is a client-side id
 	StubRemoteMethod             = "RemoteMethod"             // actor.method; RefID is the actor id, Name the method
 )
 
-// stubClass is the qualified name of the PickleStub namedtuple.
+// stubModule and stubName name the PickleStub namedtuple.
 const stubModule, stubName = "ray.util.client.client_pickler", "PickleStub"
 
 // Stub is a decoded ray.util.client.client_pickler.PickleStub persistent id.
@@ -30,7 +30,8 @@ type Stub struct {
 	Name     string // PickleStub.name; meaningful when HasName
 	HasName  bool   // PickleStub.name was not None
 	// Options is PickleStub.baseline_options, decoded like [DecodeBytes]
-	// decodes a dict; nil when it was None.
+	// decodes a dict; nil when it was None. Stubs of one pickle that share a
+	// memoized options dict share the map.
 	Options map[string]any
 }
 
