@@ -100,7 +100,8 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 		}
 		values[i] = o.Chunks
 	}
-	return sendChunks(pickle.WrapList(values), int(req.StartChunkId), func(c *pb.GetResponse) error {
+	// Send encodes the message before returning, so one buffer serves all chunks.
+	return sendChunks(pickle.WrapList(values), int(req.StartChunkId), true, func(c *pb.GetResponse) error {
 		return stream.Send(c)
 	})
 }
@@ -136,7 +137,8 @@ func concat(chunks [][]byte) []byte {
 
 // sendChunks re-cuts segments into ChunkSize messages starting at chunk
 // start, copying one chunk at a time (the value is never assembled whole).
-func sendChunks(segs [][]byte, start int, send func(*pb.GetResponse) error) error {
+// With reuse, one buffer is recycled: send must be done with it on return.
+func sendChunks(segs [][]byte, start int, reuse bool, send func(*pb.GetResponse) error) error {
 	var total int64
 	for _, s := range segs {
 		total += int64(len(s))
@@ -158,12 +160,21 @@ func sendChunks(segs [][]byte, start int, send func(*pb.GetResponse) error) erro
 		off += int(skip)
 		skip = 0
 	}
+	var shared []byte
 	for id := start; id < n; id++ {
 		size := int64(ChunkSize)
 		if rem := total - int64(id)*ChunkSize; rem < size {
 			size = rem
 		}
-		buf := make([]byte, 0, size)
+		var buf []byte
+		if reuse {
+			if shared == nil {
+				shared = make([]byte, 0, ChunkSize)
+			}
+			buf = shared[:0]
+		} else {
+			buf = make([]byte, 0, size)
+		}
 		for int64(len(buf)) < size && seg < len(segs) {
 			want := int(size) - len(buf)
 			avail := len(segs[seg]) - off
@@ -224,7 +235,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 			sendErr(concat(obj.Chunks))
 			return
 		}
-		_ = sendChunks(obj.Chunks, int(g.StartChunkId), func(c *pb.GetResponse) error {
+		_ = sendChunks(obj.Chunks, int(g.StartChunkId), false, func(c *pb.GetResponse) error {
 			ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: c}}, false)
 			return nil
 		})

@@ -11,6 +11,8 @@ import (
 
 // KV is Ray's internal key-value store, partitioned by namespace.
 type KV interface {
+	// Get returns a copy of the value; it is non-nil (possibly empty) when
+	// the key exists, so that callers can tell an empty value from none.
 	Get(ns, key []byte) ([]byte, bool)
 	// Put stores value and reports whether the key already existed; with
 	// overwrite false an existing value is kept.
@@ -35,7 +37,10 @@ func (m *MemKV) Get(ns, key []byte) ([]byte, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	v, ok := m.data[string(ns)][string(key)]
-	return v, ok
+	if !ok {
+		return nil, false
+	}
+	return append([]byte{}, v...), true
 }
 
 func (m *MemKV) Put(ns, key, value []byte, overwrite bool) bool {
@@ -50,7 +55,7 @@ func (m *MemKV) Put(ns, key, value []byte, overwrite bool) bool {
 	if existed && !overwrite {
 		return true
 	}
-	t[string(key)] = append([]byte(nil), value...)
+	t[string(key)] = append([]byte{}, value...)
 	return existed
 }
 
@@ -76,7 +81,9 @@ func (m *MemKV) Del(ns, key []byte, byPrefix bool) int {
 }
 
 func (m *MemKV) Exists(ns, key []byte) bool {
-	_, ok := m.Get(ns, key)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.data[string(ns)][string(key)]
 	return ok
 }
 

@@ -44,12 +44,17 @@ func random(b []byte) {
 	}
 }
 
-// JobFromInt builds the JobID Ray derives from a job counter (big-endian).
+// JobFromInt builds the JobID Ray derives from a job counter: Ray's
+// JobID::FromInt copies the uint32 in host (little-endian) order, so job 1 is
+// "01000000".
 func JobFromInt(n uint32) JobID {
 	var j JobID
-	binary.BigEndian.PutUint32(j[:], n)
+	binary.LittleEndian.PutUint32(j[:], n)
 	return j
 }
+
+// Int is the job counter the id was made from (the inverse of JobFromInt).
+func (j JobID) Int() uint32 { return binary.LittleEndian.Uint32(j[:]) }
 
 // NewActorID mints an actor id for a job.
 func NewActorID(job JobID) ActorID {
