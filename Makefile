@@ -5,7 +5,7 @@ GO     ?= go
 GRAY   := bin/gray
 PYTEST_ARGS ?=
 
-.PHONY: all build test test-go test-py venv pool clean
+.PHONY: all build test test-go test-py venv pool clean bench
 
 all: build
 
@@ -38,3 +38,8 @@ clean:
 	rm -rf bin
 
 include proto/proto.mk
+
+# Side-by-side benchmark against stock Ray (results in bench/results/).
+bench: build venv
+	$(VENV)/bin/pip install -q matplotlib
+	$(GRAY) bench --python $(abspath $(PY)) $(BENCH_ARGS)
