@@ -1,21 +1,327 @@
 package clientserver
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/raylet"
 )
+
+// Ray's actor defaults: no CPU held while alive, no restarts.
+const defaultActorCPUs = 0.0
 
 // scheduleActorTask handles ACTOR, METHOD and NAMED_ACTOR requests.
 func (s *Server) scheduleActorTask(ss *session, t *pb.ClientTask, data [][]byte, opts options) *pb.ClientTaskTicket {
 	switch t.Type {
+	case pb.ClientTask_ACTOR:
+		return s.createActor(ss, t, data, opts)
 	case pb.ClientTask_NAMED_ACTOR:
-		return s.invalidTicket("builtins", "ValueError", "Failed to look up actor with name '"+t.Name+"'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.")
+		ns := t.Namespace
+		if ns == "" {
+			ns = s.namespaceOf(ss)
+		}
+		info, ok := s.cfg.Actors.Lookup(ns, t.Name)
+		if !ok {
+			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
+				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name))
+		}
+		return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
 	}
-	return s.invalidTicket("builtins", "NotImplementedError", "actors are not supported by this gray pool yet")
+	return s.invalidTicket("builtins", "NotImplementedError", fmt.Sprintf("task type %v is not supported", t.Type))
 }
 
-// releaseActor drops the session's handle on an actor.
-func (s *Server) releaseActor(ss *session, id ids.ActorID) bool { return false }
+// namespaceOf is the namespace a session's requests act in.
+func (s *Server) namespaceOf(ss *session) string {
+	owner := ss
+	if ss.workerID != "" {
+		if o := s.sessionOfJob(s.jobOf(ss)); o != nil {
+			owner = o
+		}
+	}
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	return owner.namespace
+}
+
+func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts options) *pb.ClientTaskTicket {
+	cid, err := ids.ObjectFromBytes(t.PayloadId)
+	if err != nil || !s.store.Contains(cid) {
+		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor class %s is not known to the server", t.Name))
+	}
+	args, err := scanArgs(data)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "could not read the actor arguments: "+err.Error())
+	}
+	deps, pins, err := s.argRefs(args)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error())
+	}
+	pins = append(pins, cid)
+	env, err := s.taskEnv(ss, opts)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error())
+	}
+	job := s.jobOf(ss)
+	ns := opts.str("namespace", s.namespaceOf(ss))
+	owner := ss.clientID
+	if ss.workerID != "" {
+		if o := s.sessionOfJob(job); o != nil {
+			owner = o.clientID
+		}
+	}
+	info := gcs.ActorInfo{
+		ID: ids.NewActorID(job), JobID: job, ClassName: t.Name, Name: opts.str("name", ""),
+		Namespace: ns, Detached: opts.str("lifetime", "") == "detached", Owner: owner,
+	}
+	if existing, err := s.cfg.Actors.Register(info); err != nil {
+		if errors.Is(err, gcs.ErrNameTaken) && opts.truthy("get_if_exists") {
+			return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), existing.ID[:]...)}}
+		}
+		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
+			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns))
+	}
+	spec := &raylet.ActorSpec{
+		ActorID: info.ID, JobID: job, Name: t.Name, ClassID: cid, Args: data, Deps: deps, Pins: pins,
+		SelfRefs: s.selfRefs(cid), Resources: opts.resources(defaultActorCPUs),
+		MaxConcurrency: opts.int("max_concurrency", 0), MaxRestarts: opts.int("max_restarts", 0),
+		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
+	}
+	if t.BaselineOptions != nil {
+		spec.Baseline = t.BaselineOptions.PickledOptions
+	}
+	s.holdActor(info.ID, ss.holder())
+	s.mu.Lock()
+	s.actorMeta[info.ID] = &actorMeta{}
+	s.mu.Unlock()
+	if err := s.cfg.Node.CreateActor(spec); err != nil {
+		s.cfg.Actors.MarkDead(info.ID)
+		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not create actor: "+err.Error())
+	}
+	return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
+}
+
+// actorMeta is what the front end learns about an actor once it runs.
+type actorMeta struct {
+	ready bool
+	dead  bool
+	// numReturns per method from @ray.method(num_returns=...); 0 = default.
+	numReturns map[string]int
+	deferred   []deferredCall
+}
+
+type deferredCall struct {
+	ss    *session
+	reqID int32
+	t     *pb.ClientTask
+	data  [][]byte
+	opts  options
+}
+
+// callActor submits a method call, or defers it (keeping per-actor order)
+// until the actor's method table is known.
+func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]byte, opts options) (*pb.ClientTaskTicket, bool) {
+	aid, err := ids.ActorFromBytes(t.PayloadId)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "bad actor id: "+err.Error()), false
+	}
+	if _, ok := s.cfg.Actors.Get(aid); !ok {
+		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor %s is not known to the server", aid.Hex())), false
+	}
+	s.mu.Lock()
+	m := s.actorMeta[aid]
+	if m != nil && ((!m.ready && !m.dead) || len(m.deferred) > 0) {
+		m.deferred = append(m.deferred, deferredCall{ss: ss, reqID: reqID, t: t, data: data, opts: opts})
+		s.mu.Unlock()
+		return nil, true
+	}
+	n := 1
+	if m != nil && m.numReturns[t.Name] > 0 {
+		n = m.numReturns[t.Name]
+	}
+	s.mu.Unlock()
+	if _, ok := opts["num_returns"]; ok {
+		n = opts.numReturns()
+	}
+	return s.submitCall(ss, aid, t, data, n), false
+}
+
+func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int) *pb.ClientTaskTicket {
+	args, err := scanArgs(data)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", "could not read the call arguments: "+err.Error())
+	}
+	deps, pins, err := s.argRefs(args)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error())
+	}
+	call := &raylet.ActorCall{
+		TaskID: ids.NewTaskID(aid), ActorID: aid, JobID: s.jobOf(ss), Method: t.Name,
+		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns,
+	}
+	returns := call.ReturnIDs()
+	for _, id := range returns {
+		s.store.Create(id, ss.holder())
+	}
+	if err := s.cfg.Node.SubmitActorTask(call); err != nil {
+		for _, id := range returns {
+			s.store.Release(id, ss.holder())
+		}
+		return s.invalidTicket("ray.exceptions", "RayActorError", err.Error())
+	}
+	ticket := &pb.ClientTaskTicket{Valid: true}
+	for _, id := range returns {
+		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
+	}
+	return ticket
+}
+
+func (s *Server) holdActor(id ids.ActorID, holder string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.actorHolders[id]
+	if h == nil {
+		h = map[string]bool{}
+		s.actorHolders[id] = h
+	}
+	h[holder] = true
+}
+
+// releaseActor drops the session's handle; a non-detached actor with no
+// handles left is killed, as in Ray.
+func (s *Server) releaseActor(ss *session, id ids.ActorID) bool {
+	s.mu.Lock()
+	h := s.actorHolders[id]
+	held := h[ss.holder()]
+	if held {
+		delete(h, ss.holder())
+	}
+	empty := held && len(h) == 0
+	if empty {
+		delete(s.actorHolders, id)
+	}
+	s.mu.Unlock()
+	if empty {
+		if info, ok := s.cfg.Actors.Get(id); ok && !info.Detached {
+			_ = s.cfg.Node.KillActor(id, true)
+		}
+	}
+	return held
+}
 
 // killActor implements ray.kill.
-func (s *Server) killActor(ss *session, a *pb.TerminateRequest_ActorTerminate) bool { return false }
+func (s *Server) killActor(ss *session, a *pb.TerminateRequest_ActorTerminate) bool {
+	aid, err := ids.ActorFromBytes(a.Id)
+	if err != nil {
+		return false
+	}
+	return s.cfg.Node.KillActor(aid, a.NoRestart) == nil
+}
+
+// endSessionActors kills the non-detached actors a finished session owned.
+func (s *Server) endSessionActors(ss *session) {
+	s.mu.Lock()
+	for id, h := range s.actorHolders {
+		delete(h, ss.holder())
+		if len(h) == 0 {
+			delete(s.actorHolders, id)
+		}
+	}
+	s.mu.Unlock()
+	if ss.workerID != "" {
+		return
+	}
+	for _, info := range s.cfg.Actors.OwnedBy(ss.clientID) {
+		_ = s.cfg.Node.KillActor(info.ID, true)
+	}
+}
+
+// listNamedActors answers ray.util.list_named_actors.
+func (s *Server) listNamedActors(ss *session, all bool) string {
+	ns := s.namespaceOf(ss)
+	var out []any
+	for _, a := range s.cfg.Actors.Named() {
+		if all {
+			out = append(out, map[string]string{"name": a.Name, "namespace": a.Namespace})
+		} else if a.Namespace == ns {
+			out = append(out, a.Name)
+		}
+	}
+	if out == nil {
+		out = []any{}
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+// ActorReady records an actor's method table (the pickled (num_returns,
+// signatures) pair its worker reported), publishes it in the KV for handles
+// without class info, and submits the calls that waited for it.
+func (s *Server) ActorReady(id ids.ActorID, info []byte) {
+	counts := map[string]int{}
+	if v, err := pickle.DecodeBytes(info); err == nil {
+		if tuple, ok := v.([]any); ok && len(tuple) == 2 {
+			if m, ok := asDict(tuple[0]); ok {
+				for name, n := range m {
+					if f, ok := toFloat(n); ok {
+						counts[name] = int(f)
+					}
+				}
+			}
+		}
+	} else {
+		s.log.Warn("unreadable actor method table", "actor", id.Hex(), "err", err)
+	}
+	s.cfg.KV.Put([]byte(actorInfoNamespace), []byte(id.Hex()), info, true)
+	s.mu.Lock()
+	m := s.actorMeta[id]
+	if m == nil {
+		m = &actorMeta{}
+		s.actorMeta[id] = m
+	}
+	m.ready = true
+	m.numReturns = counts
+	s.mu.Unlock()
+	s.flushDeferred(id)
+}
+
+// ActorDead fails calls still waiting for an actor that will never run.
+func (s *Server) ActorDead(id ids.ActorID) {
+	s.cfg.Actors.MarkDead(id)
+	s.mu.Lock()
+	if m := s.actorMeta[id]; m != nil {
+		m.dead = true
+	}
+	s.mu.Unlock()
+	s.flushDeferred(id)
+}
+
+// actorInfoNamespace is the KV namespace of published actor method tables.
+const actorInfoNamespace = "gray_actor_info"
+
+func (s *Server) flushDeferred(id ids.ActorID) {
+	for {
+		s.mu.Lock()
+		m := s.actorMeta[id]
+		if m == nil || len(m.deferred) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		d := m.deferred[0]
+		m.deferred = m.deferred[1:]
+		n := 1
+		if m.numReturns[d.t.Name] > 0 {
+			n = m.numReturns[d.t.Name]
+		}
+		s.mu.Unlock()
+		if _, ok := d.opts["num_returns"]; ok {
+			n = d.opts.numReturns()
+		}
+		ticket := s.submitCall(d.ss, id, d.t, d.data, n)
+		d.ss.send(&pb.DataResponse{ReqId: d.reqID, Type: &pb.DataResponse_TaskTicket{TaskTicket: ticket}}, true)
+	}
+}

@@ -143,6 +143,7 @@ func (s *Server) endSession(ss *session) {
 	delete(s.sessions, ss.clientID)
 	s.mu.Unlock()
 	n := s.store.ReleaseAll(ss.holder())
+	s.endSessionActors(ss)
 	if initialized && ss.workerID == "" {
 		s.cfg.Jobs.Finish(job, time.Now())
 	}
@@ -168,12 +169,16 @@ func (s *Server) handleData(ss *session, req *pb.DataRequest) bool {
 		}
 	case *pb.DataRequest_Put:
 		if t.Put.TotalChunks > 1 && t.Put.ChunkId < t.Put.TotalChunks-1 {
-			s.collectPut(ss, req.ReqId, t.Put)
+			if !ss.answered(req.ReqId) {
+				s.collectPut(ss, req.ReqId, t.Put)
+			}
 			return false
 		}
 	case *pb.DataRequest_Task:
 		if t.Task.TotalChunks > 1 && t.Task.ChunkId < t.Task.TotalChunks-1 {
-			s.collectTask(ss, req.ReqId, t.Task)
+			if !ss.answered(req.ReqId) {
+				s.collectTask(ss, req.ReqId, t.Task)
+			}
 			return false
 		}
 	}
@@ -196,11 +201,15 @@ func (s *Server) handleData(ss *session, req *pb.DataRequest) bool {
 	case *pb.DataRequest_Release:
 		resp.Type = &pb.DataResponse_Release{Release: s.release(ss, t.Release)}
 	case *pb.DataRequest_Task:
-		resp.Type = &pb.DataResponse_TaskTicket{TaskTicket: s.schedule(ss, req.ReqId, t.Task)}
+		ticket, deferred := s.schedule(ss, req.ReqId, t.Task)
+		if deferred {
+			return false
+		}
+		resp.Type = &pb.DataResponse_TaskTicket{TaskTicket: ticket}
 	case *pb.DataRequest_Terminate:
 		resp.Type = &pb.DataResponse_Terminate{Terminate: s.terminate(ss, t.Terminate)}
 	case *pb.DataRequest_ListNamedActors:
-		resp.Type = &pb.DataResponse_ListNamedActors{ListNamedActors: &pb.ClientListNamedActorsResponse{ActorsJson: "[]"}}
+		resp.Type = &pb.DataResponse_ListNamedActors{ListNamedActors: &pb.ClientListNamedActorsResponse{ActorsJson: s.listNamedActors(ss, t.ListNamedActors.AllNamespaces)}}
 	case *pb.DataRequest_PrepRuntimeEnv:
 		resp.Type = &pb.DataResponse_PrepRuntimeEnv{PrepRuntimeEnv: &pb.PrepRuntimeEnvResponse{}}
 	case *pb.DataRequest_Get:

@@ -34,6 +34,9 @@ type Node interface {
 	Available() map[string]float64
 	// WorkerJob reports the job of the task a worker is running.
 	WorkerJob(workerID string) (ids.JobID, bool)
+	CreateActor(spec *raylet.ActorSpec) error
+	SubmitActorTask(call *raylet.ActorCall) error
+	KillActor(id ids.ActorID, noRestart bool) error
 }
 
 // Config configures the front end.
@@ -47,6 +50,7 @@ type Config struct {
 	Store         *objectstore.Store
 	KV            gcs.KV
 	Jobs          *gcs.Jobs
+	Actors        *gcs.Actors
 	Node          Node
 	// PackagesDir is where working_dir packages are unpacked.
 	PackagesDir string
@@ -74,6 +78,9 @@ type Server struct {
 	clientRefs map[string]ids.ObjectID // client-side ref id (hex) -> object
 	objMeta    map[ids.ObjectID]*objectMeta
 	kvDedupe   map[string]*pb.KVPutResponse
+	// actorHolders are the sessions holding a handle on each actor.
+	actorHolders map[ids.ActorID]map[string]bool
+	actorMeta    map[ids.ActorID]*actorMeta
 }
 
 // objectMeta is what the front end remembers about a put payload.
@@ -90,6 +97,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Actors == nil {
+		cfg.Actors = gcs.NewActors()
+	}
 	if cfg.RayVersion == "" {
 		cfg.RayVersion = "2.60.0"
 	}
@@ -104,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 		clientRefs: map[string]ids.ObjectID{},
 		objMeta:    map[ids.ObjectID]*objectMeta{},
 		kvDedupe:   map[string]*pb.KVPutResponse{},
+
+		actorHolders: map[ids.ActorID]map[string]bool{},
+		actorMeta:    map[ids.ActorID]*actorMeta{},
 	}, nil
 }
 

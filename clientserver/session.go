@@ -132,6 +132,18 @@ func (ss *session) ack(reqID int32) {
 	}
 }
 
+// answered reports whether a request id was already answered or is being
+// worked on (a resend after a reconnect).
+func (ss *session) answered(reqID int32) bool {
+	if reqID == 0 {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_, cached := ss.cache[reqID]
+	return cached || ss.inflight[reqID]
+}
+
 // admit decides what to do with an incoming request id: true means process
 // it; false means it was a resend already answered (re-sent from cache) or
 // still being worked on.

@@ -37,7 +37,9 @@ func (s *Server) invalidTicket(module, name, msg string) *pb.ClientTaskTicket {
 }
 
 // schedule turns a ClientTask into work and answers with its return ids.
-func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) *pb.ClientTaskTicket {
+// Calls to an actor whose method table is not known yet are deferred: their
+// ticket is sent when the actor is ready (deferred reports true).
+func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) (*pb.ClientTaskTicket, bool) {
 	data := [][]byte{t.Data}
 	if t.TotalChunks > 1 {
 		ss.mu.Lock()
@@ -45,19 +47,21 @@ func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) *pb.Client
 		delete(ss.taskChunks, reqID)
 		ss.mu.Unlock()
 		if buf == nil || len(buf.chunks) != int(t.TotalChunks)-1 {
-			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("task request %d is missing chunks", reqID))
+			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("task request %d is missing chunks", reqID)), false
 		}
 		data = append(buf.chunks, t.Data)
 	}
 	opts, err := taskOptions(t)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "could not read task options: "+err.Error())
+		return s.invalidTicket("builtins", "ValueError", "could not read task options: "+err.Error()), false
 	}
 	switch t.Type {
 	case pb.ClientTask_FUNCTION:
-		return s.scheduleFunction(ss, t, data, opts)
+		return s.scheduleFunction(ss, t, data, opts), false
+	case pb.ClientTask_METHOD:
+		return s.callActor(ss, reqID, t, data, opts)
 	default:
-		return s.scheduleActorTask(ss, t, data, opts)
+		return s.scheduleActorTask(ss, t, data, opts), false
 	}
 }
 

@@ -51,6 +51,7 @@ type Head struct {
 	Store  *objectstore.Store
 	KV     *gcs.MemKV
 	Jobs   *gcs.Jobs
+	Actors *gcs.Actors
 	Raylet *raylet.Raylet
 	Client *clientserver.Server
 	http   *http.Server
@@ -98,6 +99,7 @@ func (h *Head) Start(ctx context.Context) error {
 	h.Store = objectstore.New(h.cfg.ObjectStoreMemory)
 	h.KV = gcs.NewMemKV()
 	h.Jobs = gcs.NewJobs()
+	h.Actors = gcs.NewActors()
 	nodeID := ids.NewNodeID()
 	res := map[string]float64{
 		"CPU":                 h.cfg.NumCPUs,
@@ -117,6 +119,16 @@ func (h *Head) Start(ctx context.Context) error {
 		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Store: h.Store,
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
 		PrestartWorkers: h.cfg.PrestartWorkers, Logger: h.log,
+		OnActorDead: func(id ids.ActorID) {
+			if cs != nil {
+				cs.ActorDead(id)
+			}
+		},
+		OnActorReady: func(id ids.ActorID, info []byte) {
+			if cs != nil {
+				cs.ActorReady(id, info)
+			}
+		},
 		Logs: func(job ids.JobID, line string, stderr bool) {
 			if cs != nil {
 				cs.PublishWorkerLog(job, line, stderr)
@@ -132,7 +144,7 @@ func (h *Head) Start(ctx context.Context) error {
 	}
 	cs, err = clientserver.New(clientserver.Config{
 		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
-		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Node: rl,
+		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: rl,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log,
 	})
 	if err != nil {

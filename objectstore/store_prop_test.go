@@ -88,7 +88,7 @@ type propRun struct {
 	rng    *rand.Rand
 	s      *Store
 	m      *model
-	minted int               // ids 0..minted-1 have been created at least once
+	minted int              // ids 0..minted-1 have been created at least once
 	pins   [][]ids.ObjectID // outstanding Pin lists, as given to the store
 	step   int
 	op     string
@@ -140,12 +140,17 @@ func (r *propRun) apply() {
 		before := snapshot(s, r.minted+3)
 		err := s.Put(obj(id, int(size), contained...), h)
 		mo, exists := m.objs[id]
+		full, dup := m.used()+size > m.capacity, exists && mo.sealed
 		switch {
-		case m.used()+size > m.capacity:
+		case full && dup: // either reason may be given
+			if !errors.Is(err, ErrFull) && !errors.Is(err, ErrExists) {
+				r.fail("Put = %v, want ErrFull or ErrExists", err)
+			}
+		case full:
 			if !errors.Is(err, ErrFull) {
 				r.fail("Put = %v, want ErrFull", err)
 			}
-		case exists && mo.sealed:
+		case dup:
 			if !errors.Is(err, ErrExists) {
 				r.fail("Put = %v, want ErrExists", err)
 			}

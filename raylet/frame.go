@@ -7,13 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"slices"
 )
 
 // ErrFrame is returned for a malformed worker message.
 var ErrFrame = errors.New("malformed worker frame")
 
-const maxHeader = 16 << 20
+// Limits on what a frame may claim; blobs grow as data arrives, so a lying
+// size cannot make the raylet allocate memory the peer never sends.
+const (
+	maxHeader = 16 << 20
+	maxBlob   = 1 << 50
+	blobStep  = 64 << 20
+)
 
 // frame is one message between raylet and worker: a JSON header and blobs.
 type frame struct {
@@ -76,17 +84,35 @@ func readFrame(r *bufio.Reader) (*frame, error) {
 	if raw, ok := h["blobs"].([]any); ok {
 		for _, s := range raw {
 			size, ok := s.(float64)
-			if !ok || size < 0 {
-				return nil, fmt.Errorf("%w: bad blob size", ErrFrame)
+			if !ok || size < 0 || size != math.Trunc(size) || size > maxBlob {
+				return nil, fmt.Errorf("%w: bad blob size %v", ErrFrame, s)
 			}
-			b := make([]byte, int(size))
-			if _, err := io.ReadFull(r, b); err != nil {
+			b, err := readBlob(r, int64(size))
+			if err != nil {
 				return nil, err
 			}
 			f.Blobs = append(f.Blobs, b)
 		}
 	}
 	return f, nil
+}
+
+// readBlob reads size bytes, allocating in steps as the data arrives.
+func readBlob(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, 0, min(size, blobStep))
+	for int64(len(b)) < size {
+		n := int(min(size-int64(len(b)), blobStep))
+		b = slices.Grow(b, n)
+		start := len(b)
+		b = b[:start+n]
+		if _, err := io.ReadFull(r, b[start:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 func (f *frame) str(k string) string {

@@ -44,6 +44,11 @@ type Config struct {
 	PrestartWorkers int
 	Logs            LogSink
 	Logger          *slog.Logger
+	// OnActorDead is told when an actor is dead for good.
+	OnActorDead func(ids.ActorID)
+	// OnActorReady is told when an actor's constructor first succeeded,
+	// with the pickled method table its worker reported.
+	OnActorReady func(ids.ActorID, []byte)
 }
 
 // Raylet schedules tasks on one node.
@@ -59,6 +64,7 @@ type Raylet struct {
 	available map[string]float64
 	queue     []*task
 	tasks     map[ids.TaskID]*task
+	actors    map[ids.ActorID]*actor
 	closed    bool
 	wake      chan struct{}
 }
@@ -243,6 +249,10 @@ func (r *Raylet) dispatch() {
 	r.queue = rest
 	r.mu.Unlock()
 	for _, t := range launch {
+		if t.onGrant != nil {
+			t.onGrant()
+			continue
+		}
 		go r.run(t)
 	}
 }

@@ -80,4 +80,7 @@ type task struct {
 	cancelled bool
 	force     bool
 	stop      chan struct{} // closed to stop waiting for deps
+	// onGrant, when set, is called instead of running the task once its
+	// resources are granted (actor creation holds them for its lifetime).
+	onGrant func()
 }

@@ -50,12 +50,13 @@ type workerProc struct {
 	cmd    *exec.Cmd
 	pid    int
 
-	conn   net.Conn
-	wmu    sync.Mutex
-	loaded map[ids.ObjectID]bool
-	ready  chan struct{}
-	dead   chan struct{}
-	frames chan *frame
+	conn      net.Conn
+	dedicated bool // runs one actor; never pooled or replaced
+	wmu       sync.Mutex
+	loaded    map[ids.ObjectID]bool
+	ready     chan struct{}
+	dead      chan struct{}
+	frames    chan *frame
 
 	mu       sync.Mutex
 	job      ids.JobID
@@ -130,8 +131,17 @@ func (w *workerProc) readLoop(br *bufio.Reader) {
 	}
 }
 
-// spawn starts a worker process for env.
+// spawnDedicated starts a worker that will host one actor.
+func (p *pool) spawnDedicated(env RuntimeEnv) (*workerProc, error) {
+	return p.start(env, true)
+}
+
+// spawn starts a pooled worker process for env.
 func (p *pool) spawn(env RuntimeEnv) (*workerProc, error) {
+	return p.start(env, false)
+}
+
+func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -140,7 +150,7 @@ func (p *pool) spawn(env RuntimeEnv) (*workerProc, error) {
 	p.seq++
 	id := strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(p.seq)
 	w := &workerProc{
-		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{},
+		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated,
 		ready: make(chan struct{}), dead: make(chan struct{}), frames: make(chan *frame, 4),
 	}
 	p.all[id] = w
@@ -216,7 +226,7 @@ func (p *pool) onExit(w *workerProc) {
 	p.forget(w)
 	p.mu.Lock()
 	closed := p.closed
-	need := w.envKey == "" && len(p.idle[""]) < p.r.cfg.PrestartWorkers
+	need := !w.dedicated && w.envKey == "" && len(p.idle[""]) < p.r.cfg.PrestartWorkers
 	p.mu.Unlock()
 	if !closed && need {
 		// Replace a crashed default worker so the pool stays warm.

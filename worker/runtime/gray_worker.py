@@ -75,6 +75,10 @@ class Runtime:
         self.cv = threading.Condition()
         self.current = None
         self.cancelled = set()
+        self.instance = None
+        self.actor_name = "Actor"
+        self.is_async = False
+        self.pool = None
         import ray
         from ray.util.client import common
         from ray.util.client import client_pickler
@@ -82,8 +86,51 @@ class Runtime:
         self.ray = ray
         self.common = common
         self.client_pickler = client_pickler
+        self.GrayActorHandle = self._make_handle_class()
 
     # ---- references -------------------------------------------------------
+
+    def _make_handle_class(self):
+        base = self.common.ClientActorHandle
+
+        class GrayActorHandle(base):
+            """An actor handle whose method table comes from the pool's KV,
+            where the actor published it when it was created."""
+
+            def _init_class_info(self):
+                import time
+
+                from ray.experimental import internal_kv
+
+                key = self.actor_ref.id.hex().encode()
+                deadline = time.time() + 300
+                while True:
+                    data = internal_kv._internal_kv_get(key, namespace=b"gray_actor_info")
+                    if data:
+                        break
+                    if time.time() > deadline:
+                        raise RuntimeError("actor %s never published its methods" % key.decode())
+                    time.sleep(0.05)
+                num_returns, params = pickle.loads(data)
+                self._method_num_returns = num_returns
+                self._method_signatures = {m: inspect.Signature(parameters=p) for m, p in params.items()}
+
+            @property
+            def _ray_method_num_returns(self):
+                if self._method_num_returns is None:
+                    self._init_class_info()
+                return self._method_num_returns
+
+            @property
+            def _ray_method_signatures(self):
+                if self._method_signatures is None:
+                    self._init_class_info()
+                return {m: list(sig.parameters.values()) for m, sig in self._method_signatures.items()}
+
+        return GrayActorHandle
+
+    def handle_class(self, actor_ref):
+        return self.GrayActorHandle(actor_ref)
 
     def remote_func(self, oid, options, name="remote_function"):
         c = self.common
@@ -120,13 +167,13 @@ class Runtime:
                 if t == "Object":
                     return c.ClientObjectRef(pid.ref_id)
                 if t == "Actor":
-                    return c.ClientActorHandle(c.ClientActorRef(pid.ref_id))
+                    return rt.handle_class(c.ClientActorRef(pid.ref_id))
                 if t == "RemoteFunc":
                     return rt.remote_func(pid.ref_id, pid.baseline_options)
                 if t == "RemoteActor":
                     return rt.actor_class(pid.ref_id, pid.baseline_options)
                 if t == "RemoteMethod":
-                    h = c.ClientActorHandle(c.ClientActorRef(pid.ref_id))
+                    h = rt.handle_class(c.ClientActorRef(pid.ref_id))
                     return getattr(h, pid.name)
                 if t in ("RemoteFuncSelfReference", "RemoteActorSelfReference"):
                     oid = bytes.fromhex(task["self_refs"][pid.ref_id.hex()])
@@ -163,69 +210,163 @@ class Runtime:
             self.functions[fid] = fn
         return fn
 
+    def load_args(self, task, blobs):
+        """Unpickle (args, kwargs) and replace top-level refs by their values."""
+        deps = {}
+        for hex_id, idx in task.get("deps", {}).items():
+            deps[bytes.fromhex(hex_id)] = self.unpickler(blobs[idx], task).load()
+        args, kwargs = self.unpickler(blobs[task["args_blob"]], task).load()
+        ref_type = self.common.ClientObjectRef
+
+        def resolve(v):
+            if isinstance(v, ref_type) and v.id in deps:
+                return deps[v.id]
+            return v
+
+        return [resolve(a) for a in args], {k: resolve(v) for k, v in kwargs.items()}
+
+    def split_returns(self, task, result):
+        n = task.get("num_returns", 1)
+        if n == 0:
+            return []
+        if n == 1:
+            return [result]
+        if not isinstance(result, (tuple, list)) or len(result) != n:
+            got = "%d values" % len(result) if isinstance(result, (tuple, list)) else type(result).__name__
+            raise ValueError("Task returned %s, but num_returns=%d" % (got, n))
+        return list(result)
+
+    def send_result(self, task, values):
+        out_blobs, contained = [], []
+        for v in values:
+            b, refs = self.dumps(v)
+            out_blobs.append(b)
+            contained.append(refs)
+        flush_std()
+        self.conn.send({"t": "done", "task_id": task["task_id"], "contained": contained}, out_blobs)
+
+    def fail(self, task, name, exc, tb, actor_repr=None):
+        flush_std()
+        if isinstance(exc, KeyboardInterrupt):
+            from ray.exceptions import TaskCancelledError
+
+            self.send_error(task, TaskCancelledError(), user=False)
+            return
+        self.send_error(task, self.task_error(name, tb, exc, actor_repr), user=True)
+
     def run_task(self, task, blobs):
         name = task.get("name", "f")
         if task.get("baseline_blob", -1) >= 0:
             task["_baseline"] = pickle.loads(blobs[task["baseline_blob"]])
         try:
             fn = self.load_function(task, blobs)
-            deps = {}
-            for hex_id, idx in task.get("deps", {}).items():
-                deps[bytes.fromhex(hex_id)] = self.unpickler(blobs[idx], task).load()
-            args, kwargs = self.unpickler(blobs[task["args_blob"]], task).load()
-            ref_type = self.common.ClientObjectRef
-
-            def resolve(v):
-                if isinstance(v, ref_type):
-                    key = v.id
-                    if key in deps:
-                        return deps[key]
-                return v
-
-            args = [resolve(a) for a in args]
-            kwargs = {k: resolve(v) for k, v in kwargs.items()}
-            env = task.get("env_vars") or {}
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                result = fn(*args, **kwargs)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            n = task.get("num_returns", 1)
-            if n == 0:
-                values = []
-            elif n == 1:
-                values = [result]
-            else:
-                if not isinstance(result, (tuple, list)) or len(result) != n:
-                    raise ValueError(
-                        "Task returned %s but num_returns=%d"
-                        % (type(result).__name__ if not isinstance(result, (tuple, list)) else "%d objects" % len(result), n)
-                    )
-                values = list(result)
-            out_blobs, contained = [], []
-            for v in values:
-                b, refs = self.dumps(v)
-                out_blobs.append(b)
-                contained.append(refs)
-            flush_std()
-            self.conn.send({"t": "done", "task_id": task["task_id"], "contained": contained}, out_blobs)
-        except KeyboardInterrupt:
-            flush_std()
-            from ray.exceptions import TaskCancelledError
-
-            err = TaskCancelledError()
-            self.send_error(task, err, user=False)
+            args, kwargs = self.load_args(task, blobs)
+            result = fn(*args, **kwargs)
+            values = self.split_returns(task, result)
+            self.send_result(task, values)
         except BaseException as e:  # noqa: BLE001 - every failure goes to the caller
-            flush_std()
-            tb = traceback.format_exc()
-            self.send_error(task, self.task_error(name, tb, e), user=True)
+            self.fail(task, name, e, traceback.format_exc())
 
-    def task_error(self, name, tb, exc):
+    # ---- actors -----------------------------------------------------------
+
+    def create_actor(self, task, blobs):
+        import inspect as _inspect
+
+        name = task.get("name", "Actor")
+        if task.get("baseline_blob", -1) >= 0:
+            task["_baseline"] = pickle.loads(blobs[task["baseline_blob"]])
+        try:
+            cls = self.unpickler(blobs[task["fn_blob"]], task).load()
+            args, kwargs = self.load_args(task, blobs)
+            self.actor_name = getattr(cls, "__name__", name)
+            self.instance = cls(*args, **kwargs)
+            methods = _inspect.getmembers(cls, lambda m: _inspect.isfunction(m) or _inspect.ismethod(m))
+            self.is_async = any(_inspect.iscoroutinefunction(m) for _, m in methods)
+            concurrency = task.get("max_concurrency") or (1000 if self.is_async else 1)
+            if self.is_async:
+                import asyncio
+
+                self.loop = asyncio.new_event_loop()
+                self.sem = None
+
+                def run_loop():
+                    asyncio.set_event_loop(self.loop)
+                    self.sem = asyncio.Semaphore(concurrency)
+                    self.loop.run_forever()
+
+                threading.Thread(target=run_loop, daemon=True, name="gray-actor-loop").start()
+            elif concurrency > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gray-actor")
+            info = self.class_info(cls)
+            flush_std()
+            self.conn.send({"t": "done", "task_id": task["task_id"], "contained": [[]]}, [info])
+        except BaseException as e:  # noqa: BLE001
+            flush_std()
+            from ray.exceptions import ActorDiedError
+
+            rte = self.task_error(name + ".__init__", traceback.format_exc(), e)
+            try:
+                err = ActorDiedError(cause=rte)
+            except Exception:  # noqa: BLE001
+                err = rte
+            self.send_error(task, err, user=True)
+
+    def class_info(self, cls):
+        """Method names, num_returns and signatures: the server needs the
+        num_returns of each method, and handles that arrive without class
+        info (ray.get_actor) read them from the pool's KV."""
+        import inspect as _inspect
+
+        from ray._common.signature import extract_signature
+        from ray.util.client.common import is_class_method, is_function_or_method, is_static_method
+
+        num_returns, params = {}, {}
+        for mname, m in _inspect.getmembers(cls, is_function_or_method):
+            num_returns[mname] = getattr(m, "__ray_num_returns__", None)
+            try:
+                params[mname] = extract_signature(
+                    m, ignore_first=not (is_class_method(m) or is_static_method(cls, mname))
+                )
+            except Exception:  # noqa: BLE001
+                params[mname] = list(_ANY_SIGNATURE.parameters.values())
+        return pickle.dumps((num_returns, params))
+
+    def actor_call(self, task, blobs):
+        if self.is_async:
+            import asyncio
+
+            asyncio.run_coroutine_threadsafe(self.call_async(task, blobs), self.loop)
+        elif self.pool is not None:
+            self.pool.submit(self.call_sync, task, blobs)
+        else:
+            self.call_sync(task, blobs)
+
+    def call_sync(self, task, blobs):
+        name = "%s.%s" % (self.actor_name, task["method"])
+        try:
+            args, kwargs = self.load_args(task, blobs)
+            result = getattr(self.instance, task["method"])(*args, **kwargs)
+            self.send_result(task, self.split_returns(task, result))
+        except BaseException as e:  # noqa: BLE001
+            self.fail(task, name, e, traceback.format_exc(), actor_repr=repr(self.instance))
+
+    async def call_async(self, task, blobs):
+        import inspect as _inspect
+
+        name = "%s.%s" % (self.actor_name, task["method"])
+        async with self.sem:
+            try:
+                args, kwargs = self.load_args(task, blobs)
+                result = getattr(self.instance, task["method"])(*args, **kwargs)
+                if _inspect.isawaitable(result):
+                    result = await result
+                self.send_result(task, self.split_returns(task, result))
+            except BaseException as e:  # noqa: BLE001
+                self.fail(task, name, e, traceback.format_exc(), actor_repr=repr(self.instance))
+
+    def task_error(self, name, tb, exc, actor_repr=None):
         from ray.exceptions import RayTaskError
 
         try:
@@ -236,6 +377,7 @@ class Runtime:
                 proctitle="ray::%s()" % name,
                 pid=os.getpid(),
                 ip=os.environ.get("GRAY_NODE_IP", "127.0.0.1"),
+                actor_repr=actor_repr,
             )
             try:
                 return err.as_instanceof_cause()
@@ -260,10 +402,17 @@ class Runtime:
             while True:
                 header, blobs = self.conn.recv()
                 t = header.get("t")
-                if t == "task":
+                if t in ("task", "actor_create"):
                     with self.cv:
                         self.tasks.append((header, blobs))
                         self.cv.notify()
+                elif t == "call":
+                    if self.is_async or self.pool is not None:
+                        self.actor_call(header, blobs)
+                    else:
+                        with self.cv:
+                            self.tasks.append((header, blobs))
+                            self.cv.notify()
                 elif t == "cancel":
                     with self.cv:
                         if self.current == header["task_id"]:
@@ -281,6 +430,7 @@ class Runtime:
     def serve(self):
         threading.Thread(target=self.reader, daemon=True, name="gray-reader").start()
         self.conn.send({"t": "ready", "worker_id": self.worker_id, "pid": os.getpid()})
+        handlers = {"task": self.run_task, "actor_create": self.create_actor, "call": self.call_sync}
         while True:
             with self.cv:
                 while not self.tasks:
@@ -288,7 +438,7 @@ class Runtime:
                 header, blobs = self.tasks.pop(0)
                 self.current = header["task_id"]
             try:
-                self.run_task(header, blobs)
+                handlers[header["t"]](header, blobs)
             except KeyboardInterrupt:
                 pass
             with self.cv:

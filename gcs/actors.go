@@ -1,0 +1,122 @@
+package gcs
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/gray-cluster/gray/internal/ids"
+)
+
+// ErrNameTaken is returned when a named actor's name is in use in its namespace.
+var ErrNameTaken = errors.New("actor name already taken")
+
+// ActorInfo is the GCS record of an actor.
+type ActorInfo struct {
+	ID        ids.ActorID
+	JobID     ids.JobID
+	ClassName string
+	Name      string
+	Namespace string
+	Detached  bool
+	// Owner is the client session that created it (non-detached actors die
+	// with it).
+	Owner string
+	Dead  bool
+}
+
+// Actors is the actor table with its named-actor index.
+type Actors struct {
+	mu     sync.Mutex
+	byID   map[ids.ActorID]*ActorInfo
+	byName map[[2]string]ids.ActorID // (namespace, name)
+}
+
+// NewActors returns an empty actor table.
+func NewActors() *Actors {
+	return &Actors{byID: map[ids.ActorID]*ActorInfo{}, byName: map[[2]string]ids.ActorID{}}
+}
+
+// Register adds an actor. A named actor whose name is taken fails with
+// ErrNameTaken and returns the existing actor's record.
+func (a *Actors) Register(info ActorInfo) (ActorInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if info.Name != "" {
+		key := [2]string{info.Namespace, info.Name}
+		if id, ok := a.byName[key]; ok {
+			return *a.byID[id], fmt.Errorf("%w: %q in namespace %q", ErrNameTaken, info.Name, info.Namespace)
+		}
+		a.byName[key] = info.ID
+	}
+	rec := info
+	a.byID[info.ID] = &rec
+	return rec, nil
+}
+
+// Get returns an actor's record.
+func (a *Actors) Get(id ids.ActorID) (ActorInfo, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.byID[id]
+	if !ok {
+		return ActorInfo{}, false
+	}
+	return *r, true
+}
+
+// Lookup finds a live named actor.
+func (a *Actors) Lookup(namespace, name string) (ActorInfo, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, ok := a.byName[[2]string{namespace, name}]
+	if !ok {
+		return ActorInfo{}, false
+	}
+	return *a.byID[id], true
+}
+
+// MarkDead records an actor's death and frees its name.
+func (a *Actors) MarkDead(id ids.ActorID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.byID[id]
+	if !ok || r.Dead {
+		return
+	}
+	r.Dead = true
+	if r.Name != "" {
+		delete(a.byName, [2]string{r.Namespace, r.Name})
+	}
+}
+
+// Named lists live named actors, sorted by namespace then name.
+func (a *Actors) Named() []ActorInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []ActorInfo
+	for _, id := range a.byName {
+		out = append(out, *a.byID[id])
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// OwnedBy lists live non-detached actors created by a session.
+func (a *Actors) OwnedBy(owner string) []ActorInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []ActorInfo
+	for _, r := range a.byID {
+		if r.Owner == owner && !r.Detached && !r.Dead {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
