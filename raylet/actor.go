@@ -357,6 +357,7 @@ func (r *Raylet) actorReceive(a *actor, w *workerProc) {
 				}
 				r.store.Seal(&objectstore.Object{ID: oid, Chunks: [][]byte{data}, Size: int64(len(data)), Contained: contained})
 			}
+			ackContained(w, c.TaskID, res)
 			r.store.Unpin(c.Pins)
 		case <-w.dead:
 			return

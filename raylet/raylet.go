@@ -282,8 +282,9 @@ func (r *Raylet) run(t *task) {
 	r.mu.Unlock()
 	switch {
 	case res.err == nil && res.errBlob == nil:
-		r.pool.release(w)
 		r.finishOK(t, res)
+		ackContained(w, t.spec.TaskID, res)
+		r.pool.release(w)
 	case res.err == nil: // the task raised
 		r.pool.release(w)
 		if res.user && t.spec.RetryExceptions && t.attempt < t.spec.MaxRetries && !cancelled {
@@ -468,3 +469,14 @@ func (r *Raylet) WorkerBlocked(workerID string) func() {
 // SetClientAddress sets the front end address workers connect back to
 // (known only once the front end has bound its port).
 func (r *Raylet) SetClientAddress(addr string) { r.cfg.ClientAddress = addr }
+
+// ackContained tells a worker its result (holding refs) is stored, so it may
+// drop its own references to them.
+func ackContained(w *workerProc, id ids.TaskID, res result) {
+	for _, c := range res.contained {
+		if len(c) > 0 {
+			_ = w.send(map[string]any{"t": "ack", "task_id": id.Hex()}, nil)
+			return
+		}
+	}
+}

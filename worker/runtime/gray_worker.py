@@ -75,6 +75,7 @@ class Runtime:
         self.cv = threading.Condition()
         self.current = None
         self.cancelled = set()
+        self.unacked = {}
         self.instance = None
         self.actor_name = "Actor"
         self.is_async = False
@@ -243,6 +244,11 @@ class Runtime:
             out_blobs.append(b)
             contained.append(refs)
         flush_std()
+        if any(contained):
+            # Keep the returned refs alive until the raylet has stored the
+            # result (which then holds them); it acks that.
+            with self.cv:
+                self.unacked[task["task_id"]] = values
         self.conn.send({"t": "done", "task_id": task["task_id"], "contained": contained}, out_blobs)
 
     def fail(self, task, name, exc, tb, actor_repr=None):
@@ -306,7 +312,7 @@ class Runtime:
             flush_std()
             from ray.exceptions import ActorDiedError
 
-            rte = self.task_error(name + ".__init__", traceback.format_exc(), e)
+            rte = self.task_error(name + ".__init__", traceback.format_exc(), e, dual=False)
             try:
                 err = ActorDiedError(cause=rte)
             except Exception:  # noqa: BLE001
@@ -366,7 +372,7 @@ class Runtime:
             except BaseException as e:  # noqa: BLE001
                 self.fail(task, name, e, traceback.format_exc(), actor_repr=repr(self.instance))
 
-    def task_error(self, name, tb, exc, actor_repr=None):
+    def task_error(self, name, tb, exc, actor_repr=None, dual=True):
         from ray.exceptions import RayTaskError
 
         try:
@@ -379,6 +385,8 @@ class Runtime:
                 ip=os.environ.get("GRAY_NODE_IP", "127.0.0.1"),
                 actor_repr=actor_repr,
             )
+            if not dual:
+                return err
             try:
                 return err.as_instanceof_cause()
             except Exception:  # noqa: BLE001
@@ -421,6 +429,9 @@ class Runtime:
                             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                         else:
                             self.cancelled.add(header["task_id"])
+                elif t == "ack":
+                    with self.cv:
+                        self.unacked.pop(header["task_id"], None)
                 elif t == "exit":
                     break
         except (EOFError, OSError):
