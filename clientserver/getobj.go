@@ -100,6 +100,9 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 		}
 		values[i] = o.Chunks
 	}
+	for _, o := range objs {
+		s.borrow(ss, o)
+	}
 	// Send encodes the message before returning, so one buffer serves all chunks.
 	return sendChunks(pickle.WrapList(values), int(req.StartChunkId), true, func(c *pb.GetResponse) error {
 		return stream.Send(c)
@@ -235,6 +238,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 			sendErr(concat(obj.Chunks))
 			return
 		}
+		s.borrow(ss, obj)
 		_ = sendChunks(obj.Chunks, int(g.StartChunkId), false, func(c *pb.GetResponse) error {
 			ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: c}}, false)
 			return nil
@@ -302,4 +306,12 @@ wait:
 		}
 	}
 	return resp, nil
+}
+
+// borrow makes a session that receives a value holding refs a holder of
+// those refs, as the stock server registers every ref it sends a client.
+func (s *Server) borrow(ss *session, o *objectstore.Object) {
+	for _, c := range o.Contained {
+		s.store.HoldOnce(c, ss.holder())
+	}
 }
