@@ -91,6 +91,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		MaxConcurrency: opts.int("max_concurrency", 0), MaxRestarts: opts.int("max_restarts", 0),
 		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
 	}
+	spec.PlacementGroup, spec.BundleIndex = opts.placement()
 	if t.BaselineOptions != nil {
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}

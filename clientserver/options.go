@@ -150,3 +150,39 @@ func (o options) resources(defaultCPU float64) map[string]float64 {
 	}
 	return r
 }
+
+// placement returns the placement group (hex id) and bundle index a task or
+// actor is scheduled into, from PlacementGroupSchedulingStrategy or the
+// legacy placement_group / placement_group_bundle_index options.
+func (o options) placement() (string, int) {
+	index := o.int("placement_group_bundle_index", -1)
+	pg := o["placement_group"]
+	if st, ok := o["scheduling_strategy"].(*pickle.Object); ok && st.Name == "PlacementGroupSchedulingStrategy" {
+		pg = st.Dict["placement_group"]
+		if f, ok := toFloat(st.Dict["placement_group_bundle_index"]); ok {
+			index = int(f)
+		}
+	}
+	obj, ok := pg.(*pickle.Object)
+	if !ok || obj == nil {
+		return "", -1
+	}
+	id, ok := obj.Dict["id"].(*pickle.Object)
+	if !ok || id == nil || len(id.Args) == 0 {
+		return "", -1
+	}
+	raw, ok := id.Args[0].([]byte)
+	if !ok || len(raw) == 0 || allFF(raw) {
+		return "", -1
+	}
+	return fmt.Sprintf("%x", raw), index
+}
+
+func allFF(b []byte) bool {
+	for _, c := range b {
+		if c != 0xff {
+			return false
+		}
+	}
+	return true
+}

@@ -104,6 +104,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		RetryExceptions: opts.truthy("retry_exceptions"),
 		Env:             env,
 	}
+	spec.PlacementGroup, spec.BundleIndex = opts.placement()
 	if t.BaselineOptions != nil {
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}

@@ -30,6 +30,8 @@ type ActorSpec struct {
 	MaxRestarts    int
 	MaxTaskRetries int
 	Env            RuntimeEnv
+	PlacementGroup string
+	BundleIndex    int
 }
 
 // ActorCall is one method call.
@@ -79,6 +81,7 @@ type actor struct {
 	deathErr  [][]byte
 	noRestart bool
 	holding   bool // resources granted
+	gate      *task
 }
 
 // CreateActor schedules an actor: it waits for its arguments and resources,
@@ -176,7 +179,11 @@ func (r *Raylet) actorLifecycle(a *actor) {
 		}
 	}
 	granted := make(chan struct{})
-	gate := &task{spec: &TaskSpec{TaskID: ids.NewTaskID(s.ActorID), Resources: s.Resources}, state: stateQueued, onGrant: func() { close(granted) }}
+	gate := &task{spec: &TaskSpec{TaskID: ids.NewTaskID(s.ActorID), Resources: s.Resources,
+		PlacementGroup: s.PlacementGroup, BundleIndex: s.BundleIndex}, state: stateQueued, onGrant: func() { close(granted) }}
+	a.mu.Lock()
+	a.gate = gate
+	a.mu.Unlock()
 	r.mu.Lock()
 	r.queue = append(r.queue, gate)
 	r.mu.Unlock()
@@ -468,12 +475,13 @@ func (r *Raylet) actorDied(a *actor, errb [][]byte) {
 
 func (r *Raylet) releaseActorResources(a *actor) {
 	a.mu.Lock()
-	holding := a.holding
+	holding, gate := a.holding, a.gate
 	a.holding = false
 	a.mu.Unlock()
-	if holding {
+	if holding && gate != nil {
 		r.mu.Lock()
-		release(r.available, a.spec.Resources)
+		r.releaseTo(gate.spec, gate.grantedFrom)
+		gate.grantedFrom = nil
 		r.mu.Unlock()
 		r.kick()
 	}

@@ -65,6 +65,7 @@ type Raylet struct {
 	queue     []*task
 	tasks     map[ids.TaskID]*task
 	actors    map[ids.ActorID]*actor
+	pgs       map[string]*placementGroup
 	closed    bool
 	wake      chan struct{}
 }
@@ -238,8 +239,9 @@ func (r *Raylet) dispatch() {
 		if t.cancelled {
 			continue
 		}
-		if fits(r.available, t.spec.Resources) {
-			acquire(r.available, t.spec.Resources)
+		if from := r.grantFrom(t.spec); from != nil {
+			acquire(from, t.spec.Resources)
+			t.grantedFrom = from
 			t.state = stateRunning
 			launch = append(launch, t)
 			continue
@@ -318,7 +320,8 @@ func (r *Raylet) retry(t *task) {
 
 func (r *Raylet) releaseResources(t *task) {
 	r.mu.Lock()
-	release(r.available, t.spec.Resources)
+	r.releaseTo(t.spec, t.grantedFrom)
+	t.grantedFrom = nil
 	r.mu.Unlock()
 	r.kick()
 }
@@ -456,12 +459,17 @@ func (r *Raylet) WorkerBlocked(workerID string) func() {
 		return func() {}
 	}
 	cpu := t.spec.Resources["CPU"]
-	r.available["CPU"] += cpu
+	from := t.grantedFrom
+	if from == nil {
+		r.mu.Unlock()
+		return func() {}
+	}
+	from["CPU"] += cpu
 	r.mu.Unlock()
 	r.kick()
 	return func() {
 		r.mu.Lock()
-		r.available["CPU"] -= cpu
+		from["CPU"] -= cpu
 		r.mu.Unlock()
 	}
 }

@@ -27,6 +27,10 @@ type TaskSpec struct {
 	MaxRetries      int
 	RetryExceptions bool
 	Env             RuntimeEnv
+	// PlacementGroup (hex id) and BundleIndex (-1: any bundle) place the
+	// task into a placement group's reserved resources.
+	PlacementGroup string
+	BundleIndex    int
 }
 
 // ReturnIDs are the ids of the task's return objects.
@@ -83,4 +87,6 @@ type task struct {
 	// onGrant, when set, is called instead of running the task once its
 	// resources are granted (actor creation holds them for its lifetime).
 	onGrant func()
+	// grantedFrom is the resource pool (node or bundle) it was granted from.
+	grantedFrom map[string]float64
 }

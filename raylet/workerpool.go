@@ -50,6 +50,7 @@ type workerProc struct {
 	cmd    *exec.Cmd
 	pid    int
 
+	pool      *pool
 	conn      net.Conn
 	dedicated bool // runs one actor; never pooled or replaced
 	wmu       sync.Mutex
@@ -123,6 +124,10 @@ func (w *workerProc) readLoop(br *bufio.Reader) {
 		if err != nil {
 			return
 		}
+		if f.str("t") == "rpc" {
+			go w.pool.r.handleRPC(w, f)
+			continue
+		}
 		select {
 		case w.frames <- f:
 		case <-w.dead:
@@ -150,7 +155,7 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 	p.seq++
 	id := strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(p.seq)
 	w := &workerProc{
-		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated,
+		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated, pool: p,
 		ready: make(chan struct{}), dead: make(chan struct{}), frames: make(chan *frame, 4),
 	}
 	p.all[id] = w
