@@ -92,6 +92,14 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
 	}
 	spec.PlacementGroup, spec.BundleIndex = opts.placement()
+	if groups := opts.dict("concurrency_groups"); len(groups) > 0 {
+		spec.ConcurrencyGroups = map[string]int{}
+		for g, n := range groups {
+			if f, ok := toFloat(n); ok && f >= 1 {
+				spec.ConcurrencyGroups[g] = int(f)
+			}
+		}
+	}
 	if t.BaselineOptions != nil {
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}
@@ -148,10 +156,10 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := opts["num_returns"]; ok {
 		n = opts.numReturns()
 	}
-	return s.submitCall(ss, aid, t, data, n), false
+	return s.submitCall(ss, aid, t, data, n, opts.str("concurrency_group", "")), false
 }
 
-func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int) *pb.ClientTaskTicket {
+func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int, group string) *pb.ClientTaskTicket {
 	args, err := scanArgs(data)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", "could not read the call arguments: "+err.Error())
@@ -162,7 +170,7 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 	}
 	call := &raylet.ActorCall{
 		TaskID: ids.NewTaskID(aid), ActorID: aid, JobID: s.jobOf(ss), Method: t.Name,
-		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns,
+		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns, ConcurrencyGroup: group,
 	}
 	returns := call.ReturnIDs()
 	for _, id := range returns {
@@ -322,7 +330,7 @@ func (s *Server) flushDeferred(id ids.ActorID) {
 		if _, ok := d.opts["num_returns"]; ok {
 			n = d.opts.numReturns()
 		}
-		ticket := s.submitCall(d.ss, id, d.t, d.data, n)
+		ticket := s.submitCall(d.ss, id, d.t, d.data, n, d.opts.str("concurrency_group", ""))
 		d.ss.send(&pb.DataResponse{ReqId: d.reqID, Type: &pb.DataResponse_TaskTicket{TaskTicket: ticket}}, true)
 	}
 }

@@ -32,6 +32,8 @@ type ActorSpec struct {
 	Env            RuntimeEnv
 	PlacementGroup string
 	BundleIndex    int
+	// ConcurrencyGroups maps group names to their thread/coroutine limits.
+	ConcurrencyGroups map[string]int
 }
 
 // ActorCall is one method call.
@@ -44,6 +46,8 @@ type ActorCall struct {
 	Deps       []ids.ObjectID
 	Pins       []ids.ObjectID
 	NumReturns int
+	// ConcurrencyGroup overrides the method's declared group.
+	ConcurrencyGroup string
 
 	attempts int
 }
@@ -278,7 +282,7 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 	header := map[string]any{
 		"t": "actor_create", "task_id": createID.Hex(), "actor_id": s.ActorID.Hex(), "name": s.Name,
 		"fn": s.ClassID.Hex(), "fn_blob": 0, "args_blob": 1, "self_refs": s.SelfRefs,
-		"max_concurrency": s.MaxConcurrency, "baseline_blob": -1,
+		"max_concurrency": s.MaxConcurrency, "baseline_blob": -1, "concurrency_groups": s.ConcurrencyGroups,
 	}
 	blobs := []blob{cls.Chunks, s.Args}
 	if len(s.Baseline) > 0 {
@@ -412,6 +416,7 @@ func (r *Raylet) actorSender(a *actor) {
 		a.mu.Unlock()
 		header := map[string]any{
 			"t": "call", "task_id": c.TaskID.Hex(), "method": c.Method, "num_returns": c.NumReturns, "args_blob": 0,
+			"concurrency_group": c.ConcurrencyGroup,
 		}
 		deps, blobs, errb := depBlobs(r.store, c.Deps, []blob{c.Args})
 		if errb != nil {

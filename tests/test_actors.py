@@ -356,3 +356,43 @@ def test_actor_pool_and_queue(ray_client):
     ray.get(fill.remote(q, 5))
     assert [q.get(timeout=10) for _ in range(5)] == list(range(5))
     assert q.empty()
+
+
+def test_concurrency_groups(ray_client):
+    ray = ray_client
+    import threading
+
+    @ray.remote(concurrency_groups={"io": 2, "compute": 1})
+    class Grouped:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.active = {"io": 0, "compute": 0}
+            self.peak = {"io": 0, "compute": 0}
+
+        def _enter(self, g):
+            with self.lock:
+                self.active[g] += 1
+                self.peak[g] = max(self.peak[g], self.active[g])
+
+        def _leave(self, g):
+            with self.lock:
+                self.active[g] -= 1
+
+        @ray.method(concurrency_group="io")
+        def io(self):
+            self._enter("io")
+            time.sleep(0.3)
+            self._leave("io")
+
+        @ray.method(concurrency_group="compute")
+        def compute(self):
+            self._enter("compute")
+            time.sleep(0.2)
+            self._leave("compute")
+
+        def peaks(self):
+            return self.peak
+
+    g = Grouped.remote()
+    ray.get([g.io.remote() for _ in range(4)] + [g.compute.remote() for _ in range(3)])
+    assert ray.get(g.peaks.remote()) == {"io": 2, "compute": 1}

@@ -83,6 +83,9 @@ class Runtime:
         self.actor_name = "Actor"
         self.is_async = False
         self.pool = None
+        self.pools = {}
+        self.method_groups = {}
+        self.group_limits = {}
         import ray
         from ray.util.client import common
         from ray.util.client import client_pickler
@@ -292,22 +295,36 @@ class Runtime:
             methods = _inspect.getmembers(cls, lambda m: _inspect.isfunction(m) or _inspect.ismethod(m))
             self.is_async = any(_inspect.iscoroutinefunction(m) for _, m in methods)
             concurrency = task.get("max_concurrency") or (1000 if self.is_async else 1)
+            groups = dict(task.get("concurrency_groups") or {})
+            # Methods declare their group with @ray.method(concurrency_group=...).
+            self.method_groups = {
+                mname: getattr(m, "__ray_concurrency_group__", None) for mname, m in methods
+            }
+            self.group_limits = groups
             if self.is_async:
                 import asyncio
 
                 self.loop = asyncio.new_event_loop()
-                self.sem = None
+                self.sems = {}
+                started = threading.Event()
 
                 def run_loop():
                     asyncio.set_event_loop(self.loop)
-                    self.sem = asyncio.Semaphore(concurrency)
+                    self.sems[None] = asyncio.Semaphore(concurrency)
+                    for g, n in groups.items():
+                        self.sems[g] = asyncio.Semaphore(n)
+                    started.set()
                     self.loop.run_forever()
 
                 threading.Thread(target=run_loop, daemon=True, name="gray-actor-loop").start()
-            elif concurrency > 1:
+                started.wait()
+            elif concurrency > 1 or groups:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gray-actor")
+                self.pools = {None: ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gray-actor")}
+                for g, n in groups.items():
+                    self.pools[g] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gray-actor-" + g)
+                self.pool = self.pools[None]
             info = self.class_info(cls)
             flush_std()
             self.conn.send({"t": "done", "task_id": task["task_id"], "contained": [[]]}, [info])
@@ -342,13 +359,17 @@ class Runtime:
                 params[mname] = list(_ANY_SIGNATURE.parameters.values())
         return pickle.dumps((num_returns, params))
 
+    def group_of(self, task):
+        g = task.get("concurrency_group") or self.method_groups.get(task["method"])
+        return g if g in self.group_limits else None
+
     def actor_call(self, task, blobs):
         if self.is_async:
             import asyncio
 
             asyncio.run_coroutine_threadsafe(self.call_async(task, blobs), self.loop)
         elif self.pool is not None:
-            self.pool.submit(self.call_sync, task, blobs)
+            self.pools[self.group_of(task)].submit(self.call_sync, task, blobs)
         else:
             self.call_sync(task, blobs)
 
@@ -365,7 +386,7 @@ class Runtime:
         import inspect as _inspect
 
         name = "%s.%s" % (self.actor_name, task["method"])
-        async with self.sem:
+        async with self.sems[self.group_of(task)]:
             try:
                 args, kwargs = self.load_args(task, blobs)
                 result = getattr(self.instance, task["method"])(*args, **kwargs)
