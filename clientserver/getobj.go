@@ -172,7 +172,7 @@ func sendChunks(segs [][]byte, start int, reuse bool, send func(*pb.GetResponse)
 		var buf []byte
 		if reuse {
 			if shared == nil {
-				shared = make([]byte, 0, ChunkSize)
+				shared = make([]byte, 0, min(total, ChunkSize))
 			}
 			buf = shared[:0]
 		} else {

@@ -134,3 +134,25 @@ print("NS", ray.get_runtime_context().namespace, ray.get(ref), ref.hex())
     assert b.returncode == 0, b.stderr
     assert "NS alpha alpha" in a.stdout
     assert "NS beta beta" in b.stdout
+
+
+def test_idle_client_survives_keepalive_pings(pool):
+    """The stock client pings every 30 s even when idle; a server enforcing
+    gRPC's default policy would answer the third ping with GOAWAY. Idle past
+    that point and check the session still works."""
+    src = """
+import os, time, ray
+ray.init(os.environ["GRAY_ADDRESS"])
+ref = ray.put("before idle")
+time.sleep(100)
+
+@ray.remote
+def after():
+    return "after idle"
+
+print(ray.get(ref), "/", ray.get(after.remote()))
+"""
+    out = run_client_script(pool, src, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "before idle / after idle" in out.stdout
+    assert "GOAWAY" not in out.stderr and "Attempting to reconnect" not in out.stderr

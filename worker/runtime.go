@@ -4,26 +4,34 @@
 package worker
 
 import (
-	_ "embed"
+	"embed"
 	"fmt"
 	"os"
 	"path/filepath"
 )
 
-//go:embed runtime/gray_worker.py
-var script []byte
+//go:embed runtime/gray_worker.py runtime/gray_pg.py
+var files embed.FS
 
-// Script returns the worker runtime source.
-func Script() []byte { return script }
+// Script returns the worker runtime's main source.
+func Script() []byte {
+	b, _ := files.ReadFile("runtime/gray_worker.py")
+	return b
+}
 
 // WriteScript writes the runtime into dir and returns its path.
 func WriteScript(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("worker: create %s: %w", dir, err)
 	}
-	p := filepath.Join(dir, "gray_worker.py")
-	if err := os.WriteFile(p, script, 0o644); err != nil {
-		return "", fmt.Errorf("worker: write runtime: %w", err)
+	for _, name := range []string{"gray_worker.py", "gray_pg.py"} {
+		b, err := files.ReadFile("runtime/" + name)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return "", fmt.Errorf("worker: write runtime: %w", err)
+		}
 	}
-	return p, nil
+	return filepath.Join(dir, "gray_worker.py"), nil
 }
