@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 GO     ?= go
 GRAY   := bin/gray
 PYTEST_ARGS ?=
+# go-nvml's cgo build warns about every NVML 13 deprecation; keep logs readable.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: all build test test-go test-py venv pool clean bench
 

@@ -151,6 +151,7 @@ def main():
     p.add_argument("--filter")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--machine", default=platform.node() or "machine")
+    p.add_argument("--reproduce", help="the command line to print as the way to reproduce")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gray-bench-")
@@ -204,13 +205,13 @@ def main():
         if chart(os.path.join(a.out, png), name, gv, rv):
             charts.append("![%s](%s)" % (name, png))
     lines += [""] + charts
+    reproduce = a.reproduce or "python bench/harness.py --gray-bin bin/gray --repeats %d --cpus %d%s" % (
+        a.repeats, a.cpus, (" --filter '%s'" % a.filter) if a.filter else "")
     lines += [
         "",
-        "Reproduce: `make bench` (or `gray bench`), i.e.",
+        "Reproduce (from the repository root; `make bench` builds and runs the same):",
         "",
-        "    %s %s --gray-bin %s --repeats %d --cpus %d%s" % (
-            os.path.basename(sys.executable), os.path.relpath(__file__), a.gray_bin, a.repeats, a.cpus,
-            (" --filter '%s'" % a.filter) if a.filter else ""),
+        "    " + reproduce,
         "",
         "Commands the harness ran:",
         "",

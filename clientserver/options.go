@@ -143,6 +143,10 @@ func (o options) resources(defaultCPU float64) map[string]float64 {
 	if mem := o.float("memory", 0); mem > 0 {
 		r["memory"] = mem
 	}
+	if acc := o.str("accelerator_type", ""); acc != "" {
+		// Ray turns accelerator_type="H100" into a tiny demand on the label.
+		r["accelerator_type:"+acc] = 0.001
+	}
 	for k, v := range o.dict("resources") {
 		if f, ok := toFloat(v); ok && f > 0 {
 			r[k] = f

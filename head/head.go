@@ -19,6 +19,7 @@ import (
 
 	"github.com/gray-cluster/gray/clientserver"
 	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
@@ -32,9 +33,13 @@ type Config struct {
 	StatusAddr string
 	NodeIP     string
 	// Python runs the workers; it needs ray installed.
-	Python            string
-	NumCPUs           float64
-	NumGPUs           float64
+	Python  string
+	NumCPUs float64
+	// NumGPUs overrides the detected GPU count when >= 0 (like ray start
+	// --num-gpus); -1 means use what NVML reports.
+	NumGPUs float64
+	// GPUMock inventories one of go-nvml's mock machines instead of NVML.
+	GPUMock           string
 	Memory            float64
 	ObjectStoreMemory int64
 	Resources         map[string]float64
@@ -56,6 +61,7 @@ type Head struct {
 	Client *clientserver.Server
 	http   *http.Server
 	addr   net.Addr
+	GPUs   []gpu.Device
 }
 
 // New validates the configuration and builds the components.
@@ -106,8 +112,8 @@ func (h *Head) Start(ctx context.Context) error {
 		"memory":              h.cfg.Memory,
 		"object_store_memory": float64(h.cfg.ObjectStoreMemory),
 	}
-	if h.cfg.NumGPUs > 0 {
-		res["GPU"] = h.cfg.NumGPUs
+	if err := h.detectGPUs(res); err != nil {
+		return err
 	}
 	for k, v := range h.cfg.Resources {
 		res[k] = v
@@ -177,6 +183,44 @@ func (h *Head) Start(ctx context.Context) error {
 	return nil
 }
 
+// detectGPUs adds GPU and accelerator_type resources from NVML (or a mock
+// machine), honouring a --num-gpus override.
+func (h *Head) detectGPUs(res map[string]float64) error {
+	var devs []gpu.Device
+	var err error
+	if h.cfg.GPUMock != "" {
+		devs, err = gpu.DetectMock(h.cfg.GPUMock)
+		if err != nil {
+			return err
+		}
+	} else if h.cfg.NumGPUs != 0 {
+		devs, err = gpu.Detect()
+		if err != nil {
+			h.log.Warn("GPU detection failed; offering no GPUs", "err", err)
+			devs = nil
+		}
+	}
+	h.GPUs = devs
+	for k, v := range gpu.Resources(devs) {
+		res[k] = v
+	}
+	if h.cfg.NumGPUs >= 0 {
+		if h.cfg.NumGPUs == 0 {
+			for k := range res {
+				if k == "GPU" || strings.HasPrefix(k, "accelerator_type:") {
+					delete(res, k)
+				}
+			}
+		} else {
+			res["GPU"] = h.cfg.NumGPUs
+		}
+	}
+	if res["GPU"] > 0 {
+		h.log.Info("GPUs offered", "count", res["GPU"], "devices", len(devs))
+	}
+	return nil
+}
+
 // ClientAddr is the bound Ray Client address.
 func (h *Head) ClientAddr() string {
 	if h.addr == nil {
@@ -204,6 +248,7 @@ type Status struct {
 	ClientAddress string                       `json:"client_address"`
 	Nodes         []NodeStatus                 `json:"nodes"`
 	Sessions      []clientserver.SessionInfo   `json:"sessions"`
+	GPUs          []gpu.Device                 `json:"gpus,omitempty"`
 	Objects       int                          `json:"objects"`
 	ObjectBytes   int64                        `json:"object_bytes"`
 	Extra         map[string]map[string]string `json:"extra,omitempty"`
@@ -227,6 +272,7 @@ func (h *Head) Snapshot() Status {
 			Total: h.Raylet.Total(), Available: h.Raylet.Available(),
 		}},
 		Sessions:    h.Client.Sessions(),
+		GPUs:        h.GPUs,
 		Objects:     h.Store.Len(),
 		ObjectBytes: h.Store.Used(),
 	}

@@ -264,7 +264,13 @@ func (r *Raylet) actorLifecycle(a *actor) {
 // returns the class info the worker reports (pickled method table).
 func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 	s := a.spec
-	w, err := r.pool.spawnDedicated(s.Env)
+	a.mu.Lock()
+	env := s.Env
+	if a.gate != nil {
+		env = withGPUs(s.Env, a.gate.gpuIDs)
+	}
+	a.mu.Unlock()
+	w, err := r.pool.spawnDedicated(env)
 	if err == nil {
 		err = r.pool.waitReady(r.ctx, w)
 	}
@@ -487,6 +493,8 @@ func (r *Raylet) releaseActorResources(a *actor) {
 		r.mu.Lock()
 		r.releaseTo(gate.spec, gate.grantedFrom)
 		gate.grantedFrom = nil
+		r.gpus.Release(gate.gpuIDs, gate.spec.Resources["GPU"])
+		gate.gpuIDs = nil
 		r.mu.Unlock()
 		r.kick()
 	}

@@ -86,7 +86,7 @@ func (r *Raylet) createPG(job ids.JobID, name, strategy string, detached bool, b
 			sum[k] += v
 		}
 	}
-	gate := &task{spec: &TaskSpec{Resources: sum}, state: stateQueued}
+	gate := &task{spec: &TaskSpec{Resources: sum}, state: stateQueued, noGPUIDs: true}
 	gate.onGrant = func() {
 		r.mu.Lock()
 		if pg.state == pgRemoved { // removed before it was placed

@@ -11,8 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
+	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
@@ -66,6 +69,7 @@ type Raylet struct {
 	tasks     map[ids.TaskID]*task
 	actors    map[ids.ActorID]*actor
 	pgs       map[string]*placementGroup
+	gpus      *gpu.Slots
 	closed    bool
 	wake      chan struct{}
 }
@@ -92,6 +96,7 @@ func New(cfg Config) (*Raylet, error) {
 		available: avail,
 		tasks:     map[ids.TaskID]*task{},
 		wake:      make(chan struct{}, 1),
+		gpus:      gpu.NewSlots(int(cfg.Resources["GPU"])),
 	}, nil
 }
 
@@ -240,6 +245,12 @@ func (r *Raylet) dispatch() {
 			continue
 		}
 		if from := r.grantFrom(t.spec); from != nil {
+			if n := t.spec.Resources["GPU"]; n > 0 && !t.noGPUIDs {
+				if t.gpuIDs = r.gpus.Assign(n); t.gpuIDs == nil {
+					rest = append(rest, t)
+					continue
+				}
+			}
 			acquire(from, t.spec.Resources)
 			t.grantedFrom = from
 			t.state = stateRunning
@@ -260,7 +271,8 @@ func (r *Raylet) dispatch() {
 }
 
 func (r *Raylet) run(t *task) {
-	w, err := r.pool.acquire(r.ctx, t.spec.Env)
+	env := withGPUs(t.spec.Env, t.gpuIDs)
+	w, err := r.pool.acquire(r.ctx, env)
 	if err != nil {
 		r.releaseResources(t)
 		r.finishWithError(t, r.errorPickle("ray.exceptions", "RaySystemError", "could not start a worker: "+err.Error()))
@@ -282,13 +294,14 @@ func (r *Raylet) run(t *task) {
 	t.worker = nil
 	cancelled := t.cancelled
 	r.mu.Unlock()
+	gpuWorker := env.EnvVars[cudaVisible] != ""
 	switch {
 	case res.err == nil && res.errBlob == nil:
 		r.finishOK(t, res)
 		ackContained(w, t.spec.TaskID, res)
-		r.pool.release(w)
+		r.releaseWorker(w, gpuWorker)
 	case res.err == nil: // the task raised
-		r.pool.release(w)
+		r.releaseWorker(w, gpuWorker)
 		if res.user && t.spec.RetryExceptions && t.attempt < t.spec.MaxRetries && !cancelled {
 			r.retry(t)
 			return
@@ -322,6 +335,8 @@ func (r *Raylet) releaseResources(t *task) {
 	r.mu.Lock()
 	r.releaseTo(t.spec, t.grantedFrom)
 	t.grantedFrom = nil
+	r.gpus.Release(t.gpuIDs, t.spec.Resources["GPU"])
+	t.gpuIDs = nil
 	r.mu.Unlock()
 	r.kick()
 }
@@ -487,4 +502,35 @@ func ackContained(w *workerProc, id ids.TaskID, res result) {
 			return
 		}
 	}
+}
+
+// cudaVisible is the variable that limits a process to its assigned GPUs.
+const cudaVisible = "CUDA_VISIBLE_DEVICES"
+
+// withGPUs returns env with CUDA_VISIBLE_DEVICES set to the assigned ids.
+func withGPUs(env RuntimeEnv, gpuIDs []int) RuntimeEnv {
+	if len(gpuIDs) == 0 {
+		return env
+	}
+	out := RuntimeEnv{WorkingDir: env.WorkingDir, EnvVars: map[string]string{}}
+	for k, v := range env.EnvVars {
+		out.EnvVars[k] = v
+	}
+	parts := make([]string, len(gpuIDs))
+	for i, id := range gpuIDs {
+		parts[i] = strconv.Itoa(id)
+	}
+	out.EnvVars[cudaVisible] = strings.Join(parts, ",")
+	return out
+}
+
+// releaseWorker pools a worker, except one that ran on GPUs: like Ray's
+// max_calls=1 default for GPU tasks, it exits so the GPU is freed and the
+// next task gets a process with its own CUDA_VISIBLE_DEVICES.
+func (r *Raylet) releaseWorker(w *workerProc, gpuWorker bool) {
+	if gpuWorker {
+		r.pool.discard(w)
+		return
+	}
+	r.pool.release(w)
 }

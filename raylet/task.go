@@ -89,4 +89,8 @@ type task struct {
 	onGrant func()
 	// grantedFrom is the resource pool (node or bundle) it was granted from.
 	grantedFrom map[string]float64
+	// gpuIDs are the GPUs assigned while it runs; noGPUIDs marks grants
+	// (placement group reservations) that take GPU counts but no ids.
+	gpuIDs   []int
+	noGPUIDs bool
 }

@@ -165,6 +165,10 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 		"--socket", p.sockPath, "--address", p.r.cfg.ClientAddress, "--worker-id", id)
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "GRAY_NODE_IP="+p.r.cfg.NodeIP,
 		"RAY_CLIENT_RECONNECT_GRACE_PERIOD=30")
+	if _, set := env.EnvVars[cudaVisible]; !set && p.r.cfg.Resources["GPU"] > 0 {
+		// Tasks that asked for no GPU see none, as in Ray.
+		cmd.Env = append(cmd.Env, cudaVisible+"=")
+	}
 	for k, v := range env.EnvVars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -26,7 +26,9 @@ def gray_bin():
     if path:
         return path
     out = os.path.join(tempfile.mkdtemp(prefix="gray-bin-"), "gray")
-    subprocess.run(["go", "build", "-o", out, "./cmd/gray"], cwd=ROOT, check=True)
+    env = dict(os.environ)
+    env.setdefault("CGO_CFLAGS", "-O2 -g -Wno-deprecated-declarations")
+    subprocess.run(["go", "build", "-o", out, "./cmd/gray"], cwd=ROOT, check=True, env=env)
     return out
 
 

@@ -20,6 +20,8 @@ type Options struct {
 	PrestartWorkers int
 	// ObjectStoreMemory in bytes (default 1 GiB).
 	ObjectStoreMemory int64
+	// GPUMock names a go-nvml mock machine ("dgxh100") to offer as GPUs.
+	GPUMock string
 }
 
 // Python returns the interpreter for workers: $GRAY_PYTHON, the repo's
@@ -58,6 +60,8 @@ func Start(t testing.TB, o Options) *head.Head {
 		NumCPUs:           o.NumCPUs,
 		ObjectStoreMemory: o.ObjectStoreMemory,
 		PrestartWorkers:   o.PrestartWorkers,
+		NumGPUs:           -1,
+		GPUMock:           o.GPUMock,
 		SessionDir:        t.TempDir(),
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

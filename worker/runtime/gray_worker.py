@@ -514,6 +514,18 @@ class Runtime:
                 self.current = None
 
 
+def _patch_gpu_ids():
+    """In client mode ray.get_gpu_ids() returns []; inside a gray task it
+    returns the GPUs the raylet assigned (its CUDA_VISIBLE_DEVICES)."""
+    from ray.util.client import api
+
+    def get_gpu_ids(self):
+        ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        return [int(x) for x in ids.split(",") if x.strip().isdigit()]
+
+    api._ClientAPI.get_gpu_ids = get_gpu_ids
+
+
 def flush_std():
     try:
         sys.stdout.flush()
@@ -541,6 +553,7 @@ def main():
         _metadata=[("gray-worker-id", a.worker_id)],
         logging_level="WARNING",
     )
+    _patch_gpu_ids()
     global _RUNTIME
     _RUNTIME = Runtime(conn, a.worker_id)
     _RUNTIME.serve()

@@ -41,7 +41,14 @@ func benchCmd() *cobra.Command {
 			if out == "" {
 				out = filepath.Join("bench", "results")
 			}
-			args := []string{harness, "--gray-bin", self, "--repeats", strconv.Itoa(repeats), "--out", out}
+			reproduce := "gray bench --repeats " + strconv.Itoa(repeats)
+			if cpus > 0 {
+				reproduce += " --cpus " + strconv.Itoa(cpus)
+			}
+			if filter != "" {
+				reproduce += " --filter '" + filter + "'"
+			}
+			args := []string{harness, "--gray-bin", self, "--repeats", strconv.Itoa(repeats), "--out", out, "--reproduce", reproduce}
 			if cpus > 0 {
 				args = append(args, "--cpus", strconv.Itoa(cpus))
 			}

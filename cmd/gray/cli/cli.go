@@ -44,6 +44,7 @@ func startCmd() *cobra.Command {
 		prestart        int
 		verbose         bool
 		resources       string
+		gpuMock         string
 	)
 	cmd := &cobra.Command{
 		Use:   "start",
@@ -72,7 +73,7 @@ func startCmd() *cobra.Command {
 			}
 			h, err := head.New(head.Config{
 				ClientAddr: fmt.Sprintf("%s:%d", host, port), StatusAddr: statusAddr, Python: python,
-				NumCPUs: numCPUs, NumGPUs: numGPU, ObjectStoreMemory: objStore, Resources: res,
+				NumCPUs: numCPUs, NumGPUs: numGPU, GPUMock: gpuMock, ObjectStoreMemory: objStore, Resources: res,
 				PrestartWorkers: prestart, Logger: logger,
 			})
 			if err != nil {
@@ -103,7 +104,8 @@ func startCmd() *cobra.Command {
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&statusPort, "status-port", 8265, "HTTP status port (0 disables)")
 	f.Float64Var(&numCPUs, "num-cpus", 0, "CPUs to offer (default: all cores)")
-	f.Float64Var(&numGPU, "num-gpus", 0, "GPUs to offer")
+	f.Float64Var(&numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
+	f.StringVar(&gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
 	f.Int64Var(&objStore, "object-store-memory", 0, "object store bytes (default 30% of RAM)")
 	f.StringVar(&python, "python", "", "worker Python with ray==2.60.0 installed (default $GRAY_PYTHON or python3)")
 	f.BoolVar(&block, "block", false, "block in the foreground (always true; accepted for Ray compatibility)")
@@ -230,6 +232,9 @@ func statusCmd() *cobra.Command {
 				for _, k := range keys {
 					fmt.Fprintf(out, "    %-22s %g / %g\n", k, n.Total[k]-n.Available[k], n.Total[k])
 				}
+			}
+			for _, g := range st.GPUs {
+				fmt.Fprintf(out, "  GPU %d  %s  %s  %.0f GiB  util %d%%\n", g.Index, g.Name, g.UUID, float64(g.MemoryBytes)/(1<<30), g.UtilizationPct)
 			}
 			fmt.Fprintf(out, "Sessions: %d\n", len(st.Sessions))
 			for _, s := range st.Sessions {

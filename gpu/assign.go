@@ -1,0 +1,78 @@
+package gpu
+
+import "sort"
+
+// Slots tracks which fraction of each GPU is free, and picks GPU ids for a
+// demand the way Ray does: whole GPUs for num_gpus >= 1, and fractions packed
+// onto the fullest GPU that still fits for num_gpus < 1.
+type Slots struct {
+	free []float64
+}
+
+// NewSlots returns n fully free GPUs.
+func NewSlots(n int) *Slots {
+	s := &Slots{free: make([]float64, n)}
+	for i := range s.free {
+		s.free[i] = 1
+	}
+	return s
+}
+
+const eps = 1e-9
+
+// Assign reserves amount GPUs and returns their ids, or nil if they do not fit.
+func (s *Slots) Assign(amount float64) []int {
+	if amount <= 0 || s == nil {
+		return nil
+	}
+	if amount < 1 {
+		best := -1
+		for i, f := range s.free {
+			if f+eps >= amount && (best < 0 || f < s.free[best]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		s.free[best] -= amount
+		return []int{best}
+	}
+	want := int(amount + eps)
+	var ids []int
+	for i, f := range s.free {
+		if f >= 1-eps {
+			ids = append(ids, i)
+			if len(ids) == want {
+				break
+			}
+		}
+	}
+	if len(ids) < want {
+		return nil
+	}
+	for _, i := range ids {
+		s.free[i] = 0
+	}
+	sort.Ints(ids)
+	return ids
+}
+
+// Release returns an assignment made by Assign.
+func (s *Slots) Release(ids []int, amount float64) {
+	if s == nil {
+		return
+	}
+	per := 1.0
+	if amount < 1 {
+		per = amount
+	}
+	for _, i := range ids {
+		if i >= 0 && i < len(s.free) {
+			s.free[i] += per
+			if s.free[i] > 1 {
+				s.free[i] = 1
+			}
+		}
+	}
+}
