@@ -203,23 +203,7 @@ func (s *Server) holdActor(id ids.ActorID, holder string) {
 // releaseActor drops the session's handle; a non-detached actor with no
 // handles left is killed, as in Ray.
 func (s *Server) releaseActor(ss *session, id ids.ActorID) bool {
-	s.mu.Lock()
-	h := s.actorHolders[id]
-	held := h[ss.holder()]
-	if held {
-		delete(h, ss.holder())
-	}
-	empty := held && len(h) == 0
-	if empty {
-		delete(s.actorHolders, id)
-	}
-	s.mu.Unlock()
-	if empty {
-		if info, ok := s.cfg.Actors.Get(id); ok && !info.Detached {
-			_ = s.cfg.Node.KillActor(id, true)
-		}
-	}
-	return held
+	return s.dropActorHolder(id, ss.holder())
 }
 
 // killActor implements ray.kill.
@@ -333,4 +317,52 @@ func (s *Server) flushDeferred(id ids.ActorID) {
 		ticket := s.submitCall(d.ss, id, d.t, d.data, n, d.opts.str("concurrency_group", ""))
 		d.ss.send(&pb.DataResponse{ReqId: d.reqID, Type: &pb.DataResponse_TaskTicket{TaskTicket: ticket}}, true)
 	}
+}
+
+// ActorRef records a worker taking or dropping a handle on an actor.
+func (s *Server) ActorRef(id ids.ActorID, holder string, retain bool) {
+	if retain {
+		if _, ok := s.cfg.Actors.Get(id); ok {
+			s.holdActor(id, holder)
+		}
+		return
+	}
+	s.dropActorHolder(id, holder)
+}
+
+// HolderGone drops every actor handle a holder (an exited worker) had.
+func (s *Server) HolderGone(holder string) {
+	s.mu.Lock()
+	var held []ids.ActorID
+	for id, h := range s.actorHolders {
+		if h[holder] {
+			held = append(held, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range held {
+		s.dropActorHolder(id, holder)
+	}
+}
+
+// dropActorHolder removes one holder; a non-detached actor nobody holds is
+// killed, as in Ray.
+func (s *Server) dropActorHolder(id ids.ActorID, holder string) bool {
+	s.mu.Lock()
+	h := s.actorHolders[id]
+	held := h[holder]
+	if held {
+		delete(h, holder)
+	}
+	empty := held && len(h) == 0
+	if empty {
+		delete(s.actorHolders, id)
+	}
+	s.mu.Unlock()
+	if empty {
+		if info, ok := s.cfg.Actors.Get(id); ok && !info.Detached {
+			_ = s.cfg.Node.KillActor(id, true)
+		}
+	}
+	return held
 }

@@ -58,8 +58,15 @@ func newSession(clientID, workerID string) *session {
 	}
 }
 
-// holder is the key under which the store tracks this session's refs.
-func (ss *session) holder() string { return "session:" + ss.clientID }
+// holder is the key under which the store tracks this session's refs. A
+// worker's session shares its worker's key: the worker reports its own
+// reference counts over the raylet socket.
+func (ss *session) holder() string {
+	if ss.workerID != "" {
+		return raylet.WorkerHolder(ss.workerID)
+	}
+	return "session:" + ss.clientID
+}
 
 // chunkBuf collects the chunks of one put.
 type chunkBuf struct {

@@ -130,6 +130,16 @@ func (h *Head) Start(ctx context.Context) error {
 				cs.ActorDead(id)
 			}
 		},
+		OnActorRef: func(id ids.ActorID, holder string, retain bool) {
+			if cs != nil {
+				cs.ActorRef(id, holder, retain)
+			}
+		},
+		OnHolderGone: func(holder string) {
+			if cs != nil {
+				cs.HolderGone(holder)
+			}
+		},
 		OnActorReady: func(id ids.ActorID, info []byte) {
 			if cs != nil {
 				cs.ActorReady(id, info)

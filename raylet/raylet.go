@@ -5,6 +5,7 @@ package raylet
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,10 @@ type Config struct {
 	Logger          *slog.Logger
 	// OnActorDead is told when an actor is dead for good.
 	OnActorDead func(ids.ActorID)
+	// OnActorRef is told when a worker takes (retain) or drops a handle on an
+	// actor; OnHolderGone when a worker exits with whatever it held.
+	OnActorRef   func(id ids.ActorID, holder string, retain bool)
+	OnHolderGone func(holder string)
 	// OnActorReady is told when an actor's constructor first succeeded,
 	// with the pickled method table its worker reported.
 	OnActorReady func(ids.ActorID, []byte)
@@ -533,4 +538,34 @@ func (r *Raylet) releaseWorker(w *workerProc, gpuWorker bool) {
 		return
 	}
 	r.pool.release(w)
+}
+
+// handleRefs applies a worker's reference changes, in the order it made them.
+func (r *Raylet) handleRefs(w *workerProc, f *frame) {
+	apply := func(key string, retain bool) {
+		list, _ := f.Header[key].([]any)
+		for _, x := range list {
+			s, _ := x.(string)
+			raw, err := hex.DecodeString(s)
+			if err != nil {
+				continue
+			}
+			switch len(raw) {
+			case ids.ObjectIDSize:
+				oid, _ := ids.ObjectFromBytes(raw)
+				if retain {
+					r.store.HoldOnce(oid, w.Holder())
+				} else {
+					r.store.Release(oid, w.Holder())
+				}
+			case ids.ActorIDSize:
+				if r.cfg.OnActorRef != nil {
+					aid, _ := ids.ActorFromBytes(raw)
+					r.cfg.OnActorRef(aid, w.Holder(), retain)
+				}
+			}
+		}
+	}
+	apply("retain", true)
+	apply("release", false)
 }

@@ -124,8 +124,12 @@ func (w *workerProc) readLoop(br *bufio.Reader) {
 		if err != nil {
 			return
 		}
-		if f.str("t") == "rpc" {
+		switch f.str("t") {
+		case "rpc":
 			go w.pool.r.handleRPC(w, f)
+			continue
+		case "refs":
+			w.pool.r.handleRefs(w, f)
 			continue
 		}
 		select {
@@ -196,6 +200,10 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 		close(w.dead)
 		if w.conn != nil {
 			w.conn.Close()
+		}
+		p.r.store.ReleaseAll(w.Holder())
+		if p.r.cfg.OnHolderGone != nil {
+			p.r.cfg.OnHolderGone(w.Holder())
 		}
 		p.onExit(w)
 	}()
@@ -383,6 +391,12 @@ func (p *pool) close() {
 	}
 	_ = os.Remove(p.sockPath)
 }
+
+// Holder is the key under which the worker's references are tracked.
+func (w *workerProc) Holder() string { return WorkerHolder(w.id) }
+
+// WorkerHolder is the reference holder key of a worker id.
+func WorkerHolder(id string) string { return "worker:" + id }
 
 func (w *workerProc) kill() {
 	if w.cmd != nil && w.cmd.Process != nil {

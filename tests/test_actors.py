@@ -391,3 +391,46 @@ def test_concurrency_groups(ray_client):
     g = Grouped.remote()
     ray.get([g.io.remote() for _ in range(4)] + [g.compute.remote() for _ in range(3)])
     assert ray.get(g.peaks.remote()) == {"io": 2, "compute": 1}
+
+
+def test_actor_keeps_refs_and_handles_the_client_dropped(ray_client):
+    ray = ray_client
+    import gc
+
+    @ray.remote
+    class Holder:
+        def __init__(self):
+            self.refs = []
+
+        def keep(self, wrapped):
+            self.refs.append(wrapped[0])  # a nested ref stays a ref
+            return len(self.refs)
+
+        def read(self):
+            return ray.get(self.refs)
+
+    @ray.remote
+    class Pinger:
+        def ping(self):
+            return "pong"
+
+    @ray.remote
+    class Owner:
+        def __init__(self, pinger):
+            self.pinger = pinger
+
+        def ping(self):
+            return ray.get(self.pinger.ping.remote())
+
+    h = Holder.remote()
+    ref = ray.put("kept by the actor")
+    ray.get(h.keep.remote([ref]))
+    p = Pinger.remote()
+    o = Owner.remote(p)
+    assert ray.get(o.ping.remote()) == "pong"
+    del ref, p
+    gc.collect()
+    time.sleep(1.0)  # give the releases time to reach the pool
+    # The actor still holds the object, and Owner still holds Pinger's handle.
+    assert ray.get(h.read.remote()) == ["kept by the actor"]
+    assert ray.get(o.ping.remote()) == "pong"

@@ -29,22 +29,37 @@ _RUNTIME = None
 
 
 class Conn:
-    """Framed messages over the raylet socket."""
+    """Framed messages over the raylet socket.
+
+    Every outgoing message goes through one queue and one writer thread, so
+    reference changes (sent from __del__ at arbitrary points, which must
+    never block or interleave with a half-written frame) reach the raylet in
+    order with task results."""
 
     def __init__(self, path):
+        import queue
+
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.rfile = self.sock.makefile("rb", buffering=1 << 20)
-        self.lock = threading.Lock()
+        self.out = queue.SimpleQueue()
+        threading.Thread(target=self._writer, daemon=True, name="gray-writer").start()
 
     def send(self, header, blobs=()):
-        header["blobs"] = [len(b) for b in blobs]
-        h = json.dumps(header).encode()
-        with self.lock:
-            self.sock.sendall(_HDR.pack(len(h)) + h)
-            for b in blobs:
-                if len(b):
-                    self.sock.sendall(b)
+        self.out.put((header, blobs))
+
+    def _writer(self):
+        while True:
+            header, blobs = self.out.get()
+            header["blobs"] = [len(b) for b in blobs]
+            h = json.dumps(header).encode()
+            try:
+                self.sock.sendall(_HDR.pack(len(h)) + h)
+                for b in blobs:
+                    if len(b):
+                        self.sock.sendall(b)
+            except OSError:
+                os._exit(0)
 
     def _read(self, n):
         data = self.rfile.read(n)
@@ -514,6 +529,31 @@ class Runtime:
                 self.current = None
 
 
+def _patch_refcounting(conn):
+    """Route this worker's reference counts to the raylet: a ref (or actor
+    handle) the worker deserializes is retained when its local count goes
+    0 -> 1 and released at 1 -> 0, over the same ordered socket as task
+    results, so objects a task or actor keeps stay alive and nothing is
+    freed before the result that holds it is stored."""
+    from ray.util.client import worker as client_worker
+
+    def call_retain(self, id):
+        self.reference_count[id] += 1
+        if self.reference_count[id] == 1:
+            conn.send({"t": "refs", "retain": [id.hex()]})
+
+    def call_release(self, id):
+        if self.closed:
+            return
+        self.reference_count[id] -= 1
+        if self.reference_count[id] == 0:
+            del self.reference_count[id]
+            conn.send({"t": "refs", "release": [id.hex()]})
+
+    client_worker.Worker.call_retain = call_retain
+    client_worker.Worker.call_release = call_release
+
+
 def _patch_gpu_ids():
     """In client mode ray.get_gpu_ids() returns []; inside a gray task it
     returns the GPUs the raylet assigned (its CUDA_VISIBLE_DEVICES)."""
@@ -547,6 +587,8 @@ def main():
         sys.path.insert(0, wd)
     conn = Conn(a.socket)
     import ray
+
+    _patch_refcounting(conn)
 
     ray.init(
         "ray://" + a.address,
