@@ -45,6 +45,7 @@ type Config struct {
 	Resources         map[string]float64
 	SessionDir        string
 	PrestartWorkers   int
+	IdleWorkerTimeout time.Duration
 	RayVersion        string
 	Logger            *slog.Logger
 }
@@ -124,7 +125,7 @@ func (h *Head) Start(ctx context.Context) error {
 	rl, err := raylet.New(raylet.Config{
 		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Store: h.Store,
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
-		PrestartWorkers: h.cfg.PrestartWorkers, Logger: h.log,
+		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout, Logger: h.log,
 		OnActorDead: func(id ids.ActorID) {
 			if cs != nil {
 				cs.ActorDead(id)
@@ -259,6 +260,7 @@ type Status struct {
 	Nodes         []NodeStatus                 `json:"nodes"`
 	Sessions      []clientserver.SessionInfo   `json:"sessions"`
 	GPUs          []gpu.Device                 `json:"gpus,omitempty"`
+	Workers       []raylet.WorkerInfo          `json:"workers"`
 	Objects       int                          `json:"objects"`
 	ObjectBytes   int64                        `json:"object_bytes"`
 	Extra         map[string]map[string]string `json:"extra,omitempty"`
@@ -283,6 +285,7 @@ func (h *Head) Snapshot() Status {
 		}},
 		Sessions:    h.Client.Sessions(),
 		GPUs:        h.GPUs,
+		Workers:     h.Raylet.Workers(),
 		Objects:     h.Store.Len(),
 		ObjectBytes: h.Store.Used(),
 	}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
@@ -46,8 +47,10 @@ type Config struct {
 	SessionDir string
 	// PrestartWorkers is how many default workers to keep warm.
 	PrestartWorkers int
-	Logs            LogSink
-	Logger          *slog.Logger
+	// IdleWorkerTimeout is how long a surplus idle worker lives (default 2m).
+	IdleWorkerTimeout time.Duration
+	Logs              LogSink
+	Logger            *slog.Logger
 	// OnActorDead is told when an actor is dead for good.
 	OnActorDead func(ids.ActorID)
 	// OnActorRef is told when a worker takes (retain) or drops a handle on an

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -24,7 +25,7 @@ import (
 // Pool timing.
 const (
 	workerStartTimeout = 90 * time.Second
-	idleReapAfter      = 2 * time.Minute
+	defaultIdleTimeout = 2 * time.Minute
 )
 
 var errWorkerDied = errors.New("worker process died")
@@ -336,7 +337,11 @@ func (p *pool) discard(w *workerProc) {
 }
 
 func (p *pool) reapLoop() {
-	t := time.NewTicker(15 * time.Second)
+	idle := p.r.cfg.IdleWorkerTimeout
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
+	t := time.NewTicker(min(15*time.Second, max(idle/2, 100*time.Millisecond)))
 	defer t.Stop()
 	for {
 		select {
@@ -354,7 +359,7 @@ func (p *pool) reapLoop() {
 			var rest []*workerProc
 			for i, w := range list {
 				w.mu.Lock()
-				old := time.Since(w.idleAt) > idleReapAfter
+				old := time.Since(w.idleAt) > idle
 				w.mu.Unlock()
 				if old && len(list)-len(victims) > keep && i < len(list)-keep {
 					victims = append(victims, w)
@@ -504,4 +509,39 @@ func decodeResult(f *frame) result {
 func lostError(id ids.ObjectID) []byte {
 	b, _ := pickle.Call("ray.exceptions", "ObjectLostError", id.Hex(), "", "")
 	return b
+}
+
+// WorkerInfo describes one worker process.
+type WorkerInfo struct {
+	ID        string `json:"id"`
+	PID       int    `json:"pid"`
+	Idle      bool   `json:"idle"`
+	Dedicated bool   `json:"dedicated"`
+}
+
+// Workers lists the pool's live worker processes.
+func (r *Raylet) Workers() []WorkerInfo {
+	if r.pool == nil {
+		return nil
+	}
+	p := r.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	idle := map[*workerProc]bool{}
+	for _, list := range p.idle {
+		for _, w := range list {
+			idle[w] = true
+		}
+	}
+	var out []WorkerInfo
+	for _, w := range p.all {
+		select {
+		case <-w.ready:
+		default:
+			continue // still starting
+		}
+		out = append(out, WorkerInfo{ID: w.id, PID: w.pid, Idle: idle[w], Dedicated: w.dedicated})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }

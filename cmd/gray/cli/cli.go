@@ -45,6 +45,7 @@ func startCmd() *cobra.Command {
 		verbose         bool
 		resources       string
 		gpuMock         string
+		idleTimeout     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "start",
@@ -74,7 +75,7 @@ func startCmd() *cobra.Command {
 			h, err := head.New(head.Config{
 				ClientAddr: fmt.Sprintf("%s:%d", host, port), StatusAddr: statusAddr, Python: python,
 				NumCPUs: numCPUs, NumGPUs: numGPU, GPUMock: gpuMock, ObjectStoreMemory: objStore, Resources: res,
-				PrestartWorkers: prestart, Logger: logger,
+				PrestartWorkers: prestart, IdleWorkerTimeout: idleTimeout, Logger: logger,
 			})
 			if err != nil {
 				return err
@@ -110,6 +111,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&python, "python", "", "worker Python with ray==2.60.0 installed (default $GRAY_PYTHON or python3)")
 	f.BoolVar(&block, "block", false, "block in the foreground (always true; accepted for Ray compatibility)")
 	f.IntVar(&prestart, "prestart-workers", 2, "Python workers kept warm")
+	f.DurationVar(&idleTimeout, "idle-worker-timeout", 2*time.Minute, "how long surplus idle workers live")
 	f.BoolVar(&verbose, "verbose", false, "debug logging")
 	f.StringVar(&resources, "resources", "", `custom resources as JSON, e.g. '{"custom": 2}'`)
 	return cmd
@@ -240,6 +242,13 @@ func statusCmd() *cobra.Command {
 			for _, s := range st.Sessions {
 				fmt.Fprintf(out, "  job %s  namespace %s\n", s.JobID, s.Namespace)
 			}
+			idle := 0
+			for _, w := range st.Workers {
+				if w.Idle {
+					idle++
+				}
+			}
+			fmt.Fprintf(out, "Workers: %d (%d idle)\n", len(st.Workers), idle)
 			fmt.Fprintf(out, "Objects: %d (%d bytes)\n", st.Objects, st.ObjectBytes)
 			return nil
 		},

@@ -1,0 +1,72 @@
+"""The raylet's Python worker pool: prestart, reuse, idle reaping and
+replacement of crashed workers, observed through the status endpoint."""
+
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from conftest import Pool
+
+
+@pytest.fixture(scope="module")
+def reaping_pool(gray_bin):
+    p = Pool(gray_bin, num_cpus=3, extra=["--prestart-workers", "1", "--idle-worker-timeout", "1s"])
+    yield p
+    p.stop()
+
+
+def workers(pool):
+    url = "http://127.0.0.1:%d/api/gray/status" % pool.status_port
+    with urllib.request.urlopen(url) as r:
+        return [w for w in json.load(r)["workers"] or [] if not w["dedicated"]]
+
+
+def wait_for(pred, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def test_prestart_reuse_reap_and_replace(reaping_pool):
+    import ray
+
+    pool = reaping_pool
+    first = wait_for(lambda: [w for w in workers(pool) if w["idle"]])
+    assert first and len(first) == 1  # one prestarted worker
+
+    ray.init("ray://" + pool.address)
+    try:
+
+        @ray.remote
+        def pid():
+            return os.getpid()
+
+        # Sequential tasks reuse the warm worker.
+        assert {ray.get(pid.remote()) for _ in range(5)} == {first[0]["pid"]}
+
+        @ray.remote
+        def busy():
+            time.sleep(1.5)
+            return os.getpid()
+
+        pids = set(ray.get([busy.remote() for _ in range(3)]))
+        assert len(pids) == 3  # the pool grew to run three at once
+        # Surplus idle workers are reaped back to the prestart count.
+        assert wait_for(lambda: len(workers(pool)) == 1)
+
+        # A crashed idle worker is replaced.
+        (survivor,) = workers(pool)
+        os.kill(survivor["pid"], signal.SIGKILL)
+        replaced = wait_for(lambda: [w for w in workers(pool) if w["idle"] and w["pid"] != survivor["pid"]])
+        assert replaced
+        assert ray.get(pid.remote()) == replaced[0]["pid"]
+    finally:
+        ray.shutdown()
