@@ -53,19 +53,11 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	if err != nil || !s.store.Contains(cid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor class %s is not known to the server", t.Name))
 	}
-	args, err := scanArgs(data)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "could not read the actor arguments: "+err.Error())
-	}
-	deps, pins, err := s.argRefs(args)
+	deps, pins, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
 	pins = append(pins, cid)
-	env, err := s.taskEnv(ss, opts)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
-	}
 	job := s.jobOf(ss)
 	ns := opts.str("namespace", s.namespaceOf(ss))
 	owner := ss.clientID
@@ -160,11 +152,7 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 }
 
 func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int, group string) *pb.ClientTaskTicket {
-	args, err := scanArgs(data)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "could not read the call arguments: "+err.Error())
-	}
-	deps, pins, err := s.argRefs(args)
+	deps, pins, err := s.refsOf(data)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}

@@ -73,19 +73,11 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	if !s.store.Contains(fid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex()))
 	}
-	args, err := scanArgs(data)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "could not read the task arguments: "+err.Error())
-	}
-	deps, pins, err := s.argRefs(args)
+	deps, pins, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
 	pins = append(pins, fid)
-	env, err := s.taskEnv(ss, opts)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
-	}
 	numReturns := opts.numReturns()
 	job := s.jobOf(ss)
 	s.log.Debug("task", "name", t.Name, "options", opts, "env", env.Key(), "deps", len(deps))
@@ -123,6 +115,26 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
 	}
 	return ticket
+}
+
+// prepare reads what a task or actor creation needs from its arguments and
+// options: the refs to resolve first, the objects to keep alive, and its
+// runtime env.
+func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, env raylet.RuntimeEnv, err error) {
+	if deps, pins, err = s.refsOf(data); err != nil {
+		return nil, nil, env, err
+	}
+	env, err = s.taskEnv(ss, opts)
+	return deps, pins, env, err
+}
+
+// refsOf scans argument data for the refs to resolve and to keep alive.
+func (s *Server) refsOf(data [][]byte) (deps, pins []ids.ObjectID, err error) {
+	args, err := scanArgs(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("could not read the arguments: %w", err)
+	}
+	return s.argRefs(args)
 }
 
 func scanArgs(data [][]byte) (pickle.TaskArgs, error) {

@@ -490,13 +490,7 @@ func (r *Raylet) releaseActorResources(a *actor) {
 	a.holding = false
 	a.mu.Unlock()
 	if holding && gate != nil {
-		r.mu.Lock()
-		r.releaseTo(gate.spec, gate.grantedFrom)
-		gate.grantedFrom = nil
-		r.gpus.Release(gate.gpuIDs, gate.spec.Resources["GPU"])
-		gate.gpuIDs = nil
-		r.mu.Unlock()
-		r.kick()
+		r.releaseResources(gate)
 	}
 }
 

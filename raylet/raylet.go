@@ -339,6 +339,8 @@ func (r *Raylet) retry(t *task) {
 	r.kick()
 }
 
+// releaseResources gives back what a task (or an actor's or placement
+// group's grant) holds: its resources and its GPU ids.
 func (r *Raylet) releaseResources(t *task) {
 	r.mu.Lock()
 	r.releaseTo(t.spec, t.grantedFrom)
