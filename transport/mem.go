@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Network is an in-memory network for tests, in the spirit of Tailscale's
@@ -295,6 +296,7 @@ type memConn struct {
 	peer   PeerInfo
 	local  net.Addr
 	remote *peerAddr
+	closed atomic.Bool // this end's Close was called
 }
 
 func (c *memConn) Peer() PeerInfo       { return c.peer }
@@ -302,6 +304,9 @@ func (c *memConn) LocalAddr() net.Addr  { return c.local }
 func (c *memConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *memConn) Close() error {
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
 	c.pipe.close()
 	return nil
 }
