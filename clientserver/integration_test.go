@@ -410,3 +410,32 @@ func TestConnectionCleanupReleasesObjects(t *testing.T) {
 		t.Fatalf("reconnecting after cleanup: %v, want NotFound", err)
 	}
 }
+
+// A client that disconnects in the middle of a chunked put loses only that
+// put: nothing half-written reaches the store and other clients carry on.
+func TestDisconnectMidPut(t *testing.T) {
+	h := startPool(t)
+	c := dial(t, h)
+	objects, used := h.Store.Len(), h.Store.Used()
+	d, _ := c.connect()
+	data := bytesPickle(3*mib, 7)
+	id := d.reqID()
+	for i := 0; i < 2; i++ { // two of three chunks, then the client goes away
+		d.send(&pb.DataRequest{ReqId: id, Type: &pb.DataRequest_Put{Put: &pb.PutRequest{
+			Data: data[i*mib : (i+1)*mib], ChunkId: int32(i), TotalChunks: 3, TotalSize: int64(len(data)),
+		}}})
+	}
+	if r := d.call(&pb.DataRequest{Type: &pb.DataRequest_ConnectionCleanup{ConnectionCleanup: &pb.ConnectionCleanupRequest{}}}); r.GetConnectionCleanup() == nil {
+		t.Fatalf("connection_cleanup answered %v", r)
+	}
+	_ = d.closeAndDrain()
+	eventually(t, "session gone", func() bool { return h.Store.Len() == objects })
+	if h.Store.Used() != used {
+		t.Errorf("store uses %d bytes, want %d: a partial put leaked", h.Store.Used(), used)
+	}
+	other := dial(t, h)
+	d2, _ := other.connect()
+	if p := d2.put(bytesPickle(1000, 1), 5*mib); !p.Valid || len(p.Id) != 28 {
+		t.Fatalf("another client's put after the disconnect: %v", p)
+	}
+}

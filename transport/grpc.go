@@ -51,18 +51,17 @@ func PeerFromContext(ctx context.Context) (PeerInfo, bool) {
 }
 
 // Serve runs s on l until ctx is done, then stops s gracefully: the listener
-// closes at once and the RPCs in flight finish. It returns nil after a
-// stop, or the error that ended s.Serve.
+// closes at once and Serve returns when the RPCs in flight have finished. It
+// returns nil after such a stop, or the error that ended s.Serve.
 func Serve(ctx context.Context, s *grpc.Server, l net.Listener) error {
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.GracefulStop()
-		case <-stopped:
-		}
-	}()
-	err := s.Serve(l)
-	close(stopped)
-	return err
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		s.GracefulStop()
+		<-errc
+		return nil
+	}
 }
