@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -278,7 +279,7 @@ func newMemPipe(n *Network, dialer *Mem, l *memListener) *memPipe {
 	return p
 }
 
-// close closes both ends, so both sides' reads return io.EOF.
+// close closes both ends (Partition, Transport.Close): both sides' I/O fails.
 func (p *memPipe) close() {
 	p.once.Do(func() {
 		_ = p.client.Conn.Close()
@@ -303,10 +304,26 @@ func (c *memConn) Peer() PeerInfo       { return c.peer }
 func (c *memConn) LocalAddr() net.Addr  { return c.local }
 func (c *memConn) RemoteAddr() net.Addr { return c.remote }
 
+func (c *memConn) Read(b []byte) (int, error)  { return c.ioResult(c.Conn.Read(b)) }
+func (c *memConn) Write(b []byte) (int, error) { return c.ioResult(c.Conn.Write(b)) }
+
+// ioResult reports I/O on an end we closed ourselves as net.ErrClosed, as
+// the QUIC conns do; net.Pipe says io.ErrClosedPipe.
+func (c *memConn) ioResult(n int, err error) (int, error) {
+	if err != nil && err != io.EOF && c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return n, err
+}
+
+// Close closes this end only: the peer reads io.EOF and its writes fail.
 func (c *memConn) Close() error {
 	if c.closed.Swap(true) {
 		return net.ErrClosed
 	}
-	c.pipe.close()
-	return nil
+	err := c.Conn.Close()
+	if c.pipe.client.closed.Load() && c.pipe.server.closed.Load() {
+		c.pipe.close()
+	}
+	return err
 }

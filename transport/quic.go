@@ -74,9 +74,9 @@ type QUIC struct {
 	mu sync.Mutex
 	// guarded by mu:
 	closed    bool
-	dialer    *quic.Transport           // lazily bound
-	conns     map[string]*clientConn    // the conn new Dials to addr use
-	all       map[*clientConn]struct{}  // every live client conn, draining ones too
+	dialer    *quic.Transport          // lazily bound
+	conns     map[string]*clientConn   // the conn new Dials to addr use
+	all       map[*clientConn]struct{} // every live client conn, draining ones too
 	listeners map[*quicListener]struct{}
 }
 

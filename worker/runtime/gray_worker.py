@@ -292,7 +292,7 @@ class Runtime:
             values = self.split_returns(task, result)
             self.send_result(task, values)
         except BaseException as e:  # noqa: BLE001 - every failure goes to the caller
-            self.fail(task, name, e, traceback.format_exc())
+            self.fail(task, name, e, user_traceback())
 
     # ---- actors -----------------------------------------------------------
 
@@ -347,7 +347,7 @@ class Runtime:
             flush_std()
             from ray.exceptions import ActorDiedError
 
-            rte = self.task_error(name + ".__init__", traceback.format_exc(), e, dual=False)
+            rte = self.task_error(name + ".__init__", user_traceback(), e, dual=False)
             try:
                 err = ActorDiedError(cause=rte)
             except Exception:  # noqa: BLE001
@@ -395,7 +395,7 @@ class Runtime:
             result = getattr(self.instance, task["method"])(*args, **kwargs)
             self.send_result(task, self.split_returns(task, result))
         except BaseException as e:  # noqa: BLE001
-            self.fail(task, name, e, traceback.format_exc(), actor_repr=repr(self.instance))
+            self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
 
     async def call_async(self, task, blobs):
         import inspect as _inspect
@@ -409,7 +409,7 @@ class Runtime:
                     result = await result
                 self.send_result(task, self.split_returns(task, result))
             except BaseException as e:  # noqa: BLE001
-                self.fail(task, name, e, traceback.format_exc(), actor_repr=repr(self.instance))
+                self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
 
     def task_error(self, name, tb, exc, actor_repr=None, dual=True):
         from ray.exceptions import RayTaskError
@@ -419,7 +419,7 @@ class Runtime:
                 function_name=name,
                 traceback_str=tb,
                 cause=exc,
-                proctitle="ray::%s()" % name,
+                proctitle="ray::%s" % name,
                 pid=os.getpid(),
                 ip=os.environ.get("GRAY_NODE_IP", "127.0.0.1"),
                 actor_repr=actor_repr,
@@ -564,6 +564,16 @@ def _patch_gpu_ids():
         return [int(x) for x in ids.split(",") if x.strip().isdigit()]
 
     api._ClientAPI.get_gpu_ids = get_gpu_ids
+
+
+def user_traceback():
+    """The current exception's traceback without this runtime's own frames,
+    as Ray hides its worker internals."""
+    etype, exc, tb = sys.exc_info()
+    here = os.path.abspath(__file__)
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == here:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(etype, exc, tb))
 
 
 def flush_std():
