@@ -84,6 +84,30 @@ def bench_simple_actor(ray):
     yield "client: 1:1 actor calls concurrent", lambda: ray.get([c.small_value.remote() for _ in range(1000)]), 1000
 
 
+def latency(name, fn, n=300):
+    """Round-trip latency percentiles of fn in milliseconds (lower is better)."""
+    for _ in range(20):
+        fn()
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    samples.sort()
+    return [
+        {"name": name + " p50 (ms)", "mean": samples[len(samples) // 2], "sd": 0.0, "lower_is_better": True},
+        {"name": name + " p99 (ms)", "mean": samples[int(len(samples) * 0.99) - 1], "sd": 0.0, "lower_is_better": True},
+    ]
+
+
+def bench_task_latency(ray):
+    @ray.remote
+    def noop():
+        return None
+
+    yield "latency: task round trip", lambda: ray.get(noop.remote()), "latency"
+
+
 BENCHES = [
     bench_get_calls,
     bench_put_calls,
@@ -91,6 +115,7 @@ BENCHES = [
     bench_remote_put_calls,
     bench_tasks_and_get_batch,
     bench_simple_actor,
+    bench_task_latency,
 ]
 
 
@@ -106,6 +131,11 @@ def run(address, name_filter=None, log=print):
                     if name_filter and name_filter not in name:
                         continue
                     try:
+                        if mult == "latency":
+                            for r in latency(name, fn):
+                                log("%s %.3f" % (r["name"], r["mean"]))
+                                results.append(r)
+                            continue
                         r = timeit(name, fn, mult)
                         log("%s per second %.2f +- %.2f" % r)
                         results.append({"name": r[0], "mean": r[1], "sd": r[2]})

@@ -103,6 +103,9 @@ def progress(done, total, label):
         sys.stderr.write("\n")
 
 
+lower = set()  # metrics where lower is better (latencies)
+
+
 def aggregate(runs):
     """runs: list of result lists -> {metric: (mean, spread, n, error)}"""
     by = {}
@@ -115,6 +118,8 @@ def aggregate(runs):
         if not ok:
             out[name] = (None, None, 0, rs[0].get("error"))
             continue
+        if ok[0].get("lower_is_better"):
+            lower.add(name)
         means = [r["mean"] for r in ok]
         mean = sum(means) / len(means)
         # spread: the larger of the within-run sd and the between-run range/2
@@ -136,7 +141,7 @@ def chart(path, metric, gray, ray):
     errs = [gray[1] or 0, ray[1] or 0]
     ax.bar(["gray", "stock Ray"], vals, yerr=errs, color=["#555555", "#1f77b4"], capsize=6)
     ax.set_title(metric, fontsize=10)
-    ax.set_ylabel("per second (higher is better)")
+    ax.set_ylabel("ms (lower is better)" if metric in lower else "per second (higher is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -184,8 +189,9 @@ def main():
         "",
         "Both systems on this machine (%d CPUs offered), driven by the stock ray==2.60.0 client, "
         "%d alternating runs each; each run is 4 rounds of %s s per metric (Ray's timeit)." % (a.cpus, a.repeats, "2"),
-        "Values are per second (higher is better); spread is the larger of the within-run standard "
-        "deviation and half the between-run range. Ratio = gray / Ray.",
+        "Values are per second (higher is better) unless the metric says ms (lower is better); "
+        "spread is the larger of the within-run standard deviation and half the between-run range. "
+        "Ratio = gray / Ray.",
         "",
         "| metric | gray | Ray | ratio |",
         "|---|---|---|---|",
@@ -200,6 +206,8 @@ def main():
             return "%.4g ± %.2g" % (v[0], v[1])
 
         ratio = "%.2f×" % (gv[0] / rv[0]) if gv[0] and rv[0] else "n/a"
+        if name in lower and gv[0] and rv[0]:
+            ratio += " (lower is better)"
         lines.append("| %s | %s | %s | %s |" % (name, fmt(gv), fmt(rv), ratio))
         png = "%s-%s.png" % (stem, name.replace("client: ", "").replace(" ", "_").replace(":", ""))
         if chart(os.path.join(a.out, png), name, gv, rv):
