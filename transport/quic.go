@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -67,6 +69,12 @@ type QUIC struct {
 	serverTLS *tls.Config
 	clientTLS *tls.Config
 
+	// resetKey lets a restarted node tell peers, by a stateless reset, that
+	// it lost their connections, so they reconnect at once instead of after
+	// MaxIdleTimeout. Derived from the node's private key, it survives a
+	// restart that keeps the key; nil without a certificate.
+	resetKey *quic.StatelessResetKey
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines, waited for by Close
@@ -125,7 +133,19 @@ func NewQUIC(cfg Config) (*QUIC, error) {
 		},
 	}
 	t.serverTLS, t.clientTLS = tlsConfigs(&t.cfg)
+	if cfg.Certificate != nil {
+		t.resetKey = statelessResetKey(cfg.Certificate.PrivateKey)
+	}
 	return t, nil
+}
+
+func statelessResetKey(key crypto.PrivateKey) *quic.StatelessResetKey {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil // unusual key type: peers fall back to the idle timeout
+	}
+	k := quic.StatelessResetKey(sha256.Sum256(append([]byte("gray/1 stateless reset key\x00"), der...)))
+	return &k
 }
 
 // Dial opens a new stream to addr, connecting first if there is no usable

@@ -69,7 +69,7 @@ func (t *QUIC) Listen(ctx context.Context, addr string) (Listener, error) {
 		closing:  make(chan struct{}),
 		conns:    make(map[*quic.Conn]*serverConn),
 	}
-	l.tr = &quic.Transport{Conn: pc, ConnContext: l.admitConn}
+	l.tr = &quic.Transport{Conn: pc, ConnContext: l.admitConn, StatelessResetKey: t.resetKey}
 	l.ln, err = l.tr.Listen(t.serverTLS, t.quicConf)
 	if err != nil {
 		cancel()

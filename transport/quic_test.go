@@ -269,3 +269,48 @@ func TestQUICCloseUnblocksWrite(t *testing.T) {
 		t.Fatal("Write still blocked after Close")
 	}
 }
+
+// A node that crashes and comes back on the same address with the same key
+// answers its old connections with a stateless reset, so peers notice at once
+// (not after MaxIdleTimeout) and the next Dial reconnects.
+func TestQUICPeerRestart(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	ca := newTestCA(t)
+	cert := nodeCert(t, ca, "head")
+	withCert := func(c *Config) { c.Certificate = cert }
+	old := newTestQUIC(t, ca, "", withCert)
+	l, _ := echoServer(t, ctx, old)
+	addr := l.Addr().String()
+	cli := newTestQUIC(t, ca, "raylet", nil)
+	c := dial(t, ctx, cli, addr)
+	if err := roundTrip(c, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Crash: the socket goes away and the peer is told nothing.
+	_ = l.(*quicListener).tr.Conn.Close()
+	restarted := newTestQUIC(t, ca, "", withCert)
+	serve(t, listen(t, ctx, restarted, addr), echo)
+
+	_ = c.SetDeadline(time.Now().Add(testTimeout / 2)) // well below MaxIdleTimeout
+	// quic-go answers only packets over 42 bytes with a reset (a reset must
+	// be smaller than what triggered it), so send more than a ping's worth.
+	err := roundTrip(c, make([]byte, 1024))
+	if _, ok := errors.AsType[*quic.StatelessResetError](err); !ok {
+		t.Fatalf("round trip on a connection to a restarted peer = %v, want a stateless reset", err)
+	}
+	cli.mu.Lock()
+	stale := cli.conns[addr]
+	cli.mu.Unlock()
+	if stale != nil {
+		select {
+		case <-stale.qc.Context().Done():
+		case <-ctx.Done():
+			t.Fatal("stale connection still open")
+		}
+	}
+	if err := roundTrip(dial(t, ctx, cli, addr), []byte("after restart")); err != nil {
+		t.Fatal(err)
+	}
+}

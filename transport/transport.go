@@ -96,3 +96,8 @@ type peerAddr struct {
 }
 
 func (a *peerAddr) Peer() PeerInfo { return a.peer() }
+
+var (
+	_ Transport = (*QUIC)(nil)
+	_ Transport = (*Mem)(nil)
+)
