@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -141,6 +142,18 @@ func (s *Server) endSession(ss *session) {
 	ss.mu.Unlock()
 	s.mu.Lock()
 	delete(s.sessions, ss.clientID)
+	// Forget the function/class payloads the session put (their objects go
+	// with the session's references) and its KV retry answers.
+	for _, key := range ss.clientRefs {
+		delete(s.objMeta, s.clientRefs[key])
+		delete(s.clientRefs, key)
+	}
+	prefix := ss.clientID + "/"
+	for k := range s.kvDedupe {
+		if strings.HasPrefix(k, prefix) {
+			delete(s.kvDedupe, k)
+		}
+	}
 	s.mu.Unlock()
 	n := s.store.ReleaseAll(ss.holder())
 	s.endSessionActors(ss)
@@ -286,7 +299,11 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 	}
 	s.mu.Lock()
 	if len(clientRef) > 0 {
-		s.clientRefs[fmt.Sprintf("%x", clientRef)] = oid
+		key := fmt.Sprintf("%x", clientRef)
+		s.clientRefs[key] = oid
+		ss.mu.Lock()
+		ss.clientRefs = append(ss.clientRefs, key)
+		ss.mu.Unlock()
 	}
 	if len(selfRefs) > 0 {
 		s.objMeta[oid] = &objectMeta{selfRefs: selfRefs}

@@ -35,6 +35,9 @@ type session struct {
 	asyncGets map[int32]bool
 	out       *outbox
 
+	// clientRefs are the client-side ref ids of payloads this session put.
+	clientRefs []string
+
 	putChunks  map[int32]*chunkBuf
 	taskChunks map[int32]*taskChunkBuf
 
