@@ -53,13 +53,7 @@ type ActorCall struct {
 }
 
 // ReturnIDs are the ids of the call's return objects.
-func (c *ActorCall) ReturnIDs() []ids.ObjectID {
-	out := make([]ids.ObjectID, c.NumReturns)
-	for i := range out {
-		out[i] = c.TaskID.ReturnID(i + 1)
-	}
-	return out
-}
+func (c *ActorCall) ReturnIDs() []ids.ObjectID { return c.TaskID.ReturnIDs(c.NumReturns) }
 
 // ActorState is an actor's lifecycle state, named as in Ray's actor table.
 type ActorState string

@@ -34,13 +34,7 @@ type TaskSpec struct {
 }
 
 // ReturnIDs are the ids of the task's return objects.
-func (t *TaskSpec) ReturnIDs() []ids.ObjectID {
-	out := make([]ids.ObjectID, t.NumReturns)
-	for i := range out {
-		out[i] = t.TaskID.ReturnID(i + 1)
-	}
-	return out
-}
+func (t *TaskSpec) ReturnIDs() []ids.ObjectID { return t.TaskID.ReturnIDs(t.NumReturns) }
 
 // RuntimeEnv is the part of a Ray runtime_env a worker process is started with.
 type RuntimeEnv struct {

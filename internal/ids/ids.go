@@ -104,6 +104,15 @@ func (t TaskID) ReturnID(i int) ObjectID {
 	return o
 }
 
+// ReturnIDs are the ids of the task's first n return values.
+func (t TaskID) ReturnIDs(n int) []ObjectID {
+	out := make([]ObjectID, n)
+	for i := range out {
+		out[i] = t.ReturnID(i + 1)
+	}
+	return out
+}
+
 // Task returns the id of the task that created the object.
 func (o ObjectID) Task() TaskID {
 	var t TaskID
