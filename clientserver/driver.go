@@ -170,11 +170,9 @@ func (s *Server) nodes() []map[string]any {
 	}}
 }
 
-func nsOf(p []byte) []byte { return p }
-
 // KVGet reads the internal KV; a missing key leaves value unset.
 func (s *Server) KVGet(_ context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
-	v, ok := s.cfg.KV.Get(nsOf(r.Namespace), r.Key)
+	v, ok := s.cfg.KV.Get(r.Namespace, r.Key)
 	if !ok {
 		return &pb.KVGetResponse{}, nil
 	}
@@ -192,7 +190,7 @@ func (s *Server) KVPut(ctx context.Context, r *pb.KVPutRequest) (*pb.KVPutRespon
 			return prev, nil
 		}
 	}
-	resp := &pb.KVPutResponse{AlreadyExists: s.cfg.KV.Put(nsOf(r.Namespace), r.Key, r.Value, r.Overwrite)}
+	resp := &pb.KVPutResponse{AlreadyExists: s.cfg.KV.Put(r.Namespace, r.Key, r.Value, r.Overwrite)}
 	if key != "" {
 		s.mu.Lock()
 		if len(s.kvDedupe) > 10000 {
@@ -215,17 +213,17 @@ func dedupeKey(ctx context.Context) string {
 
 // KVDel deletes a key or a prefix.
 func (s *Server) KVDel(_ context.Context, r *pb.KVDelRequest) (*pb.KVDelResponse, error) {
-	return &pb.KVDelResponse{DeletedNum: int32(s.cfg.KV.Del(nsOf(r.Namespace), r.Key, r.DelByPrefix))}, nil
+	return &pb.KVDelResponse{DeletedNum: int32(s.cfg.KV.Del(r.Namespace, r.Key, r.DelByPrefix))}, nil
 }
 
 // KVList lists keys by prefix.
 func (s *Server) KVList(_ context.Context, r *pb.KVListRequest) (*pb.KVListResponse, error) {
-	return &pb.KVListResponse{Keys: s.cfg.KV.Keys(nsOf(r.Namespace), r.Prefix)}, nil
+	return &pb.KVListResponse{Keys: s.cfg.KV.Keys(r.Namespace, r.Prefix)}, nil
 }
 
 // KVExists tests a key.
 func (s *Server) KVExists(_ context.Context, r *pb.KVExistsRequest) (*pb.KVExistsResponse, error) {
-	return &pb.KVExistsResponse{Exists: s.cfg.KV.Exists(nsOf(r.Namespace), r.Key)}, nil
+	return &pb.KVExistsResponse{Exists: s.cfg.KV.Exists(r.Namespace, r.Key)}, nil
 }
 
 // PinRuntimeEnvURI keeps an uploaded package; packages live for the pool's life.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -109,7 +110,7 @@ func TestKVDelAndKeys(t *testing.T) {
 			if n := kv.Del(b("ns"), b(tc.key), tc.byPrefix); n != tc.wantN {
 				t.Errorf("Del = %d, want %d", n, tc.wantN)
 			}
-			if got := strs(kv.Keys(b("ns"), nil)); !equalStrs(got, tc.wantLeft) {
+			if got := strs(kv.Keys(b("ns"), nil)); !slices.Equal(got, tc.wantLeft) {
 				t.Errorf("Keys = %q, want %q", got, tc.wantLeft)
 			}
 		})
@@ -118,7 +119,7 @@ func TestKVDelAndKeys(t *testing.T) {
 	for _, k := range keys {
 		kv.Put(nil, b(k), b("v"), true)
 	}
-	if got, want := strs(kv.Keys(nil, b("pre/"))), []string{"pre/a", "pre/a/x", "pre/b"}; !equalStrs(got, want) {
+	if got, want := strs(kv.Keys(nil, b("pre/"))), []string{"pre/a", "pre/a/x", "pre/b"}; !slices.Equal(got, want) {
 		t.Errorf("Keys(pre/) = %q, want %q", got, want)
 	}
 }
@@ -144,7 +145,7 @@ func TestKVCopiesValues(t *testing.T) {
 	}
 	ks := kv.Keys(nil, nil)
 	ks[0][0] = '!'
-	if got := strs(kv.Keys(nil, nil)); !equalStrs(got, []string{"k", "k2"}) {
+	if got := strs(kv.Keys(nil, nil)); !slices.Equal(got, []string{"k", "k2"}) {
 		t.Fatalf("mutating Keys' result changed the keys: %q", got)
 	}
 }
@@ -197,7 +198,7 @@ func TestKVModel(t *testing.T) {
 					}
 				}
 				sort.Strings(want)
-				if got := strs(kv.Keys(b(ns), b(key))); !equalStrs(got, want) {
+				if got := strs(kv.Keys(b(ns), b(key))); !slices.Equal(got, want) {
 					t.Fatalf("%s: Keys = %q, want %q", where, got, want)
 				}
 			case 4:
@@ -245,16 +246,4 @@ func strs(bs [][]byte) []string {
 		out = append(out, string(x))
 	}
 	return out
-}
-
-func equalStrs(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

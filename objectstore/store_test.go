@@ -3,6 +3,7 @@ package objectstore
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/gray-cluster/gray/internal/ids"
@@ -131,7 +132,7 @@ func TestStoreScenarios(t *testing.T) {
 			mustPut(t, s, obj(a, 4, b), "h1")
 			s.Release(c, "h1")
 			s.Release(b, "h1")
-			if got := present(s, a, b, c); !equal(got, []bool{true, true, true}) {
+			if got := present(s, a, b, c); !slices.Equal(got, []bool{true, true, true}) {
 				t.Fatalf("contained objects freed early: %v", got)
 			}
 			s.Release(a, "h1")
@@ -163,7 +164,7 @@ func TestStoreScenarios(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New(1 << 20)
 			tc.run(t, s)
-			if got := present(s, a, b, c); !equal(got, tc.want) {
+			if got := present(s, a, b, c); !slices.Equal(got, tc.want) {
 				t.Errorf("present(a, b, c) = %v, want %v", got, tc.want)
 			}
 			if got := s.Used(); got != tc.used {
@@ -171,18 +172,6 @@ func TestStoreScenarios(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equal(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // errFullOrExists stands for "ErrFull or ErrExists" in TestPutErrors.

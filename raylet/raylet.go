@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -448,8 +447,6 @@ func release(avail, req map[string]float64) {
 		avail[k] += v
 	}
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // WorkerJob reports the job of the task a worker runs (or ran last).
 func (r *Raylet) WorkerJob(workerID string) (ids.JobID, bool) {

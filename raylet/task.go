@@ -1,6 +1,8 @@
 package raylet
 
 import (
+	"sort"
+
 	"github.com/gray-cluster/gray/internal/ids"
 )
 
@@ -52,7 +54,7 @@ func (e RuntimeEnv) Key() string {
 	for k := range e.EnvVars {
 		keys = append(keys, k)
 	}
-	sortStrings(keys)
+	sort.Strings(keys)
 	s := "wd=" + e.WorkingDir
 	for _, k := range keys {
 		s += "\x00" + k + "=" + e.EnvVars[k]

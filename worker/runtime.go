@@ -13,12 +13,6 @@ import (
 //go:embed runtime/gray_worker.py runtime/gray_pg.py
 var files embed.FS
 
-// Script returns the worker runtime's main source.
-func Script() []byte {
-	b, _ := files.ReadFile("runtime/gray_worker.py")
-	return b
-}
-
 // WriteScript writes the runtime into dir and returns its path.
 func WriteScript(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
