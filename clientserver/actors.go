@@ -84,6 +84,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
 	}
 	spec.PlacementGroup, spec.BundleIndex = opts.placement()
+	spec.Scheduling = opts.scheduling()
 	if groups := opts.dict("concurrency_groups"); len(groups) > 0 {
 		spec.ConcurrencyGroups = map[string]int{}
 		for g, n := range groups {

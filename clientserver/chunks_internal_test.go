@@ -102,6 +102,10 @@ func (fakeNode) SubmitActorTask(*raylet.ActorCall) error {
 	return nil
 }
 func (fakeNode) KillActor(ids.ActorID, bool) error { return nil }
+func (fakeNode) Nodes() []gcs.NodeInfo {
+	return []gcs.NodeInfo{{ID: ids.NodeID{1}, IsHead: true, State: gcs.NodeAlive}}
+}
+func (fakeNode) WorkerNode(string) (ids.NodeID, bool) { return ids.NodeID{1}, true }
 
 func newTestServer(t *testing.T) (*Server, *objectstore.Store) {
 	t.Helper()

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
+
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
@@ -119,6 +120,11 @@ func (s *Server) ClusterInfo(ctx context.Context, r *pb.ClusterInfoRequest) (*pb
 		owner.mu.Unlock()
 		reJSON, _ := json.Marshal(orEmpty(re))
 		node := s.cfg.Node.NodeID()
+		if ss.workerID != "" {
+			if n, ok := s.cfg.Node.WorkerNode(ss.workerID); ok {
+				node = n
+			}
+		}
 		resp.ResponseType = &pb.ClusterInfoResponse_RuntimeContext_{RuntimeContext: &pb.ClusterInfoResponse_RuntimeContext{
 			JobId: job[:], NodeId: node[:], Namespace: ns, RuntimeEnv: string(reJSON),
 			GcsAddress: s.cfg.NodeIP, SessionName: "gray",
@@ -141,33 +147,69 @@ func (s *Server) resourceTable(res map[string]float64) map[string]float64 {
 	for k, v := range res {
 		out[k] = v
 	}
-	out["node:"+s.cfg.NodeIP] = 1
-	out["node:__internal_head__"] = 1
+	for _, n := range s.cfg.Node.Nodes() {
+		if n.State == gcs.NodeDead {
+			continue
+		}
+		ip := n.IP
+		if ip == "" {
+			ip = s.cfg.NodeIP
+		}
+		out["node:"+ip]++
+		if n.IsHead {
+			out["node:__internal_head__"] = 1
+		}
+	}
 	return out
 }
 
 func (s *Server) nodes() []map[string]any {
-	host, _ := os.Hostname()
-	id := s.cfg.Node.NodeID()
-	res := s.resourceTable(s.cfg.Node.Total())
-	return []map[string]any{{
-		"NodeID":                id.Hex(),
-		"Alive":                 true,
-		"alive":                 true,
-		"NodeManagerAddress":    s.cfg.NodeIP,
-		"NodeManagerHostname":   host,
-		"NodeName":              s.cfg.NodeIP,
-		"NodeManagerPort":       0,
-		"ObjectManagerPort":     0,
-		"ObjectStoreSocketName": "",
-		"RayletSocketName":      "",
-		"MetricsExportPort":     0,
-		"DeathReason":           0,
-		"DeathReasonMessage":    "",
-		"Resources":             res,
-		"Labels":                map[string]string{"ray.io/node_id": id.Hex()},
-		"IsHeadNode":            true,
-	}}
+	var out []map[string]any
+	for _, n := range s.cfg.Node.Nodes() {
+		ip := n.IP
+		if ip == "" {
+			ip = s.cfg.NodeIP
+		}
+		res := map[string]float64{}
+		if n.State != gcs.NodeDead {
+			for k, v := range n.Total {
+				res[k] = v
+			}
+			res["node:"+ip] = 1
+			if n.IsHead {
+				res["node:__internal_head__"] = 1
+			}
+		}
+		labels := map[string]string{"ray.io/node_id": n.ID.Hex()}
+		for k, v := range n.Labels {
+			labels[k] = v
+		}
+		alive := n.State != gcs.NodeDead
+		death := 0
+		if !alive {
+			death = 1 // UNEXPECTED_TERMINATION
+		}
+		out = append(out, map[string]any{
+			"NodeID":                n.ID.Hex(),
+			"Alive":                 alive,
+			"alive":                 alive,
+			"NodeManagerAddress":    ip,
+			"NodeManagerHostname":   n.Hostname,
+			"NodeName":              ip,
+			"NodeManagerPort":       0,
+			"ObjectManagerPort":     0,
+			"ObjectStoreSocketName": "",
+			"RayletSocketName":      "",
+			"MetricsExportPort":     0,
+			"DeathReason":           death,
+			"DeathReasonMessage":    n.DeathReason,
+			"Resources":             res,
+			"Labels":                labels,
+			"IsHeadNode":            n.IsHead,
+			"State":                 string(n.State),
+		})
+	}
+	return out
 }
 
 // KVGet reads the internal KV; a missing key leaves value unset.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/raylet"
 )
 
 // options are the merged @ray.remote and .options() keyword arguments.
@@ -189,4 +190,33 @@ func allFF(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// scheduling returns the scheduling strategy and label selector options in
+// the form the head's placement uses.
+func (o options) scheduling() raylet.Scheduling {
+	var s raylet.Scheduling
+	switch st := o["scheduling_strategy"].(type) {
+	case string:
+		if st == "SPREAD" {
+			s.Kind = "SPREAD"
+		}
+	case *pickle.Object:
+		if st != nil && st.Name == "NodeAffinitySchedulingStrategy" {
+			attrs := objectAttrs(st)
+			if id, ok := attrs["node_id"].(string); ok {
+				s.Kind, s.NodeID = "NODE_AFFINITY", id
+				s.Soft, _ = attrs["soft"].(bool)
+			}
+		}
+	}
+	for k, v := range o.dict("label_selector") {
+		if str, ok := v.(string); ok {
+			if s.Labels == nil {
+				s.Labels = map[string]string{}
+			}
+			s.Labels[k] = str
+		}
+	}
+	return s
 }

@@ -37,6 +37,10 @@ type Node interface {
 	CreateActor(spec *raylet.ActorSpec) error
 	SubmitActorTask(call *raylet.ActorCall) error
 	KillActor(id ids.ActorID, noRestart bool) error
+	// Nodes lists the cluster's nodes for ray.nodes().
+	Nodes() []gcs.NodeInfo
+	// WorkerNode reports the node a worker runs on.
+	WorkerNode(workerID string) (ids.NodeID, bool)
 }
 
 // Config configures the front end.

@@ -97,6 +97,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		Env:             env,
 	}
 	spec.PlacementGroup, spec.BundleIndex = opts.placement()
+	spec.Scheduling = opts.scheduling()
 	if t.BaselineOptions != nil {
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}

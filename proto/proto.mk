@@ -1,4 +1,5 @@
-# Protobuf / gRPC code generation for the Ray Client wire protocol.
+# Protobuf / gRPC code generation for the Ray Client wire protocol and the
+# head<->provider protocol (proto/gray_node.proto).
 # Included from the top-level Makefile; all paths are relative to the repo root.
 #
 #   make proto   - install the pinned generators if missing and regenerate
@@ -14,6 +15,8 @@ PROTOC    ?= protoc
 PROTO_BIN ?= $(or $(shell go env GOBIN),$(shell go env GOPATH)/bin)
 PROTO_SRC := proto/ray_client.proto
 PROTO_OUT := proto/rayclientpb
+NODE_PROTO_SRC := proto/gray_node.proto
+NODE_PROTO_OUT := proto/nodepb
 
 PROTOC_GEN_GO      = $(PROTO_BIN)/protoc-gen-go
 PROTOC_GEN_GO_GRPC = $(PROTO_BIN)/protoc-gen-go-grpc
@@ -39,3 +42,10 @@ proto: proto-tools
 		--go_out=$(PROTO_OUT) --go_opt=paths=source_relative \
 		--go-grpc_out=$(PROTO_OUT) --go-grpc_opt=paths=source_relative \
 		$(PROTO_SRC)
+	mkdir -p $(NODE_PROTO_OUT)
+	$(PROTOC) -I proto \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+		--go_out=$(NODE_PROTO_OUT) --go_opt=paths=source_relative \
+		--go-grpc_out=$(NODE_PROTO_OUT) --go-grpc_opt=paths=source_relative \
+		$(NODE_PROTO_SRC)

@@ -34,6 +34,7 @@ type ActorSpec struct {
 	BundleIndex    int
 	// ConcurrencyGroups maps group names to their thread/coroutine limits.
 	ConcurrencyGroups map[string]int
+	Scheduling        Scheduling
 }
 
 // ActorCall is one method call.
@@ -278,6 +279,7 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 	w.mu.Lock()
 	w.job, w.taskName = s.JobID, s.Name
 	w.mu.Unlock()
+	r.workerJob(w.id, s.JobID)
 	createID := ids.NewTaskID(s.ActorID)
 	header := map[string]any{
 		"t": "actor_create", "task_id": createID.Hex(), "actor_id": s.ActorID.Hex(), "name": s.Name,
@@ -317,7 +319,7 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 }
 
 // depBlobs appends the values of deps to blobs and maps their ids to indexes.
-func depBlobs(store *objectstore.Store, deps []ids.ObjectID, blobs []blob) (map[string]int, []blob, []byte) {
+func depBlobs(store Objects, deps []ids.ObjectID, blobs []blob) (map[string]int, []blob, []byte) {
 	out := map[string]int{}
 	for _, d := range deps {
 		if _, ok := out[d.Hex()]; ok {

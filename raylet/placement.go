@@ -290,3 +290,12 @@ func decodeBundles(v any) ([]map[string]float64, error) {
 	}
 	return out, nil
 }
+
+// HasPlacementGroup reports whether this raylet holds a placement group
+// (hex id).
+func (r *Raylet) HasPlacementGroup(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.pgs[id]
+	return ok
+}

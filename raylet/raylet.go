@@ -37,7 +37,7 @@ type Config struct {
 	NodeID    ids.NodeID
 	NodeIP    string
 	Resources map[string]float64
-	Store     *objectstore.Store
+	Store     Objects
 	// Python is the interpreter that runs workers (needs ray installed).
 	Python string
 	// ClientAddress is the Ray Client front end workers connect back to.
@@ -59,13 +59,16 @@ type Config struct {
 	// OnActorReady is told when an actor's constructor first succeeded,
 	// with the pickled method table its worker reported.
 	OnActorReady func(ids.ActorID, []byte)
+	// OnWorkerJob is told which job a worker starts working for, so a head
+	// elsewhere can attribute the worker's own Ray calls.
+	OnWorkerJob func(workerID string, job ids.JobID)
 }
 
 // Raylet schedules tasks on one node.
 type Raylet struct {
 	cfg    Config
 	log    *slog.Logger
-	store  *objectstore.Store
+	store  Objects
 	pool   *pool
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -448,6 +451,12 @@ func release(avail, req map[string]float64) {
 	}
 }
 
+func (r *Raylet) workerJob(workerID string, job ids.JobID) {
+	if r.cfg.OnWorkerJob != nil {
+		r.cfg.OnWorkerJob(workerID, job)
+	}
+}
+
 // WorkerJob reports the job of the task a worker runs (or ran last).
 func (r *Raylet) WorkerJob(workerID string) (ids.JobID, bool) {
 	if r.pool == nil {
@@ -570,4 +579,26 @@ func (r *Raylet) handleRefs(w *workerProc, f *frame) {
 	}
 	apply("retain", true)
 	apply("release", false)
+}
+
+// TaskIDs lists the tasks the raylet has not finished.
+func (r *Raylet) TaskIDs() []ids.TaskID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ids.TaskID, 0, len(r.tasks))
+	for id := range r.tasks {
+		out = append(out, id)
+	}
+	return out
+}
+
+// ActorIDs lists the actors the raylet hosts that are not dead.
+func (r *Raylet) ActorIDs() []ids.ActorID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ids.ActorID, 0, len(r.actors))
+	for id := range r.actors {
+		out = append(out, id)
+	}
+	return out
 }

@@ -33,6 +33,19 @@ type TaskSpec struct {
 	// task into a placement group's reserved resources.
 	PlacementGroup string
 	BundleIndex    int
+	// Scheduling is where the head may place it (its raylet ignores it).
+	Scheduling Scheduling
+}
+
+// Scheduling is a task's or actor's scheduling strategy, as Ray's
+// scheduling_strategy and label_selector options give it.
+type Scheduling struct {
+	// Kind is "" (default hybrid policy), "SPREAD" or "NODE_AFFINITY".
+	Kind   string
+	NodeID string // hex, for NODE_AFFINITY
+	Soft   bool
+	// Labels is a label selector every candidate node must match.
+	Labels map[string]string
 }
 
 // ReturnIDs are the ids of the task's return objects.

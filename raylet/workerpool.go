@@ -19,7 +19,6 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
-	"github.com/gray-cluster/gray/objectstore"
 )
 
 // Pool timing.
@@ -158,7 +157,7 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 		return nil, ErrClosed
 	}
 	p.seq++
-	id := strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(p.seq)
+	id := p.r.cfg.NodeID.Hex()[:8] + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(p.seq)
 	w := &workerProc{
 		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated, pool: p,
 		ready: make(chan struct{}), dead: make(chan struct{}), frames: make(chan *frame, 4),
@@ -424,11 +423,12 @@ func (w *workerProc) cancel(id ids.TaskID) {
 }
 
 // execute runs one task on the worker and waits for its outcome.
-func (w *workerProc) execute(t *task, store *objectstore.Store) result {
+func (w *workerProc) execute(t *task, store Objects) result {
 	s := t.spec
 	w.mu.Lock()
 	w.job, w.taskName = s.JobID, s.Name
 	w.mu.Unlock()
+	w.pool.r.workerJob(w.id, s.JobID)
 	header := map[string]any{
 		"t": "task", "task_id": s.TaskID.Hex(), "name": s.Name, "fn": s.FunctionID.Hex(),
 		"num_returns": s.NumReturns, "self_refs": s.SelfRefs, "fn_blob": -1, "baseline_blob": -1,

@@ -40,8 +40,14 @@ type Config struct {
 	// one, and is then accepted only by listeners with AllowUnauthenticated.
 	Certificate *tls.Certificate
 	// CA verifies peers: a dialer accepts only servers whose certificate it
-	// signed, a listener only such clients. Required.
+	// signed, a listener only such clients. Required, except for a node that
+	// is joining and knows only CAPin.
 	CA *x509.CertPool
+	// CAPin is the SHA-256 of the pool CA's certificate (DER), as a join
+	// token carries it. A dialer with CAPin and no CA accepts a server whose
+	// chain includes a CA certificate with that hash which signed its leaf
+	// (the head sends its CA certificate after its own).
+	CAPin []byte
 	// AllowUnauthenticated lets clients without a certificate connect (their
 	// PeerInfo.NodeID is empty), for the join RPC. A certificate that is
 	// presented must still verify.
@@ -101,8 +107,8 @@ type clientConn struct {
 // NewQUIC returns a QUIC transport. It binds no socket until Listen or the
 // first Dial.
 func NewQUIC(cfg Config) (*QUIC, error) {
-	if cfg.CA == nil {
-		return nil, fmt.Errorf("%w: Config.CA is required", ErrInvalidConfig)
+	if cfg.CA == nil && len(cfg.CAPin) == 0 {
+		return nil, fmt.Errorf("%w: Config.CA (or CAPin) is required", ErrInvalidConfig)
 	}
 	if cfg.MaxIdleTimeout <= 0 {
 		cfg.MaxIdleTimeout = defaultMaxIdleTimeout

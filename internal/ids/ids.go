@@ -154,3 +154,57 @@ func (o ObjectID) Hex() string { return hex.EncodeToString(o[:]) }
 func (n NodeID) Hex() string   { return hex.EncodeToString(n[:]) }
 
 func (o ObjectID) String() string { return "ObjectRef(" + o.Hex() + ")" }
+
+// TaskFromBytes validates and converts wire bytes.
+func TaskFromBytes(b []byte) (TaskID, error) {
+	var t TaskID
+	if len(b) != TaskIDSize {
+		return t, fmt.Errorf("%w: task id has %d bytes, want %d", ErrBadID, len(b), TaskIDSize)
+	}
+	copy(t[:], b)
+	return t, nil
+}
+
+// JobFromBytes validates and converts wire bytes.
+func JobFromBytes(b []byte) (JobID, error) {
+	var j JobID
+	if len(b) != JobIDSize {
+		return j, fmt.Errorf("%w: job id has %d bytes, want %d", ErrBadID, len(b), JobIDSize)
+	}
+	copy(j[:], b)
+	return j, nil
+}
+
+// NodeFromBytes validates and converts wire bytes.
+func NodeFromBytes(b []byte) (NodeID, error) {
+	var n NodeID
+	if len(b) != NodeIDSize {
+		return n, fmt.Errorf("%w: node id has %d bytes, want %d", ErrBadID, len(b), NodeIDSize)
+	}
+	copy(n[:], b)
+	return n, nil
+}
+
+// NodeFromHex parses a hex node id.
+func NodeFromHex(s string) (NodeID, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return NodeID{}, fmt.Errorf("%w: node id: %v", ErrBadID, err)
+	}
+	return NodeFromBytes(b)
+}
+
+// Bytes returns the id's bytes.
+func (j JobID) Bytes() []byte { return j[:] }
+
+// Bytes returns the id's bytes.
+func (a ActorID) Bytes() []byte { return a[:] }
+
+// Bytes returns the id's bytes.
+func (t TaskID) Bytes() []byte { return t[:] }
+
+// Bytes returns the id's bytes.
+func (o ObjectID) Bytes() []byte { return o[:] }
+
+// Bytes returns the id's bytes.
+func (n NodeID) Bytes() []byte { return n[:] }

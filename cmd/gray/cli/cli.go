@@ -2,13 +2,10 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -29,92 +26,6 @@ func Root() *cobra.Command {
 	root := &cobra.Command{Use: "gray", Short: "A Ray-compatible GPU pool", SilenceUsage: true}
 	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd())
 	return root
-}
-
-func startCmd() *cobra.Command {
-	var (
-		isHead          bool
-		port            int
-		host            string
-		statusPort      int
-		numCPUs, numGPU float64
-		objStore        int64
-		python          string
-		block           bool
-		prestart        int
-		verbose         bool
-		resources       string
-		gpuMock         string
-		idleTimeout     time.Duration
-	)
-	cmd := &cobra.Command{
-		Use:   "start",
-		Short: "Start a pool head with a local provider (--head)",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !isHead {
-				return fmt.Errorf("only `gray start --head` is available in this build (joining providers comes with the multi-node pool)")
-			}
-			level := slog.LevelInfo
-			if verbose {
-				level = slog.LevelDebug
-			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			if python == "" {
-				python = os.Getenv("GRAY_PYTHON")
-			}
-			res := map[string]float64{}
-			if resources != "" {
-				if err := json.Unmarshal([]byte(resources), &res); err != nil {
-					return fmt.Errorf("--resources must be a JSON object of numbers: %w", err)
-				}
-			}
-			statusAddr := ""
-			if statusPort > 0 {
-				statusAddr = fmt.Sprintf("%s:%d", host, statusPort)
-			}
-			h, err := head.New(head.Config{
-				ClientAddr: fmt.Sprintf("%s:%d", host, port), StatusAddr: statusAddr, Python: python,
-				NumCPUs: numCPUs, NumGPUs: numGPU, GPUMock: gpuMock, ObjectStoreMemory: objStore, Resources: res,
-				PrestartWorkers: prestart, IdleWorkerTimeout: idleTimeout, Logger: logger,
-			})
-			if err != nil {
-				return err
-			}
-			ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer cancel()
-			if err := h.Start(ctx); err != nil {
-				return err
-			}
-			defer h.Close()
-			recordPid(statusAddr)
-			defer forgetPid()
-			fmt.Fprintf(cmd.OutOrStdout(), "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
-			if statusAddr != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "  Status:       gray status --address %s\n", statusAddr)
-			}
-			if !block {
-				fmt.Fprintln(cmd.OutOrStdout(), "  Running in the foreground; stop with Ctrl-C or `gray stop`.")
-			}
-			<-ctx.Done()
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.BoolVar(&isHead, "head", false, "start a head with a local provider")
-	f.IntVar(&port, "port", 10001, "Ray Client port")
-	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
-	f.IntVar(&statusPort, "status-port", 8265, "HTTP status port (0 disables)")
-	f.Float64Var(&numCPUs, "num-cpus", 0, "CPUs to offer (default: all cores)")
-	f.Float64Var(&numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
-	f.StringVar(&gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
-	f.Int64Var(&objStore, "object-store-memory", 0, "object store bytes (default 30% of RAM)")
-	f.StringVar(&python, "python", "", "worker Python with ray==2.60.0 installed (default $GRAY_PYTHON or python3)")
-	f.BoolVar(&block, "block", false, "block in the foreground (always true; accepted for Ray compatibility)")
-	f.IntVar(&prestart, "prestart-workers", 2, "Python workers kept warm")
-	f.DurationVar(&idleTimeout, "idle-worker-timeout", 2*time.Minute, "how long surplus idle workers live")
-	f.BoolVar(&verbose, "verbose", false, "debug logging")
-	f.StringVar(&resources, "resources", "", `custom resources as JSON, e.g. '{"custom": 2}'`)
-	return cmd
 }
 
 func recordPid(statusAddr string) {

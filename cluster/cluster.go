@@ -1,0 +1,477 @@
+// Package cluster is the head's view of its nodes: the GCS node table, the
+// placement of tasks and actors on nodes through the scheduler policy, and
+// recovery when a node dies (tasks retried elsewhere, actors restarted,
+// results of what cannot be retried failed with Ray's error types). It
+// implements the front end's Node interface over every member node, the
+// head's own raylet and remote providers alike.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/scheduler"
+)
+
+// Sentinel errors.
+var (
+	ErrUnknownNode  = errors.New("cluster: unknown node")
+	ErrUnknownActor = errors.New("cluster: unknown actor")
+	ErrNoNodes      = errors.New("cluster: no nodes")
+)
+
+// Member is one node as the cluster drives it: the head's raylet, or a
+// proxy for a provider's raylet.
+type Member interface {
+	NodeID() ids.NodeID
+	Submit(spec *raylet.TaskSpec) error
+	Cancel(id ids.TaskID, force bool) error
+	Total() map[string]float64
+	Available() map[string]float64
+	WorkerJob(workerID string) (ids.JobID, bool)
+	WorkerBlocked(workerID string) func()
+	CreateActor(spec *raylet.ActorSpec) error
+	SubmitActorTask(call *raylet.ActorCall) error
+	KillActor(id ids.ActorID, noRestart bool) error
+}
+
+// Config configures a cluster.
+type Config struct {
+	// Store is the head's object store: results of work that cannot be
+	// recovered are sealed there as errors.
+	Store  *objectstore.Store
+	Logger *slog.Logger
+	// OnActorDead is told when an actor died for good with its node.
+	OnActorDead func(ids.ActorID)
+	// OnHolderGone is told about every worker holder of a dead node.
+	OnHolderGone func(holder string)
+	// Warn reaches a job's driver with a warning (infeasible work).
+	Warn func(job ids.JobID, msg string)
+	// Seed seeds the scheduler's random choices (0: random).
+	Seed uint64
+}
+
+type member struct {
+	m     Member
+	info  gcs.NodeInfo
+	local bool
+}
+
+// Cluster places work on member nodes.
+type Cluster struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	members map[ids.NodeID]*member
+	dead    map[ids.NodeID]gcs.NodeInfo
+	head    ids.NodeID
+	actors  map[ids.ActorID]*placedActor
+	rnd     *rand.Rand
+	spread  int
+	pending []pendingWork
+	// changed is closed and replaced whenever the node table changes.
+	changed chan struct{}
+}
+
+type placedActor struct {
+	spec   *raylet.ActorSpec
+	node   ids.NodeID
+	placed bool
+	// queued are calls made before the actor had a node.
+	queued []*raylet.ActorCall
+}
+
+func (a *placedActor) takeQueued() []*raylet.ActorCall {
+	if a == nil {
+		return nil
+	}
+	q := a.queued
+	a.queued = nil
+	return q
+}
+
+// New returns an empty cluster.
+func New(cfg Config) *Cluster {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &Cluster{
+		cfg: cfg, log: cfg.Logger.With("component", "cluster"),
+		members: map[ids.NodeID]*member{}, dead: map[ids.NodeID]gcs.NodeInfo{},
+		actors: map[ids.ActorID]*placedActor{}, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		changed: make(chan struct{}),
+	}
+}
+
+// AddLocal registers the head's own raylet.
+func (c *Cluster) AddLocal(m Member, info gcs.NodeInfo) {
+	info.IsHead = true
+	c.add(m, info, true)
+}
+
+// Add registers (or re-registers after a reconnect) a provider node.
+func (c *Cluster) Add(m Member, info gcs.NodeInfo) {
+	c.add(m, info, false)
+}
+
+func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
+	info.ID = m.NodeID()
+	info.State = gcs.NodeAlive
+	c.mu.Lock()
+	c.members[info.ID] = &member{m: m, info: info, local: local}
+	delete(c.dead, info.ID)
+	if local {
+		c.head = info.ID
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.log.Info("node registered", "node", info.ID.Hex(), "ip", info.IP, "resources", info.Total, "labels", info.Labels)
+}
+
+// SetState marks a node alive or suspect (a suspect node gets no new work).
+func (c *Cluster) SetState(id ids.NodeID, st gcs.NodeState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.members[id]; m != nil && m.info.State != st {
+		m.info.State = st
+		c.log.Info("node state", "node", id.Hex(), "state", st)
+		c.notifyLocked()
+	}
+}
+
+func (c *Cluster) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next node table change.
+func (c *Cluster) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// NodeID is the head node's id.
+func (c *Cluster) NodeID() ids.NodeID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.head
+}
+
+// Nodes lists every node the GCS knows, dead ones included.
+func (c *Cluster) Nodes() []gcs.NodeInfo {
+	c.mu.Lock()
+	ms := slices.Collect(maps.Values(c.members))
+	out := slices.Collect(maps.Values(c.dead))
+	c.mu.Unlock()
+	for _, m := range ms {
+		info := m.info
+		info.Total = m.m.Total()
+		info.Available = m.m.Available()
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b gcs.NodeInfo) int {
+		if a.IsHead != b.IsHead {
+			if a.IsHead {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID.Hex(), b.ID.Hex())
+	})
+	return out
+}
+
+// Total sums the resources of the live nodes.
+func (c *Cluster) Total() map[string]float64 { return c.sum(Member.Total) }
+
+// Available sums what the live nodes have free.
+func (c *Cluster) Available() map[string]float64 { return c.sum(Member.Available) }
+
+func (c *Cluster) sum(f func(Member) map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range c.live() {
+		for k, v := range f(m.m) {
+			out[k] += v
+		}
+	}
+	return out
+}
+
+func (c *Cluster) live() []*member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Collect(maps.Values(c.members))
+}
+
+// memberOfWorker finds the node a worker runs on from its id's node prefix.
+func (c *Cluster) memberOfWorker(workerID string) *member {
+	prefix, _, ok := strings.Cut(workerID, "-")
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, m := range c.members {
+		if strings.HasPrefix(id.Hex(), prefix) {
+			return m
+		}
+	}
+	return nil
+}
+
+// WorkerNode reports the node a worker runs on.
+func (c *Cluster) WorkerNode(workerID string) (ids.NodeID, bool) {
+	if m := c.memberOfWorker(workerID); m != nil {
+		return m.info.ID, true
+	}
+	return ids.NodeID{}, false
+}
+
+// WorkerJob reports the job of the task a worker runs.
+func (c *Cluster) WorkerJob(workerID string) (ids.JobID, bool) {
+	if m := c.memberOfWorker(workerID); m != nil {
+		return m.m.WorkerJob(workerID)
+	}
+	return ids.JobID{}, false
+}
+
+// WorkerBlocked lends a blocked worker's CPU back to its node.
+func (c *Cluster) WorkerBlocked(workerID string) func() {
+	if m := c.memberOfWorker(workerID); m != nil {
+		return m.m.WorkerBlocked(workerID)
+	}
+	return func() {}
+}
+
+// snapshot builds the scheduler's view of the live nodes.
+func (c *Cluster) snapshot() (scheduler.Snapshot, map[string]*member) {
+	ms := c.live()
+	byHex := make(map[string]*member, len(ms))
+	snap := scheduler.Snapshot{Nodes: make([]scheduler.Node, 0, len(ms))}
+	for _, m := range ms {
+		hex := m.info.ID.Hex()
+		byHex[hex] = m
+		labels := maps.Clone(m.info.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels["ray.io/node_id"] = hex
+		c.mu.Lock()
+		ok := m.info.State == gcs.NodeAlive
+		c.mu.Unlock()
+		snap.Nodes = append(snap.Nodes, scheduler.Node{
+			ID: hex, Total: m.m.Total(), Available: m.m.Available(), Labels: labels, Schedulable: ok,
+		})
+	}
+	slices.SortFunc(snap.Nodes, func(a, b scheduler.Node) int { return strings.Compare(a.ID, b.ID) })
+	return snap, byHex
+}
+
+// place picks a member for resources under a strategy.
+func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string) (*member, error) {
+	snap, byHex := c.snapshot()
+	if len(snap.Nodes) == 0 {
+		return nil, ErrNoNodes
+	}
+	if pg != "" {
+		// Placement groups are reserved on one node: the one whose raylet
+		// knows the group.
+		if m := c.memberWithGroup(pg, byHex); m != nil {
+			return m, nil
+		}
+	}
+	req := scheduler.Request{Resources: res, Strategy: toStrategy(s)}
+	c.mu.Lock()
+	if c.head != (ids.NodeID{}) {
+		req.Preferred = c.head.Hex()
+	}
+	req.SpreadIndex = c.spread
+	d, err := scheduler.Select(snap, req, c.rnd)
+	if err == nil {
+		c.spread = d.SpreadNext
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	m := byHex[d.NodeID]
+	if m == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownNode, d.NodeID)
+	}
+	return m, nil
+}
+
+func toStrategy(s raylet.Scheduling) scheduler.Strategy {
+	st := scheduler.Strategy{NodeID: s.NodeID, Soft: s.Soft, LabelSelector: s.Labels}
+	switch s.Kind {
+	case "SPREAD":
+		st.Kind = scheduler.Spread
+	case "NODE_AFFINITY":
+		st.Kind = scheduler.NodeAffinity
+	default:
+		st.Kind = scheduler.Default
+	}
+	return st
+}
+
+// memberWithGroup finds the node that holds a placement group.
+func (c *Cluster) memberWithGroup(pg string, byHex map[string]*member) *member {
+	for _, m := range byHex {
+		if g, ok := m.m.(interface{ HasPlacementGroup(string) bool }); ok && g.HasPlacementGroup(pg) {
+			return m
+		}
+	}
+	return nil
+}
+
+// Submit places a task on a node; a task no node can take now waits at the
+// head until one can.
+func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
+	if err := c.trySubmit(spec); err != nil {
+		c.park(pendingWork{task: spec}, err)
+	}
+	return nil
+}
+
+func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup)
+	if err != nil {
+		return err
+	}
+	return m.m.Submit(spec)
+}
+
+// Cancel asks every node to cancel the task (only the one running it knows it).
+func (c *Cluster) Cancel(id ids.TaskID, force bool) error {
+	var last error = raylet.ErrUnknownTask
+	for _, m := range c.live() {
+		if err := m.m.Cancel(id, force); err == nil {
+			last = nil
+		}
+	}
+	return last
+}
+
+// CreateActor places an actor on a node; one no node can take now waits at
+// the head until one can.
+func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
+	c.mu.Lock()
+	c.actors[spec.ActorID] = &placedActor{spec: spec}
+	c.mu.Unlock()
+	if err := c.tryCreateActor(spec); err != nil {
+		c.park(pendingWork{actor: spec}, err)
+	}
+	return nil
+}
+
+func (c *Cluster) tryCreateActor(spec *raylet.ActorSpec) error {
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if a := c.actors[spec.ActorID]; a != nil {
+		a.node = m.info.ID
+	}
+	c.mu.Unlock()
+	if err := m.m.CreateActor(spec); err != nil {
+		return err
+	}
+	// Calls made while it had no node go first, in order; the actor counts
+	// as placed only once none are left, so later calls queue behind them.
+	for {
+		c.mu.Lock()
+		a := c.actors[spec.ActorID]
+		calls := a.takeQueued()
+		if len(calls) == 0 {
+			if a != nil {
+				a.placed = true
+			}
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		for _, call := range calls {
+			if err := m.m.SubmitActorTask(call); err != nil {
+				c.log.Warn("queued actor call", "actor", spec.ActorID.Hex(), "err", err)
+			}
+		}
+	}
+}
+
+func (c *Cluster) actorMember(id ids.ActorID) (*member, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.actors[id]
+	if a == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownActor, id.Hex())
+	}
+	m := c.members[a.node]
+	if m == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownNode, a.node.Hex())
+	}
+	return m, nil
+}
+
+// SubmitActorTask sends a call to the actor's node (or keeps it until the
+// actor has one).
+func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
+	c.mu.Lock()
+	a := c.actors[call.ActorID]
+	if a == nil {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownActor, call.ActorID.Hex())
+	}
+	if !a.placed {
+		a.queued = append(a.queued, call)
+		c.mu.Unlock()
+		return nil
+	}
+	m := c.members[a.node]
+	c.mu.Unlock()
+	if m == nil {
+		// Its node died and it was not restarted.
+		c.fail(call.ReturnIDs(), c.errorValue("ray.exceptions", "ActorDiedError"))
+		return nil
+	}
+	return m.m.SubmitActorTask(call)
+}
+
+// KillActor kills an actor on its node.
+func (c *Cluster) KillActor(id ids.ActorID, noRestart bool) error {
+	m, err := c.actorMember(id)
+	if err != nil {
+		return err
+	}
+	return m.m.KillActor(id, noRestart)
+}
+
+// ActorNode reports where an actor runs.
+func (c *Cluster) ActorNode(id ids.ActorID) (ids.NodeID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.actors[id]; a != nil {
+		return a.node, true
+	}
+	return ids.NodeID{}, false
+}
+
+// now is the clock for death records.
+var now = time.Now

@@ -1,0 +1,202 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/pickle"
+	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/scheduler"
+)
+
+// Lost is what a dead node was doing for the cluster.
+type Lost struct {
+	Tasks  []*raylet.TaskSpec
+	Actors []*raylet.ActorSpec
+	Calls  []*raylet.ActorCall
+	// Holders are the node's workers' holder keys in the head's store.
+	Holders []string
+}
+
+// pendingWork is a task or actor no node can take now; it is placed again
+// whenever the node table changes.
+type pendingWork struct {
+	task  *raylet.TaskSpec
+	actor *raylet.ActorSpec
+	since time.Time
+}
+
+// Run retries pending work whenever the node table changes, until ctx ends.
+func (c *Cluster) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Changed():
+		case <-tick.C:
+		}
+		c.retryPending()
+	}
+}
+
+func (c *Cluster) park(w pendingWork, err error) {
+	w.since = now()
+	c.mu.Lock()
+	c.pending = append(c.pending, w)
+	c.mu.Unlock()
+	what, res := "", map[string]float64(nil)
+	if w.task != nil {
+		what, res = "task "+w.task.Name, w.task.Resources
+	} else {
+		what, res = "actor "+w.actor.Name, w.actor.Resources
+	}
+	if errors.Is(err, scheduler.ErrInfeasible) {
+		c.warn(w, fmt.Sprintf("Warning: The following resource request cannot be scheduled right now: %v (%s). No node in the cluster can fit it; it stays pending until one that can joins.", res, what))
+	} else {
+		c.log.Debug("work waits for a node", "what", what, "err", err)
+	}
+}
+
+func (c *Cluster) warn(w pendingWork, msg string) {
+	c.log.Warn(msg)
+	if c.cfg.Warn == nil {
+		return
+	}
+	if w.task != nil {
+		c.cfg.Warn(w.task.JobID, msg)
+	} else {
+		c.cfg.Warn(w.actor.JobID, msg)
+	}
+}
+
+func (c *Cluster) retryPending() {
+	c.mu.Lock()
+	list := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	var still []pendingWork
+	for _, w := range list {
+		var err error
+		if w.task != nil {
+			err = c.trySubmit(w.task)
+		} else {
+			err = c.tryCreateActor(w.actor)
+		}
+		if err != nil {
+			still = append(still, w)
+		}
+	}
+	c.mu.Lock()
+	c.pending = append(still, c.pending...)
+	c.mu.Unlock()
+}
+
+// NodeDead removes a node for good and recovers its work: tasks with
+// retries left run elsewhere, actors with restarts left restart elsewhere,
+// and everything else fails with the error Ray raises for a dead node.
+func (c *Cluster) NodeDead(id ids.NodeID, reason string, lost Lost) {
+	c.mu.Lock()
+	m := c.members[id]
+	if m == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.members, id)
+	info := m.info
+	info.State, info.DeathReason = gcs.NodeDead, reason
+	info.Available = map[string]float64{}
+	info.Total = m.m.Total()
+	c.dead[id] = info
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.log.Warn("node dead", "node", id.Hex(), "reason", reason, "tasks", len(lost.Tasks), "actors", len(lost.Actors), "calls", len(lost.Calls))
+	c.Recover(id, reason, lost)
+}
+
+// Recover re-places work a node lost (it died, or restarted and came back
+// without it) within the tasks' retries and actors' restarts, and fails the
+// rest with the error Ray raises for a dead node.
+func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
+
+	for _, h := range lost.Holders {
+		if c.cfg.Store != nil {
+			c.cfg.Store.ReleaseAll(h)
+		}
+		if c.cfg.OnHolderGone != nil {
+			c.cfg.OnHolderGone(h)
+		}
+	}
+	nodeDied := c.errorValue("ray.exceptions", "NodeDiedError",
+		fmt.Sprintf("The node %s running this task died (%s).", id.Hex(), reason))
+	for _, t := range lost.Tasks {
+		if t.MaxRetries == 0 {
+			c.fail(t.ReturnIDs(), nodeDied)
+			continue
+		}
+		if t.MaxRetries > 0 {
+			t.MaxRetries--
+		}
+		c.log.Info("retrying task of dead node", "task", t.TaskID.Hex(), "name", t.Name)
+		_ = c.Submit(t)
+	}
+	restarted := map[ids.ActorID]bool{}
+	retries := map[ids.ActorID]int{}
+	for _, a := range lost.Actors {
+		retries[a.ActorID] = a.MaxTaskRetries
+		if a.MaxRestarts == 0 {
+			c.actorGone(a.ActorID)
+			continue
+		}
+		if a.MaxRestarts > 0 {
+			a.MaxRestarts--
+		}
+		c.log.Info("restarting actor of dead node", "actor", a.ActorID.Hex(), "class", a.Name)
+		c.mu.Lock()
+		if pa := c.actors[a.ActorID]; pa != nil {
+			pa.placed = false
+		}
+		c.mu.Unlock()
+		_ = c.CreateActor(a)
+		restarted[a.ActorID] = true
+	}
+	died := c.errorValue("ray.exceptions", "ActorDiedError")
+	for _, call := range lost.Calls {
+		if restarted[call.ActorID] && retries[call.ActorID] != 0 {
+			if err := c.SubmitActorTask(call); err == nil {
+				continue
+			}
+		}
+		c.fail(call.ReturnIDs(), died)
+	}
+}
+
+func (c *Cluster) actorGone(id ids.ActorID) {
+	if c.cfg.OnActorDead != nil {
+		c.cfg.OnActorDead(id)
+	}
+}
+
+func (c *Cluster) errorValue(module, name string, args ...any) []byte {
+	b, err := pickle.Call(module, name, args...)
+	if err != nil {
+		c.log.Error("cannot pickle error", "name", name, "err", err)
+	}
+	return b
+}
+
+// fail seals results as an error value.
+func (c *Cluster) fail(returns []ids.ObjectID, value []byte) {
+	if c.cfg.Store == nil {
+		return
+	}
+	for _, id := range returns {
+		c.cfg.Store.Seal(&objectstore.Object{ID: id, Chunks: [][]byte{value}, Size: int64(len(value)), IsError: true})
+	}
+}

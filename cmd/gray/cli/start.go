@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gray-cluster/gray/head"
+	"github.com/gray-cluster/gray/internal/noderes"
+	"github.com/gray-cluster/gray/provider"
+)
+
+type startFlags struct {
+	isHead          bool
+	port            int
+	host            string
+	nodeIP          string
+	statusPort      int
+	numCPUs, numGPU float64
+	objStore        int64
+	python          string
+	block           bool
+	prestart        int
+	verbose         bool
+	resources       string
+	labels          string
+	region          string
+	gpuMock         string
+	idleTimeout     time.Duration
+	// head ↔ providers
+	nodePort      int
+	joinToken     string
+	stateDir      string
+	suspectAfter  time.Duration
+	deadAfter     time.Duration
+	address       string
+	token         string
+	clientAddress string
+}
+
+func startCmd() *cobra.Command {
+	var o startFlags
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Start a pool head (--head) or a provider that joins one (--address, --token)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if o.verbose {
+				level = slog.LevelDebug
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if o.python == "" {
+				o.python = os.Getenv("GRAY_PYTHON")
+			}
+			if o.python == "" {
+				o.python = "python3"
+			}
+			res := map[string]float64{}
+			if o.resources != "" {
+				if err := json.Unmarshal([]byte(o.resources), &res); err != nil {
+					return fmt.Errorf("--resources must be a JSON object of numbers: %w", err)
+				}
+			}
+			labels := map[string]string{}
+			if o.labels != "" {
+				if err := json.Unmarshal([]byte(o.labels), &labels); err != nil {
+					return fmt.Errorf("--labels must be a JSON object of strings: %w", err)
+				}
+			}
+			if o.region != "" {
+				labels[head.RegionLabel] = o.region
+			}
+			ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer cancel()
+			switch {
+			case o.isHead:
+				return runHead(ctx, cmd, o, res, labels, logger)
+			case o.address != "":
+				return runProvider(ctx, cmd, o, res, labels, logger)
+			default:
+				return fmt.Errorf("give --head to start a pool, or --address=HEAD:PORT --token=TOKEN to join one")
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.isHead, "head", false, "start a head with a local provider")
+	f.IntVar(&o.port, "port", 10001, "Ray Client port (head)")
+	f.StringVar(&o.host, "host", "127.0.0.1", "address to listen on (head)")
+	f.StringVar(&o.nodeIP, "node-ip-address", "127.0.0.1", "this node's IP as others reach it")
+	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status port (head; 0 disables)")
+	f.Float64Var(&o.numCPUs, "num-cpus", 0, "CPUs to offer (default: all cores)")
+	f.Float64Var(&o.numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
+	f.StringVar(&o.gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
+	f.Int64Var(&o.objStore, "object-store-memory", 0, "object store bytes (default 30% of RAM)")
+	f.StringVar(&o.python, "python", "", "worker Python with ray==2.60.0 installed (default $GRAY_PYTHON or python3)")
+	f.BoolVar(&o.block, "block", false, "block in the foreground (always true; accepted for Ray compatibility)")
+	f.IntVar(&o.prestart, "prestart-workers", 2, "Python workers kept warm")
+	f.DurationVar(&o.idleTimeout, "idle-worker-timeout", 2*time.Minute, "how long surplus idle workers live")
+	f.BoolVar(&o.verbose, "verbose", false, "debug logging")
+	f.StringVar(&o.resources, "resources", "", `custom resources as JSON, e.g. '{"custom": 2}'`)
+	f.StringVar(&o.labels, "labels", "", `node labels as JSON, e.g. '{"zone": "a"}'`)
+	f.StringVar(&o.region, "region", "", "this node's region (label ray.io/availability-region)")
+	f.IntVar(&o.nodePort, "node-port", 6379, "UDP (QUIC) port providers join at (head; -1 disables, 0 picks one)")
+	f.StringVar(&o.joinToken, "join-secret", "", "secret part of the join token (head; default: generated and kept in --state-dir)")
+	f.StringVar(&o.stateDir, "state-dir", "", "where the pool CA (head) or node certificate (provider) is kept")
+	f.DurationVar(&o.suspectAfter, "suspect-after", 5*time.Second, "silence after which a provider gets no new work (head)")
+	f.DurationVar(&o.deadAfter, "dead-after", 30*time.Second, "silence after which a provider is dead and its work recovered (head)")
+	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
+	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
+	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
+	return cmd
+}
+
+func defaultStateDir(kind, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return filepath.Join(os.TempDir(), "gray", kind+"-"+hex.EncodeToString(sum[:4]))
+}
+
+func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[string]float64, labels map[string]string, logger *slog.Logger) error {
+	statusAddr := ""
+	if o.statusPort > 0 {
+		statusAddr = fmt.Sprintf("%s:%d", o.host, o.statusPort)
+	}
+	nodeAddr := ""
+	if o.nodePort >= 0 {
+		nodeAddr = fmt.Sprintf("%s:%d", o.host, o.nodePort)
+	}
+	stateDir := o.stateDir
+	if stateDir == "" {
+		stateDir = defaultStateDir("head", fmt.Sprintf("%s:%d", o.host, o.port))
+	}
+	h, err := head.New(head.Config{
+		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
+		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
+		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
+		NodeAddr: nodeAddr, StateDir: stateDir, JoinSecret: o.joinToken,
+		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
+	})
+	if err != nil {
+		return err
+	}
+	if err := h.Start(ctx); err != nil {
+		return err
+	}
+	defer h.Close()
+	recordPid(statusAddr)
+	defer forgetPid()
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
+	if statusAddr != "" {
+		fmt.Fprintf(out, "  Status:       gray status --address %s\n", statusAddr)
+	}
+	if h.NodeAddr() != "" {
+		fmt.Fprintf(out, "  Providers:    gray start --address=%s --token=%s\n", h.NodeAddr(), h.JoinToken())
+	}
+	fmt.Fprintln(out, "  Running in the foreground; stop with Ctrl-C or `gray stop`.")
+	<-ctx.Done()
+	return nil
+}
+
+func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[string]float64, labels map[string]string, logger *slog.Logger) error {
+	custom := res
+	res, devs, err := noderes.Detect(noderes.Options{
+		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Custom: custom,
+	}, logger)
+	if err != nil {
+		return err
+	}
+	stateDir := o.stateDir
+	if stateDir == "" {
+		stateDir = defaultStateDir("provider", o.address)
+	}
+	session := filepath.Join(os.TempDir(), "gray", fmt.Sprintf("provider_%s_%d", time.Now().Format("20060102_150405"), os.Getpid()))
+	p, err := provider.New(provider.Config{
+		HeadAddr: o.address, Token: o.token, StateDir: stateDir, NodeIP: o.nodeIP, Python: o.python,
+		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
+		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
+		ClientAddress: o.clientAddress, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	defer p.Close()
+	recordPid("")
+	defer forgetPid()
+	fmt.Fprintf(cmd.OutOrStdout(), "gray provider %s joined %s.\n", p.NodeID().Hex()[:12], o.address)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,191 @@
+package head
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	"github.com/gray-cluster/gray/clientserver"
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/nodeserver"
+	"github.com/gray-cluster/gray/provider"
+	"github.com/gray-cluster/gray/transport"
+)
+
+// callbacks route raylet and provider events to the front end (set once it
+// exists).
+type callbacks struct{ cs **clientserver.Server }
+
+func (h *Head) callbacks(cs **clientserver.Server) callbacks { return callbacks{cs: cs} }
+
+func (c callbacks) actorDead(id ids.ActorID) {
+	if *c.cs != nil {
+		(*c.cs).ActorDead(id)
+	}
+}
+
+func (c callbacks) actorRef(id ids.ActorID, holder string, retain bool) {
+	if *c.cs != nil {
+		(*c.cs).ActorRef(id, holder, retain)
+	}
+}
+
+func (c callbacks) holderGone(holder string) {
+	if *c.cs != nil {
+		(*c.cs).HolderGone(holder)
+	}
+}
+
+func (c callbacks) actorReady(id ids.ActorID, info []byte) {
+	if *c.cs != nil {
+		(*c.cs).ActorReady(id, info)
+	}
+}
+
+func (c callbacks) logs(job ids.JobID, line string, stderr bool) {
+	if *c.cs != nil {
+		(*c.cs).PublishWorkerLog(job, line, stderr)
+	}
+}
+
+// nodeListener is the QUIC side of the head.
+type nodeListener struct {
+	tr    transport.Transport
+	grpc  *grpc.Server
+	addr  string
+	token string
+}
+
+func (n *nodeListener) close() {
+	if n.grpc != nil {
+		n.grpc.Stop()
+	}
+	if n.tr != nil {
+		_ = n.tr.Close()
+	}
+}
+
+// loadCA reads the pool CA from the state dir, creating it the first time.
+func loadCA(dir string) (*transport.CA, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
+	certPEM, err1 := os.ReadFile(certPath)
+	keyPEM, err2 := os.ReadFile(keyPath)
+	if err1 == nil && err2 == nil {
+		return transport.ParseCA(certPEM, keyPEM)
+	}
+	if !errors.Is(err1, os.ErrNotExist) && err1 != nil {
+		return nil, err1
+	}
+	ca, err := transport.NewCA("gray pool")
+	if err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, err = ca.MarshalPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return ca, os.WriteFile(certPath, certPEM, 0o644)
+}
+
+// joinSecret returns the configured secret or the one kept in the state dir.
+func joinSecret(dir, configured string) (string, error) {
+	if configured != "" {
+		if strings.Contains(configured, ".") {
+			return "", fmt.Errorf("head: join secret must not contain '.'")
+		}
+		return configured, nil
+	}
+	path := filepath.Join(dir, "join-secret")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 16)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(buf)
+	return secret, os.WriteFile(path, []byte(secret+"\n"), 0o600)
+}
+
+// startNodes opens the QUIC port providers join and connect at.
+func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
+	dir := h.cfg.StateDir
+	if dir == "" {
+		dir = filepath.Join(h.cfg.SessionDir, "state")
+	}
+	ca, err := loadCA(dir)
+	if err != nil {
+		return fmt.Errorf("head: pool CA: %w", err)
+	}
+	secret, err := joinSecret(dir, h.cfg.JoinSecret)
+	if err != nil {
+		return fmt.Errorf("head: join secret: %w", err)
+	}
+	leaf, err := ca.NewNodeCert(h.Raylet.NodeID().Hex())
+	if err != nil {
+		return err
+	}
+	// The CA goes after the leaf so that joining providers can check it
+	// against the pin in their token.
+	cert := tls.Certificate{Certificate: [][]byte{leaf.Certificate[0], ca.Cert.Raw}, PrivateKey: leaf.PrivateKey, Leaf: leaf.Leaf}
+	tr, err := transport.NewQUIC(transport.Config{Certificate: &cert, CA: ca.Pool(), AllowUnauthenticated: true, Logger: h.log})
+	if err != nil {
+		return err
+	}
+	l, err := tr.Listen(ctx, h.cfg.NodeAddr)
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("head: node port %s: %w", h.cfg.NodeAddr, err)
+	}
+	h.Nodes = nodeserver.New(nodeserver.Config{
+		Cluster: h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
+		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
+		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
+		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
+		OnHolderGone: cb.holderGone, Logs: cb.logs,
+	})
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
+	h.Nodes.Register(g)
+	go func() { _ = transport.Serve(ctx, g, l) }()
+	go h.Nodes.Run(ctx)
+	token := provider.Token(secret, ca.Cert)
+	h.nodes = nodeListener{tr: tr, grpc: g, addr: l.Addr().String(), token: token}
+	if err := os.WriteFile(filepath.Join(dir, "join-token"), []byte(token+"\n"), 0o600); err != nil {
+		return err
+	}
+	h.log.Info("providers join with", "command", fmt.Sprintf("gray start --address=%s --token=%s", advertised(h.nodes.addr, h.cfg.NodeIP), token))
+	return nil
+}
+
+// advertised replaces a wildcard or loopback host with the node IP.
+func advertised(addr, nodeIP string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || nodeIP == "" {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = nodeIP
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// NodeAddr is the bound provider (QUIC) address, "" when disabled.
+func (h *Head) NodeAddr() string { return h.nodes.addr }
+
+// JoinToken is the token providers join with.
+func (h *Head) JoinToken() string { return h.nodes.token }

@@ -1,0 +1,86 @@
+package head
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gray-cluster/gray/clientserver"
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/gpu"
+	"github.com/gray-cluster/gray/raylet"
+)
+
+// Status is what `gray status` shows.
+type Status struct {
+	ClientAddress string                       `json:"client_address"`
+	NodeAddress   string                       `json:"node_address,omitempty"`
+	Nodes         []NodeStatus                 `json:"nodes"`
+	Sessions      []clientserver.SessionInfo   `json:"sessions"`
+	GPUs          []gpu.Device                 `json:"gpus,omitempty"`
+	Workers       []raylet.WorkerInfo          `json:"workers"`
+	Objects       int                          `json:"objects"`
+	ObjectBytes   int64                        `json:"object_bytes"`
+	Extra         map[string]map[string]string `json:"extra,omitempty"`
+}
+
+// NodeStatus is one node's line in the status.
+type NodeStatus struct {
+	NodeID    string             `json:"node_id"`
+	Address   string             `json:"address"`
+	Hostname  string             `json:"hostname,omitempty"`
+	Head      bool               `json:"head"`
+	State     string             `json:"state"`
+	Alive     bool               `json:"alive"`
+	Region    string             `json:"region,omitempty"`
+	GPUs      string             `json:"gpus,omitempty"`
+	Labels    map[string]string  `json:"labels,omitempty"`
+	Total     map[string]float64 `json:"total"`
+	Available map[string]float64 `json:"available"`
+}
+
+// Snapshot returns the pool's status.
+func (h *Head) Snapshot() Status {
+	return Status{
+		ClientAddress: h.ClientAddr(),
+		Nodes:         h.nodeStatus(),
+		NodeAddress:   h.NodeAddr(),
+		Sessions:      h.Client.Sessions(),
+		GPUs:          h.GPUs,
+		Workers:       h.Raylet.Workers(),
+		Objects:       h.Store.Len(),
+		ObjectBytes:   h.Store.Used(),
+	}
+}
+
+func (h *Head) nodeStatus() []NodeStatus {
+	var out []NodeStatus
+	for _, n := range h.Cluster.Nodes() {
+		out = append(out, NodeStatus{
+			NodeID: n.ID.Hex(), Address: n.IP, Hostname: n.Hostname, Head: n.IsHead, State: string(n.State),
+			Alive: n.State != gcs.NodeDead, Region: n.Labels[RegionLabel], GPUs: n.GPUs, Labels: n.Labels,
+			Total: n.Total, Available: n.Available,
+		})
+	}
+	return out
+}
+
+// RegionLabel is Ray's node label for a node's region.
+const RegionLabel = "ray.io/availability-region"
+
+func (h *Head) startStatus() error {
+	ln, err := net.Listen("tcp", h.cfg.StatusAddr)
+	if err != nil {
+		return fmt.Errorf("status endpoint: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/gray/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(h.Snapshot())
+	})
+	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = h.http.Serve(ln) }()
+	return nil
+}

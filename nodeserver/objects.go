@@ -1,0 +1,134 @@
+package nodeserver
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/nodewire"
+	"github.com/gray-cluster/gray/objectstore"
+	pb "github.com/gray-cluster/gray/proto/nodepb"
+)
+
+// MessageSize bounds one object message; stored chunks are cut to it.
+const MessageSize = 1 << 20
+
+// PullObject streams an object to a provider once it is sealed.
+func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) error {
+	if _, err := peerNode(stream.Context()); err != nil {
+		return err
+	}
+	id, err := ids.ObjectFromBytes(r.ObjectId)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	obj, err := s.cfg.Store.Wait(stream.Context(), id)
+	if err != nil || obj == nil {
+		if stream.Context().Err() != nil {
+			return stream.Context().Err()
+		}
+		return stream.Send(&pb.ObjectChunk{ObjectId: r.ObjectId, Missing: true})
+	}
+	return SendObject(obj, stream.Send)
+}
+
+// SendObject writes an object as chunk messages: the first carries the
+// header, every stored chunk ends with end_of_chunk.
+func SendObject(obj *objectstore.Object, send func(*pb.ObjectChunk) error) error {
+	first := &pb.ObjectChunk{
+		ObjectId: obj.ID.Bytes(), TotalSize: obj.Size, IsError: obj.IsError, Contained: nodewire.IDs(obj.Contained),
+	}
+	if len(obj.Chunks) == 0 {
+		first.EndOfChunk = true
+		return send(first)
+	}
+	for _, c := range obj.Chunks {
+		for off := 0; off == 0 || off < len(c); off += MessageSize {
+			end := min(off+MessageSize, len(c))
+			m := &pb.ObjectChunk{Data: c[off:end], EndOfChunk: end == len(c)}
+			if first != nil {
+				first.Data, first.EndOfChunk = m.Data, m.EndOfChunk
+				m, first = first, nil
+			}
+			if err := send(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Sentinel errors for object streams.
+var (
+	ErrMissing   = errors.New("nodeserver: object missing")
+	ErrOversized = errors.New("nodeserver: object larger than announced")
+)
+
+// ReceiveObject reads one object's messages. limit bounds the announced size.
+func ReceiveObject(recv func() (*pb.ObjectChunk, error), limit int64) (*objectstore.Object, error) {
+	first, err := recv()
+	if err != nil {
+		return nil, err
+	}
+	if first.Missing {
+		return nil, ErrMissing
+	}
+	id, err := ids.ObjectFromBytes(first.ObjectId)
+	if err != nil {
+		return nil, err
+	}
+	contained, err := nodewire.ObjectIDs(first.Contained)
+	if err != nil {
+		return nil, err
+	}
+	if first.TotalSize < 0 || (limit > 0 && first.TotalSize > limit) {
+		return nil, ErrOversized
+	}
+	obj := &objectstore.Object{ID: id, Size: first.TotalSize, IsError: first.IsError, Contained: contained}
+	var got int64
+	var cur []byte
+	m := first
+	for {
+		got += int64(len(m.Data))
+		if got > first.TotalSize {
+			return nil, ErrOversized
+		}
+		cur = append(cur, m.Data...)
+		if m.EndOfChunk {
+			obj.Chunks = append(obj.Chunks, cur)
+			cur = nil
+			if got == first.TotalSize {
+				return obj, nil
+			}
+		}
+		if m, err = recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// PushObject stores a result a provider produced.
+func (s *Server) PushObject(stream pb.Head_PushObjectServer) error {
+	node, err := peerNode(stream.Context())
+	if err != nil {
+		return err
+	}
+	obj, err := ReceiveObject(stream.Recv, s.cfg.Store.Capacity())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "push: %v", err)
+	}
+	s.cfg.Store.Seal(obj)
+	s.mu.Lock()
+	nc := s.remotes[node]
+	s.mu.Unlock()
+	if nc != nil {
+		nc.r.resultArrived(obj.ID)
+	}
+	return stream.SendAndClose(&pb.PushReply{})
+}

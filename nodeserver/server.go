@@ -1,0 +1,394 @@
+// Package nodeserver is the head's side of the head<->provider protocol: it
+// admits providers with a join token (issuing node certificates), keeps one
+// control channel per provider, moves objects between the head's store and
+// providers, and turns provider silence into suspect and then dead nodes
+// whose work the cluster recovers.
+package nodeserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/cluster"
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/objectstore"
+	pb "github.com/gray-cluster/gray/proto/nodepb"
+	"github.com/gray-cluster/gray/transport"
+)
+
+// Config configures the node server.
+type Config struct {
+	Cluster *cluster.Cluster
+	Store   *objectstore.Store
+	CA      *transport.CA
+	// JoinSecret is the secret part of the join token.
+	JoinSecret string
+	// ClientAddress is the Ray Client address providers' workers use.
+	ClientAddress string
+	// SuspectAfter is how long a provider may be silent before its node is
+	// suspect (no new work); DeadAfter how long before it is dead (its work
+	// recovered elsewhere). Defaults 5 s and 30 s.
+	SuspectAfter time.Duration
+	DeadAfter    time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
+
+	OnActorReady func(ids.ActorID, []byte)
+	OnActorDead  func(ids.ActorID)
+	OnActorRef   func(id ids.ActorID, holder string, retain bool)
+	OnHolderGone func(holder string)
+	Logs         func(job ids.JobID, line string, stderr bool)
+}
+
+// Server implements the Head service.
+type Server struct {
+	pb.UnimplementedHeadServer
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	remotes map[ids.NodeID]*nodeConn
+}
+
+// nodeConn is a provider and the state of its control channel.
+type nodeConn struct {
+	r          *remote
+	info       gcs.NodeInfo
+	connected  bool
+	suspect    bool
+	lastHeard  time.Time
+	cancelConn context.CancelFunc
+	gen        int
+}
+
+// New builds a node server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SuspectAfter <= 0 {
+		cfg.SuspectAfter = 5 * time.Second
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "nodeserver"), remotes: map[ids.NodeID]*nodeConn{}}
+}
+
+// Register adds the service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) { pb.RegisterHeadServer(g, s) }
+
+// Join admits a provider holding the join token.
+func (s *Server) Join(_ context.Context, r *pb.JoinRequest) (*pb.JoinReply, error) {
+	if s.cfg.JoinSecret == "" || subtle.ConstantTimeCompare([]byte(r.Token), []byte(s.cfg.JoinSecret)) != 1 {
+		s.log.Warn("join refused: bad token", "hostname", r.Hostname)
+		return nil, status.Error(codes.PermissionDenied, "invalid join token")
+	}
+	pub, err := x509.ParsePKIXPublicKey(r.PublicKey)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "public key: %v", err)
+	}
+	id := ids.NewNodeID()
+	cert, err := s.cfg.CA.IssueNodeCert(id.Hex(), pub)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "issue certificate: %v", err)
+	}
+	s.log.Info("provider joined", "node", id.Hex(), "hostname", r.Hostname)
+	return &pb.JoinReply{NodeId: id.Hex(), Certificate: cert.Raw, CaCertificate: s.cfg.CA.Cert.Raw}, nil
+}
+
+// peerNode is the authenticated node id of the caller.
+func peerNode(ctx context.Context) (ids.NodeID, error) {
+	p, ok := transport.PeerFromContext(ctx)
+	if !ok || p.NodeID == "" {
+		return ids.NodeID{}, status.Error(codes.Unauthenticated, "a node certificate is required")
+	}
+	id, err := ids.NodeFromHex(p.NodeID)
+	if err != nil {
+		return ids.NodeID{}, status.Errorf(codes.Unauthenticated, "certificate names no node id: %v", err)
+	}
+	return id, nil
+}
+
+// Connect runs one provider's control channel.
+func (s *Server) Connect(stream pb.Head_ConnectServer) error {
+	id, err := peerNode(stream.Context())
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be Register")
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	out := make(chan *pb.HeadMessage, 1<<16)
+	nc, gen, reconnect := s.attach(id, reg, out, cancel)
+	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress}}}); err != nil {
+		s.detach(id, gen)
+		return err
+	}
+	if reconnect {
+		s.reconcile(nc, reg)
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-out:
+				if err := stream.Send(m); err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err = s.receive(ctx, nc, stream)
+	s.detach(id, gen)
+	return err
+}
+
+// attach makes out the provider's current control channel.
+func (s *Server) attach(id ids.NodeID, reg *pb.Register, out chan *pb.HeadMessage, cancel context.CancelFunc) (*nodeConn, int, bool) {
+	info := gcs.NodeInfo{
+		ID: id, IP: reg.NodeIp, Hostname: reg.Hostname, Labels: reg.Labels, GPUs: reg.Gpus,
+	}
+	s.mu.Lock()
+	nc := s.remotes[id]
+	reconnect := nc != nil
+	if nc == nil {
+		nc = &nodeConn{r: newRemote(id, s.cfg.Store)}
+		s.remotes[id] = nc
+	} else if nc.cancelConn != nil {
+		nc.cancelConn() // a newer channel replaces the old one
+	}
+	nc.gen++
+	gen := nc.gen
+	nc.info, nc.connected, nc.suspect, nc.lastHeard, nc.cancelConn = info, true, false, s.cfg.Now(), cancel
+	s.mu.Unlock()
+
+	r := nc.r
+	r.mu.Lock()
+	r.out = out
+	r.total = valuesOf(reg.Total)
+	r.available = valuesOf(reg.Available)
+	r.mu.Unlock()
+	s.cfg.Cluster.Add(r, info)
+	return nc, gen, reconnect
+}
+
+func valuesOf(r *pb.Resources) map[string]float64 {
+	out := map[string]float64{}
+	if r != nil {
+		for k, v := range r.Values {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// reconcile recovers the work a reconnecting provider no longer has (it
+// restarted, or work was sent while it was away).
+func (s *Server) reconcile(nc *nodeConn, reg *pb.Register) {
+	keepTasks := map[ids.TaskID]bool{}
+	for _, b := range reg.RunningTasks {
+		if id, err := ids.TaskFromBytes(b); err == nil {
+			keepTasks[id] = true
+		}
+	}
+	keepActors := map[ids.ActorID]bool{}
+	for _, b := range reg.LiveActors {
+		if id, err := ids.ActorFromBytes(b); err == nil {
+			keepActors[id] = true
+		}
+	}
+	lost, unpin := nc.r.takeLost(keepTasks, keepActors)
+	if len(lost.Tasks)+len(lost.Actors)+len(lost.Calls) > 0 {
+		s.log.Warn("provider reconnected without some of its work", "node", nc.r.id.Hex(),
+			"tasks", len(lost.Tasks), "actors", len(lost.Actors), "calls", len(lost.Calls))
+		s.cfg.Cluster.Recover(nc.r.id, "the provider restarted", lost)
+	}
+	s.cfg.Store.Unpin(unpin)
+}
+
+// detach marks the provider disconnected if gen is still its channel.
+func (s *Server) detach(id ids.NodeID, gen int) {
+	s.mu.Lock()
+	nc := s.remotes[id]
+	if nc == nil || nc.gen != gen {
+		s.mu.Unlock()
+		return
+	}
+	nc.connected = false
+	nc.suspect = true
+	s.mu.Unlock()
+	nc.r.mu.Lock()
+	nc.r.out = nil
+	nc.r.mu.Unlock()
+	s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
+	s.log.Warn("provider disconnected", "node", id.Hex())
+}
+
+func (s *Server) receive(ctx context.Context, nc *nodeConn, stream pb.Head_ConnectServer) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		s.heard(nc)
+		if err := s.handle(nc.r, m); err != nil {
+			s.log.Warn("bad message from provider", "node", nc.r.id.Hex(), "err", err)
+		}
+	}
+}
+
+func (s *Server) heard(nc *nodeConn) {
+	s.mu.Lock()
+	nc.lastHeard = s.cfg.Now()
+	wasSuspect := nc.suspect && nc.connected
+	nc.suspect = false
+	s.mu.Unlock()
+	if wasSuspect {
+		s.cfg.Cluster.SetState(nc.r.id, gcs.NodeAlive)
+	}
+}
+
+var errBadMessage = errors.New("nodeserver: malformed message")
+
+func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
+	switch x := m.Msg.(type) {
+	case *pb.NodeMessage_Available:
+		r.mu.Lock()
+		r.available = valuesOf(x.Available)
+		r.mu.Unlock()
+	case *pb.NodeMessage_ActorReady:
+		id, err := ids.ActorFromBytes(x.ActorReady.ActorId)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadMessage, err)
+		}
+		if s.cfg.OnActorReady != nil {
+			s.cfg.OnActorReady(id, x.ActorReady.MethodTable)
+		}
+	case *pb.NodeMessage_ActorDead:
+		id, err := ids.ActorFromBytes(x.ActorDead.ActorId)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadMessage, err)
+		}
+		r.actorDead(id)
+		if s.cfg.OnActorDead != nil {
+			s.cfg.OnActorDead(id)
+		}
+	case *pb.NodeMessage_ActorRef:
+		id, err := ids.ActorFromBytes(x.ActorRef.ActorId)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadMessage, err)
+		}
+		r.mu.Lock()
+		r.holders[x.ActorRef.Holder] = true
+		r.mu.Unlock()
+		if s.cfg.OnActorRef != nil {
+			s.cfg.OnActorRef(id, x.ActorRef.Holder, x.ActorRef.Retain)
+		}
+	case *pb.NodeMessage_HolderGone:
+		h := x.HolderGone.Holder
+		s.cfg.Store.ReleaseAll(h)
+		r.mu.Lock()
+		delete(r.holders, h)
+		r.mu.Unlock()
+		if s.cfg.OnHolderGone != nil {
+			s.cfg.OnHolderGone(h)
+		}
+	case *pb.NodeMessage_WorkerJob:
+		job, err := ids.JobFromBytes(x.WorkerJob.JobId)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadMessage, err)
+		}
+		r.mu.Lock()
+		r.workers[x.WorkerJob.WorkerId] = job
+		r.mu.Unlock()
+	case *pb.NodeMessage_Log:
+		job, err := ids.JobFromBytes(x.Log.JobId)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadMessage, err)
+		}
+		if s.cfg.Logs != nil {
+			s.cfg.Logs(job, x.Log.Line, x.Log.Stderr)
+		}
+	case *pb.NodeMessage_Refs:
+		r.refs(x.Refs)
+	case *pb.NodeMessage_Heartbeat, *pb.NodeMessage_TaskDone:
+	default:
+		return fmt.Errorf("%w: unexpected %T", errBadMessage, m.Msg)
+	}
+	return nil
+}
+
+// Run marks silent providers suspect and then dead until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.checkLiveness()
+		}
+	}
+}
+
+func (s *Server) checkLiveness() {
+	now := s.cfg.Now()
+	var suspect []ids.NodeID
+	var dead []*nodeConn
+	s.mu.Lock()
+	for id, nc := range s.remotes {
+		silent := now.Sub(nc.lastHeard)
+		switch {
+		case silent > s.cfg.DeadAfter:
+			dead = append(dead, nc)
+			delete(s.remotes, id)
+			if nc.cancelConn != nil {
+				nc.cancelConn()
+			}
+		case silent > s.cfg.SuspectAfter && !nc.suspect:
+			nc.suspect = true
+			suspect = append(suspect, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range suspect {
+		s.log.Warn("provider silent: suspect", "node", id.Hex())
+		s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
+	}
+	for _, nc := range dead {
+		lost, unpin := nc.r.takeLost(nil, nil)
+		s.cfg.Cluster.NodeDead(nc.r.id, fmt.Sprintf("no word from it for %s", s.cfg.DeadAfter), lost)
+		s.cfg.Store.Unpin(unpin)
+		nc.r.mu.Lock()
+		nc.r.out = nil
+		nc.r.mu.Unlock()
+	}
+}

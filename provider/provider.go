@@ -1,0 +1,345 @@
+// Package provider is the provider daemon: it joins a gray pool with a join
+// token (getting a node certificate), keeps a control channel to the head
+// over QUIC, runs the head's tasks and actors on its own raylet and Python
+// workers, pulls their arguments from the head and pushes their results
+// back. It reconnects after network trouble and tells the head what it still
+// runs, so nothing is lost or run twice without need.
+package provider
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/gray-cluster/gray/internal/ids"
+	pb "github.com/gray-cluster/gray/proto/nodepb"
+	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/transport"
+)
+
+// Sentinel errors.
+var (
+	ErrBadToken = errors.New("provider: malformed join token (want SECRET.CA_SHA256)")
+	ErrClosed   = errors.New("provider: closed")
+)
+
+// Config configures a provider.
+type Config struct {
+	// HeadAddr is the head's node (QUIC) address, host:port.
+	HeadAddr string
+	// Token is the pool's join token, SECRET.CA_SHA256_HEX.
+	Token string
+	// StateDir keeps the node's key and certificate across restarts.
+	StateDir  string
+	NodeIP    string
+	Hostname  string
+	Python    string
+	Resources map[string]float64
+	Labels    map[string]string
+	GPUs      string
+	// ObjectStoreMemory bounds the local object cache.
+	ObjectStoreMemory int64
+	SessionDir        string
+	PrestartWorkers   int
+	IdleWorkerTimeout time.Duration
+	// ClientAddress overrides the Ray Client address the head advertises
+	// for workers (e.g. a proxy in front of the head).
+	ClientAddress string
+	// Heartbeat is how often the provider speaks when idle (default 1 s).
+	Heartbeat time.Duration
+	Logger    *slog.Logger
+}
+
+// Provider is a running provider daemon.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+	ctx context.Context
+
+	cancel  context.CancelFunc
+	tr      transport.Transport
+	conn    *grpc.ClientConn
+	nodeID  ids.NodeID
+	raylet  *raylet.Raylet
+	objects *objects
+
+	mu      sync.Mutex
+	events  chan *pb.NodeMessage
+	closed  bool
+	unblock map[string][]func()
+	wg      sync.WaitGroup
+}
+
+// New validates the configuration.
+func New(cfg Config) (*Provider, error) {
+	if cfg.HeadAddr == "" {
+		return nil, errors.New("provider: head address is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.ObjectStoreMemory <= 0 {
+		cfg.ObjectStoreMemory = 1 << 30
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("provider: state dir is required")
+	}
+	return &Provider{cfg: cfg, log: cfg.Logger.With("component", "provider"), events: make(chan *pb.NodeMessage, 1<<16)}, nil
+}
+
+// NodeID is the node id the head issued.
+func (p *Provider) NodeID() ids.NodeID { return p.nodeID }
+
+// Raylet is the provider's raylet (after Start).
+func (p *Provider) Raylet() *raylet.Raylet { return p.raylet }
+
+// ParseToken splits a join token into its secret and CA pin.
+func ParseToken(tok string) (secret string, pin []byte, err error) {
+	secret, pinHex, ok := strings.Cut(tok, ".")
+	if !ok || secret == "" {
+		return "", nil, ErrBadToken
+	}
+	pin, err = hex.DecodeString(pinHex)
+	if err != nil || len(pin) != sha256.Size {
+		return "", nil, ErrBadToken
+	}
+	return secret, pin, nil
+}
+
+// Token makes a join token from a secret and the pool CA.
+func Token(secret string, ca *x509.Certificate) string {
+	sum := sha256.Sum256(ca.Raw)
+	return secret + "." + hex.EncodeToString(sum[:])
+}
+
+// credentials loads the node's certificate, joining the pool first if it
+// has none.
+func (p *Provider) credentials(ctx context.Context) (*tls.Certificate, *x509.CertPool, error) {
+	certPath := filepath.Join(p.cfg.StateDir, "node.pem")
+	keyPath := filepath.Join(p.cfg.StateDir, "node-key.pem")
+	caPath := filepath.Join(p.cfg.StateDir, "ca.pem")
+	if cert, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+		if caPEM, err := os.ReadFile(caPath); err == nil {
+			if pool, err := transport.PoolFromPEM(caPEM); err == nil {
+				return &cert, pool, nil
+			}
+		}
+	}
+	secret, pin, err := ParseToken(p.cfg.Token)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	jt, err := transport.NewQUIC(transport.Config{CAPin: pin, Logger: p.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer jt.Close()
+	conn, err := transport.NewClient(jt, p.cfg.HeadAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	reply, err := pb.NewHeadClient(conn).Join(ctx, &pb.JoinRequest{Token: secret, PublicKey: pubDER, Hostname: p.cfg.Hostname})
+	if err != nil {
+		return nil, nil, fmt.Errorf("provider: join %s: %w", p.cfg.HeadAddr, err)
+	}
+	keyPEM, err := transport.EncodeKeyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf, err := x509.ParseCertificate(reply.Certificate)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(reply.CaCertificate)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(p.cfg.StateDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	for path, data := range map[string][]byte{
+		certPath: transport.EncodeCertPEM(leaf), keyPath: keyPEM, caPath: transport.EncodeCertPEM(ca),
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return nil, nil, err
+		}
+	}
+	p.log.Info("joined pool", "node", reply.NodeId, "head", p.cfg.HeadAddr)
+	cert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &cert, pool, nil
+}
+
+// Start joins (when needed), connects to the head and starts the raylet.
+// It returns once the provider is registered with the head.
+func (p *Provider) Start(ctx context.Context) error {
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	cert, pool, err := p.credentials(p.ctx)
+	if err != nil {
+		return err
+	}
+	p.nodeID, err = ids.NodeFromHex(cert.Leaf.Subject.CommonName)
+	if err != nil {
+		return err
+	}
+	p.tr, err = transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.conn, err = transport.NewClient(p.tr, p.cfg.HeadAddr)
+	if err != nil {
+		return err
+	}
+	p.objects = newObjects(p, p.cfg.ObjectStoreMemory/4)
+	p.raylet, err = raylet.New(raylet.Config{
+		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: p.cfg.Resources, Store: p.objects,
+		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
+		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog,
+		OnActorDead: func(id ids.ActorID) {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_ActorDead{ActorDead: &pb.ActorDead{ActorId: id.Bytes()}}})
+		},
+		OnActorReady: func(id ids.ActorID, table []byte) {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_ActorReady{ActorReady: &pb.ActorReady{ActorId: id.Bytes(), MethodTable: table}}})
+		},
+		OnActorRef: func(id ids.ActorID, holder string, retain bool) {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_ActorRef{ActorRef: &pb.ActorRef{ActorId: id.Bytes(), Holder: holder, Retain: retain}}})
+		},
+		OnHolderGone: func(holder string) {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_HolderGone{HolderGone: &pb.HolderGone{Holder: holder}}})
+		},
+		OnWorkerJob: func(worker string, job ids.JobID) {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_WorkerJob{WorkerJob: &pb.WorkerJob{WorkerId: worker, JobId: job.Bytes()}}})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	registered := make(chan string, 1)
+	p.wg.Add(1)
+	go p.run(registered)
+	select {
+	case addr := <-registered:
+		if p.cfg.ClientAddress != "" {
+			addr = p.cfg.ClientAddress
+		}
+		p.raylet.SetClientAddress(addr)
+	case <-ctx.Done():
+		p.Close()
+		return ctx.Err()
+	}
+	if err := p.raylet.Start(p.ctx); err != nil {
+		p.Close()
+		return err
+	}
+	p.log.Info("provider started", "node", p.nodeID.Hex(), "head", p.cfg.HeadAddr, "resources", p.cfg.Resources)
+	return nil
+}
+
+func (p *Provider) client() (pb.HeadClient, error) {
+	if p.conn == nil {
+		return nil, ErrClosed
+	}
+	return pb.NewHeadClient(p.conn), nil
+}
+
+func (p *Provider) forwardLog(job ids.JobID, line string, stderr bool) {
+	p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_Log{Log: &pb.Log{JobId: job.Bytes(), Line: line, Stderr: stderr}}})
+}
+
+// sendEvent queues a message for the head; queued messages survive a
+// reconnect and go out in order.
+func (p *Provider) sendEvent(m *pb.NodeMessage) {
+	select {
+	case p.events <- m:
+	default:
+		p.log.Error("event queue full; dropping", "type", fmt.Sprintf("%T", m.Msg))
+	}
+}
+
+// waitReconnect waits before another try; false when the provider closed.
+func (p *Provider) waitReconnect(attempt int) bool {
+	d := min(time.Duration(1<<min(attempt, 6))*100*time.Millisecond, 5*time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Close stops the raylet and leaves the pool's connection.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	if p.raylet != nil {
+		p.raylet.Close()
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	if p.tr != nil {
+		p.tr.Close()
+	}
+	return nil
+}
+
+func (p *Provider) register() *pb.Register {
+	reg := &pb.Register{
+		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.cfg.Labels,
+		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.cfg.GPUs,
+		Available: &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
+	}
+	if p.raylet != nil {
+		reg.Available.Values = p.raylet.Available()
+		for _, id := range p.raylet.TaskIDs() {
+			reg.RunningTasks = append(reg.RunningTasks, id.Bytes())
+		}
+		for _, id := range p.raylet.ActorIDs() {
+			reg.LiveActors = append(reg.LiveActors, id.Bytes())
+		}
+	}
+	return reg
+}
