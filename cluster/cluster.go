@@ -344,7 +344,15 @@ func (c *Cluster) memberWithGroup(pg string, byHex map[string]*member) *member {
 // Submit places a task on a node; a task no node can take now waits at the
 // head until one can.
 func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
-	if err := c.trySubmit(spec); err != nil {
+	err := c.trySubmit(spec)
+	switch {
+	case err == nil:
+	case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
+		// Hard affinity to a node that is not (or no longer) in the
+		// cluster, or a malformed strategy: Ray fails the task.
+		c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
+			fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
+	default:
 		c.park(pendingWork{task: spec}, err)
 	}
 	return nil
@@ -375,7 +383,13 @@ func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
 	c.mu.Lock()
 	c.actors[spec.ActorID] = &placedActor{spec: spec}
 	c.mu.Unlock()
-	if err := c.tryCreateActor(spec); err != nil {
+	err := c.tryCreateActor(spec)
+	switch {
+	case err == nil:
+	case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
+		c.log.Warn("actor cannot be scheduled", "actor", spec.ActorID.Hex(), "err", err)
+		c.actorGone(spec.ActorID)
+	default:
 		c.park(pendingWork{actor: spec}, err)
 	}
 	return nil

@@ -46,6 +46,8 @@ class Pool:
             "--status-port", str(self.status_port),
             "--python", sys.executable,
             "--num-cpus", str(num_cpus),
+            "--node-port", "0",
+            "--state-dir", tempfile.mkdtemp(prefix="gray-head-state-"),
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
@@ -55,14 +57,83 @@ class Pool:
                 raise RuntimeError("gray exited early:\n" + self.logs())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    break
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("gray did not start:\n" + self.logs())
+        else:
+            raise RuntimeError("gray did not start:\n" + self.logs())
+        # "Providers:    gray start --address=HOST:PORT --token=TOKEN"
+        self.node_address = self.token = None
+        while time.time() < deadline:
+            for line in self.logs().splitlines():
+                if line.strip().startswith("Providers:"):
+                    for word in line.split():
+                        if word.startswith("--address="):
+                            self.node_address = word.split("=", 1)[1]
+                        if word.startswith("--token="):
+                            self.token = word.split("=", 1)[1]
+            if self.node_address or "--node-port" in extra:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("gray printed no provider address:\n" + self.logs())
 
     def logs(self):
         with open(self.log.name) as f:
             return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Provider:
+    """A gray provider process joined to a pool."""
+
+    def __init__(self, gray_bin, pool, num_cpus=2, region=None, extra=(), state_dir=None, address=None):
+        self.gray_bin, self.pool = gray_bin, pool
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="gray-provider-state-")
+        self.log = tempfile.NamedTemporaryFile(prefix="gray-provider-", suffix=".log", delete=False)
+        cmd = [
+            gray_bin, "start",
+            "--address", address or pool.node_address,
+            "--token", pool.token,
+            "--state-dir", self.state_dir,
+            "--python", sys.executable,
+            "--num-cpus", str(num_cpus),
+            "--prestart-workers", "1",
+            *(["--region", region] if region else []),
+            *extra,
+        ]
+        self.cmd = cmd
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("provider exited early:\n" + self.logs())
+            for line in self.logs().splitlines():
+                if line.startswith("gray provider ") and "joined" in line:
+                    self.node_prefix = line.split()[2]
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("provider did not join:\n" + self.logs())
+
+    def logs(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def kill(self):
+        """kill -9, the way a provider vanishes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self):
         if self.proc.poll() is None:
