@@ -180,7 +180,7 @@ func (s *Server) nodes() []map[string]any {
 				res["node:__internal_head__"] = 1
 			}
 		}
-		labels := map[string]string{"ray.io/node_id": n.ID.Hex()}
+		labels := map[string]string{"ray.io/node-id": n.ID.Hex()}
 		for k, v := range n.Labels {
 			labels[k] = v
 		}

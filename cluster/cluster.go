@@ -272,7 +272,7 @@ func (c *Cluster) snapshot() (scheduler.Snapshot, map[string]*member) {
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		labels["ray.io/node_id"] = hex
+		labels["ray.io/node-id"] = hex
 		c.mu.Lock()
 		ok := m.info.State == gcs.NodeAlive
 		c.mu.Unlock()

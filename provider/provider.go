@@ -343,3 +343,6 @@ func (p *Provider) register() *pb.Register {
 	}
 	return reg
 }
+
+// Objects is the provider's object store as its raylet sees it.
+func (p *Provider) Objects() raylet.Objects { return p.objects }

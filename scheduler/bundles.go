@@ -101,7 +101,7 @@ func PlaceBundles(s Snapshot, bundles []map[string]float64, st BundleStrategy, r
 }
 
 // searchBudget bounds the exhaustive packing search (node examinations), so
-// one call costs at most a few milliseconds.
+// one search costs at most some tens of milliseconds.
 const searchBudget = 1_000_000
 
 // checkBundlesFeasible decides ErrInfeasible on the Totals of every node.

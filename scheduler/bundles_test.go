@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -160,5 +161,32 @@ func TestSearchPackingBudget(t *testing.T) {
 	}
 	if _, res := searchPacking([][]demand{{{"CPU", 5}}, {{"CPU", 5}}}, []map[string]amount{{"CPU": 9}}, true, 50); res != searchImpossible {
 		t.Fatalf("sum exceeds capacity: %v", res)
+	}
+}
+
+// A packing that is impossible only by a parity argument (odd capacities,
+// even bundles, one bundle too many for the nodes' even room) is beyond the
+// search budget: PlaceBundles must then say ErrUnavailable, never claim
+// ErrInfeasible without proof.
+func TestPlaceBundlesUnprovenIsNotInfeasible(t *testing.T) {
+	var nodes []Node
+	room := 0.0
+	for i := range 10 {
+		c := float64(21 + 2*i) // 21, 23, ..., 39
+		nodes = append(nodes, cpuNode(fmt.Sprintf("n%02d", i), c, 0))
+		room += c - 1
+	}
+	bundles := cpus(slices.Repeat([]float64{2}, int(room)/2+1)...)
+	got, err := PlaceBundles(snap(nodes...), bundles, Pack, rng(1))
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("got %v, %v; want ErrUnavailable", got, err)
+	}
+	// One bundle fewer fills the even room exactly: feasible, found at once.
+	if _, err := PlaceBundles(snap(nodes...), bundles[1:], BundleSpread, rng(1)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("feasible shape: %v", err)
+	}
+	// Small and impossible: proven, so ErrInfeasible.
+	if _, err := PlaceBundles(snap(nodes[:2]...), cpus(slices.Repeat([]float64{2}, 22)...), Pack, rng(1)); !errors.Is(err, ErrInfeasible) {
+		t.Fatalf("small impossible: %v", err)
 	}
 }

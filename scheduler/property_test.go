@@ -33,7 +33,7 @@ func genSnapshot(r *rand.Rand, maxNodes int) Snapshot {
 		if r.IntN(4) == 0 {
 			add("acc", 1)
 		}
-		labels := map[string]string{"ray.io/node_id": fmt.Sprintf("%02x", ids[i])}
+		labels := map[string]string{"ray.io/node-id": fmt.Sprintf("%02x", ids[i])}
 		if k := r.IntN(3); k < 2 {
 			labels["region"] = regions[k]
 		}

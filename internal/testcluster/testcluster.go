@@ -10,8 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gray-cluster/gray/head"
+	"github.com/gray-cluster/gray/provider"
 )
 
 // Options tune the pool.
@@ -78,4 +80,75 @@ func Start(t testing.TB, o Options) *head.Head {
 		cancel()
 	})
 	return h
+}
+
+// Cluster is a head with providers joined over real QUIC on loopback.
+type Cluster struct {
+	Head      *head.Head
+	Providers []*provider.Provider
+}
+
+// MultiOptions tune a multi-node test cluster.
+type MultiOptions struct {
+	Options
+	// Providers is how many provider daemons join (in this process).
+	Providers    int
+	ProviderCPUs float64
+	// Regions, when set, labels provider i with Regions[i].
+	Regions []string
+	// SuspectAfter and DeadAfter tune the head's failure detection.
+	SuspectAfter, DeadAfter time.Duration
+}
+
+// StartCluster runs a head and o.Providers providers for the test.
+func StartCluster(t testing.TB, o MultiOptions) *Cluster {
+	t.Helper()
+	if o.NumCPUs == 0 {
+		o.NumCPUs = 1
+	}
+	if o.ProviderCPUs == 0 {
+		o.ProviderCPUs = 2
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := head.New(head.Config{
+		ClientAddr: "127.0.0.1:0", NodeAddr: "127.0.0.1:0", Python: Python(), NumCPUs: o.NumCPUs,
+		ObjectStoreMemory: 1 << 30, PrestartWorkers: o.PrestartWorkers, NumGPUs: -1, GPUMock: o.GPUMock,
+		SessionDir: t.TempDir(), StateDir: t.TempDir(), Logger: log,
+		SuspectAfter: o.SuspectAfter, DeadAfter: o.DeadAfter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := h.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	c := &Cluster{Head: h}
+	t.Cleanup(func() {
+		for _, p := range c.Providers {
+			p.Close()
+		}
+		h.Close()
+		cancel()
+	})
+	for i := range o.Providers {
+		labels := map[string]string{}
+		if i < len(o.Regions) {
+			labels["ray.io/availability-region"] = o.Regions[i]
+		}
+		p, err := provider.New(provider.Config{
+			HeadAddr: h.NodeAddr(), Token: h.JoinToken(), StateDir: t.TempDir(), NodeIP: "127.0.0.1",
+			Python: Python(), Resources: map[string]float64{"CPU": o.ProviderCPUs}, Labels: labels,
+			ObjectStoreMemory: 256 << 20, SessionDir: t.TempDir(), PrestartWorkers: o.PrestartWorkers, Logger: log,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Providers = append(c.Providers, p)
+	}
+	return c
 }
