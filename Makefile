@@ -16,11 +16,12 @@ build:
 
 # A virtual environment with the stock Ray client the conformance tests drive
 # (and the workers run with).
-venv: $(VENV)/.installed
-$(VENV)/.installed:
+# solders bundles LiteSVM, the Solana VM the settlement tests pay in.
+venv: $(VENV)/.installed-2
+$(VENV)/.installed-2:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q "ray[client]==2.60.0" pytest numpy
+	$(VENV)/bin/pip install -q "ray[client]==2.60.0" pytest numpy "solders==0.29.0"
 	touch $@
 
 test: build venv test-go test-py

@@ -21,6 +21,7 @@ import (
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/noderes"
+	"github.com/gray-cluster/gray/membership"
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
@@ -59,6 +60,9 @@ type Config struct {
 	JoinSecret string
 	// Labels are the head node's labels (e.g. ray.io/availability-region).
 	Labels map[string]string
+	// GossipAddr is the memberlist (UDP+TCP) address ("" disables gossip;
+	// port 0 picks one).
+	GossipAddr string
 	// SuspectAfter and DeadAfter tune provider failure detection.
 	SuspectAfter time.Duration
 	DeadAfter    time.Duration
@@ -81,6 +85,7 @@ type Head struct {
 	GPUs    []gpu.Device
 	cancel  context.CancelFunc
 	nodes   nodeListener
+	gossip  *membership.Membership
 }
 
 // New validates the configuration and builds the components.
@@ -207,6 +212,9 @@ func (h *Head) ClientAddr() string {
 func (h *Head) Close() error {
 	if h.cancel != nil {
 		h.cancel()
+	}
+	if h.gossip != nil {
+		_ = h.gossip.Close()
 	}
 	h.nodes.close()
 	if h.http != nil {

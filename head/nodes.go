@@ -152,8 +152,18 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		tr.Close()
 		return fmt.Errorf("head: node port %s: %w", h.cfg.NodeAddr, err)
 	}
+	h.nodes = nodeListener{tr: tr, addr: l.Addr().String()}
+	gossipAddr := ""
+	if h.cfg.GossipAddr != "" {
+		if h.gossip, err = h.startGossip(ctx, secret); err != nil {
+			tr.Close()
+			return fmt.Errorf("head: gossip: %w", err)
+		}
+		gossipAddr = h.gossip.Addr()
+	}
 	h.Nodes = nodeserver.New(nodeserver.Config{
-		Cluster: h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
+		GossipAddress: gossipAddr,
+		Cluster:       h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
 		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,

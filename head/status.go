@@ -28,15 +28,17 @@ type Status struct {
 
 // NodeStatus is one node's line in the status.
 type NodeStatus struct {
-	NodeID    string             `json:"node_id"`
-	Address   string             `json:"address"`
-	Hostname  string             `json:"hostname,omitempty"`
-	Head      bool               `json:"head"`
-	State     string             `json:"state"`
-	Alive     bool               `json:"alive"`
-	Region    string             `json:"region,omitempty"`
-	GPUs      string             `json:"gpus,omitempty"`
-	Labels    map[string]string  `json:"labels,omitempty"`
+	NodeID   string            `json:"node_id"`
+	Address  string            `json:"address"`
+	Hostname string            `json:"hostname,omitempty"`
+	Head     bool              `json:"head"`
+	State    string            `json:"state"`
+	Alive    bool              `json:"alive"`
+	Region   string            `json:"region,omitempty"`
+	GPUs     string            `json:"gpus,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// RTTms is the gossip round-trip estimate from the head (0: unknown).
+	RTTms     float64            `json:"rtt_ms,omitempty"`
 	Total     map[string]float64 `json:"total"`
 	Available map[string]float64 `json:"available"`
 }
@@ -57,11 +59,12 @@ func (h *Head) Snapshot() Status {
 
 func (h *Head) nodeStatus() []NodeStatus {
 	var out []NodeStatus
+	rtt := h.GossipRTT()
 	for _, n := range h.Cluster.Nodes() {
 		out = append(out, NodeStatus{
 			NodeID: n.ID.Hex(), Address: n.IP, Hostname: n.Hostname, Head: n.IsHead, State: string(n.State),
 			Alive: n.State != gcs.NodeDead, Region: n.Labels[RegionLabel], GPUs: n.GPUs, Labels: n.Labels,
-			Total: n.Total, Available: n.Available,
+			Total: n.Total, Available: n.Available, RTTms: rtt[n.ID.Hex()],
 		})
 	}
 	return out

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -264,4 +265,11 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 		w.log.Debug(s, "source", "memberlist", "ml_level", level)
 	}
 	return len(p), nil
+}
+
+// KeyFromSecret derives a 32-byte gossip key from a pool's join secret, so
+// every node that may join can also gossip and nobody else can.
+func KeyFromSecret(secret string) []byte {
+	sum := sha256.Sum256([]byte("gray gossip key\x00" + secret))
+	return sum[:]
 }

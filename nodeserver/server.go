@@ -36,6 +36,8 @@ type Config struct {
 	JoinSecret string
 	// ClientAddress is the Ray Client address providers' workers use.
 	ClientAddress string
+	// GossipAddress is the head's memberlist address ("" without gossip).
+	GossipAddress string
 	// SuspectAfter is how long a provider may be silent before its node is
 	// suspect (no new work); DeadAfter how long before it is dead (its work
 	// recovered elsewhere). Defaults 5 s and 30 s.
@@ -70,6 +72,9 @@ type nodeConn struct {
 	lastHeard  time.Time
 	cancelConn context.CancelFunc
 	gen        int
+	// gossipSuspect is set while gossip cannot reach a provider it reached
+	// before; the node gets no new work until it can again.
+	gossipSuspect bool
 }
 
 // New builds a node server.
@@ -142,7 +147,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	defer cancel()
 	out := make(chan *pb.HeadMessage, 1<<16)
 	nc, gen, reconnect := s.attach(id, reg, out, cancel)
-	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress}}}); err != nil {
+	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
 		s.detach(id, gen)
 		return err
 	}
@@ -269,10 +274,32 @@ func (s *Server) heard(nc *nodeConn) {
 	nc.lastHeard = s.cfg.Now()
 	wasSuspect := nc.suspect && nc.connected
 	nc.suspect = false
+	gossip := nc.gossipSuspect
 	s.mu.Unlock()
-	if wasSuspect {
+	if wasSuspect && !gossip {
 		s.cfg.Cluster.SetState(nc.r.id, gcs.NodeAlive)
 	}
+}
+
+// GossipSuspect records what gossip says of a provider: suspect pauses its
+// work (as silence on the control channel does); dead is decided by the
+// control channel alone, so a provider gossip cannot reach (behind NAT)
+// still works.
+func (s *Server) GossipSuspect(id ids.NodeID, suspect bool) {
+	s.mu.Lock()
+	nc := s.remotes[id]
+	if nc == nil || nc.gossipSuspect == suspect {
+		s.mu.Unlock()
+		return
+	}
+	nc.gossipSuspect = suspect
+	state := gcs.NodeAlive
+	if suspect || nc.suspect {
+		state = gcs.NodeSuspect
+	}
+	s.mu.Unlock()
+	s.log.Info("gossip", "node", id.Hex(), "suspect", suspect)
+	s.cfg.Cluster.SetState(id, state)
 }
 
 var errBadMessage = errors.New("nodeserver: malformed message")

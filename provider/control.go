@@ -58,6 +58,7 @@ func (p *Provider) session(onRegistered func(clientAddr string)) error {
 		return errors.New("provider: head did not answer Register")
 	}
 	onRegistered(reg.ClientAddress)
+	go p.startGossip(reg.GossipAddress)
 	p.log.Info("connected to head", "head", p.cfg.HeadAddr, "node", p.nodeID.Hex())
 
 	var wg sync.WaitGroup

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/membership"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/transport"
@@ -61,6 +62,8 @@ type Config struct {
 	// ClientAddress overrides the Ray Client address the head advertises
 	// for workers (e.g. a proxy in front of the head).
 	ClientAddress string
+	// GossipBind is the local address gossip binds ("" = 0.0.0.0).
+	GossipBind string
 	// Heartbeat is how often the provider speaks when idle (default 1 s).
 	Heartbeat time.Duration
 	Logger    *slog.Logger
@@ -83,6 +86,7 @@ type Provider struct {
 	events  chan *pb.NodeMessage
 	closed  bool
 	unblock map[string][]func()
+	gossip  *membership.Membership
 	wg      sync.WaitGroup
 }
 
@@ -312,6 +316,13 @@ func (p *Provider) Close() error {
 	p.mu.Unlock()
 	if p.raylet != nil {
 		p.raylet.Close()
+	}
+	p.mu.Lock()
+	g := p.gossip
+	p.mu.Unlock()
+	if g != nil {
+		_ = g.Leave(2 * time.Second)
+		_ = g.Close()
 	}
 	if p.cancel != nil {
 		p.cancel()

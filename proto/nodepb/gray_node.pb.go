@@ -360,6 +360,9 @@ func (x *Register) GetGpuModels() []string {
 type Registered struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientAddress string                 `protobuf:"bytes,1,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"` // Ray Client address workers connect back to
+	// Gossip (memberlist) address of the head, "" when gossip is off; the
+	// gossip key is derived from the join secret.
+	GossipAddress string `protobuf:"bytes,2,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +400,13 @@ func (*Registered) Descriptor() ([]byte, []int) {
 func (x *Registered) GetClientAddress() string {
 	if x != nil {
 		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *Registered) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
 	}
 	return ""
 }
@@ -2106,10 +2116,11 @@ const file_gray_node_proto_rawDesc = "" +
 	"gpu_models\x18\t \x03(\tR\tgpuModels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
 	"\n" +
 	"Registered\x12%\n" +
-	"\x0eclient_address\x18\x01 \x01(\tR\rclientAddress\"\xab\x01\n" +
+	"\x0eclient_address\x18\x01 \x01(\tR\rclientAddress\x12%\n" +
+	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\"\xab\x01\n" +
 	"\n" +
 	"RuntimeEnv\x12@\n" +
 	"\benv_vars\x18\x01 \x03(\v2%.gray.node.v1.RuntimeEnv.EnvVarsEntryR\aenvVars\x12\x1f\n" +

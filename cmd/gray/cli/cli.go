@@ -134,9 +134,26 @@ func statusCmd() *cobra.Command {
 				return enc.Encode(st)
 			}
 			fmt.Fprintf(out, "Ray Client address: ray://%s\n", st.ClientAddress)
+			if st.NodeAddress != "" {
+				fmt.Fprintf(out, "Provider address:   %s (QUIC)\n", st.NodeAddress)
+			}
 			fmt.Fprintf(out, "Nodes: %d\n", len(st.Nodes))
 			for _, n := range st.Nodes {
-				fmt.Fprintf(out, "  %s  %s  alive=%v\n", n.NodeID[:12], n.Address, n.Alive)
+				role := "provider"
+				if n.Head {
+					role = "head"
+				}
+				fmt.Fprintf(out, "  %s  %-8s %-8s %s", n.NodeID[:12], role, n.State, n.Address)
+				if n.Region != "" {
+					fmt.Fprintf(out, "  region=%s", n.Region)
+				}
+				if n.GPUs != "" {
+					fmt.Fprintf(out, "  gpus=%s", n.GPUs)
+				}
+				if n.RTTms > 0 {
+					fmt.Fprintf(out, "  rtt=%.1fms", n.RTTms)
+				}
+				fmt.Fprintln(out)
 				keys := make([]string, 0, len(n.Total))
 				for k := range n.Total {
 					keys = append(keys, k)

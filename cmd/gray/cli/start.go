@@ -39,6 +39,7 @@ type startFlags struct {
 	idleTimeout     time.Duration
 	// head ↔ providers
 	nodePort      int
+	gossipPort    int
 	joinToken     string
 	stateDir      string
 	suspectAfter  time.Duration
@@ -111,6 +112,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.labels, "labels", "", `node labels as JSON, e.g. '{"zone": "a"}'`)
 	f.StringVar(&o.region, "region", "", "this node's region (label ray.io/availability-region)")
 	f.IntVar(&o.nodePort, "node-port", 6379, "UDP (QUIC) port providers join at (head; -1 disables, 0 picks one)")
+	f.IntVar(&o.gossipPort, "gossip-port", 0, "UDP+TCP port for gossip among nodes (0 picks one, -1 disables; providers learn the head's from it)")
 	f.StringVar(&o.joinToken, "join-secret", "", "secret part of the join token (head; default: generated and kept in --state-dir)")
 	f.StringVar(&o.stateDir, "state-dir", "", "where the pool CA (head) or node certificate (provider) is kept")
 	f.DurationVar(&o.suspectAfter, "suspect-after", 5*time.Second, "silence after which a provider gets no new work (head)")
@@ -135,6 +137,10 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if o.nodePort >= 0 {
 		nodeAddr = fmt.Sprintf("%s:%d", o.host, o.nodePort)
 	}
+	gossipAddr := ""
+	if o.gossipPort >= 0 && nodeAddr != "" {
+		gossipAddr = fmt.Sprintf("%s:%d", o.host, o.gossipPort)
+	}
 	stateDir := o.stateDir
 	if stateDir == "" {
 		stateDir = defaultStateDir("head", fmt.Sprintf("%s:%d", o.host, o.port))
@@ -143,7 +149,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
-		NodeAddr: nodeAddr, StateDir: stateDir, JoinSecret: o.joinToken,
+		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, JoinSecret: o.joinToken,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
 	})
 	if err != nil {
@@ -185,7 +191,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		HeadAddr: o.address, Token: o.token, StateDir: stateDir, NodeIP: o.nodeIP, Python: o.python,
 		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
-		ClientAddress: o.clientAddress, Logger: logger,
+		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
 	})
 	if err != nil {
 		return err
