@@ -159,6 +159,11 @@ func (s *Server) endSession(ss *session) {
 	s.endSessionActors(ss)
 	if initialized && ss.workerID == "" {
 		s.cfg.Jobs.Finish(job, time.Now())
+		if s.cfg.Billing != nil {
+			if _, err := s.cfg.Billing.CloseSession(job.Hex()); err != nil {
+				s.log.Warn("billing: cannot close session escrow", "job", job.Hex(), "err", err)
+			}
+		}
 	}
 	s.log.Debug("session ended", "client", ss.clientID, "released", n)
 }

@@ -40,6 +40,15 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if ss.workerID == "" {
 		job := s.cfg.Jobs.Start(ss.clientID, namespace, time.Now())
 		ss.job = job.ID
+		if s.cfg.Billing != nil {
+			account := env.EnvVars["GRAY_ACCOUNT"]
+			if account == "" {
+				account = "default"
+			}
+			if err := s.cfg.Billing.OpenSession(job.ID.Hex(), account); err != nil {
+				s.log.Warn("billing: cannot open session escrow", "job", job.ID.Hex(), "account", account, "err", err)
+			}
+		}
 	}
 	ss.namespace = namespace
 	ss.env = env

@@ -43,6 +43,16 @@ type Node interface {
 	WorkerNode(workerID string) (ids.NodeID, bool)
 }
 
+// SessionBilling is the pool's accounting as the front end sees it: each
+// client session has an escrow (keyed by its job id in hex), opened from its
+// account (runtime_env env var GRAY_ACCOUNT, or "default").
+type SessionBilling interface {
+	OpenSession(session, account string) error
+	CloseSession(session string) (int64, error)
+	// Admit refuses new work of a session whose escrow is spent.
+	Admit(session string) error
+}
+
 // Config configures the front end.
 type Config struct {
 	// Addr is the TCP listen address (":10001").
@@ -56,6 +66,8 @@ type Config struct {
 	Jobs          *gcs.Jobs
 	Actors        *gcs.Actors
 	Node          Node
+	// Billing, when set, meters sessions (nil: the pool is free).
+	Billing SessionBilling
 	// PackagesDir is where working_dir packages are unpacked.
 	PackagesDir string
 	Logger      *slog.Logger

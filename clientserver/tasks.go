@@ -55,6 +55,11 @@ func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) (*pb.Clien
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", "could not read task options: "+err.Error()), false
 	}
+	if s.cfg.Billing != nil {
+		if err := s.cfg.Billing.Admit(s.jobOf(ss).Hex()); err != nil {
+			return s.invalidTicket("builtins", "RuntimeError", err.Error()), false
+		}
+	}
 	switch t.Type {
 	case pb.ClientTask_FUNCTION:
 		return s.scheduleFunction(ss, t, data, opts), false

@@ -89,6 +89,7 @@ type placedActor struct {
 	spec   *raylet.ActorSpec
 	node   ids.NodeID
 	placed bool
+	dead   bool
 	// queued are calls made before the actor had a node.
 	queued []*raylet.ActorCall
 }
@@ -178,10 +179,14 @@ func (c *Cluster) NodeID() ids.NodeID {
 func (c *Cluster) Nodes() []gcs.NodeInfo {
 	c.mu.Lock()
 	ms := slices.Collect(maps.Values(c.members))
+	infos := make([]gcs.NodeInfo, len(ms))
+	for i, m := range ms {
+		infos[i] = m.info
+	}
 	out := slices.Collect(maps.Values(c.dead))
 	c.mu.Unlock()
-	for _, m := range ms {
-		info := m.info
+	for i, m := range ms {
+		info := infos[i]
 		info.Total = m.m.Total()
 		info.Available = m.m.Available()
 		out = append(out, info)
@@ -223,7 +228,7 @@ func (c *Cluster) live() []*member {
 // memberOfWorker finds the node a worker runs on from its id's node prefix.
 func (c *Cluster) memberOfWorker(workerID string) *member {
 	prefix, _, ok := strings.Cut(workerID, "-")
-	if !ok {
+	if !ok || len(prefix) != 8 {
 		return nil
 	}
 	c.mu.Lock()
@@ -368,6 +373,10 @@ func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
 
 // Cancel asks every node to cancel the task (only the one running it knows it).
 func (c *Cluster) Cancel(id ids.TaskID, force bool) error {
+	if w, ok := c.unpark(func(w pendingWork) bool { return w.task != nil && w.task.TaskID == id }); ok {
+		c.fail(w.task.ReturnIDs(), c.errorValue("ray.exceptions", "TaskCancelledError", nil))
+		return nil
+	}
 	var last error = raylet.ErrUnknownTask
 	for _, m := range c.live() {
 		if err := m.m.Cancel(id, force); err == nil {
@@ -381,7 +390,12 @@ func (c *Cluster) Cancel(id ids.TaskID, force bool) error {
 // the head until one can.
 func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
 	c.mu.Lock()
-	c.actors[spec.ActorID] = &placedActor{spec: spec}
+	if a := c.actors[spec.ActorID]; a != nil {
+		// A restart: calls queued meanwhile stay queued, in order.
+		a.spec, a.placed, a.dead = spec, false, false
+	} else {
+		c.actors[spec.ActorID] = &placedActor{spec: spec}
+	}
 	c.mu.Unlock()
 	err := c.tryCreateActor(spec)
 	switch {
@@ -453,6 +467,11 @@ func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknownActor, call.ActorID.Hex())
 	}
+	if a.dead {
+		c.mu.Unlock()
+		c.fail(call.ReturnIDs(), c.errorValue("ray.exceptions", "ActorDiedError"))
+		return nil
+	}
 	if !a.placed {
 		a.queued = append(a.queued, call)
 		c.mu.Unlock()
@@ -470,6 +489,10 @@ func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
 
 // KillActor kills an actor on its node.
 func (c *Cluster) KillActor(id ids.ActorID, noRestart bool) error {
+	if _, ok := c.unpark(func(w pendingWork) bool { return w.actor != nil && w.actor.ActorID == id }); ok {
+		c.actorGone(id)
+		return nil
+	}
 	m, err := c.actorMember(id)
 	if err != nil {
 		return err
@@ -489,3 +512,16 @@ func (c *Cluster) ActorNode(id ids.ActorID) (ids.NodeID, bool) {
 
 // now is the clock for death records.
 var now = time.Now
+
+// unpark removes the first parked work that match selects.
+func (c *Cluster) unpark(match func(pendingWork) bool) (pendingWork, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, w := range c.pending {
+		if match(w) {
+			c.pending = slices.Delete(c.pending, i, i+1)
+			return w, true
+		}
+	}
+	return pendingWork{}, false
+}

@@ -89,7 +89,17 @@ func (c *Cluster) retryPending() {
 		} else {
 			err = c.tryCreateActor(w.actor)
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
+			// Its hard-affinity node is gone for good.
+			if w.task != nil {
+				c.fail(w.task.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
+					fmt.Sprintf("The task %s cannot be scheduled: %v", w.task.Name, err)))
+			} else {
+				c.actorGone(w.actor.ActorID)
+			}
+		default:
 			still = append(still, w)
 		}
 	}
@@ -146,11 +156,26 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 		c.log.Info("retrying task of dead node", "task", t.TaskID.Hex(), "name", t.Name)
 		_ = c.Submit(t)
 	}
-	restarted := map[ids.ActorID]bool{}
-	retries := map[ids.ActorID]int{}
+	restart := map[ids.ActorID]*raylet.ActorSpec{}
 	for _, a := range lost.Actors {
-		retries[a.ActorID] = a.MaxTaskRetries
-		if a.MaxRestarts == 0 {
+		if a.MaxRestarts != 0 {
+			restart[a.ActorID] = a
+		}
+	}
+	// Lost calls of actors that restart go to the front of their queue, in
+	// their order, before the actor is created again (so calls made during
+	// the restart come after them); the rest fail.
+	died := c.errorValue("ray.exceptions", "ActorDiedError")
+	requeue := map[ids.ActorID][]*raylet.ActorCall{}
+	for _, call := range lost.Calls {
+		if a := restart[call.ActorID]; a != nil && a.MaxTaskRetries != 0 {
+			requeue[call.ActorID] = append(requeue[call.ActorID], call)
+			continue
+		}
+		c.fail(call.ReturnIDs(), died)
+	}
+	for _, a := range lost.Actors {
+		if restart[a.ActorID] == nil {
 			c.actorGone(a.ActorID)
 			continue
 		}
@@ -161,23 +186,25 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 		c.mu.Lock()
 		if pa := c.actors[a.ActorID]; pa != nil {
 			pa.placed = false
+			pa.queued = append(requeue[a.ActorID], pa.queued...)
 		}
 		c.mu.Unlock()
 		_ = c.CreateActor(a)
-		restarted[a.ActorID] = true
-	}
-	died := c.errorValue("ray.exceptions", "ActorDiedError")
-	for _, call := range lost.Calls {
-		if restarted[call.ActorID] && retries[call.ActorID] != 0 {
-			if err := c.SubmitActorTask(call); err == nil {
-				continue
-			}
-		}
-		c.fail(call.ReturnIDs(), died)
 	}
 }
 
 func (c *Cluster) actorGone(id ids.ActorID) {
+	c.mu.Lock()
+	var queued []*raylet.ActorCall
+	if a := c.actors[id]; a != nil {
+		a.dead = true
+		queued = a.takeQueued()
+	}
+	c.mu.Unlock()
+	died := c.errorValue("ray.exceptions", "ActorDiedError")
+	for _, call := range queued {
+		c.fail(call.ReturnIDs(), died)
+	}
 	if c.cfg.OnActorDead != nil {
 		c.cfg.OnActorDead(id)
 	}

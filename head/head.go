@@ -63,6 +63,8 @@ type Config struct {
 	// GossipAddr is the memberlist (UDP+TCP) address ("" disables gossip;
 	// port 0 picks one).
 	GossipAddr string
+	// Billing meters providers' work into a ledger and pays them out.
+	Billing BillingConfig
 	// SuspectAfter and DeadAfter tune provider failure detection.
 	SuspectAfter time.Duration
 	DeadAfter    time.Duration
@@ -86,6 +88,7 @@ type Head struct {
 	cancel  context.CancelFunc
 	nodes   nodeListener
 	gossip  *membership.Membership
+	billing *billing
 }
 
 // New validates the configuration and builds the components.
@@ -121,6 +124,9 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	ctx, h.cancel = context.WithCancel(ctx)
+	if err := h.startBilling(ctx); err != nil {
+		return err
+	}
 	h.Store = objectstore.New(h.cfg.ObjectStoreMemory)
 	h.KV = gcs.NewMemKV()
 	h.Jobs = gcs.NewJobs()
@@ -161,7 +167,7 @@ func (h *Head) Start(ctx context.Context) error {
 	cs, err = clientserver.New(clientserver.Config{
 		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
-		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log,
+		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
 	})
 	if err != nil {
 		return err
@@ -217,6 +223,12 @@ func (h *Head) Close() error {
 		_ = h.gossip.Close()
 	}
 	h.nodes.close()
+	if h.billing != nil {
+		if h.billing.outbox != nil {
+			_ = h.billing.outbox.Close()
+		}
+		_ = h.billing.ledger.Close()
+	}
 	if h.http != nil {
 		_ = h.http.Close()
 	}

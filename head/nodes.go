@@ -162,7 +162,7 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		gossipAddr = h.gossip.Addr()
 	}
 	h.Nodes = nodeserver.New(nodeserver.Config{
-		GossipAddress: gossipAddr,
+		GossipAddress: gossipAddr, Billing: h.nodeBilling(),
 		Cluster:       h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
 		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,

@@ -83,6 +83,7 @@ func (h *Head) startStatus() error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(h.Snapshot())
 	})
+	h.billingHandlers(mux)
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()
 	return nil

@@ -40,6 +40,13 @@ type remote struct {
 	actors    map[ids.ActorID]*raylet.ActorSpec
 	calls     map[ids.TaskID]*pendingResults
 	seq       uint64
+	billing   Billing
+}
+
+func (r *remote) leased(lease string) {
+	if r.billing != nil {
+		r.billing.Leased(r.id.Hex(), lease)
+	}
 }
 
 // pendingResults is a task or call whose results have not all arrived.
@@ -85,6 +92,7 @@ func (r *remote) sendLocked(m *pb.HeadMessage) error {
 
 // Submit pins the task's objects on the head and sends it.
 func (r *remote) Submit(spec *raylet.TaskSpec) error {
+	r.leased(spec.TaskID.Hex())
 	r.store.Pin(spec.Pins)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -142,6 +150,7 @@ func (r *remote) WorkerBlocked(workerID string) func() {
 }
 
 func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
+	r.leased("actor-" + spec.ActorID.Hex())
 	r.store.Pin(spec.Pins)
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gray-cluster/gray/billing/metering"
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
@@ -38,6 +40,8 @@ type Config struct {
 	ClientAddress string
 	// GossipAddress is the head's memberlist address ("" without gossip).
 	GossipAddress string
+	// Billing meters providers' work (nil: not billed).
+	Billing Billing
 	// SuspectAfter is how long a provider may be silent before its node is
 	// suspect (no new work); DeadAfter how long before it is dead (its work
 	// recovered elsewhere). Defaults 5 s and 30 s.
@@ -51,6 +55,17 @@ type Config struct {
 	OnActorRef   func(id ids.ActorID, holder string, retain bool)
 	OnHolderGone func(holder string)
 	Logs         func(job ids.JobID, line string, stderr bool)
+}
+
+// Billing is what the node server tells the pool's accounting.
+type Billing interface {
+	// AddNode registers a provider's metering key, prices and wallet; an
+	// error refuses the provider.
+	AddNode(node string, key []byte, prices metering.PriceList, payoutAddress string) error
+	// Leased records that node was given a task's (or actor's) leases.
+	Leased(node, lease string)
+	// Usage accepts one signed usage record sent by node.
+	Usage(node string, sr metering.SignedRecord) error
 }
 
 // Server implements the Head service.
@@ -143,6 +158,16 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be Register")
 	}
+	if b := s.cfg.Billing; b != nil {
+		prices := make(metering.PriceList, 0, len(reg.Prices))
+		for _, p := range reg.Prices {
+			prices = append(prices, metering.Price{Resource: p.Resource, MicroUSDPerHour: p.MicroUsdPerHour})
+		}
+		if err := b.AddNode(id.Hex(), reg.MeterKey, prices, reg.PayoutAddress); err != nil {
+			s.log.Warn("provider refused", "node", id.Hex(), "err", err)
+			return status.Errorf(codes.InvalidArgument, "provider refused: %v", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	out := make(chan *pb.HeadMessage, 1<<16)
@@ -182,6 +207,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out chan *pb.HeadMessag
 	reconnect := nc != nil
 	if nc == nil {
 		nc = &nodeConn{r: newRemote(id, s.cfg.Store)}
+		nc.r.billing = s.cfg.Billing
 		s.remotes[id] = nc
 	} else if nc.cancelConn != nil {
 		nc.cancelConn() // a newer channel replaces the old one
@@ -365,6 +391,19 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		}
 	case *pb.NodeMessage_Refs:
 		r.refs(x.Refs)
+	case *pb.NodeMessage_Usage:
+		if s.cfg.Billing == nil {
+			return nil
+		}
+		for _, raw := range x.Usage.Records {
+			var sr metering.SignedRecord
+			if err := json.Unmarshal(raw, &sr); err != nil {
+				return fmt.Errorf("%w: usage record: %v", errBadMessage, err)
+			}
+			if err := s.cfg.Billing.Usage(r.id.Hex(), sr); err != nil {
+				s.log.Warn("usage record refused", "node", r.id.Hex(), "record", sr.Record.ID, "err", err)
+			}
+		}
 	case *pb.NodeMessage_Heartbeat, *pb.NodeMessage_TaskDone:
 	default:
 		return fmt.Errorf("%w: unexpected %T", errBadMessage, m.Msg)

@@ -9,6 +9,7 @@ package provider
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -27,6 +28,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/gray-cluster/gray/billing/metering"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/membership"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
@@ -62,6 +64,12 @@ type Config struct {
 	// ClientAddress overrides the Ray Client address the head advertises
 	// for workers (e.g. a proxy in front of the head).
 	ClientAddress string
+	// Prices are what the provider charges (micro-USD per resource-hour)
+	// and PayoutAddress the Solana wallet it is paid to.
+	Prices        metering.PriceList
+	PayoutAddress string
+	// UsageFlush is how often open leases are billed (default 30 s).
+	UsageFlush time.Duration
 	// GossipBind is the local address gossip binds ("" = 0.0.0.0).
 	GossipBind string
 	// Heartbeat is how often the provider speaks when idle (default 1 s).
@@ -88,6 +96,9 @@ type Provider struct {
 	unblock map[string][]func()
 	gossip  *membership.Membership
 	wg      sync.WaitGroup
+
+	meter    *metering.Meter
+	meterKey ed25519.PrivateKey
 }
 
 // New validates the configuration.
@@ -100,6 +111,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Second
+	}
+	if cfg.UsageFlush <= 0 {
+		cfg.UsageFlush = 30 * time.Second
 	}
 	if cfg.ObjectStoreMemory <= 0 {
 		cfg.ObjectStoreMemory = 1 << 30
@@ -226,6 +240,13 @@ func (p *Provider) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if p.meterKey, err = meterKey(p.cfg.StateDir); err != nil {
+		return err
+	}
+	if err := p.cfg.Prices.Validate(); err != nil {
+		return err
+	}
+	p.meter = metering.NewMeter(p.nodeID.Hex(), uint64(time.Now().UnixNano()))
 	p.objects = newObjects(p, p.cfg.ObjectStoreMemory/4)
 	p.raylet, err = raylet.New(raylet.Config{
 		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: p.cfg.Resources, Store: p.objects,
@@ -243,6 +264,7 @@ func (p *Provider) Start(ctx context.Context) error {
 		OnHolderGone: func(holder string) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_HolderGone{HolderGone: &pb.HolderGone{Holder: holder}}})
 		},
+		OnLease: p.lease, OnLeaseEnd: p.leaseEnd,
 		OnWorkerJob: func(worker string, job ids.JobID) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_WorkerJob{WorkerJob: &pb.WorkerJob{WorkerId: worker, JobId: job.Bytes()}}})
 		},
@@ -251,8 +273,9 @@ func (p *Provider) Start(ctx context.Context) error {
 		return err
 	}
 	registered := make(chan string, 1)
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.run(registered)
+	go p.flushUsage(p.cfg.UsageFlush)
 	select {
 	case addr := <-registered:
 		if p.cfg.ClientAddress != "" {
@@ -341,7 +364,14 @@ func (p *Provider) register() *pb.Register {
 	reg := &pb.Register{
 		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.cfg.Labels,
 		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.cfg.GPUs,
-		Available: &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
+		Available:     &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
+		PayoutAddress: p.cfg.PayoutAddress,
+	}
+	if p.meterKey != nil {
+		reg.MeterKey = p.meterKey.Public().(ed25519.PublicKey)
+	}
+	for _, pr := range p.cfg.Prices {
+		reg.Prices = append(reg.Prices, &pb.Price{Resource: pr.Resource, MicroUsdPerHour: pr.MicroUSDPerHour})
 	}
 	if p.raylet != nil {
 		reg.Available.Values = p.raylet.Available()

@@ -178,8 +178,9 @@ func (r *Raylet) actorLifecycle(a *actor) {
 		}
 	}
 	granted := make(chan struct{})
-	gate := &task{spec: &TaskSpec{TaskID: ids.NewTaskID(s.ActorID), Resources: s.Resources,
-		PlacementGroup: s.PlacementGroup, BundleIndex: s.BundleIndex}, state: stateQueued, onGrant: func() { close(granted) }}
+	gate := &task{spec: &TaskSpec{TaskID: ids.NewTaskID(s.ActorID), JobID: s.JobID, Resources: s.Resources,
+		PlacementGroup: s.PlacementGroup, BundleIndex: s.BundleIndex}, state: stateQueued, onGrant: func() { close(granted) },
+		lease: "actor-" + s.ActorID.Hex() + ":" + ids.NewTaskID(s.ActorID).Hex()[:16]}
 	a.mu.Lock()
 	a.gate = gate
 	a.mu.Unlock()

@@ -62,6 +62,26 @@ type Config struct {
 	// OnWorkerJob is told which job a worker starts working for, so a head
 	// elsewhere can attribute the worker's own Ray calls.
 	OnWorkerJob func(workerID string, job ids.JobID)
+	// OnLease and OnLeaseEnd report every grant of resources to a task
+	// attempt or an actor incarnation (lease ids are unique per attempt),
+	// for metering. Placement group reservations are not leases: the work
+	// that runs in them is.
+	OnLease    func(lease string, job ids.JobID, resources map[string]float64)
+	OnLeaseEnd func(lease string)
+}
+
+// leaseID names one grant: a task attempt or an actor incarnation.
+func leaseID(t *task) string {
+	if t.lease != "" {
+		return t.lease
+	}
+	return t.spec.TaskID.Hex() + ":" + strconv.Itoa(t.attempt)
+}
+
+func (r *Raylet) leaseStart(t *task) {
+	if r.cfg.OnLease != nil && t.spec.TaskID != (ids.TaskID{}) {
+		r.cfg.OnLease(leaseID(t), t.spec.JobID, t.spec.Resources)
+	}
 }
 
 // Raylet schedules tasks on one node.
@@ -272,6 +292,7 @@ func (r *Raylet) dispatch() {
 	r.queue = rest
 	r.mu.Unlock()
 	for _, t := range launch {
+		r.leaseStart(t)
 		if t.onGrant != nil {
 			t.onGrant()
 			continue
@@ -345,6 +366,9 @@ func (r *Raylet) retry(t *task) {
 // group's grant) holds: its resources and its GPU ids.
 func (r *Raylet) releaseResources(t *task) {
 	r.mu.Lock()
+	if t.grantedFrom != nil && r.cfg.OnLeaseEnd != nil && t.spec.TaskID != (ids.TaskID{}) {
+		defer r.cfg.OnLeaseEnd(leaseID(t))
+	}
 	r.releaseTo(t.spec, t.grantedFrom)
 	t.grantedFrom = nil
 	r.gpus.Release(t.gpuIDs, t.spec.Resources["GPU"])

@@ -102,4 +102,7 @@ type task struct {
 	// (placement group reservations) that take GPU counts but no ids.
 	gpuIDs   []int
 	noGPUIDs bool
+	// lease names the grant for metering when it is not a task attempt
+	// (an actor incarnation: "actor-<id>:<n>").
+	lease string
 }

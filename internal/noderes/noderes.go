@@ -15,7 +15,7 @@ import (
 
 // Options are the operator's overrides.
 type Options struct {
-	NumCPUs float64 // <= 0: the machine's CPU count
+	NumCPUs float64 // < 0: the machine's CPU count (0 offers none, as ray start --num-cpus 0)
 	// NumGPUs overrides the detected GPU count when >= 0; -1 uses NVML.
 	NumGPUs float64
 	// GPUMock inventories one of go-nvml's mock machines instead of NVML.
@@ -27,7 +27,7 @@ type Options struct {
 
 // Detect returns the node's resources and its GPUs.
 func Detect(o Options, log *slog.Logger) (map[string]float64, []gpu.Device, error) {
-	if o.NumCPUs <= 0 {
+	if o.NumCPUs < 0 {
 		o.NumCPUs = float64(runtime.NumCPU())
 	}
 	if o.Memory <= 0 {

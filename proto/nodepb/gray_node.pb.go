@@ -77,7 +77,7 @@ func (x ObjectRefs_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectRefs_Op.Descriptor instead.
 func (ObjectRefs_Op) EnumDescriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21, 0}
+	return file_gray_node_proto_rawDescGZIP(), []int{22, 0}
 }
 
 type JoinRequest struct {
@@ -257,9 +257,14 @@ type Register struct {
 	NodeIp string `protobuf:"bytes,5,opt,name=node_ip,json=nodeIp,proto3" json:"node_ip,omitempty"`
 	Gpus   string `protobuf:"bytes,6,opt,name=gpus,proto3" json:"gpus,omitempty"` // summary, e.g. "8xH100"
 	// Tasks and actors the provider still runs from before a reconnect.
-	RunningTasks  [][]byte `protobuf:"bytes,7,rep,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
-	LiveActors    [][]byte `protobuf:"bytes,8,rep,name=live_actors,json=liveActors,proto3" json:"live_actors,omitempty"`
-	GpuModels     []string `protobuf:"bytes,9,rep,name=gpu_models,json=gpuModels,proto3" json:"gpu_models,omitempty"`
+	RunningTasks [][]byte `protobuf:"bytes,7,rep,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
+	LiveActors   [][]byte `protobuf:"bytes,8,rep,name=live_actors,json=liveActors,proto3" json:"live_actors,omitempty"`
+	GpuModels    []string `protobuf:"bytes,9,rep,name=gpu_models,json=gpuModels,proto3" json:"gpu_models,omitempty"`
+	// Billing: the ed25519 key usage records are signed with, the provider's
+	// prices, and where it is paid (a Solana wallet address, base58).
+	MeterKey      []byte   `protobuf:"bytes,10,opt,name=meter_key,json=meterKey,proto3" json:"meter_key,omitempty"`
+	Prices        []*Price `protobuf:"bytes,11,rep,name=prices,proto3" json:"prices,omitempty"`
+	PayoutAddress string   `protobuf:"bytes,12,opt,name=payout_address,json=payoutAddress,proto3" json:"payout_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +362,79 @@ func (x *Register) GetGpuModels() []string {
 	return nil
 }
 
+func (x *Register) GetMeterKey() []byte {
+	if x != nil {
+		return x.MeterKey
+	}
+	return nil
+}
+
+func (x *Register) GetPrices() []*Price {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
+func (x *Register) GetPayoutAddress() string {
+	if x != nil {
+		return x.PayoutAddress
+	}
+	return ""
+}
+
+type Price struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Resource        string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	MicroUsdPerHour int64                  `protobuf:"varint,2,opt,name=micro_usd_per_hour,json=microUsdPerHour,proto3" json:"micro_usd_per_hour,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Price) Reset() {
+	*x = Price{}
+	mi := &file_gray_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Price) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Price) ProtoMessage() {}
+
+func (x *Price) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Price.ProtoReflect.Descriptor instead.
+func (*Price) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Price) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *Price) GetMicroUsdPerHour() int64 {
+	if x != nil {
+		return x.MicroUsdPerHour
+	}
+	return 0
+}
+
 type Registered struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientAddress string                 `protobuf:"bytes,1,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"` // Ray Client address workers connect back to
@@ -369,7 +447,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_gray_node_proto_msgTypes[4]
+	mi := &file_gray_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +459,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[4]
+	mi := &file_gray_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +472,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{4}
+	return file_gray_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Registered) GetClientAddress() string {
@@ -421,7 +499,7 @@ type RuntimeEnv struct {
 
 func (x *RuntimeEnv) Reset() {
 	*x = RuntimeEnv{}
-	mi := &file_gray_node_proto_msgTypes[5]
+	mi := &file_gray_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +511,7 @@ func (x *RuntimeEnv) String() string {
 func (*RuntimeEnv) ProtoMessage() {}
 
 func (x *RuntimeEnv) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[5]
+	mi := &file_gray_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +524,7 @@ func (x *RuntimeEnv) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeEnv.ProtoReflect.Descriptor instead.
 func (*RuntimeEnv) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{5}
+	return file_gray_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RuntimeEnv) GetEnvVars() map[string]string {
@@ -473,7 +551,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_gray_node_proto_msgTypes[6]
+	mi := &file_gray_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +563,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[6]
+	mi := &file_gray_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +576,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{6}
+	return file_gray_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Placement) GetPlacementGroup() string {
@@ -538,7 +616,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_gray_node_proto_msgTypes[7]
+	mi := &file_gray_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +628,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[7]
+	mi := &file_gray_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +641,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{7}
+	return file_gray_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskSpec) GetTaskId() []byte {
@@ -695,7 +773,7 @@ type ActorSpec struct {
 
 func (x *ActorSpec) Reset() {
 	*x = ActorSpec{}
-	mi := &file_gray_node_proto_msgTypes[8]
+	mi := &file_gray_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +785,7 @@ func (x *ActorSpec) String() string {
 func (*ActorSpec) ProtoMessage() {}
 
 func (x *ActorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[8]
+	mi := &file_gray_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +798,7 @@ func (x *ActorSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorSpec.ProtoReflect.Descriptor instead.
 func (*ActorSpec) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{8}
+	return file_gray_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ActorSpec) GetActorId() []byte {
@@ -852,7 +930,7 @@ type ActorCall struct {
 
 func (x *ActorCall) Reset() {
 	*x = ActorCall{}
-	mi := &file_gray_node_proto_msgTypes[9]
+	mi := &file_gray_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +942,7 @@ func (x *ActorCall) String() string {
 func (*ActorCall) ProtoMessage() {}
 
 func (x *ActorCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[9]
+	mi := &file_gray_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +955,7 @@ func (x *ActorCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorCall.ProtoReflect.Descriptor instead.
 func (*ActorCall) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{9}
+	return file_gray_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ActorCall) GetTaskId() []byte {
@@ -953,7 +1031,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_gray_node_proto_msgTypes[10]
+	mi := &file_gray_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1043,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[10]
+	mi := &file_gray_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1056,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{10}
+	return file_gray_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Cancel) GetTaskId() []byte {
@@ -1005,7 +1083,7 @@ type KillActor struct {
 
 func (x *KillActor) Reset() {
 	*x = KillActor{}
-	mi := &file_gray_node_proto_msgTypes[11]
+	mi := &file_gray_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1095,7 @@ func (x *KillActor) String() string {
 func (*KillActor) ProtoMessage() {}
 
 func (x *KillActor) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[11]
+	mi := &file_gray_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1108,7 @@ func (x *KillActor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActor.ProtoReflect.Descriptor instead.
 func (*KillActor) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{11}
+	return file_gray_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KillActor) GetActorId() []byte {
@@ -1057,7 +1135,7 @@ type WorkerBlocked struct {
 
 func (x *WorkerBlocked) Reset() {
 	*x = WorkerBlocked{}
-	mi := &file_gray_node_proto_msgTypes[12]
+	mi := &file_gray_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1147,7 @@ func (x *WorkerBlocked) String() string {
 func (*WorkerBlocked) ProtoMessage() {}
 
 func (x *WorkerBlocked) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[12]
+	mi := &file_gray_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1160,7 @@ func (x *WorkerBlocked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerBlocked.ProtoReflect.Descriptor instead.
 func (*WorkerBlocked) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{12}
+	return file_gray_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerBlocked) GetWorkerId() string {
@@ -1118,7 +1196,7 @@ type HeadMessage struct {
 
 func (x *HeadMessage) Reset() {
 	*x = HeadMessage{}
-	mi := &file_gray_node_proto_msgTypes[13]
+	mi := &file_gray_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1208,7 @@ func (x *HeadMessage) String() string {
 func (*HeadMessage) ProtoMessage() {}
 
 func (x *HeadMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[13]
+	mi := &file_gray_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1221,7 @@ func (x *HeadMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadMessage.ProtoReflect.Descriptor instead.
 func (*HeadMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{13}
+	return file_gray_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeadMessage) GetMsg() isHeadMessage_Msg {
@@ -1271,7 +1349,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_gray_node_proto_msgTypes[14]
+	mi := &file_gray_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1361,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[14]
+	mi := &file_gray_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1374,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{14}
+	return file_gray_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskDone) GetTaskId() []byte {
@@ -1316,7 +1394,7 @@ type ActorReady struct {
 
 func (x *ActorReady) Reset() {
 	*x = ActorReady{}
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1406,7 @@ func (x *ActorReady) String() string {
 func (*ActorReady) ProtoMessage() {}
 
 func (x *ActorReady) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1419,7 @@ func (x *ActorReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorReady.ProtoReflect.Descriptor instead.
 func (*ActorReady) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{15}
+	return file_gray_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ActorReady) GetActorId() []byte {
@@ -1367,7 +1445,7 @@ type ActorDead struct {
 
 func (x *ActorDead) Reset() {
 	*x = ActorDead{}
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1457,7 @@ func (x *ActorDead) String() string {
 func (*ActorDead) ProtoMessage() {}
 
 func (x *ActorDead) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1470,7 @@ func (x *ActorDead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorDead.ProtoReflect.Descriptor instead.
 func (*ActorDead) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{16}
+	return file_gray_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ActorDead) GetActorId() []byte {
@@ -1413,7 +1491,7 @@ type ActorRef struct {
 
 func (x *ActorRef) Reset() {
 	*x = ActorRef{}
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1503,7 @@ func (x *ActorRef) String() string {
 func (*ActorRef) ProtoMessage() {}
 
 func (x *ActorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1516,7 @@ func (x *ActorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRef.ProtoReflect.Descriptor instead.
 func (*ActorRef) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{17}
+	return file_gray_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActorRef) GetActorId() []byte {
@@ -1471,7 +1549,7 @@ type HolderGone struct {
 
 func (x *HolderGone) Reset() {
 	*x = HolderGone{}
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1561,7 @@ func (x *HolderGone) String() string {
 func (*HolderGone) ProtoMessage() {}
 
 func (x *HolderGone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1574,7 @@ func (x *HolderGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HolderGone.ProtoReflect.Descriptor instead.
 func (*HolderGone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{18}
+	return file_gray_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HolderGone) GetHolder() string {
@@ -1516,7 +1594,7 @@ type WorkerJob struct {
 
 func (x *WorkerJob) Reset() {
 	*x = WorkerJob{}
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1606,7 @@ func (x *WorkerJob) String() string {
 func (*WorkerJob) ProtoMessage() {}
 
 func (x *WorkerJob) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1619,7 @@ func (x *WorkerJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerJob.ProtoReflect.Descriptor instead.
 func (*WorkerJob) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{19}
+	return file_gray_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkerJob) GetWorkerId() string {
@@ -1569,7 +1647,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1659,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1672,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{20}
+	return file_gray_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Log) GetJobId() []byte {
@@ -1631,7 +1709,7 @@ type ObjectRefs struct {
 
 func (x *ObjectRefs) Reset() {
 	*x = ObjectRefs{}
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1721,7 @@ func (x *ObjectRefs) String() string {
 func (*ObjectRefs) ProtoMessage() {}
 
 func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1734,7 @@ func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefs.ProtoReflect.Descriptor instead.
 func (*ObjectRefs) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21}
+	return file_gray_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ObjectRefs) GetOp() ObjectRefs_Op {
@@ -1696,6 +1774,7 @@ type NodeMessage struct {
 	//	*NodeMessage_Log
 	//	*NodeMessage_Refs
 	//	*NodeMessage_Heartbeat
+	//	*NodeMessage_Usage
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1703,7 +1782,7 @@ type NodeMessage struct {
 
 func (x *NodeMessage) Reset() {
 	*x = NodeMessage{}
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1794,7 @@ func (x *NodeMessage) String() string {
 func (*NodeMessage) ProtoMessage() {}
 
 func (x *NodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1807,7 @@ func (x *NodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMessage.ProtoReflect.Descriptor instead.
 func (*NodeMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22}
+	return file_gray_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeMessage) GetMsg() isNodeMessage_Msg {
@@ -1837,6 +1916,15 @@ func (x *NodeMessage) GetHeartbeat() []byte {
 	return nil
 }
 
+func (x *NodeMessage) GetUsage() *Usage {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_Usage); ok {
+			return x.Usage
+		}
+	}
+	return nil
+}
+
 type isNodeMessage_Msg interface {
 	isNodeMessage_Msg()
 }
@@ -1885,6 +1973,10 @@ type NodeMessage_Heartbeat struct {
 	Heartbeat []byte `protobuf:"bytes,11,opt,name=heartbeat,proto3,oneof"`
 }
 
+type NodeMessage_Usage struct {
+	Usage *Usage `protobuf:"bytes,12,opt,name=usage,proto3,oneof"`
+}
+
 func (*NodeMessage_Register) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Available) isNodeMessage_Msg() {}
@@ -1907,6 +1999,53 @@ func (*NodeMessage_Refs) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Heartbeat) isNodeMessage_Msg() {}
 
+func (*NodeMessage_Usage) isNodeMessage_Msg() {}
+
+// Usage carries signed usage records (metering.SignedRecord as JSON).
+type Usage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_gray_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Usage) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 type PullRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
@@ -1916,7 +2055,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2067,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2080,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{23}
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -1970,7 +2109,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2121,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2134,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24}
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -2055,7 +2194,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2206,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2219,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 var File_gray_node_proto protoreflect.FileDescriptor
@@ -2101,7 +2240,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x03(\v2#.gray.node.v1.Resources.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x95\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x86\x04\n" +
 	"\bRegister\x12-\n" +
 	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x125\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\tavailable\x12:\n" +
@@ -2113,10 +2252,17 @@ const file_gray_node_proto_rawDesc = "" +
 	"\vlive_actors\x18\b \x03(\fR\n" +
 	"liveActors\x12\x1d\n" +
 	"\n" +
-	"gpu_models\x18\t \x03(\tR\tgpuModels\x1a9\n" +
+	"gpu_models\x18\t \x03(\tR\tgpuModels\x12\x1b\n" +
+	"\tmeter_key\x18\n" +
+	" \x01(\fR\bmeterKey\x12+\n" +
+	"\x06prices\x18\v \x03(\v2\x13.gray.node.v1.PriceR\x06prices\x12%\n" +
+	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x05Price\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12+\n" +
+	"\x12micro_usd_per_hour\x18\x02 \x01(\x03R\x0fmicroUsdPerHour\"Z\n" +
 	"\n" +
 	"Registered\x12%\n" +
 	"\x0eclient_address\x18\x01 \x01(\tR\rclientAddress\x12%\n" +
@@ -2251,7 +2397,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\xd6\x04\n" +
+	"\vRELEASE_ALL\x10\x04\"\x83\x05\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2268,8 +2414,11 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x03log\x18\t \x01(\v2\x11.gray.node.v1.LogH\x00R\x03log\x12.\n" +
 	"\x04refs\x18\n" +
 	" \x01(\v2\x18.gray.node.v1.ObjectRefsH\x00R\x04refs\x12\x1e\n" +
-	"\theartbeat\x18\v \x01(\fH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"*\n" +
+	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
+	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usageB\x05\n" +
+	"\x03msg\"!\n" +
+	"\x05Usage\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"*\n" +
 	"\vPullRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\xd2\x01\n" +
 	"\vObjectChunk\x12\x1b\n" +
@@ -2304,90 +2453,94 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_gray_node_proto_goTypes = []any{
 	(ObjectRefs_Op)(0),    // 0: gray.node.v1.ObjectRefs.Op
 	(*JoinRequest)(nil),   // 1: gray.node.v1.JoinRequest
 	(*JoinReply)(nil),     // 2: gray.node.v1.JoinReply
 	(*Resources)(nil),     // 3: gray.node.v1.Resources
 	(*Register)(nil),      // 4: gray.node.v1.Register
-	(*Registered)(nil),    // 5: gray.node.v1.Registered
-	(*RuntimeEnv)(nil),    // 6: gray.node.v1.RuntimeEnv
-	(*Placement)(nil),     // 7: gray.node.v1.Placement
-	(*TaskSpec)(nil),      // 8: gray.node.v1.TaskSpec
-	(*ActorSpec)(nil),     // 9: gray.node.v1.ActorSpec
-	(*ActorCall)(nil),     // 10: gray.node.v1.ActorCall
-	(*Cancel)(nil),        // 11: gray.node.v1.Cancel
-	(*KillActor)(nil),     // 12: gray.node.v1.KillActor
-	(*WorkerBlocked)(nil), // 13: gray.node.v1.WorkerBlocked
-	(*HeadMessage)(nil),   // 14: gray.node.v1.HeadMessage
-	(*TaskDone)(nil),      // 15: gray.node.v1.TaskDone
-	(*ActorReady)(nil),    // 16: gray.node.v1.ActorReady
-	(*ActorDead)(nil),     // 17: gray.node.v1.ActorDead
-	(*ActorRef)(nil),      // 18: gray.node.v1.ActorRef
-	(*HolderGone)(nil),    // 19: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),     // 20: gray.node.v1.WorkerJob
-	(*Log)(nil),           // 21: gray.node.v1.Log
-	(*ObjectRefs)(nil),    // 22: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),   // 23: gray.node.v1.NodeMessage
-	(*PullRequest)(nil),   // 24: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),   // 25: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),     // 26: gray.node.v1.PushReply
-	nil,                   // 27: gray.node.v1.Resources.ValuesEntry
-	nil,                   // 28: gray.node.v1.Register.LabelsEntry
-	nil,                   // 29: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                   // 30: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                   // 31: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                   // 32: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                   // 33: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                   // 34: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	(*Price)(nil),         // 5: gray.node.v1.Price
+	(*Registered)(nil),    // 6: gray.node.v1.Registered
+	(*RuntimeEnv)(nil),    // 7: gray.node.v1.RuntimeEnv
+	(*Placement)(nil),     // 8: gray.node.v1.Placement
+	(*TaskSpec)(nil),      // 9: gray.node.v1.TaskSpec
+	(*ActorSpec)(nil),     // 10: gray.node.v1.ActorSpec
+	(*ActorCall)(nil),     // 11: gray.node.v1.ActorCall
+	(*Cancel)(nil),        // 12: gray.node.v1.Cancel
+	(*KillActor)(nil),     // 13: gray.node.v1.KillActor
+	(*WorkerBlocked)(nil), // 14: gray.node.v1.WorkerBlocked
+	(*HeadMessage)(nil),   // 15: gray.node.v1.HeadMessage
+	(*TaskDone)(nil),      // 16: gray.node.v1.TaskDone
+	(*ActorReady)(nil),    // 17: gray.node.v1.ActorReady
+	(*ActorDead)(nil),     // 18: gray.node.v1.ActorDead
+	(*ActorRef)(nil),      // 19: gray.node.v1.ActorRef
+	(*HolderGone)(nil),    // 20: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),     // 21: gray.node.v1.WorkerJob
+	(*Log)(nil),           // 22: gray.node.v1.Log
+	(*ObjectRefs)(nil),    // 23: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),   // 24: gray.node.v1.NodeMessage
+	(*Usage)(nil),         // 25: gray.node.v1.Usage
+	(*PullRequest)(nil),   // 26: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),   // 27: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),     // 28: gray.node.v1.PushReply
+	nil,                   // 29: gray.node.v1.Resources.ValuesEntry
+	nil,                   // 30: gray.node.v1.Register.LabelsEntry
+	nil,                   // 31: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                   // 32: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                   // 33: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                   // 34: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                   // 35: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                   // 36: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	27, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	29, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	28, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
-	29, // 4: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	30, // 5: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	31, // 6: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
-	6,  // 7: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
-	7,  // 8: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
-	32, // 9: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	33, // 10: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
-	6,  // 11: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
-	7,  // 12: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	34, // 13: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	5,  // 14: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
-	8,  // 15: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
-	9,  // 16: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
-	10, // 17: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
-	11, // 18: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
-	12, // 19: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
-	13, // 20: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	0,  // 21: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 22: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 23: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	15, // 24: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	16, // 25: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	17, // 26: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	18, // 27: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	19, // 28: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	20, // 29: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	21, // 30: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	22, // 31: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	1,  // 32: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	23, // 33: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	24, // 34: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	25, // 35: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	2,  // 36: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	14, // 37: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	25, // 38: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	26, // 39: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	36, // [36:40] is the sub-list for method output_type
-	32, // [32:36] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	30, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
+	31, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	32, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	33, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	7,  // 8: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
+	8,  // 9: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
+	34, // 10: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	35, // 11: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	7,  // 12: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
+	8,  // 13: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
+	36, // 14: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	6,  // 15: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
+	9,  // 16: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
+	10, // 17: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
+	11, // 18: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
+	12, // 19: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
+	13, // 20: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
+	14, // 21: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
+	0,  // 22: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 23: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 24: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	16, // 25: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	17, // 26: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	18, // 27: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	19, // 28: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	20, // 29: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	21, // 30: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	22, // 31: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	23, // 32: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	25, // 33: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	1,  // 34: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	24, // 35: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	26, // 36: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	27, // 37: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	2,  // 38: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	15, // 39: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	27, // 40: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	28, // 41: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	38, // [38:42] is the sub-list for method output_type
+	34, // [34:38] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -2395,7 +2548,7 @@ func file_gray_node_proto_init() {
 	if File_gray_node_proto != nil {
 		return
 	}
-	file_gray_node_proto_msgTypes[13].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[14].OneofWrappers = []any{
 		(*HeadMessage_Registered)(nil),
 		(*HeadMessage_Submit)(nil),
 		(*HeadMessage_CreateActor)(nil),
@@ -2404,7 +2557,7 @@ func file_gray_node_proto_init() {
 		(*HeadMessage_KillActor)(nil),
 		(*HeadMessage_WorkerBlocked)(nil),
 	}
-	file_gray_node_proto_msgTypes[22].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[23].OneofWrappers = []any{
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Available)(nil),
 		(*NodeMessage_TaskDone)(nil),
@@ -2416,6 +2569,7 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Log)(nil),
 		(*NodeMessage_Refs)(nil),
 		(*NodeMessage_Heartbeat)(nil),
+		(*NodeMessage_Usage)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2423,7 +2577,7 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gray-cluster/gray/billing/metering"
 	"github.com/gray-cluster/gray/head"
 	"github.com/gray-cluster/gray/internal/noderes"
 	"github.com/gray-cluster/gray/provider"
@@ -47,6 +51,17 @@ type startFlags struct {
 	address       string
 	token         string
 	clientAddress string
+	// billing
+	ledgerPath     string
+	feeBps         int
+	sessionBudget  float64
+	solanaRPC      string
+	payerKey       string
+	usdcMint       string
+	payoutInterval time.Duration
+	minPayout      float64
+	prices         string
+	payoutAddress  string
 }
 
 func startCmd() *cobra.Command {
@@ -99,7 +114,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.host, "host", "127.0.0.1", "address to listen on (head)")
 	f.StringVar(&o.nodeIP, "node-ip-address", "127.0.0.1", "this node's IP as others reach it")
 	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status port (head; 0 disables)")
-	f.Float64Var(&o.numCPUs, "num-cpus", 0, "CPUs to offer (default: all cores)")
+	f.Float64Var(&o.numCPUs, "num-cpus", -1, "CPUs to offer (default: all cores; 0 offers none)")
 	f.Float64Var(&o.numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
 	f.StringVar(&o.gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
 	f.Int64Var(&o.objStore, "object-store-memory", 0, "object store bytes (default 30% of RAM)")
@@ -120,7 +135,34 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
+	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file: turns on metering and billing (head)")
+	f.IntVar(&o.feeBps, "fee-bps", 200, "protocol fee in basis points of each charge (head)")
+	f.Float64Var(&o.sessionBudget, "session-budget", 0, "most USD one session's escrow takes from its account (head; 0: the whole balance)")
+	f.StringVar(&o.solanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint for USDC payouts to providers (head)")
+	f.StringVar(&o.payerKey, "payer-key", "", "solana-keygen JSON file of the payout wallet (head)")
+	f.StringVar(&o.usdcMint, "usdc-mint", "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", "USDC mint address (head)")
+	f.DurationVar(&o.payoutInterval, "payout-interval", time.Hour, "how often provider balances are paid out (head)")
+	f.Float64Var(&o.minPayout, "min-payout", 1, "least balance in USD paid out (head)")
+	f.StringVar(&o.prices, "price", "", `prices in USD per resource-hour, e.g. "GPU=2.10,CPU=0.04" (provider)`)
+	f.StringVar(&o.payoutAddress, "payout-address", "", "Solana wallet (base58) this provider is paid to (provider)")
 	return cmd
+}
+
+// parsePrices reads "GPU=2.10,CPU=0.04" (USD per resource-hour).
+func parsePrices(s string) (metering.PriceList, error) {
+	var out metering.PriceList
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		usd, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || math.IsNaN(usd) || math.IsInf(usd, 0) {
+			return nil, fmt.Errorf("--price %q: want RESOURCE=USD_PER_HOUR", part)
+		}
+		out = append(out, metering.Price{Resource: k, MicroUSDPerHour: int64(math.Round(usd * 1e6))})
+	}
+	return out, out.Validate()
 }
 
 func defaultStateDir(kind, key string) string {
@@ -151,6 +193,11 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
 		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, JoinSecret: o.joinToken,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
+		Billing: head.BillingConfig{
+			LedgerPath: o.ledgerPath, FeeBps: o.feeBps, SessionBudget: int64(o.sessionBudget * 1e6),
+			SolanaRPC: o.solanaRPC, PayerKeyPath: o.payerKey, USDCMint: o.usdcMint,
+			PayoutInterval: o.payoutInterval, MinPayout: int64(o.minPayout * 1e6),
+		},
 	})
 	if err != nil {
 		return err
@@ -186,12 +233,17 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 	if stateDir == "" {
 		stateDir = defaultStateDir("provider", o.address)
 	}
+	prices, err := parsePrices(o.prices)
+	if err != nil {
+		return err
+	}
 	session := filepath.Join(os.TempDir(), "gray", fmt.Sprintf("provider_%s_%d", time.Now().Format("20060102_150405"), os.Getpid()))
 	p, err := provider.New(provider.Config{
 		HeadAddr: o.address, Token: o.token, StateDir: stateDir, NodeIP: o.nodeIP, Python: o.python,
 		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
+		Prices: prices, PayoutAddress: o.payoutAddress,
 	})
 	if err != nil {
 		return err
