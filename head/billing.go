@@ -191,7 +191,11 @@ func (h *Head) Deposit(account string, amount int64, id string) error {
 	if err != nil {
 		return err
 	}
-	return h.billing.ledger.Post(tx)
+	err = h.billing.ledger.Post(tx)
+	if errors.Is(err, ledger.ErrDuplicate) && !errors.Is(err, ledger.ErrIDConflict) {
+		return nil // the same deposit again: already done
+	}
+	return err
 }
 
 func (h *Head) billingHandlers(mux *http.ServeMux) {
