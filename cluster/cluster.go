@@ -56,6 +56,9 @@ type Config struct {
 	OnActorDead func(ids.ActorID)
 	// OnHolderGone is told about every worker holder of a dead node.
 	OnHolderGone func(holder string)
+	// Locate reports an object's size and the nodes that hold a copy, for
+	// data locality (nil: no locality).
+	Locate func(ids.ObjectID) (int64, []ids.NodeID)
 	// Warn reaches a job's driver with a warning (infeasible work).
 	Warn func(job ids.JobID, msg string)
 	// Seed seeds the scheduler's random choices (0: random).
@@ -290,7 +293,33 @@ func (c *Cluster) snapshot() (scheduler.Snapshot, map[string]*member) {
 }
 
 // place picks a member for resources under a strategy.
-func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string) (*member, error) {
+// LocalityMinBytes is the least argument size that steers placement.
+const LocalityMinBytes = 1 << 20
+
+// argBytes maps node id (hex) to the bytes of deps it holds.
+func (c *Cluster) argBytes(deps []ids.ObjectID) map[string]int64 {
+	if c.cfg.Locate == nil || len(deps) == 0 {
+		return nil
+	}
+	var out map[string]int64
+	var total int64
+	for _, d := range deps {
+		size, nodes := c.cfg.Locate(d)
+		total += size
+		for _, n := range nodes {
+			if out == nil {
+				out = map[string]int64{}
+			}
+			out[n.Hex()] += size
+		}
+	}
+	if total < LocalityMinBytes {
+		return nil
+	}
+	return out
+}
+
+func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, deps []ids.ObjectID) (*member, error) {
 	snap, byHex := c.snapshot()
 	if len(snap.Nodes) == 0 {
 		return nil, ErrNoNodes
@@ -302,7 +331,7 @@ func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string) 
 			return m, nil
 		}
 	}
-	req := scheduler.Request{Resources: res, Strategy: toStrategy(s)}
+	req := scheduler.Request{Resources: res, Strategy: toStrategy(s), ArgBytes: c.argBytes(deps)}
 	c.mu.Lock()
 	if c.head != (ids.NodeID{}) {
 		req.Preferred = c.head.Hex()
@@ -364,7 +393,7 @@ func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
 }
 
 func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
-	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup)
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.Deps)
 	if err != nil {
 		return err
 	}
@@ -410,7 +439,7 @@ func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
 }
 
 func (c *Cluster) tryCreateActor(spec *raylet.ActorSpec) error {
-	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup)
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.Deps)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,8 @@ func (h *Head) Start(ctx context.Context) error {
 	}
 	h.Cluster = cluster.New(cluster.Config{
 		Store: h.Store, Logger: h.log, OnActorDead: callbacks.actorDead, OnHolderGone: callbacks.holderGone,
-		Warn: func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
+		Warn:   func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
+		Locate: h.locate,
 	})
 	host, _ := os.Hostname()
 	h.Cluster.AddLocal(rl, gcs.NodeInfo{IP: h.cfg.NodeIP, Hostname: host, Labels: h.cfg.Labels, GPUs: noderes.Summary(devs)})
@@ -247,4 +248,15 @@ func pythonVersion(python string) (string, error) {
 		return "", fmt.Errorf("worker python %q does not run: %w", python, err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// locate reports an object's size and the providers holding a copy (they
+// pulled or produced it). The head holds every object, but it is already the
+// preferred node of the hybrid policy, so it is not listed.
+func (h *Head) locate(oid ids.ObjectID) (int64, []ids.NodeID) {
+	obj, err := h.Store.Get(oid)
+	if err != nil || obj == nil || h.Nodes == nil {
+		return 0, nil
+	}
+	return obj.Size, h.Nodes.Holders(oid)
 }

@@ -163,7 +163,7 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 	}
 	h.Nodes = nodeserver.New(nodeserver.Config{
 		GossipAddress: gossipAddr, Billing: h.nodeBilling(),
-		Cluster:       h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
+		Cluster: h.Cluster, Store: h.Store, CA: ca, JoinSecret: secret,
 		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,

@@ -18,7 +18,8 @@ const MessageSize = 1 << 20
 
 // PullObject streams an object to a provider once it is sealed.
 func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) error {
-	if _, err := peerNode(stream.Context()); err != nil {
+	node, err := peerNode(stream.Context())
+	if err != nil {
 		return err
 	}
 	id, err := ids.ObjectFromBytes(r.ObjectId)
@@ -32,7 +33,11 @@ func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) 
 		}
 		return stream.Send(&pb.ObjectChunk{ObjectId: r.ObjectId, Missing: true})
 	}
-	return SendObject(obj, stream.Send)
+	if err := SendObject(obj, stream.Send); err != nil {
+		return err
+	}
+	s.dir.add(id, node)
+	return nil
 }
 
 // SendObject writes an object as chunk messages: the first carries the
@@ -124,6 +129,7 @@ func (s *Server) PushObject(stream pb.Head_PushObjectServer) error {
 		return status.Errorf(codes.InvalidArgument, "push: %v", err)
 	}
 	s.cfg.Store.Seal(obj)
+	s.dir.add(obj.ID, node)
 	s.mu.Lock()
 	nc := s.remotes[node]
 	s.mu.Unlock()

@@ -76,7 +76,11 @@ type Server struct {
 
 	mu      sync.Mutex
 	remotes map[ids.NodeID]*nodeConn
+	dir     *directory
 }
+
+// Holders lists the providers that hold a copy of an object (a hint).
+func (s *Server) Holders(oid ids.ObjectID) []ids.NodeID { return s.dir.holders(oid) }
 
 // nodeConn is a provider and the state of its control channel.
 type nodeConn struct {
@@ -106,7 +110,8 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "nodeserver"), remotes: map[ids.NodeID]*nodeConn{}}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "nodeserver"), remotes: map[ids.NodeID]*nodeConn{},
+		dir: newDirectory(1 << 18)}
 }
 
 // Register adds the service to a gRPC server.
@@ -251,6 +256,9 @@ func (s *Server) reconcile(nc *nodeConn, reg *pb.Register) {
 		if id, err := ids.ActorFromBytes(b); err == nil {
 			keepActors[id] = true
 		}
+	}
+	if len(reg.RunningTasks) == 0 && len(reg.LiveActors) == 0 {
+		s.dir.forget(nc.r.id) // most likely restarted, with an empty cache
 	}
 	lost, unpin := nc.r.takeLost(keepTasks, keepActors)
 	if len(lost.Tasks)+len(lost.Actors)+len(lost.Calls) > 0 {
@@ -450,6 +458,7 @@ func (s *Server) checkLiveness() {
 		s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
 	}
 	for _, nc := range dead {
+		s.dir.forget(nc.r.id)
 		lost, unpin := nc.r.takeLost(nil, nil)
 		s.cfg.Cluster.NodeDead(nc.r.id, fmt.Sprintf("no word from it for %s", s.cfg.DeadAfter), lost)
 		s.cfg.Store.Unpin(unpin)

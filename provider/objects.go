@@ -159,6 +159,8 @@ func (o *objects) Wait(ctx context.Context, id ids.ObjectID) (*objectstore.Objec
 // Seal pushes a result to the head. Pushes run concurrently; the head
 // counts a task finished when all its results have arrived.
 func (o *objects) Seal(obj *objectstore.Object) bool {
+	// Keep a copy: the next task here that needs it does not pull it back.
+	o.remember(obj)
 	o.pushes <- struct{}{}
 	go func() {
 		defer func() { <-o.pushes }()
