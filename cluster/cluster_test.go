@@ -431,4 +431,3 @@ func TestActorPlacementAndCalls(t *testing.T) {
 		t.Errorf("ActorNode of an unknown actor reports one")
 	}
 }
-

@@ -2,13 +2,19 @@
 // they arrived in (never concatenated), with reference tracking by holder
 // (client sessions, workers), pins (arguments of running tasks) and containment
 // (an object that holds refs keeps them alive), as Ray's reference counting does.
+//
+// A store made with NewWithSpill spills sealed values to files when memory is
+// short, as Ray's object spilling does (see spill.go); one made with New keeps
+// everything in memory and refuses what does not fit.
 package objectstore
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gray-cluster/gray/internal/ids"
 )
@@ -18,9 +24,16 @@ var (
 	ErrNotFound = errors.New("object not found")
 	ErrFull     = errors.New("object store full")
 	ErrExists   = errors.New("object already exists")
+	// ErrSpill wraps a failure to write a value to the spill directory. A Put
+	// that needed the room fails with ErrFull as well.
+	ErrSpill = errors.New("object spill failed")
+	// ErrRestore wraps a failure to read a spilled value back.
+	ErrRestore = errors.New("object restore failed")
 )
 
-// Object is a sealed value.
+// Object is a sealed value. The store never changes an Object once it has it:
+// one returned by Get stays valid (and whole) for its caller even after the
+// store spills or frees the value.
 type Object struct {
 	ID ids.ObjectID
 	// Chunks are the pickle bytes in order; their concatenation is the value.
@@ -33,27 +46,65 @@ type Object struct {
 	Contained []ids.ObjectID
 }
 
+// header is obj without its bytes.
+func header(obj *Object) *Object {
+	return &Object{ID: obj.ID, Size: obj.Size, IsError: obj.IsError, Contained: obj.Contained}
+}
+
+// An entry is pending (meta == nil), in memory (obj != nil; spilling while a
+// spill write of obj is under way) or spilled (obj == nil, file != "").
 type entry struct {
-	obj     *Object
+	// obj is the value while it is in memory.
+	obj *Object
+	// meta is the sealed value's header; nil while pending.
+	meta    *Object
 	ready   chan struct{}
 	holders map[string]int
 	pins    int
 	// pinned are the contained objects this one pinned when it was sealed
 	// (those present then); freeing it unpins exactly these.
 	pinned []ids.ObjectID
+
+	// file holds the value while it is spilled; lens are its chunks' lengths.
+	file string
+	lens []int
+	// spilling: obj is being written out (it is not in the LRU list then).
+	spilling bool
+	// restore is the read of file under way, which other gets join.
+	restore *restoreOp
+	// lru is the entry's place in Store.lru while it is in memory and not
+	// spilling (spilling stores only).
+	lru *list.Element
 }
 
 func (e *entry) free() bool { return len(e.holders) == 0 && e.pins == 0 }
 
-// Store is a concurrency-safe in-memory object table.
+func (e *entry) sealed() bool { return e.meta != nil }
+
+// Store is a concurrency-safe object table.
 type Store struct {
 	mu       sync.Mutex
 	objects  map[ids.ObjectID]*entry
-	used     int64
+	used     int64 // bytes of values in memory
 	capacity int64
+
+	// Spilling (dir != ""); see spill.go.
+	dir          string
+	lru          *list.List // in-memory entries, least recently used first
+	spilled      int        // values on disk
+	spilledBytes int64
+	inflight     int           // spill writes under way
+	spillDone    chan struct{} // closed (and replaced) when a spill batch ends
+	garbage      []string      // files to remove once mu is released
+	closed       bool
+	seq          atomic.Uint64 // spill file names
+	stats        Stats         // cumulative counters
+	removeErrors atomic.Int64
+	hooks        testHooks
 }
 
-// New returns a store limited to capacity bytes of sealed values.
+// New returns a store limited to capacity bytes of sealed values that never
+// spills: a Put that does not fit fails with ErrFull.
 func New(capacity int64) *Store {
 	return &Store{objects: make(map[ids.ObjectID]*entry), capacity: capacity}
 }
@@ -61,59 +112,109 @@ func New(capacity int64) *Store {
 // Capacity is the configured size limit in bytes.
 func (s *Store) Capacity() int64 { return s.capacity }
 
-// Used is the number of bytes of sealed values held.
+// Used is the number of bytes of sealed values held in memory (spilled
+// values are not counted).
 func (s *Store) Used() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.used
 }
 
-// Len is the number of objects (pending and sealed).
+// Len is the number of objects (pending, in memory and spilled).
 func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.objects)
 }
 
-// Reserve checks that size more bytes would fit.
+// unlock releases mu, then removes the files that became garbage under it
+// (unlinking a large file can take a while).
+func (s *Store) unlock() {
+	g := s.garbage
+	s.garbage = nil
+	s.mu.Unlock()
+	for _, p := range g {
+		s.removeFile(p)
+	}
+}
+
+// Reserve checks that size more bytes would fit. A spilling store makes the
+// room (spilling other values), or accepts a value larger than its capacity,
+// which a Put would write straight to disk.
 func (s *Store) Reserve(size int64) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.used+size > s.capacity {
-		return fmt.Errorf("%w: %d bytes requested, %d of %d in use", ErrFull, size, s.used, s.capacity)
+	defer s.unlock()
+	if s.used+size <= s.capacity {
+		return nil
+	}
+	if s.dir != "" && size > s.capacity && !s.closed {
+		return nil
+	}
+	ok, err := s.makeRoomLocked(size)
+	if !ok {
+		return s.fullErr(fmt.Sprintf("%d bytes requested", size), err)
 	}
 	return nil
+}
+
+// fullErr is ErrFull, wrapping the spill error that left no room if any.
+// Called with mu held.
+func (s *Store) fullErr(what string, spillErr error) error {
+	if spillErr != nil {
+		return fmt.Errorf("%w: %s, %d of %d in use: %w", ErrFull, what, s.used, s.capacity, spillErr)
+	}
+	return fmt.Errorf("%w: %s, %d of %d in use", ErrFull, what, s.used, s.capacity)
 }
 
 // Create registers a pending object (a task return) held by holder.
 func (s *Store) Create(id ids.ObjectID, holder string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.objects[id]
-	if !ok {
-		e = &entry{ready: make(chan struct{}), holders: map[string]int{}}
-		s.objects[id] = e
-	}
+	e := s.entryLocked(id)
 	if holder != "" {
 		e.holders[holder]++
 	}
 }
 
-// Put stores a sealed object held by holder.
-func (s *Store) Put(obj *Object, holder string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.used+obj.Size > s.capacity {
-		return fmt.Errorf("%w: object of %d bytes, %d of %d in use", ErrFull, obj.Size, s.used, s.capacity)
-	}
-	if e, ok := s.objects[obj.ID]; ok && e.obj != nil {
-		return fmt.Errorf("%w: %s", ErrExists, obj.ID.Hex())
-	}
-	e, ok := s.objects[obj.ID]
+// entryLocked returns id's entry, making a pending one if there is none.
+func (s *Store) entryLocked(id ids.ObjectID) *entry {
+	e, ok := s.objects[id]
 	if !ok {
 		e = &entry{ready: make(chan struct{}), holders: map[string]int{}}
-		s.objects[obj.ID] = e
+		s.objects[id] = e
 	}
+	return e
+}
+
+func (s *Store) existsLocked(id ids.ObjectID) bool {
+	e, ok := s.objects[id]
+	return ok && e.sealed()
+}
+
+// Put stores a sealed object held by holder. A spilling store spills other
+// values to make room, and writes a value larger than its whole capacity
+// straight to disk; it fails with ErrFull only when that cannot be done.
+// A failed Put takes no reference.
+func (s *Store) Put(obj *Object, holder string) error {
+	s.mu.Lock()
+	defer s.unlock()
+	if s.existsLocked(obj.ID) {
+		return fmt.Errorf("%w: %s", ErrExists, obj.ID.Hex())
+	}
+	if s.used+obj.Size > s.capacity {
+		if s.dir != "" && obj.Size > s.capacity && !s.closed {
+			return s.putToDiskLocked(obj, holder)
+		}
+		ok, err := s.makeRoomLocked(obj.Size)
+		// mu was released while spilling: look again.
+		if s.existsLocked(obj.ID) {
+			return fmt.Errorf("%w: %s", ErrExists, obj.ID.Hex())
+		}
+		if !ok {
+			return s.fullErr(fmt.Sprintf("object of %d bytes", obj.Size), err)
+		}
+	}
+	e := s.entryLocked(obj.ID)
 	if holder != "" {
 		e.holders[holder]++
 	}
@@ -122,39 +223,78 @@ func (s *Store) Put(obj *Object, holder string) error {
 }
 
 // Seal fills a pending object. A value whose object was already freed
-// (nobody referenced it any more) is dropped and Seal reports false.
+// (nobody referenced it any more) is dropped and Seal reports false. A
+// spilling store makes room as Put does; when it cannot (a disk error) the
+// value is kept in memory beyond the capacity, as a store without spilling
+// does.
 func (s *Store) Seal(obj *Object) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	e, ok := s.objects[obj.ID]
-	if !ok || e.obj != nil {
+	if !ok || e.sealed() {
 		return false
+	}
+	if s.dir != "" && s.used+obj.Size > s.capacity && !s.closed {
+		if obj.Size > s.capacity {
+			return s.sealToDiskLocked(obj)
+		}
+		_, _ = s.makeRoomLocked(obj.Size)
+		// mu was released while spilling: look again.
+		if e, ok = s.objects[obj.ID]; !ok || e.sealed() {
+			return false
+		}
 	}
 	s.sealLocked(e, obj)
 	return true
 }
 
+// sealLocked makes e an in-memory value.
 func (s *Store) sealLocked(e *entry, obj *Object) {
 	e.obj = obj
+	e.meta = header(obj)
 	s.used += obj.Size
-	for _, c := range obj.Contained {
+	s.lruAddLocked(e)
+	s.pinContainedLocked(e)
+	close(e.ready)
+}
+
+// pinContainedLocked pins the refs e's value holds that the store has.
+func (s *Store) pinContainedLocked(e *entry) {
+	for _, c := range e.meta.Contained {
 		if ce, ok := s.objects[c]; ok {
 			ce.pins++
 			e.pinned = append(e.pinned, c)
 		}
 	}
-	close(e.ready)
 }
 
 // Get returns the sealed object, or nil if pending; ErrNotFound if unknown.
+// A spilled value is read back from disk (and kept in memory again when
+// there is room for it; otherwise the caller gets an uncached copy); a
+// failed read gives ErrRestore.
 func (s *Store) Get(id ids.ObjectID) (*Object, error) {
+	s.mu.Lock()
+	e, ok := s.objects[id]
+	if !ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id.Hex())
+	}
+	if e.obj != nil || !e.sealed() {
+		s.lruTouchLocked(e)
+		o := e.obj
+		s.mu.Unlock()
+		return o, nil
+	}
+	return s.restore(e) // releases mu
+}
+
+// Ready reports whether the object is sealed (in memory or spilled) without
+// reading a spilled value back.
+func (s *Store) Ready(id ids.ObjectID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.objects[id]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id.Hex())
-	}
-	return e.obj, nil
+	return ok && e.sealed()
 }
 
 // ReadyChan returns a channel closed when the object is sealed, or freed
@@ -229,7 +369,7 @@ func (s *Store) HoldOnce(id ids.ObjectID, holder string) bool {
 // locally and releases once).
 func (s *Store) Release(id ids.ObjectID, holder string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	e, ok := s.objects[id]
 	if !ok || e.holders[holder] == 0 {
 		return false
@@ -242,7 +382,7 @@ func (s *Store) Release(id ids.ObjectID, holder string) bool {
 // ReleaseAll drops every reference of holder (session end).
 func (s *Store) ReleaseAll(holder string) int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	n := 0
 	for id, e := range s.objects {
 		if _, ok := e.holders[holder]; ok {
@@ -268,7 +408,7 @@ func (s *Store) Pin(list []ids.ObjectID) {
 // Unpin undoes Pin.
 func (s *Store) Unpin(list []ids.ObjectID) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	for _, id := range list {
 		if e, ok := s.objects[id]; ok && e.pins > 0 {
 			e.pins--
@@ -282,13 +422,23 @@ func (s *Store) maybeFreeLocked(id ids.ObjectID, e *entry) {
 		return
 	}
 	delete(s.objects, id)
-	if e.obj == nil {
+	if !e.sealed() {
 		// Wake waiters of a pending object nobody references any more; a
 		// later Seal finds no entry and drops the value.
 		close(e.ready)
 		return
 	}
-	s.used -= e.obj.Size
+	if e.obj == nil {
+		// Spilled: the file goes once mu is released. A restore or a spill
+		// write under way notices that the entry is gone.
+		s.spilled--
+		s.spilledBytes -= e.meta.Size
+		s.garbage = append(s.garbage, e.file)
+		e.file, e.lens = "", nil
+	} else {
+		s.used -= e.meta.Size
+		s.lruRemoveLocked(e)
+	}
 	for _, c := range e.pinned {
 		if ce, ok := s.objects[c]; ok && ce.pins > 0 {
 			ce.pins--

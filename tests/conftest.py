@@ -177,3 +177,101 @@ def run_client_script(pool, source, timeout=120, env=None):
 
 def pytest_addoption(parser):
     parser.addoption("--run-huge", action="store_true", default=False, help="run the 1 GiB object test")
+
+
+# --- WAN harness (tests/test_wan.py, bench/wan.py) ---------------------------
+
+
+def build_graywan():
+    """The graywan binary: $GRAYWAN_BIN, or built from this checkout."""
+    path = os.environ.get("GRAYWAN_BIN")
+    if path:
+        return path
+    out = os.path.join(tempfile.mkdtemp(prefix="graywan-bin-"), "graywan")
+    subprocess.run(["go", "build", "-o", out, "./cmd/graywan"], cwd=ROOT, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def graywan_bin():
+    return build_graywan()
+
+
+class WanLinks:
+    """A graywan process: emulated WAN links (userspace UDP and TCP proxies)
+    in front of a head, one per provider, with its HTTP control API.
+
+    specs: link specs as graywan's --link takes them (name=..., rtt=...);
+    udp_target and tcp_target default to the pool's node and client ports.
+    links[name] is {"udp": HOST:PORT, "tcp": HOST:PORT}: join a provider
+    with Provider(..., **wan.provider_args(name))."""
+
+    def __init__(self, graywan_bin, pool, specs, timeout=30):
+        self.log = tempfile.NamedTemporaryFile(prefix="graywan-", suffix=".log", delete=False)
+        cmd = [graywan_bin, "--control", "127.0.0.1:0"]
+        for spec in specs:
+            if "udp_target=" not in spec and pool.node_address:
+                spec += ",udp_target=" + pool.node_address
+            if "tcp_target=" not in spec:
+                spec += ",tcp_target=" + pool.address
+            cmd += ["--link", spec]
+        self.cmd = cmd
+        # stdin is a pipe we never write: graywan exits when it closes, so it
+        # cannot outlive this process.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.links, self.control = {}, None
+        deadline = time.time() + timeout
+        import json
+
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line == "READY":
+                break
+            obj = json.loads(line)
+            if "control" in obj:
+                self.control = obj["control"]
+            else:
+                self.links[obj["name"]] = obj
+            if time.time() > deadline:
+                break
+        else:
+            raise RuntimeError("graywan exited before READY:\n" + self.logs())
+        if self.control is None:
+            raise RuntimeError("graywan printed no control address:\n" + self.logs())
+
+    def provider_args(self, name):
+        """Provider keyword arguments that join through link name."""
+        link = self.links[name]
+        return {"address": link["udp"], "extra": ["--head-client-address", link["tcp"]]}
+
+    def _call(self, method, path):
+        import json
+        import urllib.request
+
+        req = urllib.request.Request("http://%s%s" % (self.control, path), method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def partition(self, name, proto=None):
+        return self._call("POST", "/partition?link=%s%s" % (name, "&proto=" + proto if proto else ""))
+
+    def heal(self, name, proto=None):
+        return self._call("POST", "/heal?link=%s%s" % (name, "&proto=" + proto if proto else ""))
+
+    def stats(self, name=None):
+        """Per-link counters: {name: {"udp": {"up": {...}, "down": {...}}, "tcp": ...}};
+        up is provider→head."""
+        return self._call("GET", "/stats" + ("?link=" + name if name else ""))
+
+    def logs(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
