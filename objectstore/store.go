@@ -51,8 +51,8 @@ func header(obj *Object) *Object {
 	return &Object{ID: obj.ID, Size: obj.Size, IsError: obj.IsError, Contained: obj.Contained}
 }
 
-// An entry is pending (meta == nil), in memory (obj != nil; spilling while a
-// spill write of obj is under way) or spilled (obj == nil, file != "").
+// An entry is pending (meta == nil), in memory (obj != nil; being spilled
+// while a write of obj is under way) or spilled (obj == nil, file != "").
 type entry struct {
 	// obj is the value while it is in memory.
 	obj *Object
@@ -68,12 +68,11 @@ type entry struct {
 	// file holds the value while it is spilled; lens are its chunks' lengths.
 	file string
 	lens []int
-	// spilling: obj is being written out (it is not in the LRU list then).
-	spilling bool
 	// restore is the read of file under way, which other gets join.
 	restore *restoreOp
 	// lru is the entry's place in Store.lru while it is in memory and not
-	// spilling (spilling stores only).
+	// being spilled (spilling stores only): a value in memory that is not
+	// in the list is being written out.
 	lru *list.Element
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"path/filepath"
 	"sort"
 	"testing"
 
@@ -17,7 +18,10 @@ import (
 // removed, until nothing changes.
 type model struct {
 	capacity int64
-	objs     map[ids.ObjectID]*mobj
+	// spill: the store spills to a working directory, so a Put is never
+	// refused for room.
+	spill bool
+	objs  map[ids.ObjectID]*mobj
 }
 
 type mobj struct {
@@ -88,6 +92,7 @@ type propRun struct {
 	rng    *rand.Rand
 	s      *Store
 	m      *model
+	big    bool             // sometimes store values larger than the capacity
 	minted int              // ids 0..minted-1 have been created at least once
 	pins   [][]ids.ObjectID // outstanding Pin lists, as given to the store
 	step   int
@@ -130,7 +135,7 @@ func (r *propRun) apply() {
 		} else {
 			r.minted++
 		}
-		size := int64(1 + rng.Intn(120))
+		size := r.size(120)
 		var contained []ids.ObjectID
 		for n := rng.Intn(4); n > 0 && r.minted > 0; n-- {
 			contained = append(contained, r.anyID())
@@ -138,9 +143,9 @@ func (r *propRun) apply() {
 		h := r.holder()
 		r.op = fmt.Sprintf("Put size %d contained %d by %s", size, len(contained), h)
 		before := snapshot(s, r.minted+3)
-		err := s.Put(obj(id, int(size), contained...), h)
+		err := s.Put(pobj(id, int(size), 1+rng.Intn(3), contained...), h)
 		mo, exists := m.objs[id]
-		full, dup := m.used()+size > m.capacity, exists && mo.sealed
+		full, dup := !m.spill && m.used()+size > m.capacity, exists && mo.sealed
 		switch {
 		case full && dup: // either reason may be given
 			if !errors.Is(err, ErrFull) && !errors.Is(err, ErrExists) {
@@ -169,7 +174,7 @@ func (r *propRun) apply() {
 		}
 	case k < 45: // Seal a pending, sealed or freed id
 		id := r.anyID()
-		size := int64(1 + rng.Intn(60))
+		size := r.size(60)
 		var contained []ids.ObjectID
 		for n := rng.Intn(3); n > 0; n-- {
 			contained = append(contained, r.anyID())
@@ -177,7 +182,7 @@ func (r *propRun) apply() {
 		r.op = "Seal"
 		mo, exists := m.objs[id]
 		want := exists && !mo.sealed
-		if got := s.Seal(obj(id, int(size), contained...)); got != want {
+		if got := s.Seal(pobj(id, int(size), 1+rng.Intn(2), contained...)); got != want {
 			r.fail("Seal = %v, want %v", got, want)
 		}
 		if want {
@@ -263,8 +268,11 @@ func (r *propRun) apply() {
 				r.fail("Wait = %v, want ErrNotFound", err)
 			}
 		case mo.sealed:
-			if err != nil || o == nil || o.Size != mo.size {
-				r.fail("Wait = %v, %v; want the sealed object", o, err)
+			if err == nil {
+				err = valueErr(o, id, mo.size)
+			}
+			if err != nil {
+				r.fail("Wait: %v; want the sealed object", err)
 			}
 		default:
 			if !errors.Is(err, context.Canceled) {
@@ -275,12 +283,31 @@ func (r *propRun) apply() {
 	m.collect()
 }
 
+// size is a value's size: 1..max bytes, or sometimes more than the
+// capacity.
+func (r *propRun) size(max int) int64 {
+	if r.big && r.rng.Intn(12) == 0 {
+		return r.m.capacity + 1 + int64(r.rng.Intn(100))
+	}
+	return int64(1 + r.rng.Intn(max))
+}
+
 // check compares the store with the model.
 func (r *propRun) check() {
 	r.t.Helper()
 	s, m := r.s, r.m
-	if got, want := s.Used(), m.used(); got != want {
-		r.fail("Used = %d, want %d (sum of live sealed sizes)", got, want)
+	if got, want := s.Used()+s.SpilledBytes(), m.used(); got != want {
+		r.fail("Used+SpilledBytes = %d, want %d (sum of live sealed sizes)", got, want)
+	}
+	if m.spill && s.Used() > m.capacity {
+		r.fail("Used = %d, beyond the capacity %d", s.Used(), m.capacity)
+	}
+	if s.SpillDir() != "" {
+		if err := spillFilesErr(s); err != nil {
+			r.fail("%v", err)
+		}
+	} else if s.Spilled() != 0 {
+		r.fail("a store without spilling spilled")
 	}
 	if got, want := s.Len(), len(m.objs); got != want {
 		r.fail("Len = %d, want %d", got, want)
@@ -294,52 +321,104 @@ func (r *propRun) check() {
 		if !live {
 			continue
 		}
+		if got := s.Ready(id); got != mo.sealed {
+			r.fail("Ready(#%d) = %v, want %v", i, got, mo.sealed)
+		}
+		// Reading every spilled value back at each step is slow: with
+		// spilling, look at some of them.
+		if s.SpillDir() != "" && r.rng.Intn(16) != 0 {
+			continue
+		}
 		o, err := s.Get(id)
 		if err != nil || (o != nil) != mo.sealed {
 			r.fail("Get(#%d) = %v, %v; sealed %v", i, o, err, mo.sealed)
 		}
+		if o != nil {
+			if err := valueErr(o, id, mo.size); err != nil {
+				r.fail("Get(#%d): %v", i, err)
+			}
+		}
 	}
 }
 
-// snapshot describes the store's observable state for ids 0..n-1.
+// snapshot describes the store's observable state for ids 0..n-1 (without
+// reading spilled values back, which moves bytes between memory and disk).
 func snapshot(s *Store, n int) string {
 	var live []string
 	for i := 0; i < n; i++ {
-		if o, err := s.Get(oid(i)); err == nil {
-			live = append(live, fmt.Sprintf("#%d sealed=%v", i, o != nil))
+		if s.Contains(oid(i)) {
+			live = append(live, fmt.Sprintf("#%d sealed=%v", i, s.Ready(oid(i))))
 		}
 	}
 	sort.Strings(live)
-	return fmt.Sprintf("used=%d len=%d %v", s.Used(), s.Len(), live)
+	return fmt.Sprintf("bytes=%d len=%d %v", s.Used()+s.SpilledBytes(), s.Len(), live)
 }
 
 func TestStoreProperties(t *testing.T) {
-	const capacity = 600
-	for seed := int64(1); seed <= 40; seed++ {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			r := &propRun{t: t, rng: rand.New(rand.NewSource(seed)), s: New(capacity), m: newModel(capacity)}
-			for r.step = 0; r.step < 400; r.step++ {
-				r.apply()
-				r.check()
+	modes := []struct {
+		name     string
+		capacity int64
+		spill    bool // spill to a working directory
+		bad      bool // spill to one that cannot be made: as no spilling
+		seeds    int64
+	}{
+		{"memory", 600, false, false, 40},
+		{"spill", 200, true, false, 20},
+		{"unwritable", 600, true, true, 20},
+	}
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			var spills, restores, diskReads int64
+			for seed := int64(1); seed <= md.seeds; seed++ {
+				t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+					s := New(md.capacity)
+					if md.spill {
+						dir := filepath.Join(t.TempDir(), "spill")
+						if md.bad {
+							dir = unwritableDir(t)
+						}
+						s = NewWithSpill(md.capacity, dir)
+					}
+					m := newModel(md.capacity)
+					m.spill = md.spill && !md.bad
+					r := &propRun{t: t, rng: rand.New(rand.NewSource(seed)), s: s, m: m, big: md.spill}
+					r.run()
+					st := s.Stats()
+					spills, restores, diskReads = spills+st.SpillCount, restores+st.RestoreCount, diskReads+st.DiskReads
+				})
 			}
-			// Dropping every holder and pin frees everything that is not in
-			// a containment cycle.
-			for _, h := range holders {
-				r.s.ReleaseAll(h)
-				for _, o := range r.m.objs {
-					delete(o.holders, h)
-				}
+			if md.spill && !md.bad && (spills == 0 || restores == 0 || diskReads == 0) {
+				t.Errorf("the runs spilled %d, restored %d, read %d uncached: not exercised", spills, restores, diskReads)
 			}
-			for _, list := range r.pins {
-				r.s.Unpin(list)
-				for _, id := range list {
-					r.m.objs[id].pins--
-				}
-			}
-			r.pins = nil
-			r.op = "drain"
-			r.m.collect()
-			r.check()
+			t.Logf("spilled %d, restored %d, read %d uncached", spills, restores, diskReads)
 		})
 	}
+}
+
+// run applies random operations, checking after each, then drops every
+// reference.
+func (r *propRun) run() {
+	r.t.Helper()
+	for r.step = 0; r.step < 400; r.step++ {
+		r.apply()
+		r.check()
+	}
+	// Dropping every holder and pin frees everything that is not in a
+	// containment cycle.
+	for _, h := range holders {
+		r.s.ReleaseAll(h)
+		for _, o := range r.m.objs {
+			delete(o.holders, h)
+		}
+	}
+	for _, list := range r.pins {
+		r.s.Unpin(list)
+		for _, id := range list {
+			r.m.objs[id].pins--
+		}
+	}
+	r.pins = nil
+	r.op = "drain"
+	r.m.collect()
+	r.check()
 }
