@@ -296,7 +296,7 @@ wait:
 	resp := &pb.WaitResponse{Valid: true}
 	for _, id := range list {
 		ready := false
-		if obj, err := s.store.Get(id); err == nil && obj != nil {
+		if s.store.Ready(id) {
 			ready = true
 		}
 		if ready && len(resp.ReadyObjectIds) < want {

@@ -63,6 +63,11 @@ type Config struct {
 	// GossipAddr is the memberlist (UDP+TCP) address ("" disables gossip;
 	// port 0 picks one).
 	GossipAddr string
+	// SpillDir is where objects go when the store is full (default: under
+	// the session dir); NoSpill turns spilling off (a full store refuses
+	// puts with ObjectStoreFullError).
+	SpillDir string
+	NoSpill  bool
 	// Billing meters providers' work into a ledger and pays them out.
 	Billing BillingConfig
 	// SuspectAfter and DeadAfter tune provider failure detection.
@@ -127,7 +132,14 @@ func (h *Head) Start(ctx context.Context) error {
 	if err := h.startBilling(ctx); err != nil {
 		return err
 	}
-	h.Store = objectstore.New(h.cfg.ObjectStoreMemory)
+	if h.cfg.NoSpill {
+		h.Store = objectstore.New(h.cfg.ObjectStoreMemory)
+	} else {
+		if h.cfg.SpillDir == "" {
+			h.cfg.SpillDir = filepath.Join(h.cfg.SessionDir, "spill")
+		}
+		h.Store = objectstore.NewWithSpill(h.cfg.ObjectStoreMemory, h.cfg.SpillDir)
+	}
 	h.KV = gcs.NewMemKV()
 	h.Jobs = gcs.NewJobs()
 	h.Actors = gcs.NewActors()
@@ -238,6 +250,9 @@ func (h *Head) Close() error {
 	}
 	if h.Raylet != nil {
 		_ = h.Raylet.Close()
+	}
+	if h.Store != nil {
+		_ = h.Store.Close()
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ type Status struct {
 	Workers       []raylet.WorkerInfo          `json:"workers"`
 	Objects       int                          `json:"objects"`
 	ObjectBytes   int64                        `json:"object_bytes"`
+	SpilledBytes  int64                        `json:"spilled_bytes"`
+	Spilled       int                          `json:"spilled_objects"`
 	Extra         map[string]map[string]string `json:"extra,omitempty"`
 }
 
@@ -54,6 +56,8 @@ func (h *Head) Snapshot() Status {
 		Workers:       h.Raylet.Workers(),
 		Objects:       h.Store.Len(),
 		ObjectBytes:   h.Store.Used(),
+		SpilledBytes:  h.Store.SpilledBytes(),
+		Spilled:       h.Store.Spilled(),
 	}
 }
 

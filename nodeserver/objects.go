@@ -124,7 +124,11 @@ func (s *Server) PushObject(stream pb.Head_PushObjectServer) error {
 	if err != nil {
 		return err
 	}
-	obj, err := ReceiveObject(stream.Recv, s.cfg.Store.Capacity())
+	limit := s.cfg.Store.Capacity()
+	if s.cfg.Store.SpillDir() != "" {
+		limit = 0 // larger than memory goes to disk
+	}
+	obj, err := ReceiveObject(stream.Recv, limit)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "push: %v", err)
 	}

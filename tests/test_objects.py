@@ -150,9 +150,46 @@ def test_reconnect_loses_nothing(pool):
 def small_pool(gray_bin):
     from conftest import Pool
 
+    p = Pool(gray_bin, num_cpus=1, extra=["--object-store-memory", str(32 << 20), "--prestart-workers", "0", "--no-spill"])
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def spilling_pool(gray_bin):
+    from conftest import Pool
+
     p = Pool(gray_bin, num_cpus=1, extra=["--object-store-memory", str(32 << 20), "--prestart-workers", "0"])
     yield p
     p.stop()
+
+
+def test_full_store_spills_to_disk(spilling_pool):
+    """Objects beyond the store's memory spill to disk and come back
+    intact, as in Ray; memory use stays within the store's capacity."""
+    import hashlib
+
+    import ray
+
+    ray.init("ray://" + spilling_pool.address)
+    try:
+        values = [bytes([i]) * (12 << 20) for i in range(6)]  # 72 MiB into a 32 MiB store
+        refs = [ray.put(v) for v in values]
+        st = _status(spilling_pool)
+        assert st["spilled_bytes"] > 0 and st["object_bytes"] <= 32 << 20
+        big = ray.put(b"q" * (48 << 20))  # larger than the whole store
+        for v, r in zip(values, refs):
+            assert hashlib.sha256(ray.get(r)).digest() == hashlib.sha256(v).digest()
+
+        @ray.remote
+        def size(x):
+            return len(x)
+
+        assert ray.get(size.remote(big)) == 48 << 20
+        assert _status(spilling_pool)["object_bytes"] <= 32 << 20
+        del refs, big
+    finally:
+        ray.shutdown()
 
 
 def test_object_store_full_is_a_clear_error(small_pool):

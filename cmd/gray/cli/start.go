@@ -52,6 +52,8 @@ type startFlags struct {
 	token         string
 	clientAddress string
 	// billing
+	spillDir       string
+	noSpill        bool
 	ledgerPath     string
 	feeBps         int
 	sessionBudget  float64
@@ -135,6 +137,8 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
+	f.StringVar(&o.spillDir, "spill-dir", "", "where objects spill when the store is full (head; default: under the session dir)")
+	f.BoolVar(&o.noSpill, "no-spill", false, "turn object spilling off: a full store refuses puts (head)")
 	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file: turns on metering and billing (head)")
 	f.IntVar(&o.feeBps, "fee-bps", 200, "protocol fee in basis points of each charge (head)")
 	f.Float64Var(&o.sessionBudget, "session-budget", 0, "most USD one session's escrow takes from its account (head; 0: the whole balance)")
@@ -191,7 +195,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
-		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, JoinSecret: o.joinToken,
+		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill, JoinSecret: o.joinToken,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
 		Billing: head.BillingConfig{
 			LedgerPath: o.ledgerPath, FeeBps: o.feeBps, SessionBudget: int64(o.sessionBudget * 1e6),
