@@ -15,7 +15,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/ebitengine/purego v0.11.3 // indirect
+require github.com/ebitengine/purego v0.11.3
 
 require (
 	filippo.io/edwards25519 v1.0.0-rc.1 // indirect

@@ -63,6 +63,8 @@ type Config struct {
 	// GossipAddr is the memberlist (UDP+TCP) address ("" disables gossip;
 	// port 0 picks one).
 	GossipAddr string
+	// VerifyGPUs runs the CUDA verification kernels before offering GPUs.
+	VerifyGPUs bool
 	// SpillDir is where objects go when the store is full (default: under
 	// the session dir); NoSpill turns spilling off (a full store refuses
 	// puts with ObjectStoreFullError).
@@ -144,12 +146,23 @@ func (h *Head) Start(ctx context.Context) error {
 	h.Jobs = gcs.NewJobs()
 	h.Actors = gcs.NewActors()
 	nodeID := ids.NewNodeID()
-	res, devs, err := noderes.Detect(noderes.Options{
+	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
-		ObjectStoreMemory: h.cfg.ObjectStoreMemory, Custom: h.cfg.Resources,
+		ObjectStoreMemory: h.cfg.ObjectStoreMemory, Custom: h.cfg.Resources, Verify: h.cfg.VerifyGPUs,
 	}, h.log)
 	if err != nil {
 		return err
+	}
+	devs := rep.GPUs
+	if len(rep.Labels) > 0 {
+		labels := map[string]string{}
+		for k, v := range h.cfg.Labels {
+			labels[k] = v
+		}
+		for k, v := range rep.Labels {
+			labels[k] = v
+		}
+		h.cfg.Labels = labels
 	}
 	h.GPUs = devs
 	// The front end needs the raylet and the raylet needs the front end's

@@ -4,6 +4,7 @@
 package noderes
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gray-cluster/gray/gpu"
+	"github.com/gray-cluster/gray/gpu/verify"
 )
 
 // Options are the operator's overrides.
@@ -23,10 +25,60 @@ type Options struct {
 	Memory            float64 // <= 0: 70% of RAM
 	ObjectStoreMemory int64   // <= 0: 30% of RAM
 	Custom            map[string]float64
+	// Verify runs the CUDA verification kernels on NVML's GPUs (not on a
+	// mock machine): GPUs are offered only if every one passes.
+	Verify bool
+}
+
+// Report is what Detect found besides resources.
+type Report struct {
+	GPUs []gpu.Device
+	// Labels are node labels from GPU verification (gray.io/gpu-*).
+	Labels map[string]string
 }
 
 // Detect returns the node's resources and its GPUs.
 func Detect(o Options, log *slog.Logger) (map[string]float64, []gpu.Device, error) {
+	res, rep, err := DetectVerified(context.Background(), o, log)
+	return res, rep.GPUs, err
+}
+
+// DetectVerified is Detect plus GPU verification when o.Verify is set.
+func DetectVerified(ctx context.Context, o Options, log *slog.Logger) (map[string]float64, Report, error) {
+	res, devs, err := detect(o, log)
+	rep := Report{GPUs: devs}
+	if err != nil || !o.Verify || o.GPUMock != "" || len(devs) == 0 || res["GPU"] == 0 {
+		return res, rep, err
+	}
+	d, err := verify.Open()
+	if err != nil {
+		log.Warn("GPUs found by NVML cannot be verified through CUDA; not offering them", "err", err)
+		rep.Labels = map[string]string{"gray.io/gpu-verified": "false"}
+		dropGPUs(res)
+		return res, rep, nil
+	}
+	results, err := d.VerifyAll(ctx, verify.Options{})
+	rep.Labels = verify.Labels(results)
+	if err != nil {
+		log.Warn("GPU verification failed; not offering GPUs", "err", err)
+		dropGPUs(res)
+		return res, rep, nil
+	}
+	for _, r := range results {
+		log.Info("GPU verified", "index", r.Index, "model", r.Model, "fp32_tflops", r.FP32TFLOPS, "bandwidth_gbs", r.BandwidthGBs, "took", r.Duration)
+	}
+	return res, rep, nil
+}
+
+func dropGPUs(res map[string]float64) {
+	for k := range res {
+		if k == "GPU" || strings.HasPrefix(k, "accelerator_type:") {
+			delete(res, k)
+		}
+	}
+}
+
+func detect(o Options, log *slog.Logger) (map[string]float64, []gpu.Device, error) {
 	if o.NumCPUs < 0 {
 		o.NumCPUs = float64(runtime.NumCPU())
 	}

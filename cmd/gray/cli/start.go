@@ -52,6 +52,7 @@ type startFlags struct {
 	token         string
 	clientAddress string
 	// billing
+	noGPUVerify    bool
 	spillDir       string
 	noSpill        bool
 	ledgerPath     string
@@ -137,6 +138,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
+	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels (provider)")
 	f.StringVar(&o.spillDir, "spill-dir", "", "where objects spill when the store is full (head; default: under the session dir)")
 	f.BoolVar(&o.noSpill, "no-spill", false, "turn object spilling off: a full store refuses puts (head)")
 	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file: turns on metering and billing (head)")
@@ -195,7 +197,8 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
-		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill, JoinSecret: o.joinToken,
+		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill,
+		VerifyGPUs: !o.noGPUVerify, JoinSecret: o.joinToken,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
 		Billing: head.BillingConfig{
 			LedgerPath: o.ledgerPath, FeeBps: o.feeBps, SessionBudget: int64(o.sessionBudget * 1e6),
@@ -227,11 +230,16 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 
 func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[string]float64, labels map[string]string, logger *slog.Logger) error {
 	custom := res
-	res, devs, err := noderes.Detect(noderes.Options{
+	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Custom: custom,
+		Verify: !o.noGPUVerify,
 	}, logger)
 	if err != nil {
 		return err
+	}
+	devs := rep.GPUs
+	for k, v := range rep.Labels {
+		labels[k] = v
 	}
 	stateDir := o.stateDir
 	if stateDir == "" {
