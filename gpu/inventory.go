@@ -26,6 +26,7 @@ type Device struct {
 	Name            string `json:"name"`
 	AcceleratorType string `json:"accelerator_type"`
 	MemoryBytes     uint64 `json:"memory_bytes"`
+	MemoryUsedBytes uint64 `json:"memory_used_bytes"`
 	PCIBusID        string `json:"pci_bus_id,omitempty"`
 	MIGEnabled      bool   `json:"mig_enabled"`
 	// UtilizationPct is -1 when NVML cannot report it.
@@ -71,6 +72,7 @@ func Inventory(lib nvml.Interface) (devs []Device, err error) {
 		}
 		if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
 			dev.MemoryBytes = mem.Total
+			dev.MemoryUsedBytes = mem.Used
 		}
 		if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
 			dev.PCIBusID = busID(pci.BusId)

@@ -88,6 +88,7 @@ func (h *Head) startStatus() error {
 		_ = json.NewEncoder(w).Encode(h.Snapshot())
 	})
 	h.billingHandlers(mux)
+	mux.Handle("/metrics", h.metricsHandler())
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()
 	return nil

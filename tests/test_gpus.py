@@ -9,16 +9,21 @@ from conftest import Pool
 
 
 @pytest.fixture(scope="module")
-def gpu_ray(gray_bin):
+def gpu_pool(gray_bin):
+    p = Pool(gray_bin, num_cpus=8, extra=["--gpu-mock", "dgxh100", "--prestart-workers", "1"])
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def gpu_ray(gpu_pool):
     import ray
 
-    p = Pool(gray_bin, num_cpus=8, extra=["--gpu-mock", "dgxh100", "--prestart-workers", "1"])
-    ray.init("ray://" + p.address)
+    ray.init("ray://" + gpu_pool.address)
     try:
         yield ray
     finally:
         ray.shutdown()
-        p.stop()
 
 
 def test_gpu_resources_from_inventory(gpu_ray):
@@ -98,3 +103,16 @@ def test_gpu_actor_and_accelerator_type(gpu_ray):
     ready, _ = ray.wait([ref], timeout=2)
     assert ready == []  # no A100 here: the task stays pending, as in Ray
     ray.cancel(ref)
+
+
+def test_gpu_metrics_for_prometheus(gpu_pool):
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gpu_pool.status_port, timeout=10) as r:
+        text = r.read().decode()
+    total = [line for line in text.splitlines() if line.startswith("gray_gpu_memory_total_bytes{")]
+    used = [line for line in text.splitlines() if line.startswith("gray_gpu_memory_used_bytes{")]
+    assert len(total) == 8 and len(used) == 8, text
+    assert all('model="H100"' in line for line in total)
+    assert 'gray_nodes{state="ALIVE"} 1' in text
+    assert 'resource="GPU"' in text

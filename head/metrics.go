@@ -1,0 +1,101 @@
+package head
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gray-cluster/gray/gpu"
+)
+
+// metrics exports the pool's state for Prometheus at /metrics: nodes and
+// their resources, the object store, and the head machine's GPUs (read from
+// NVML at each scrape).
+type metrics struct {
+	h *Head
+
+	nodes, resTotal, resAvail           *prometheus.Desc
+	storeUsed, storeSpilled, storeCount *prometheus.Desc
+	gpuUtil, gpuMemUsed, gpuMemTotal    *prometheus.Desc
+	sessions                            *prometheus.Desc
+}
+
+func newMetrics(h *Head) *metrics {
+	return &metrics{
+		h:            h,
+		nodes:        prometheus.NewDesc("gray_nodes", "Nodes by state.", []string{"state"}, nil),
+		resTotal:     prometheus.NewDesc("gray_node_resource_total", "A node's resources.", []string{"node", "region", "resource"}, nil),
+		resAvail:     prometheus.NewDesc("gray_node_resource_available", "A node's free resources.", []string{"node", "region", "resource"}, nil),
+		storeUsed:    prometheus.NewDesc("gray_object_store_used_bytes", "Object bytes in the head's memory.", nil, nil),
+		storeSpilled: prometheus.NewDesc("gray_object_store_spilled_bytes", "Object bytes spilled to disk.", nil, nil),
+		storeCount:   prometheus.NewDesc("gray_object_store_objects", "Objects in the head's store.", nil, nil),
+		gpuUtil:      prometheus.NewDesc("gray_gpu_utilization_percent", "GPU utilisation (NVML).", []string{"node", "index", "uuid", "model"}, nil),
+		gpuMemUsed:   prometheus.NewDesc("gray_gpu_memory_used_bytes", "GPU memory in use (NVML).", []string{"node", "index", "uuid", "model"}, nil),
+		gpuMemTotal:  prometheus.NewDesc("gray_gpu_memory_total_bytes", "GPU memory (NVML).", []string{"node", "index", "uuid", "model"}, nil),
+		sessions:     prometheus.NewDesc("gray_client_sessions", "Connected Ray Client sessions.", nil, nil),
+	}
+}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.nodes, m.resTotal, m.resAvail, m.storeUsed, m.storeSpilled, m.storeCount,
+		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.sessions} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	h := m.h
+	states := map[string]int{}
+	for _, n := range h.Cluster.Nodes() {
+		states[string(n.State)]++
+		region := n.Labels[RegionLabel]
+		for k, v := range n.Total {
+			ch <- prometheus.MustNewConstMetric(m.resTotal, prometheus.GaugeValue, v, n.ID.Hex(), region, k)
+		}
+		for k, v := range n.Available {
+			ch <- prometheus.MustNewConstMetric(m.resAvail, prometheus.GaugeValue, v, n.ID.Hex(), region, k)
+		}
+	}
+	for st, c := range states {
+		ch <- prometheus.MustNewConstMetric(m.nodes, prometheus.GaugeValue, float64(c), st)
+	}
+	ch <- prometheus.MustNewConstMetric(m.storeUsed, prometheus.GaugeValue, float64(h.Store.Used()))
+	ch <- prometheus.MustNewConstMetric(m.storeSpilled, prometheus.GaugeValue, float64(h.Store.SpilledBytes()))
+	ch <- prometheus.MustNewConstMetric(m.storeCount, prometheus.GaugeValue, float64(h.Store.Len()))
+	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(len(h.Client.Sessions())))
+	node := h.Raylet.NodeID().Hex()
+	for _, d := range m.gpus() {
+		labels := []string{node, strconv.Itoa(d.Index), d.UUID, d.AcceleratorType}
+		if d.UtilizationPct >= 0 {
+			ch <- prometheus.MustNewConstMetric(m.gpuUtil, prometheus.GaugeValue, float64(d.UtilizationPct), labels...)
+		}
+		ch <- prometheus.MustNewConstMetric(m.gpuMemUsed, prometheus.GaugeValue, float64(d.MemoryUsedBytes), labels...)
+		ch <- prometheus.MustNewConstMetric(m.gpuMemTotal, prometheus.GaugeValue, float64(d.MemoryBytes), labels...)
+	}
+}
+
+// gpus re-reads NVML (or the mock machine) so utilisation is current.
+func (m *metrics) gpus() []gpu.Device {
+	if len(m.h.GPUs) == 0 {
+		return nil
+	}
+	var devs []gpu.Device
+	var err error
+	if m.h.cfg.GPUMock != "" {
+		devs, err = gpu.DetectMock(m.h.cfg.GPUMock)
+	} else {
+		devs, err = gpu.Detect()
+	}
+	if err != nil {
+		return m.h.GPUs
+	}
+	return devs
+}
+
+func (h *Head) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newMetrics(h))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
