@@ -2,6 +2,7 @@ package provider
 
 import (
 	"crypto/ed25519"
+	"maps"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -33,8 +34,15 @@ func meterKey(dir string) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
-// lease starts metering a grant.
+// lease starts metering a grant. GPUs are metered under their verified
+// model ("GPU:H100") when verification labelled the node, so a provider's
+// model-specific price applies (and falls back to its "GPU" price).
 func (p *Provider) lease(lease string, job ids.JobID, res map[string]float64) {
+	if model := p.cfg.Labels["gray.io/gpu-model"]; model != "" && p.cfg.Labels["gray.io/gpu-verified"] == "true" && res["GPU"] > 0 {
+		res = maps.Clone(res)
+		res["GPU:"+model] = res["GPU"]
+		delete(res, "GPU")
+	}
 	p.log.Debug("lease", "lease", lease, "resources", res)
 	if err := p.meter.Grant(lease, job.Hex(), res, time.Now()); err != nil {
 		p.log.Warn("metering grant", "lease", lease, "err", err)
