@@ -33,6 +33,19 @@ func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) 
 		}
 		return stream.Send(&pb.ObjectChunk{ObjectId: r.ObjectId, Missing: true})
 	}
+	if r.Offset != 0 || r.Length != 0 {
+		n := r.Length
+		if n == 0 || r.Offset+n > obj.Size {
+			n = obj.Size - r.Offset
+		}
+		if err := SendRange(obj, r.Offset, n, stream.Send); err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if r.Offset+n == obj.Size {
+			s.dir.add(id, node)
+		}
+		return nil
+	}
 	if err := SendObject(obj, stream.Send); err != nil {
 		return err
 	}
@@ -128,8 +141,31 @@ func (s *Server) PushObject(stream pb.Head_PushObjectServer) error {
 	if s.cfg.Store.SpillDir() != "" {
 		limit = 0 // larger than memory goes to disk
 	}
-	obj, err := ReceiveObject(stream.Recv, limit)
+	first, err := stream.Recv()
 	if err != nil {
+		return err
+	}
+	sent := false
+	recv := func() (*pb.ObjectChunk, error) {
+		if !sent {
+			sent = true
+			return first, nil
+		}
+		return stream.Recv()
+	}
+	var obj *objectstore.Object
+	if first.Ranged {
+		r, err := ReceiveRange(recv, limit)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "push: %v", err)
+		}
+		if obj, err = s.parts.add(r, s.cfg.Now()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "push: %v", err)
+		}
+		if obj == nil { // more pieces to come
+			return stream.SendAndClose(&pb.PushReply{})
+		}
+	} else if obj, err = ReceiveObject(recv, limit); err != nil {
 		return status.Errorf(codes.InvalidArgument, "push: %v", err)
 	}
 	s.cfg.Store.Seal(obj)

@@ -77,6 +77,7 @@ type Server struct {
 	mu      sync.Mutex
 	remotes map[ids.NodeID]*nodeConn
 	dir     *directory
+	parts   assembly
 }
 
 // Holders lists the providers that hold a copy of an object (a hint).
@@ -429,6 +430,7 @@ func (s *Server) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 			s.checkLiveness()
+			s.parts.sweep(s.cfg.Now(), 10*time.Minute)
 		}
 	}
 }

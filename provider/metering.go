@@ -2,10 +2,10 @@ package provider
 
 import (
 	"crypto/ed25519"
-	"maps"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"

@@ -68,16 +68,55 @@ func (o *objects) fetch(id ids.ObjectID) *pull {
 	return pl
 }
 
+// StripeBytes is the size of the first piece of a pull, and the size above
+// which objects move as ranges over all of the provider's QUIC connections
+// in parallel.
+const StripeBytes = 4 << 20
+
+func (o *objects) pullRange(conn int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
+	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PullObject(o.p.ctx, &pb.PullRequest{ObjectId: id.Bytes(), Offset: off, Length: n})
+	if err != nil {
+		return nil, err
+	}
+	return nodeserver.ReceiveRange(stream.Recv, 0)
+}
+
 func (o *objects) pullOne(id ids.ObjectID) error {
-	client, err := o.p.client()
+	first, err := o.pullRange(0, id, 0, StripeBytes)
 	if err != nil {
 		return err
 	}
-	stream, err := client.PullObject(o.p.ctx, &pb.PullRequest{ObjectId: id.Bytes()})
-	if err != nil {
-		return err
+	parts := []*nodeserver.Range{first}
+	if rest := first.Total - int64(len(first.Data)); rest > 0 {
+		k := o.p.stripes()
+		size := (rest + int64(k) - 1) / int64(k)
+		var wg sync.WaitGroup
+		more := make([]*nodeserver.Range, 0, k)
+		var mu sync.Mutex
+		var firstErr error
+		for i, off := 0, int64(len(first.Data)); off < first.Total; i, off = i+1, off+size {
+			n := min(size, first.Total-off)
+			wg.Add(1)
+			go func(conn int, off, n int64) {
+				defer wg.Done()
+				r, err := o.pullRange(conn, id, off, n)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if r != nil {
+					more = append(more, r)
+				}
+			}(i, off, n)
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		parts = append(parts, more...)
 	}
-	obj, err := nodeserver.ReceiveObject(stream.Recv, o.local.Capacity())
+	obj, err := nodeserver.Assemble(parts)
 	if err != nil {
 		return err
 	}
@@ -179,15 +218,39 @@ func (o *objects) Seal(obj *objectstore.Object) bool {
 }
 
 func (o *objects) pushOne(obj *objectstore.Object) error {
-	client, err := o.p.client()
+	if obj.Size <= StripeBytes {
+		return o.pushRange(0, obj, -1, 0)
+	}
+	k := o.p.stripes()
+	size := (obj.Size + int64(k) - 1) / int64(k)
+	errs := make(chan error, k)
+	n := 0
+	for off := int64(0); off < obj.Size; off += size {
+		go func(conn int, off int64) { errs <- o.pushRange(conn, obj, off, min(size, obj.Size-off)) }(n, off)
+		n++
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// pushRange pushes [off, off+n) of obj over connection conn; off < 0
+// pushes the whole object as stored.
+func (o *objects) pushRange(conn int, obj *objectstore.Object, off, n int64) error {
+	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PushObject(o.p.ctx)
 	if err != nil {
 		return err
 	}
-	stream, err := client.PushObject(o.p.ctx)
-	if err != nil {
-		return err
+	if off < 0 {
+		err = nodeserver.SendObject(obj, stream.Send)
+	} else {
+		err = nodeserver.SendRange(obj, off, n, stream.Send)
 	}
-	if err := nodeserver.SendObject(obj, stream.Send); err != nil {
+	if err != nil {
 		return err
 	}
 	_, err = stream.CloseAndRecv()

@@ -68,6 +68,10 @@ type Config struct {
 	// and PayoutAddress the Solana wallet it is paid to.
 	Prices        metering.PriceList
 	PayoutAddress string
+	// TransferConns is how many QUIC connections large objects are striped
+	// over (default 8): each has its own congestion window, which is what
+	// bounds one connection on a long, lossy path.
+	TransferConns int
 	// UsageFlush is how often open leases are billed (default 30 s).
 	UsageFlush time.Duration
 	// GossipBind is the local address gossip binds ("" = 0.0.0.0).
@@ -99,6 +103,22 @@ type Provider struct {
 
 	meter    *metering.Meter
 	meterKey ed25519.PrivateKey
+
+	// extra are the additional connections objects are striped over.
+	extra    []*grpc.ClientConn
+	extraTrs []transport.Transport
+}
+
+// stripes is how many connections objects are striped over.
+func (p *Provider) stripes() int { return 1 + len(p.extra) }
+
+// stripe returns connection i (mod the number of connections).
+func (p *Provider) stripe(i int) *grpc.ClientConn {
+	i %= p.stripes()
+	if i == 0 {
+		return p.conn
+	}
+	return p.extra[i-1]
 }
 
 // New validates the configuration.
@@ -111,6 +131,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Second
+	}
+	if cfg.TransferConns <= 0 {
+		cfg.TransferConns = 8
 	}
 	if cfg.UsageFlush <= 0 {
 		cfg.UsageFlush = 30 * time.Second
@@ -240,6 +263,20 @@ func (p *Provider) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for range p.cfg.TransferConns - 1 {
+		// Each transport has its own UDP socket, hence its own QUIC
+		// connection and congestion controller.
+		tr, err := transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log})
+		if err != nil {
+			return err
+		}
+		c, err := transport.NewClient(tr, p.cfg.HeadAddr)
+		if err != nil {
+			tr.Close()
+			return err
+		}
+		p.extraTrs, p.extra = append(p.extraTrs, tr), append(p.extra, c)
+	}
 	if p.meterKey, err = meterKey(p.cfg.StateDir); err != nil {
 		return err
 	}
@@ -353,6 +390,10 @@ func (p *Provider) Close() error {
 	p.wg.Wait()
 	if p.conn != nil {
 		p.conn.Close()
+	}
+	for i, c := range p.extra {
+		c.Close()
+		p.extraTrs[i].Close()
 	}
 	if p.tr != nil {
 		p.tr.Close()

@@ -2047,8 +2047,13 @@ func (x *Usage) GetRecords() [][]byte {
 }
 
 type PullRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// A byte range of the object (length 0: the whole object, as stored).
+	// Large objects are fetched as ranges over several QUIC connections at
+	// once, so one lossy path's congestion window does not bound them.
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2090,6 +2095,20 @@ func (x *PullRequest) GetObjectId() []byte {
 	return nil
 }
 
+func (x *PullRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *PullRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // ObjectChunk carries one piece of an object. The first chunk of a stream
 // carries the header fields.
 type ObjectChunk struct {
@@ -2101,8 +2120,12 @@ type ObjectChunk struct {
 	Data      []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
 	// last marks the final chunk of one stored chunk (objects are stored as a
 	// list of chunks; a stored chunk may span several messages).
-	EndOfChunk    bool `protobuf:"varint,6,opt,name=end_of_chunk,json=endOfChunk,proto3" json:"end_of_chunk,omitempty"`
-	Missing       bool `protobuf:"varint,7,opt,name=missing,proto3" json:"missing,omitempty"` // the object does not exist (lost or freed)
+	EndOfChunk bool `protobuf:"varint,6,opt,name=end_of_chunk,json=endOfChunk,proto3" json:"end_of_chunk,omitempty"`
+	Missing    bool `protobuf:"varint,7,opt,name=missing,proto3" json:"missing,omitempty"` // the object does not exist (lost or freed)
+	// ranged marks a stream carrying the bytes [offset, offset+len(data...))
+	// of the object rather than the whole object.
+	Ranged        bool  `protobuf:"varint,8,opt,name=ranged,proto3" json:"ranged,omitempty"`
+	Offset        int64 `protobuf:"varint,9,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2184,6 +2207,20 @@ func (x *ObjectChunk) GetMissing() bool {
 		return x.Missing
 	}
 	return false
+}
+
+func (x *ObjectChunk) GetRanged() bool {
+	if x != nil {
+		return x.Ranged
+	}
+	return false
+}
+
+func (x *ObjectChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type PushReply struct {
@@ -2418,9 +2455,11 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usageB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Usage\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords\"*\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"Z\n" +
 	"\vPullRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\xd2\x01\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"\x82\x02\n" +
 	"\vObjectChunk\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1d\n" +
 	"\n" +
@@ -2430,7 +2469,9 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12 \n" +
 	"\fend_of_chunk\x18\x06 \x01(\bR\n" +
 	"endOfChunk\x12\x18\n" +
-	"\amissing\x18\a \x01(\bR\amissing\"\v\n" +
+	"\amissing\x18\a \x01(\bR\amissing\x12\x16\n" +
+	"\x06ranged\x18\b \x01(\bR\x06ranged\x12\x16\n" +
+	"\x06offset\x18\t \x01(\x03R\x06offset\"\v\n" +
 	"\tPushReply2\x91\x02\n" +
 	"\x04Head\x12:\n" +
 	"\x04Join\x12\x19.gray.node.v1.JoinRequest\x1a\x17.gray.node.v1.JoinReply\x12C\n" +
