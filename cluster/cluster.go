@@ -69,6 +69,9 @@ type member struct {
 	m     Member
 	info  gcs.NodeInfo
 	local bool
+	// hex and labels (with ray.io/node-id) are fixed at registration.
+	hex    string
+	labels map[string]string
 }
 
 // Cluster places work on member nodes.
@@ -137,8 +140,13 @@ func (c *Cluster) Add(m Member, info gcs.NodeInfo) {
 func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	info.ID = m.NodeID()
 	info.State = gcs.NodeAlive
+	labels := maps.Clone(info.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels["ray.io/node-id"] = info.ID.Hex()
 	c.mu.Lock()
-	c.members[info.ID] = &member{m: m, info: info, local: local}
+	c.members[info.ID] = &member{m: m, info: info, local: local, hex: info.ID.Hex(), labels: labels}
 	delete(c.dead, info.ID)
 	if local {
 		c.head = info.ID
@@ -222,6 +230,12 @@ func (c *Cluster) sum(f func(Member) map[string]float64) map[string]float64 {
 	return out
 }
 
+func (c *Cluster) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.members)
+}
+
 func (c *Cluster) live() []*member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -269,23 +283,43 @@ func (c *Cluster) WorkerBlocked(workerID string) func() {
 }
 
 // snapshot builds the scheduler's view of the live nodes.
-func (c *Cluster) snapshot() (scheduler.Snapshot, map[string]*member) {
-	ms := c.live()
+// sampleAbove is the cluster size from which the default and spread
+// policies first look at a random sample of sampleSize nodes (plus the
+// preferred and data-holding ones), "power of d choices", and look at every
+// node only when the sample has no node that fits now. Placement then costs
+// the same with 100 nodes or 10,000.
+const (
+	sampleAbove = 128
+	sampleSize  = 64
+)
+
+// snapshot builds the scheduler's view of the live nodes, or of a sample of
+// them plus the must-see ones.
+func (c *Cluster) snapshot(sample bool, mustSee map[string]bool) (scheduler.Snapshot, map[string]*member) {
+	c.mu.Lock()
+	ms := make([]*member, 0, min(len(c.members), sampleSize+len(mustSee)))
+	if sample && len(c.members) > sampleAbove {
+		for _, m := range c.members { // map order is random enough to sample
+			if len(ms) < sampleSize || mustSee[m.hex] {
+				ms = append(ms, m)
+			}
+		}
+	} else {
+		for _, m := range c.members {
+			ms = append(ms, m)
+		}
+	}
+	alive := make([]bool, len(ms))
+	for i, m := range ms {
+		alive[i] = m.info.State == gcs.NodeAlive
+	}
+	c.mu.Unlock()
 	byHex := make(map[string]*member, len(ms))
 	snap := scheduler.Snapshot{Nodes: make([]scheduler.Node, 0, len(ms))}
-	for _, m := range ms {
-		hex := m.info.ID.Hex()
-		byHex[hex] = m
-		labels := maps.Clone(m.info.Labels)
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		labels["ray.io/node-id"] = hex
-		c.mu.Lock()
-		ok := m.info.State == gcs.NodeAlive
-		c.mu.Unlock()
+	for i, m := range ms {
+		byHex[m.hex] = m
 		snap.Nodes = append(snap.Nodes, scheduler.Node{
-			ID: hex, Total: m.m.Total(), Available: m.m.Available(), Labels: labels, Schedulable: ok,
+			ID: m.hex, Total: m.m.Total(), Available: m.m.Available(), Labels: m.labels, Schedulable: alive[i],
 		})
 	}
 	slices.SortFunc(snap.Nodes, func(a, b scheduler.Node) int { return strings.Compare(a.ID, b.ID) })
@@ -320,7 +354,19 @@ func (c *Cluster) argBytes(deps []ids.ObjectID) map[string]int64 {
 }
 
 func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, deps []ids.ObjectID) (*member, error) {
-	snap, byHex := c.snapshot()
+	req := scheduler.Request{Resources: res, Strategy: toStrategy(s), ArgBytes: c.argBytes(deps)}
+	mustSee := map[string]bool{}
+	c.mu.Lock()
+	if c.head != (ids.NodeID{}) {
+		req.Preferred = c.head.Hex()
+		mustSee[req.Preferred] = true
+	}
+	c.mu.Unlock()
+	for n := range req.ArgBytes {
+		mustSee[n] = true
+	}
+	sample := pg == "" && s.Kind != "NODE_AFFINITY" && len(s.Labels) == 0
+	snap, byHex := c.snapshot(sample, mustSee)
 	if len(snap.Nodes) == 0 {
 		return nil, ErrNoNodes
 	}
@@ -331,20 +377,23 @@ func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, 
 			return m, nil
 		}
 	}
-	req := scheduler.Request{Resources: res, Strategy: toStrategy(s), ArgBytes: c.argBytes(deps)}
 	c.mu.Lock()
-	if c.head != (ids.NodeID{}) {
-		req.Preferred = c.head.Hex()
-	}
 	req.SpreadIndex = c.spread
 	d, err := scheduler.Select(snap, req, c.rnd)
-	if err == nil {
-		c.spread = d.SpreadNext
-	}
 	c.mu.Unlock()
+	if sample && (err != nil || d.Queued) && len(byHex) < c.size() {
+		// Nothing in the sample fits now: look at every node.
+		snap, byHex = c.snapshot(false, nil)
+		c.mu.Lock()
+		d, err = scheduler.Select(snap, req, c.rnd)
+		c.mu.Unlock()
+	}
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	c.spread = d.SpreadNext
+	c.mu.Unlock()
 	m := byHex[d.NodeID]
 	if m == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownNode, d.NodeID)

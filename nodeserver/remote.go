@@ -30,7 +30,7 @@ type remote struct {
 	store *objectstore.Store
 
 	mu        sync.Mutex
-	out       chan *pb.HeadMessage // nil while disconnected
+	out       *sendQueue // nil while disconnected
 	total     map[string]float64
 	available map[string]float64
 	lastHeard time.Time
@@ -81,13 +81,8 @@ func (r *remote) sendLocked(m *pb.HeadMessage) error {
 	if r.out == nil {
 		return ErrNodeGone
 	}
-	select {
-	case r.out <- m:
-		return nil
-	default:
-		// The channel is deep; a provider this far behind is treated as gone.
-		return fmt.Errorf("%w: control channel full", ErrNodeGone)
-	}
+	r.out.push(m)
+	return nil
 }
 
 // Submit pins the task's objects on the head and sends it.
@@ -117,10 +112,12 @@ func (r *remote) Cancel(id ids.TaskID, force bool) error {
 	return r.send(&pb.HeadMessage{Msg: &pb.HeadMessage_Cancel{Cancel: &pb.Cancel{TaskId: id.Bytes(), Force: force}}})
 }
 
+// Total returns the provider's resources; the map is replaced, never
+// changed, so callers may read it but must not modify it.
 func (r *remote) Total() map[string]float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return maps.Clone(r.total)
+	return r.total
 }
 
 func (r *remote) Available() map[string]float64 {

@@ -176,7 +176,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	out := make(chan *pb.HeadMessage, 1<<16)
+	out := newSendQueue()
 	nc, gen, reconnect := s.attach(id, reg, out, cancel)
 	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
 		s.detach(id, gen)
@@ -187,10 +187,11 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	}
 	go func() {
 		for {
-			select {
-			case <-ctx.Done():
+			batch, err := out.take(ctx)
+			if err != nil {
 				return
-			case m := <-out:
+			}
+			for _, m := range batch {
 				if err := stream.Send(m); err != nil {
 					cancel()
 					return
@@ -204,7 +205,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 }
 
 // attach makes out the provider's current control channel.
-func (s *Server) attach(id ids.NodeID, reg *pb.Register, out chan *pb.HeadMessage, cancel context.CancelFunc) (*nodeConn, int, bool) {
+func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel context.CancelFunc) (*nodeConn, int, bool) {
 	info := gcs.NodeInfo{
 		ID: id, IP: reg.NodeIp, Hostname: reg.Hostname, Labels: reg.Labels, GPUs: reg.Gpus,
 	}
