@@ -16,6 +16,10 @@ import (
 // MessageSize bounds one object message; stored chunks are cut to it.
 const MessageSize = 1 << 20
 
+// InlineResultMax is the largest result a provider sends inline on its
+// control channel instead of over a stream of its own.
+const InlineResultMax = 64 << 10
+
 // PullObject streams an object to a provider once it is sealed.
 func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) error {
 	node, err := peerNode(stream.Context())

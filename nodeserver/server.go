@@ -399,6 +399,21 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		if s.cfg.Logs != nil {
 			s.cfg.Logs(job, x.Log.Line, x.Log.Stderr)
 		}
+	case *pb.NodeMessage_Result:
+		sent := false
+		obj, err := ReceiveObject(func() (*pb.ObjectChunk, error) {
+			if sent {
+				return nil, fmt.Errorf("%w: inline result spans messages", errBadMessage)
+			}
+			sent = true
+			return x.Result, nil
+		}, InlineResultMax)
+		if err != nil {
+			return fmt.Errorf("%w: result: %v", errBadMessage, err)
+		}
+		s.cfg.Store.Seal(obj)
+		s.dir.add(obj.ID, r.id)
+		r.resultArrived(obj.ID)
 	case *pb.NodeMessage_Refs:
 		r.refs(x.Refs)
 	case *pb.NodeMessage_Usage:

@@ -200,6 +200,16 @@ func (o *objects) Wait(ctx context.Context, id ids.ObjectID) (*objectstore.Objec
 func (o *objects) Seal(obj *objectstore.Object) bool {
 	// Keep a copy: the next task here that needs it does not pull it back.
 	o.remember(obj)
+	if obj.Size <= nodeserver.InlineResultMax {
+		// Small results ride the control channel, in order, whole.
+		m := &pb.ObjectChunk{ObjectId: obj.ID.Bytes(), TotalSize: obj.Size, IsError: obj.IsError,
+			Contained: nodewire.IDs(obj.Contained), EndOfChunk: true}
+		for _, c := range obj.Chunks {
+			m.Data = append(m.Data, c...)
+		}
+		o.p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_Result{Result: m}})
+		return true
+	}
 	o.pushes <- struct{}{}
 	go func() {
 		defer func() { <-o.pushes }()

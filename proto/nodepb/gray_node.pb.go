@@ -1775,6 +1775,7 @@ type NodeMessage struct {
 	//	*NodeMessage_Refs
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_Usage
+	//	*NodeMessage_Result
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1925,6 +1926,15 @@ func (x *NodeMessage) GetUsage() *Usage {
 	return nil
 }
 
+func (x *NodeMessage) GetResult() *ObjectChunk {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
 type isNodeMessage_Msg interface {
 	isNodeMessage_Msg()
 }
@@ -1977,6 +1987,12 @@ type NodeMessage_Usage struct {
 	Usage *Usage `protobuf:"bytes,12,opt,name=usage,proto3,oneof"`
 }
 
+type NodeMessage_Result struct {
+	// A small result, whole, in order with the other messages (saves a
+	// stream per task).
+	Result *ObjectChunk `protobuf:"bytes,13,opt,name=result,proto3,oneof"`
+}
+
 func (*NodeMessage_Register) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Available) isNodeMessage_Msg() {}
@@ -2000,6 +2016,8 @@ func (*NodeMessage_Refs) isNodeMessage_Msg() {}
 func (*NodeMessage_Heartbeat) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Usage) isNodeMessage_Msg() {}
+
+func (*NodeMessage_Result) isNodeMessage_Msg() {}
 
 // Usage carries signed usage records (metering.SignedRecord as JSON).
 type Usage struct {
@@ -2434,7 +2452,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\x83\x05\n" +
+	"\vRELEASE_ALL\x10\x04\"\xb8\x05\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2452,7 +2470,8 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x04refs\x18\n" +
 	" \x01(\v2\x18.gray.node.v1.ObjectRefsH\x00R\x04refs\x12\x1e\n" +
 	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
-	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usageB\x05\n" +
+	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usage\x123\n" +
+	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06resultB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Usage\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"Z\n" +
@@ -2569,19 +2588,20 @@ var file_gray_node_proto_depIdxs = []int32{
 	22, // 31: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
 	23, // 32: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
 	25, // 33: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	1,  // 34: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	24, // 35: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	26, // 36: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	27, // 37: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	2,  // 38: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	15, // 39: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	27, // 40: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	28, // 41: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	38, // [38:42] is the sub-list for method output_type
-	34, // [34:38] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	27, // 34: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	1,  // 35: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	24, // 36: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	26, // 37: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	27, // 38: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	2,  // 39: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	15, // 40: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	27, // 41: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	28, // 42: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	39, // [39:43] is the sub-list for method output_type
+	35, // [35:39] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -2611,6 +2631,7 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Refs)(nil),
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_Usage)(nil),
+		(*NodeMessage_Result)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

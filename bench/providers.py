@@ -1,0 +1,175 @@
+"""Task throughput and latency of a gray pool with 1, 4 and 16 provider
+processes on this machine (the head offers no CPU, so every task crosses the
+head<->provider QUIC protocol), next to a stock Ray head with the same total
+CPUs on the same machine.
+
+    python bench/providers.py --gray bin/gray [--sizes 1,4,16] [--tasks 1000]
+
+Writes bench/results/<date>-providers-<machine>.md. Numbers on a small VM are
+bounded by its cores: all providers, their workers, the head and the client
+share them.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CLIENT = r"""
+import json, os, statistics, sys, time
+import ray
+ray.init(os.environ["ADDR"])
+want = float(os.environ["CPUS"])
+deadline = time.time() + 120
+while ray.cluster_resources().get("CPU", 0) < want and time.time() < deadline:
+    time.sleep(0.2)
+
+@ray.remote(num_cpus=1)
+def noop(i):
+    return i
+
+ray.get([noop.remote(i) for i in range(50)])  # warm the workers
+n = int(os.environ["TASKS"])
+t0 = time.perf_counter()
+out = ray.get([noop.remote(i) for i in range(n)])
+dt = time.perf_counter() - t0
+assert out == list(range(n))
+lat = []
+for i in range(200):
+    t = time.perf_counter()
+    ray.get(noop.remote(i))
+    lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+print("RESULT " + json.dumps({"tps": n / dt, "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)]}))
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, log):
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def client(addr, cpus, tasks):
+    env = dict(os.environ, ADDR=addr, CPUS=str(cpus), TASKS=str(tasks))
+    out = subprocess.run([sys.executable, "-c", CLIENT], capture_output=True, text=True, timeout=900, env=env)
+    m = re.search(r"RESULT (.*)", out.stdout)
+    if not m:
+        raise RuntimeError(out.stdout + out.stderr)
+    import json
+
+    return json.loads(m.group(1))
+
+
+def run_gray(gray, n, tasks, tmp):
+    port, status = free_port(), free_port()
+    env = dict(os.environ, TMPDIR=tmp)  # own pid file: never stop other pools
+    log = open(os.path.join(tmp, "head.log"), "w")
+    head = subprocess.Popen([gray, "start", "--head", "--num-cpus", "0", "--port", str(port), "--status-port", str(status),
+                             "--node-port", "0", "--state-dir", os.path.join(tmp, "head"), "--python", sys.executable,
+                             "--prestart-workers", "0"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    procs = [head]
+    try:
+        deadline = time.time() + 60
+        cmd = None
+        while time.time() < deadline and not cmd:
+            m = re.search(r"Providers:\s+gray start --address=(\S+) --token=(\S+)", open(log.name).read())
+            cmd = m and (m.group(1), m.group(2))
+            time.sleep(0.1)
+        for i in range(n):
+            plog = open(os.path.join(tmp, "p%d.log" % i), "w")
+            procs.append(subprocess.Popen([gray, "start", "--address", cmd[0], "--token", cmd[1], "--num-cpus", "1",
+                                           "--state-dir", os.path.join(tmp, "p%d" % i), "--python", sys.executable,
+                                           "--prestart-workers", "1", "--gossip-port", "-1"],
+                                          stdout=plog, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        return client("ray://127.0.0.1:%d" % port, n, tasks)
+    finally:
+        stop(procs)
+
+
+def run_ray(n, tasks, tmp):
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    port, gcs = free_port(), free_port()
+    env = dict(os.environ, RAY_TMPDIR=tmp)
+    subprocess.run([ray_bin, "start", "--head", "--port", str(gcs), "--ray-client-server-port", str(port),
+                    "--num-cpus", str(n), "--include-dashboard", "false", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=180)
+    try:
+        return client("ray://127.0.0.1:%d" % port, n, tasks)
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gray", default=os.path.join(ROOT, "bin", "gray"))
+    ap.add_argument("--sizes", default="1,4,16")
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--no-ray", action="store_true", help="measure gray only")
+    args = ap.parse_args()
+    rows = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        tmp = tempfile.mkdtemp(prefix="gray-providers-")
+        print("[%s] gray, %d providers ..." % (time.strftime("%H:%M:%S"), n), flush=True)
+        g = run_gray(args.gray, n, args.tasks, tmp)
+        r = None
+        if not args.no_ray:
+            print("[%s] ray, one node with %d CPUs ..." % (time.strftime("%H:%M:%S"), n), flush=True)
+            r = run_ray(n, args.tasks, tmp)
+        rows.append((n, g, r))
+        print("   gray %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (g["tps"], g["p50"], g["p99"]), flush=True)
+        if r:
+            print("   ray  %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (r["tps"], r["p50"], r["p99"]), flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    date = datetime.date.today().isoformat()
+    out = os.path.join(ROOT, "bench", "results", "%s-providers-vm.md" % date)
+    with open(out, "w") as f:
+        f.write("# Task throughput with 1/4/16 providers (%s, %s, %d cores)\n\n" % (date, platform.node(), os.cpu_count()))
+        f.write("Command: `python bench/providers.py --gray bin/gray --sizes %s --tasks %d`\n\n" % (args.sizes, args.tasks))
+        f.write("gray: head with `--num-cpus 0` and N provider processes with 1 CPU each, joined over QUIC "
+                "on loopback (every task crosses the head<->provider protocol). Ray: one stock `ray start --head "
+                "--num-cpus N` on the same machine (Ray's own multi-node needs separate machines or containers). "
+                "Workload: %d no-op tasks submitted then fetched (throughput), then 200 sequential round trips "
+                "(latency). All processes share this machine's %d cores.\n\n" % (args.tasks, os.cpu_count()))
+        f.write("| providers (CPUs) | gray tasks/s | Ray tasks/s | ratio | gray p50 ms | Ray p50 ms | gray p99 ms | Ray p99 ms |\n")
+        f.write("|---|---|---|---|---|---|---|---|\n")
+        for n, g, r in rows:
+            if r:
+                f.write("| %d | %.0f | %.0f | %.2f× | %.2f | %.2f | %.2f | %.2f |\n" % (
+                    n, g["tps"], r["tps"], g["tps"] / r["tps"], g["p50"], r["p50"], g["p99"], r["p99"]))
+            else:
+                f.write("| %d | %.0f | – | – | %.2f | – | %.2f | – |\n" % (n, g["tps"], g["p50"], g["p99"]))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
