@@ -124,7 +124,15 @@ def run_ray(n, tasks, tmp):
                     "--num-cpus", str(n), "--include-dashboard", "false", "--disable-usage-stats"],
                    check=True, capture_output=True, env=env, timeout=180)
     try:
-        return client("ray://127.0.0.1:%d" % port, n, tasks)
+        for attempt in range(3):
+            try:
+                return client("ray://127.0.0.1:%d" % port, n, tasks)
+            except RuntimeError as e:
+                # Ray's client proxier sometimes fails to start the
+                # per-client server under load; try again.
+                if attempt == 2 or "Starting Ray client server failed" not in str(e):
+                    raise
+                print("   (ray client server did not start; retrying)", flush=True)
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
