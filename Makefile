@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # go-nvml's cgo build warns about every NVML 13 deprecation; keep logs readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test test-go test-py venv pool clean bench
+.PHONY: all build test test-go test-py venv pool clean bench ci-deps
 
 all: build
 
@@ -24,8 +24,19 @@ $(VENV)/.installed-2:
 	$(VENV)/bin/pip install -q "ray[client]==2.60.0" pytest numpy "solders==0.29.0"
 	touch $@
 
-test: build venv test-go test-py
+# System packages the tests need, installed with apt-get when missing:
+# redis-server, which the Redis ledger backend's tests (billing/ledger) start.
+ci-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
 
+test: ci-deps build venv test-go test-py
+
+# Under make, the Redis backend's tests fail instead of skipping without
+# redis-server.
+test-go: export GRAY_REQUIRE_REDIS := 1
 test-go:
 	$(GO) vet ./...
 	GRAY_PYTHON=$(abspath $(PY)) $(GO) test ./...

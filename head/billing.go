@@ -24,7 +24,8 @@ import (
 
 // BillingConfig turns on metering, the ledger and (optionally) payouts.
 type BillingConfig struct {
-	// LedgerPath is the bbolt ledger file ("" disables billing).
+	// LedgerPath is the bbolt ledger file, or a redis:// URL for a ledger
+	// several heads share ("" disables billing).
 	LedgerPath string
 	FeeBps     int
 	// SessionBudget caps what one session's escrow takes (micro-USD).
@@ -51,10 +52,17 @@ func (h *Head) startBilling(ctx context.Context) error {
 	if c.LedgerPath == "" {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(c.LedgerPath), 0o700); err != nil {
-		return err
+	var l *ledger.Ledger
+	var err error
+	if strings.HasPrefix(c.LedgerPath, "redis://") || strings.HasPrefix(c.LedgerPath, "rediss://") {
+		// Several heads (HA) can share one ledger in Redis.
+		l, err = ledger.OpenRedis(ctx, c.LedgerPath, "")
+	} else {
+		if err := os.MkdirAll(filepath.Dir(c.LedgerPath), 0o700); err != nil {
+			return err
+		}
+		l, err = ledger.Open(c.LedgerPath)
 	}
-	l, err := ledger.Open(c.LedgerPath)
 	if err != nil {
 		return fmt.Errorf("head: ledger: %w", err)
 	}
@@ -73,7 +81,11 @@ func (h *Head) startBilling(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("head: USDC mint: %w", err)
 	}
-	b.outbox, err = settlement.OpenOutbox(strings.TrimSuffix(c.LedgerPath, filepath.Ext(c.LedgerPath)) + "-payouts.db")
+	outbox := strings.TrimSuffix(c.LedgerPath, filepath.Ext(c.LedgerPath)) + "-payouts.db"
+	if strings.Contains(c.LedgerPath, "://") {
+		outbox = filepath.Join(h.cfg.StateDir, "payouts.db")
+	}
+	b.outbox, err = settlement.OpenOutbox(outbox)
 	if err != nil {
 		return err
 	}

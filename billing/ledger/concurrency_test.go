@@ -11,8 +11,10 @@ import (
 // Goroutines race to charge one escrow, each also replaying the others'
 // charge IDs and posting deposits. The escrow covers exactly budget/cost
 // charges: no more succeed, no ID is charged twice, and the books balance.
-func TestConcurrentPosts(t *testing.T) {
-	l, _ := open(t)
+func TestConcurrentPosts(t *testing.T) { forEachBackend(t, testConcurrentPosts) }
+
+func testConcurrentPosts(t *testing.T, store opener) {
+	l := mustOpen(t, store)
 	const (
 		workers = 8
 		charges = 60 // distinct charge IDs

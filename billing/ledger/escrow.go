@@ -3,8 +3,6 @@ package ledger
 import (
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Account names.
@@ -97,7 +95,7 @@ func helperArgs(id string, amount int64, names ...string) error {
 // CloseID is the ID of the transaction that refunds session's escrow.
 func CloseID(session string) string { return "escrow-close:" + session }
 
-// CloseEscrow closes Escrow(session): in one bbolt transaction it moves the
+// CloseEscrow closes Escrow(session): in one atomic step it moves the
 // remainder to Client(client) under ID CloseID(session) and marks the escrow
 // closed, so late charges fail with ErrAccountClosed instead of spending
 // money that was refunded. It returns the amount refunded. Closing again
@@ -113,28 +111,5 @@ func (l *Ledger) CloseEscrow(session, client string, at time.Time) (int64, error
 	if err := checkAccount(Client(client)); err != nil {
 		return 0, err
 	}
-	var refund int64
-	err := l.db.Update(func(tx *bolt.Tx) error {
-		closed := tx.Bucket(bClosed)
-		if closed.Get([]byte(escrow)) != nil {
-			return fmt.Errorf("%w: %s already closed", ErrDuplicate, escrow)
-		}
-		b, err := balance(tx, escrow)
-		if err != nil {
-			return err
-		}
-		if b > 0 {
-			t := Transaction{ID: CloseID(session), At: at, Memo: "refund " + session,
-				Entries: []Entry{{escrow, -b}, {Client(client), b}}}
-			if err := post(tx, t); err != nil {
-				return err
-			}
-		}
-		refund = b
-		return closed.Put([]byte(escrow), []byte(CloseID(session)))
-	})
-	if err != nil {
-		return 0, err
-	}
-	return refund, nil
+	return l.b.closeEscrow(escrow, Client(client), CloseID(session), "refund "+session, at)
 }

@@ -93,8 +93,10 @@ func TestChargeEntries(t *testing.T) {
 	}
 }
 
-func TestEscrowLifecycle(t *testing.T) {
-	l, _ := open(t)
+func TestEscrowLifecycle(t *testing.T) { forEachBackend(t, testEscrowLifecycle) }
+
+func testEscrowLifecycle(t *testing.T, store opener) {
+	l := mustOpen(t, store)
 	post := func(tx Transaction, err error) error {
 		t.Helper()
 		if err != nil {

@@ -1,5 +1,6 @@
 // Package ledger is gray's durable double-entry ledger of micro-USD, kept in
-// a bbolt file.
+// a bbolt file (Open, the default) or in Redis (OpenRedis), for heads that
+// share one ledger for high availability.
 //
 // Conventions:
 //
@@ -18,18 +19,18 @@
 //     ErrIDConflict when the entries differ from the first posting). Callers
 //     that retry treat ErrDuplicate as "already done".
 //
-// Each Post is one bbolt read-write transaction: it applies entirely or not
-// at all, and is on disk when Post returns. A Ledger is safe for concurrent
-// use; bbolt serializes writers.
+// Each Post applies entirely or not at all. With bbolt it is one read-write
+// transaction, on disk when Post returns; bbolt serializes writers. With
+// Redis it is one Lua script, which Redis runs atomically, so any number of
+// Ledgers (in any number of processes) may post to one Redis database; it is
+// as durable as that server's persistence and replication settings make it.
+// A Ledger is safe for concurrent use.
 package ledger
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Errors returned by this package, always wrapped with detail; test with
@@ -91,53 +92,32 @@ type Posting struct {
 	At      time.Time // the transaction's time
 }
 
-// Ledger is an open ledger file.
+// Ledger is an open ledger: a bbolt file (Open) or a Redis database
+// (OpenRedis).
 type Ledger struct {
-	db *bolt.DB
+	b backend
 }
 
-// Bucket names; bumping schemaVersion means writing a migration.
-var (
-	bMeta   = []byte("meta")   // "version" → schemaVersion
-	bTx     = []byte("tx")     // id → JSON storedTx; NextSequence numbers them
-	bBal    = []byte("bal")    // account → big-endian int64 balance
-	bHist   = []byte("hist")   // account → bucket: big-endian seq → JSON storedPosting
-	bClosed = []byte("closed") // account → ID of the transaction that closed it
-)
-
-const schemaVersion = "1"
-
-// Open opens (creating if needed) the ledger file at path. It fails after a
-// second rather than wait while another process holds the file.
-func Open(path string) (*Ledger, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bMeta, bTx, bBal, bHist, bClosed} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bMeta)
-		switch v := meta.Get([]byte("version")); {
-		case v == nil:
-			return meta.Put([]byte("version"), []byte(schemaVersion))
-		case string(v) != schemaVersion:
-			return fmt.Errorf("%w: schema version %q, want %q", ErrCorrupt, v, schemaVersion)
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
-	}
-	return &Ledger{db: db}, nil
+// backend is a ledger store. Ledger validates what it can without reading
+// the store (check, helper arguments) and leaves the rest to the backend,
+// which must implement each method atomically with the semantics documented
+// on the Ledger method of the same name.
+type backend interface {
+	// post applies t, which passed check, as one atomic step.
+	post(t Transaction) error
+	// closeEscrow refunds and closes escrow to client (both valid account
+	// names; the refund posts under id) as one atomic step.
+	closeEscrow(escrow, client, id, memo string, at time.Time) (int64, error)
+	balance(account string) (int64, error)
+	balances() (map[string]int64, error)
+	entries(account string) ([]Posting, error)
+	transaction(id string) (Transaction, bool, error)
+	isClosed(account string) (bool, error)
+	close() error
 }
 
-// Close closes the file. Later calls fail.
-func (l *Ledger) Close() error { return l.db.Close() }
+// Close closes the ledger. Later calls fail.
+func (l *Ledger) Close() error { return l.b.close() }
 
 // Post applies tx atomically. It returns, wrapped:
 //
@@ -154,41 +134,11 @@ func (l *Ledger) Post(t Transaction) error {
 	if err := check(t); err != nil {
 		return err
 	}
-	return l.db.Update(func(tx *bolt.Tx) error { return post(tx, t) })
+	return l.b.post(t)
 }
 
 // Balance is the account's balance; unknown accounts have 0.
-func (l *Ledger) Balance(account string) (int64, error) {
-	var b int64
-	err := l.db.View(func(tx *bolt.Tx) error {
-		var err error
-		b, err = balance(tx, account)
-		return err
-	})
-	return b, err
-}
-
-func balance(tx *bolt.Tx, account string) (int64, error) {
-	v := tx.Bucket(bBal).Get([]byte(account))
-	if v == nil {
-		return 0, nil
-	}
-	if len(v) != 8 {
-		return 0, fmt.Errorf("%w: balance of %s is %d bytes", ErrCorrupt, account, len(v))
-	}
-	return int64(binary.BigEndian.Uint64(v)), nil
-}
-
-func putBalance(tx *bolt.Tx, account string, b int64) error {
-	return tx.Bucket(bBal).Put([]byte(account), binary.BigEndian.AppendUint64(nil, uint64(b)))
-}
+func (l *Ledger) Balance(account string) (int64, error) { return l.b.balance(account) }
 
 // IsClosed reports whether the account was closed (see CloseEscrow).
-func (l *Ledger) IsClosed(account string) (bool, error) {
-	var closed bool
-	err := l.db.View(func(tx *bolt.Tx) error {
-		closed = tx.Bucket(bClosed).Get([]byte(account)) != nil
-		return nil
-	})
-	return closed, err
-}
+func (l *Ledger) IsClosed(account string) (bool, error) { return l.b.isClosed(account) }

@@ -35,8 +35,10 @@ func tx(id string, entries ...Entry) Transaction {
 	return Transaction{ID: id, Entries: entries, At: t0}
 }
 
-func TestPostErrors(t *testing.T) {
-	l, _ := open(t)
+func TestPostErrors(t *testing.T) { forEachBackend(t, testPostErrors) }
+
+func testPostErrors(t *testing.T, store opener) {
+	l := mustOpen(t, store)
 	mustPost(t, l, tx("fund", Entry{"external:deposits", -100}, Entry{"client:a", 100}))
 	mustPost(t, l, tx("big", Entry{"external:big", -math.MaxInt64}, Entry{"client:rich", math.MaxInt64}))
 	if _, err := l.CloseEscrow("old", "a", t0); err != nil {
@@ -119,8 +121,10 @@ func equalBalances(a, b map[string]int64) bool {
 	return true
 }
 
-func TestPersistsAcrossReopen(t *testing.T) {
-	l, path := open(t)
+func TestPersistsAcrossReopen(t *testing.T) { forEachBackend(t, testPersistsAcrossReopen) }
+
+func testPersistsAcrossReopen(t *testing.T, store opener) {
+	l := mustOpen(t, store)
 	at := time.Date(2026, 3, 1, 13, 0, 0, 5, time.FixedZone("CET", 3600))
 	mustPost(t, l, Transaction{ID: "d1", Memo: "hello", At: at,
 		Entries: []Entry{{"external:deposits", -500}, {"client:a", 500}}})
@@ -131,11 +135,7 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	if _, err := l.Balance("client:a"); err == nil {
 		t.Error("Balance after Close succeeded")
 	}
-	l, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l = mustOpen(t, store)
 	for acct, want := range map[string]int64{"client:a": 300, "escrow:s": 200, "external:deposits": -500, "nobody": 0} {
 		if got, err := l.Balance(acct); err != nil || got != want {
 			t.Errorf("Balance(%s) = %d, %v; want %d", acct, got, err, want)

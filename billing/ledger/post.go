@@ -1,17 +1,12 @@
 package ledger
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // IsExternal reports whether account is outside the ledger ("external:..."),
@@ -65,7 +60,7 @@ func check(t Transaction) error {
 	return nil
 }
 
-// storedTx is a transaction as kept in the tx bucket.
+// storedTx is a transaction as kept in the tx bucket (bbolt) or hash (Redis).
 type storedTx struct {
 	Seq     uint64    `json:"seq"`
 	Entries []Entry   `json:"entries"`
@@ -78,69 +73,4 @@ type storedPosting struct {
 	TxID    string `json:"tx"`
 	Amount  int64  `json:"amount"`
 	Balance int64  `json:"balance"`
-}
-
-// post applies the checked transaction t inside the read-write tx.
-func post(tx *bolt.Tx, t Transaction) error {
-	txs := tx.Bucket(bTx)
-	if prev := txs.Get([]byte(t.ID)); prev != nil {
-		var st storedTx
-		if err := json.Unmarshal(prev, &st); err != nil {
-			return fmt.Errorf("%w: transaction %s: %v", ErrCorrupt, t.ID, err)
-		}
-		if !slices.Equal(st.Entries, t.Entries) {
-			return fmt.Errorf("%w: %s", ErrIDConflict, t.ID)
-		}
-		return fmt.Errorf("%w: %s", ErrDuplicate, t.ID)
-	}
-	closed := tx.Bucket(bClosed)
-	for _, e := range t.Entries {
-		if closed.Get([]byte(e.Account)) != nil {
-			return fmt.Errorf("%w: %s: %s", ErrAccountClosed, t.ID, e.Account)
-		}
-	}
-	after := make([]int64, len(t.Entries))
-	for i, e := range t.Entries {
-		b, err := balance(tx, e.Account)
-		if err != nil {
-			return err
-		}
-		if (e.Amount > 0 && b > math.MaxInt64-e.Amount) || (e.Amount < 0 && b < math.MinInt64-e.Amount) {
-			return fmt.Errorf("%w: %s: balance of %s", ErrOverflow, t.ID, e.Account)
-		}
-		after[i] = b + e.Amount
-		if after[i] < 0 && !IsExternal(e.Account) {
-			return fmt.Errorf("%w: %s: %s has %d, needs %d", ErrInsufficientFunds, t.ID, e.Account, b, -e.Amount)
-		}
-	}
-	seq, err := txs.NextSequence()
-	if err != nil {
-		return err
-	}
-	st := storedTx{Seq: seq, Entries: t.Entries, Memo: t.Memo, At: t.At.Round(0).UTC()}
-	if err := putJSON(txs, []byte(t.ID), st); err != nil {
-		return err
-	}
-	key := binary.BigEndian.AppendUint64(nil, seq)
-	for i, e := range t.Entries {
-		if err := putBalance(tx, e.Account, after[i]); err != nil {
-			return err
-		}
-		h, err := tx.Bucket(bHist).CreateBucketIfNotExists([]byte(e.Account))
-		if err != nil {
-			return err
-		}
-		if err := putJSON(h, key, storedPosting{TxID: t.ID, Amount: e.Amount, Balance: after[i]}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
-	js, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return b.Put(key, js)
 }

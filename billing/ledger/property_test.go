@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -57,19 +56,22 @@ func (m *model) apply(t Transaction) {
 
 // Thousands of random operations (deposits, escrows, charges, closes, raw
 // transactions, malformed ones, replays, conflicting replays, reopening the
-// file), checking after every step that the ledger agrees with the model,
+// store), checking after every step that the ledger agrees with the model,
 // that balances sum to 0, that no non-external account is negative, and that
 // failed and replayed posts changed nothing.
 func TestLedgerProperty(t *testing.T) {
-	for _, seed := range []uint64{1, 2, 3} {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { runProperty(t, seed, 3000) })
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			for _, seed := range []uint64{1, 2, 3} {
+				t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { runProperty(t, b.store(t), seed, 3000) })
+			}
+		})
 	}
 }
 
-func runProperty(t *testing.T, seed uint64, steps int) {
+func runProperty(t *testing.T, store opener, seed uint64, steps int) {
 	r := rand.New(rand.NewPCG(seed, 0x1ed9e7))
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	l, err := Open(path)
+	l, err := store()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if l, err = Open(path); err != nil {
+			if l, err = store(); err != nil {
 				t.Fatal(err)
 			}
 			outcomes[kind]++

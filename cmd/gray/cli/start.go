@@ -141,7 +141,7 @@ func startCmd() *cobra.Command {
 	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels (provider)")
 	f.StringVar(&o.spillDir, "spill-dir", "", "where objects spill when the store is full (head; default: under the session dir)")
 	f.BoolVar(&o.noSpill, "no-spill", false, "turn object spilling off: a full store refuses puts (head)")
-	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file: turns on metering and billing (head)")
+	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file or redis:// URL: turns on metering and billing (head)")
 	f.IntVar(&o.feeBps, "fee-bps", 200, "protocol fee in basis points of each charge (head)")
 	f.Float64Var(&o.sessionBudget, "session-budget", 0, "most USD one session's escrow takes from its account (head; 0: the whole balance)")
 	f.StringVar(&o.solanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint for USDC payouts to providers (head)")
