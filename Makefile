@@ -53,7 +53,15 @@ clean:
 
 include proto/proto.mk
 
-# Side-by-side benchmark against stock Ray (results in bench/results/).
+# Side-by-side benchmark against stock Ray (results in bench/results/):
+# the Ray Client microbenchmark workloads, then task throughput with 1/4/16
+# providers, the control-plane scale test with thousands of simulated
+# providers, and transfers/latency over emulated WAN links.
 bench: build venv
 	$(VENV)/bin/pip install -q matplotlib
+	$(GO) build -o bin/graysim ./cmd/graysim
+	$(GO) build -o bin/graywan ./cmd/graywan
 	$(GRAY) bench --python $(abspath $(PY)) $(BENCH_ARGS)
+	$(PY) bench/providers.py --gray $(GRAY)
+	$(PY) bench/scale.py --gray $(GRAY) --graysim bin/graysim
+	$(PY) bench/wan.py --gray-bin $(GRAY) --graywan-bin bin/graywan

@@ -176,6 +176,16 @@ def main():
                     n, g["tps"], r["tps"], g["tps"] / r["tps"], g["p50"], r["p50"], g["p99"], r["p99"]))
             else:
                 f.write("| %d | %.0f | – | – | %.2f | – | %.2f | – |\n" % (n, g["tps"], g["p50"], g["p99"]))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import charts
+
+        xs = [n for n, _, _ in rows]
+        stem = os.path.splitext(out)[0]
+        for key, ylabel, name in (("tps", "tasks per second", "throughput"), ("p50", "ms (p50)", "latency")):
+            png = "%s-%s.png" % (stem, name)
+            if charts.lines(png, "tasks: %s vs providers" % name, "providers (1 CPU each)", ylabel, xs, {
+                "gray": [g[key] for _, g, _ in rows], "stock Ray": [r[key] if r else None for _, _, r in rows]}):
+                f.write("\n![%s](%s)\n" % (name, os.path.basename(png)))
     print("wrote", out)
 
 

@@ -446,6 +446,18 @@ def main():
         for r in rows:
             f.write(json.dumps(r, sort_keys=True) + "\n")
         f.write("```\n")
+        sys.path.insert(0, HERE)
+        import charts
+
+        xs = [r["n"] for r in rows]
+        stem = os.path.splitext(out)[0]
+        for key, ylabel, name, scale in (("tasks_per_s", "tasks per second", "throughput", 1),
+                                         ("rss_kib", "head RSS (MiB)", "memory", 1 / 1024),
+                                         ("idle_cpu", "head CPU idle (% of a core)", "idle-cpu", 1)):
+            png = "%s-%s.png" % (stem, name)
+            ys = [r[key] * scale if r.get(key) is not None else None for r in rows]
+            if charts.lines(png, "head %s vs simulated providers" % name, "providers", ylabel, xs, {"gray head": ys}):
+                f.write("\n![%s](%s)\n" % (name, os.path.basename(png)))
     log("wrote %s" % out)
 
 
