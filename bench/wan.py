@@ -47,6 +47,9 @@ from conftest import Pool, Provider, WanLinks  # noqa: E402
 
 REGION = "ray.io/availability-region"
 MIB = 1 << 20
+# Everything from this line on in an existing report is kept when it is
+# rewritten: put hand-written analysis after it.
+NOTES = "<!-- notes: kept when bench/wan.py rewrites this file -->"
 
 # name, RTT, loss, bandwidth; None: joined directly, no emulator.
 LINKS = [
@@ -231,8 +234,17 @@ def write_report(path, command, rows, started, elapsed):
                 r["name"], what, t["size"] // MIB, t["seconds"], t["mibps"], fmt(pct, "%.1f%%"), fmt(m),
                 t.get("datagrams", "–"), t.get("drop_loss", "–"), t.get("drop_queue", "–"), t["note"]))
     lines.append("")
+    text = "\n".join(lines)
+    # Hand-written analysis below NOTES in an earlier report survives a rerun.
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    if NOTES in old:
+        text += "\n" + old[old.index(NOTES):]
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
 
 
 def fingerprint(path):

@@ -16,8 +16,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/nodeserver"
-	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/provider"
 	"github.com/gray-cluster/gray/transport"
@@ -319,26 +317,19 @@ func (n *node) handle(ctx context.Context, m *pb.HeadMessage) {
 	}
 }
 
-// runTask "runs" a task: it pushes every return value (None), frees the
+// runTask "runs" a task: it sends every return value (None) inline on the
+// control channel, as a real provider does with small results, frees the
 // task's resources and tells the head.
 func (n *node) runTask(ctx context.Context, id ids.TaskID, numReturns int) {
 	for _, oid := range id.ReturnIDs(numReturns) {
-		obj := &objectstore.Object{ID: oid, Chunks: [][]byte{NonePickle}, Size: int64(len(NonePickle))}
-		for attempt := 0; ; attempt++ {
-			err := n.push(ctx, obj)
-			if err == nil {
-				n.f.c.pushes.Add(1)
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			n.f.fail(n.i, "push", err)
-			if !backoff(ctx, attempt) {
-				return
-			}
-		}
+		n.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_Result{Result: &pb.ObjectChunk{
+			ObjectId: oid.Bytes(), TotalSize: int64(len(NonePickle)), Data: NonePickle, EndOfChunk: true}}})
+		n.f.c.pushes.Add(1)
 	}
+	n.finish(id)
+}
+
+func (n *node) finish(id ids.TaskID) {
 	n.mu.Lock()
 	delete(n.inflight, id)
 	n.mu.Unlock()
@@ -346,14 +337,3 @@ func (n *node) runTask(ctx context.Context, id ids.TaskID, numReturns int) {
 	n.kickAvailable()
 }
 
-func (n *node) push(ctx context.Context, obj *objectstore.Object) error {
-	stream, err := n.client.PushObject(ctx)
-	if err != nil {
-		return err
-	}
-	if err := nodeserver.SendObject(obj, stream.Send); err != nil {
-		return err
-	}
-	_, err = stream.CloseAndRecv()
-	return err
-}
