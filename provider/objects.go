@@ -68,10 +68,15 @@ func (o *objects) fetch(id ids.ObjectID) *pull {
 	return pl
 }
 
-// StripeBytes is the size of the first piece of a pull, and the size above
-// which objects move as ranges over all of the provider's QUIC connections
-// in parallel.
-const StripeBytes = 4 << 20
+// FirstPieceBytes is the size of the first piece of a pull (which also
+// tells the object's size); StripeBytes the size above which a result is
+// pushed as ranges over all of the provider's bulk QUIC connections in
+// parallel. On a long lossy path one connection's window is small, so even
+// a few MiB are worth spreading.
+const (
+	FirstPieceBytes = 256 << 10
+	StripeBytes     = 1 << 20
+)
 
 func (o *objects) pullRange(conn int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
 	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PullObject(o.p.ctx, &pb.PullRequest{ObjectId: id.Bytes(), Offset: off, Length: n})
@@ -82,7 +87,7 @@ func (o *objects) pullRange(conn int, id ids.ObjectID, off, n int64) (*nodeserve
 }
 
 func (o *objects) pullOne(id ids.ObjectID) error {
-	first, err := o.pullRange(0, id, 0, StripeBytes)
+	first, err := o.pullRange(0, id, 0, FirstPieceBytes)
 	if err != nil {
 		return err
 	}

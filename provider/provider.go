@@ -68,8 +68,9 @@ type Config struct {
 	// and PayoutAddress the Solana wallet it is paid to.
 	Prices        metering.PriceList
 	PayoutAddress string
-	// TransferConns is how many QUIC connections large objects are striped
-	// over (default 8): each has its own congestion window, which is what
+	// TransferConns is how many QUIC connections the provider keeps to the
+	// head (default 9): one for the control channel and the rest for object
+	// data, striped; each has its own congestion window, which is what
 	// bounds one connection on a long, lossy path.
 	TransferConns int
 	// UsageFlush is how often open leases are billed (default 30 s).
@@ -110,15 +111,17 @@ type Provider struct {
 }
 
 // stripes is how many connections objects are striped over.
-func (p *Provider) stripes() int { return 1 + len(p.extra) }
+func (p *Provider) stripes() int { return max(1, len(p.extra)) }
 
-// stripe returns connection i (mod the number of connections).
+// stripe returns bulk connection i (mod their number). Bulk data keeps off
+// the control connection when there are others: gRPC runs over one QUIC
+// stream per connection, so a lost packet of a large transfer would hold up
+// the heartbeats and tasks behind it.
 func (p *Provider) stripe(i int) *grpc.ClientConn {
-	i %= p.stripes()
-	if i == 0 {
+	if len(p.extra) == 0 {
 		return p.conn
 	}
-	return p.extra[i-1]
+	return p.extra[i%len(p.extra)]
 }
 
 // New validates the configuration.
@@ -133,7 +136,7 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Heartbeat = time.Second
 	}
 	if cfg.TransferConns <= 0 {
-		cfg.TransferConns = 8
+		cfg.TransferConns = 9 // the control connection and 8 for bulk data
 	}
 	if cfg.UsageFlush <= 0 {
 		cfg.UsageFlush = 30 * time.Second
