@@ -68,10 +68,11 @@ type Config struct {
 	// and PayoutAddress the Solana wallet it is paid to.
 	Prices        metering.PriceList
 	PayoutAddress string
-	// TransferConns is how many QUIC connections the provider keeps to the
-	// head (default 9): one for the control channel and the rest for object
+	// TransferConns is how many QUIC connections the provider uses to the
+	// head (default 17): one for the control channel and the rest for object
 	// data, striped; each has its own congestion window, which is what
-	// bounds one connection on a long, lossy path.
+	// bounds one connection on a long, lossy path. Bulk connections open on
+	// the first large transfer and close after a minute idle.
 	TransferConns int
 	// UsageFlush is how often open leases are billed (default 30 s).
 	UsageFlush time.Duration
@@ -136,7 +137,7 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Heartbeat = time.Second
 	}
 	if cfg.TransferConns <= 0 {
-		cfg.TransferConns = 9 // the control connection and 8 for bulk data
+		cfg.TransferConns = 17 // the control connection and 16 for bulk data
 	}
 	if cfg.UsageFlush <= 0 {
 		cfg.UsageFlush = 30 * time.Second
@@ -273,7 +274,7 @@ func (p *Provider) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c, err := transport.NewClient(tr, p.cfg.HeadAddr)
+		c, err := transport.NewClient(tr, p.cfg.HeadAddr, grpc.WithIdleTimeout(time.Minute))
 		if err != nil {
 			tr.Close()
 			return err
