@@ -7,13 +7,16 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/nodewire"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 )
 
 // run keeps a control channel to the head up until the provider closes.
-func (p *Provider) run(registered chan<- string) {
+func (p *Provider) run(registered chan<- string, refused chan<- error) {
 	defer p.wg.Done()
 	first := true
 	for attempt := 0; ; attempt++ {
@@ -25,6 +28,12 @@ func (p *Provider) run(registered chan<- string) {
 			}
 		})
 		if p.ctx.Err() != nil {
+			return
+		}
+		if first && refusal(err) {
+			// The head will not take this provider (bad prices, key, or
+			// certificate): retrying cannot help.
+			refused <- err
 			return
 		}
 		p.log.Warn("control channel to head lost; reconnecting", "err", err, "attempt", attempt)
@@ -169,4 +178,13 @@ func (p *Provider) workerBlocked(worker string, blocked bool) {
 			delete(p.unblock, worker)
 		}
 	}
+}
+
+// refusal reports whether the head refused the provider for good.
+func refusal(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
 }

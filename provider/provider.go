@@ -314,10 +314,14 @@ func (p *Provider) Start(ctx context.Context) error {
 		return err
 	}
 	registered := make(chan string, 1)
+	refused := make(chan error, 1)
 	p.wg.Add(2)
-	go p.run(registered)
+	go p.run(registered, refused)
 	go p.flushUsage(p.cfg.UsageFlush)
 	select {
+	case err := <-refused:
+		p.Close()
+		return fmt.Errorf("provider: the head refused this provider: %w", err)
 	case addr := <-registered:
 		if p.cfg.ClientAddress != "" {
 			addr = p.cfg.ClientAddress
