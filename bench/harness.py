@@ -53,6 +53,14 @@ class GrayPool:
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port)
         self.address = "ray://127.0.0.1:%d" % self.port
+        # Ray's client server answers before the node can start the
+        # per-client server it needs; wait until a client gets through.
+        probe = "import ray, sys; ray.init(sys.argv[1], logging_level='ERROR'); ray.get(ray.put(1)); ray.shutdown()"
+        for _ in range(10):
+            p = subprocess.run([sys.executable, "-c", probe, self.address], capture_output=True, timeout=120)
+            if p.returncode == 0:
+                break
+            time.sleep(2)
 
     def stop(self):
         self.proc.terminate()
@@ -77,6 +85,14 @@ class RayHead:
             subprocess.run(self.cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port)
         self.address = "ray://127.0.0.1:%d" % self.port
+        # Ray's client server answers before the node can start the
+        # per-client server it needs; wait until a client gets through.
+        probe = "import ray, sys; ray.init(sys.argv[1], logging_level='ERROR'); ray.get(ray.put(1)); ray.shutdown()"
+        for _ in range(10):
+            p = subprocess.run([sys.executable, "-c", probe, self.address], capture_output=True, timeout=120)
+            if p.returncode == 0:
+                break
+            time.sleep(2)
 
     def stop(self):
         subprocess.run([self.ray_cli, "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -184,6 +184,27 @@ def fmt(x, spec="%.2f"):
     return "–" if x is None else spec % x
 
 
+def wan_charts(out, rows):
+    """PNG charts next to the report: throughput and latency per link."""
+    sys.path.insert(0, HERE)
+    import charts
+
+    stem = os.path.splitext(out)[0]
+    labels = [r["name"] for r in rows]
+
+    def mibps(r, d):
+        t = r.get(d) or {}
+        return t.get("mibps")
+
+    charts.bars(stem + "-throughput.png", "64 MiB transfers over emulated links", "MiB/s", labels, {
+        "head→provider": [mibps(r, "head→provider") for r in rows],
+        "provider→head": [mibps(r, "provider→head") for r in rows]})
+    charts.bars(stem + "-latency.png", "task round trip over emulated links", "ms", labels, {
+        "link RTT": [(r["rtt_s"] or 0) * 1000 for r in rows],
+        "p50": [r["p50"] * 1000 for r in rows], "p99": [r["p99"] * 1000 for r in rows]})
+    log("charts: %s-throughput.png, %s-latency.png" % (stem, stem))
+
+
 def write_report(path, command, rows, started, elapsed):
     bandwidth = next((r["bw"] for r in rows if r["bw_bps"]), "–")
     lines = [
@@ -323,6 +344,7 @@ def main():
             log("link totals: %s" % links.stats())
         write_report(args.out, command, rows, started, time.time() - t_start)
         log("wrote %s" % args.out)
+        wan_charts(args.out, rows)
     finally:
         for p in providers:
             p.stop()
