@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
@@ -587,9 +586,6 @@ func (c *Cluster) ActorNode(id ids.ActorID) (ids.NodeID, bool) {
 	}
 	return ids.NodeID{}, false
 }
-
-// now is the clock for death records.
-var now = time.Now
 
 // unpark removes the first parked work that match selects.
 func (c *Cluster) unpark(match func(pendingWork) bool) (pendingWork, bool) {

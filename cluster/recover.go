@@ -28,7 +28,6 @@ type Lost struct {
 type pendingWork struct {
 	task  *raylet.TaskSpec
 	actor *raylet.ActorSpec
-	since time.Time
 }
 
 // Run retries pending work whenever the node table changes, until ctx ends.
@@ -47,7 +46,6 @@ func (c *Cluster) Run(ctx context.Context) {
 }
 
 func (c *Cluster) park(w pendingWork, err error) {
-	w.since = now()
 	c.mu.Lock()
 	c.pending = append(c.pending, w)
 	c.mu.Unlock()

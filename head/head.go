@@ -282,9 +282,14 @@ func pythonVersion(python string) (string, error) {
 // pulled or produced it). The head holds every object, but it is already the
 // preferred node of the hybrid policy, so it is not listed.
 func (h *Head) locate(oid ids.ObjectID) (int64, []ids.NodeID) {
-	obj, err := h.Store.Get(oid)
-	if err != nil || obj == nil || h.Nodes == nil {
+	if h.Nodes == nil {
 		return 0, nil
 	}
-	return obj.Size, h.Nodes.Holders(oid)
+	holders := h.Nodes.Holders(oid)
+	if len(holders) == 0 {
+		return 0, nil
+	}
+	// Size, not Get: placement must not read a spilled value back.
+	size, _ := h.Store.Size(oid)
+	return size, holders
 }

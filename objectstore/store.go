@@ -296,6 +296,18 @@ func (s *Store) Ready(id ids.ObjectID) bool {
 	return ok && e.sealed()
 }
 
+// Size reports a sealed object's size without reading a spilled value
+// back; ok is false for an unknown or pending object.
+func (s *Store) Size(id ids.ObjectID) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	if !ok || !e.sealed() {
+		return 0, false
+	}
+	return e.meta.Size, true
+}
+
 // ReadyChan returns a channel closed when the object is sealed, or freed
 // while still pending (Get then reports ErrNotFound).
 func (s *Store) ReadyChan(id ids.ObjectID) (<-chan struct{}, error) {

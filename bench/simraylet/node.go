@@ -336,4 +336,3 @@ func (n *node) finish(id ids.TaskID) {
 	n.f.c.tasksRun.Add(1)
 	n.kickAvailable()
 }
-

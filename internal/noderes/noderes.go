@@ -107,11 +107,7 @@ func detect(o Options, log *slog.Logger) (map[string]float64, []gpu.Device, erro
 		res[k] = v
 	}
 	if o.NumGPUs == 0 {
-		for k := range res {
-			if k == "GPU" || strings.HasPrefix(k, "accelerator_type:") {
-				delete(res, k)
-			}
-		}
+		dropGPUs(res)
 	} else if o.NumGPUs > 0 {
 		res["GPU"] = o.NumGPUs
 	}

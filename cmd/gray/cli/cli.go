@@ -107,16 +107,7 @@ func statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show nodes, resources and sessions of a running pool",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if addr == "" {
-				for _, p := range readPids() {
-					if p[1] != "" {
-						addr = p[1]
-					}
-				}
-			}
-			if addr == "" {
-				addr = "127.0.0.1:8265"
-			}
+			addr = statusAddr(addr)
 			client := &http.Client{Timeout: 5 * time.Second}
 			resp, err := client.Get("http://" + addr + "/api/gray/status")
 			if err != nil {
