@@ -259,9 +259,6 @@ func (s *Server) reconcile(nc *nodeConn, reg *pb.Register) {
 			keepActors[id] = true
 		}
 	}
-	if len(reg.RunningTasks) == 0 && len(reg.LiveActors) == 0 {
-		s.dir.forget(nc.r.id) // most likely restarted, with an empty cache
-	}
 	lost, unpin := nc.r.takeLost(keepTasks, keepActors)
 	if len(lost.Tasks)+len(lost.Actors)+len(lost.Calls) > 0 {
 		s.log.Warn("provider reconnected without some of its work", "node", nc.r.id.Hex(),
