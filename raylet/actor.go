@@ -185,7 +185,7 @@ func (r *Raylet) actorLifecycle(a *actor) {
 	a.gate = gate
 	a.mu.Unlock()
 	r.mu.Lock()
-	r.queue = append(r.queue, gate)
+	r.queue.push(gate)
 	r.mu.Unlock()
 	r.kick()
 	select {

@@ -108,7 +108,7 @@ func (r *Raylet) createPG(job ids.JobID, name, strategy string, detached bool, b
 		r.kick()
 	}
 	r.mu.Lock()
-	r.queue = append(r.queue, gate)
+	r.queue.push(gate)
 	r.mu.Unlock()
 	r.kick()
 	return pg, nil

@@ -81,7 +81,7 @@ type Raylet struct {
 
 	mu        sync.Mutex
 	available map[string]float64
-	queue     []*task
+	queue     dispatchQueue
 	tasks     map[ids.TaskID]*task
 	actors    map[ids.ActorID]*actor
 	pgs       map[string]*placementGroup
@@ -223,7 +223,7 @@ func (r *Raylet) waitDeps(t *task) {
 		return
 	}
 	t.state = stateQueued
-	r.queue = append(r.queue, t)
+	r.queue.push(t)
 	r.mu.Unlock()
 	r.kick()
 }
@@ -255,27 +255,22 @@ func (r *Raylet) dispatchLoop() {
 func (r *Raylet) dispatch() {
 	r.mu.Lock()
 	var launch []*task
-	rest := r.queue[:0]
-	for _, t := range r.queue {
-		if t.cancelled {
-			continue
+	r.queue.pass(func(t *task) bool {
+		from := r.grantFrom(t.spec)
+		if from == nil {
+			return false
 		}
-		if from := r.grantFrom(t.spec); from != nil {
-			if n := t.spec.Resources["GPU"]; n > 0 && !t.noGPUIDs {
-				if t.gpuIDs = r.gpus.Assign(n); t.gpuIDs == nil {
-					rest = append(rest, t)
-					continue
-				}
+		if n := t.spec.Resources["GPU"]; n > 0 && !t.noGPUIDs {
+			if t.gpuIDs = r.gpus.Assign(n); t.gpuIDs == nil {
+				return false
 			}
-			acquire(from, t.spec.Resources)
-			t.grantedFrom = from
-			t.state = stateRunning
-			launch = append(launch, t)
-			continue
 		}
-		rest = append(rest, t)
-	}
-	r.queue = rest
+		acquire(from, t.spec.Resources)
+		t.grantedFrom = from
+		t.state = stateRunning
+		launch = append(launch, t)
+		return true
+	})
 	r.mu.Unlock()
 	for _, t := range launch {
 		r.leaseStart(t)
@@ -343,7 +338,7 @@ func (r *Raylet) retry(t *task) {
 	r.mu.Lock()
 	t.attempt++
 	t.state = stateQueued
-	r.queue = append(r.queue, t)
+	r.queue.push(t)
 	r.mu.Unlock()
 	r.kick()
 }

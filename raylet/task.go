@@ -1,7 +1,9 @@
 package raylet
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/gray-cluster/gray/internal/ids"
 )
@@ -105,4 +107,26 @@ type task struct {
 	// lease names the grant for metering when it is not a task attempt
 	// (an actor incarnation: "actor-<id>:<n>").
 	lease string
+	// shape identifies what the task asks the dispatcher for (resources,
+	// placement group bundle, GPU ids or not); computed once.
+	shape string
+}
+
+// shapeKey returns the task's request shape: two tasks with the same shape
+// fit, or do not, together.
+func (t *task) shapeKey() string {
+	if t.shape == "" {
+		keys := make([]string, 0, len(t.spec.Resources))
+		for k := range t.spec.Resources {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s=%g,", k, t.spec.Resources[k])
+		}
+		fmt.Fprintf(&b, "|%s|%d|%t", t.spec.PlacementGroup, t.spec.BundleIndex, t.noGPUIDs)
+		t.shape = b.String()
+	}
+	return t.shape
 }

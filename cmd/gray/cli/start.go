@@ -101,6 +101,11 @@ func startCmd() *cobra.Command {
 			}
 			ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer cancel()
+			if stop, err := startCPUProfile(); err != nil {
+				return err
+			} else {
+				defer stop()
+			}
 			switch {
 			case o.isHead:
 				return runHead(ctx, cmd, o, res, labels, logger)
