@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 
@@ -10,14 +9,7 @@ import (
 	"github.com/gray-cluster/gray/raylet"
 )
 
-// Regression tests for bugs found by reading the code, and (skipped) tests
-// for known bugs not fixed yet; run those with CLUSTER_RUN_BUGS=1.
-func skipBug(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CLUSTER_RUN_BUGS") == "" {
-		t.Skip("BUG: " + msg)
-	}
-}
+// Regression tests for bugs found by reading the code.
 
 // A client call made while a dead node's actor is being restarted overtakes
 // the calls the node lost, which were submitted before it.
@@ -81,10 +73,10 @@ func TestKillParkedActor(t *testing.T) {
 	h.wantSealed("ray.exceptions.ActorDiedError", c.ReturnIDs()...)
 }
 
-// An actor call's MaxTaskRetries is not spent per call: a call lost with
-// its actor's node is resubmitted after every death, however many.
-func TestBugActorCallRetriesNeverSpent(t *testing.T) {
-	skipBug(t, "Recover resubmits every lost call of a restarted actor whose MaxTaskRetries != 0 without counting the call's attempts, so MaxTaskRetries=1 allows unlimited retries of one call when MaxRestarts=-1 (recover.go Recover, lost.Calls loop)")
+// An actor call's MaxTaskRetries is spent per call: a call lost with its
+// actor's node is resubmitted once with MaxTaskRetries 1, then fails with
+// ActorDiedError, however often the actor itself restarts.
+func TestActorCallRetriesSpentPerCall(t *testing.T) {
 	h := newHarness(t)
 	prev := h.add(0, cpu(1), nil)
 	act := h.actor("A", cpu(1), -1, 1, raylet.Scheduling{})

@@ -166,7 +166,9 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 	died := c.errorValue("ray.exceptions", "ActorDiedError")
 	requeue := map[ids.ActorID][]*raylet.ActorCall{}
 	for _, call := range lost.Calls {
-		if a := restart[call.ActorID]; a != nil && a.MaxTaskRetries != 0 {
+		// max_task_retries is per call: each resend spends one.
+		if a := restart[call.ActorID]; a != nil && (a.MaxTaskRetries < 0 || call.Attempts < a.MaxTaskRetries) {
+			call.Attempts++
 			requeue[call.ActorID] = append(requeue[call.ActorID], call)
 			continue
 		}

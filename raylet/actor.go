@@ -50,7 +50,8 @@ type ActorCall struct {
 	// ConcurrencyGroup overrides the method's declared group.
 	ConcurrencyGroup string
 
-	attempts int
+	// Attempts counts the retries it has had (worker crashes, node deaths).
+	Attempts int
 }
 
 // ReturnIDs are the ids of the call's return objects.
@@ -232,8 +233,8 @@ func (r *Raylet) actorLifecycle(a *actor) {
 		var failed []*ActorCall
 		for id, c := range a.inflight {
 			delete(a.inflight, id)
-			if canRestart && (s.MaxTaskRetries < 0 || c.attempts < s.MaxTaskRetries) {
-				c.attempts++
+			if canRestart && (s.MaxTaskRetries < 0 || c.Attempts < s.MaxTaskRetries) {
+				c.Attempts++
 				a.queue = append([]*ActorCall{c}, a.queue...)
 				continue
 			}
