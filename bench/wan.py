@@ -290,11 +290,12 @@ def main():
     ap.add_argument("--gray-bin", default=os.path.join(ROOT, "bin", "gray"))
     ap.add_argument("--graywan-bin", default=os.path.join(ROOT, "bin", "graywan"))
     ap.add_argument("--size-mib", type=int, default=64)
+    ap.add_argument("--provider-args", default="", help="extra `gray start` flags for every provider, e.g. '--transfer-conns 33'")
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--max-transfer-s", type=float, default=900)
     ap.add_argument("--links", default=",".join(n for n, *_ in LINKS), help="comma-separated subset of " +
                     ", ".join(n for n, *_ in LINKS))
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "2026-11-23-wan-vm.md"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "%s-wan-vm.md" % datetime.date.today().isoformat()))
     args = ap.parse_args()
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT), os.path.relpath(__file__, ROOT)] + sys.argv[1:])
     chosen = [l for l in LINKS if l[0] in args.links.split(",")]
@@ -316,7 +317,7 @@ def main():
             log("graywan up: %s" % ", ".join("%s udp %s tcp %s" % (n, l["udp"], l["tcp"]) for n, l in links.links.items()))
         for name, rtt, *_ in chosen:
             kw = links.provider_args(name) if rtt is not None else {}
-            extra = kw.pop("extra", []) + ["--object-store-memory", str(1 << 30)]
+            extra = kw.pop("extra", []) + ["--object-store-memory", str(1 << 30)] + shlex.split(args.provider_args)
             log("joining provider %s%s" % (name, "" if rtt is None else " through its link"))
             providers.append(Provider(args.gray_bin, head, num_cpus=1, region=name, extra=extra, **kw))
 

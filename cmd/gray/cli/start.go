@@ -35,6 +35,7 @@ type startFlags struct {
 	python          string
 	block           bool
 	prestart        int
+	transferConns   int
 	verbose         bool
 	resources       string
 	labels          string
@@ -129,6 +130,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.python, "python", "", "worker Python with ray==2.60.0 installed (default $GRAY_PYTHON or python3)")
 	f.BoolVar(&o.block, "block", false, "block in the foreground (always true; accepted for Ray compatibility)")
 	f.IntVar(&o.prestart, "prestart-workers", 2, "Python workers kept warm")
+	f.IntVar(&o.transferConns, "transfer-conns", 0, "QUIC connections a provider stripes object transfers over, control included (default 49; more help on long lossy links)")
 	f.DurationVar(&o.idleTimeout, "idle-worker-timeout", 2*time.Minute, "how long surplus idle workers live")
 	f.BoolVar(&o.verbose, "verbose", false, "debug logging")
 	f.StringVar(&o.resources, "resources", "", `custom resources as JSON, e.g. '{"custom": 2}'`)
@@ -260,7 +262,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
-		Prices: prices, PayoutAddress: o.payoutAddress,
+		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns,
 	})
 	if err != nil {
 		return err
