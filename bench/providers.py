@@ -109,7 +109,7 @@ def run_gray(gray, n, tasks, tmp):
             plog = open(os.path.join(tmp, "p%d.log" % i), "w")
             procs.append(subprocess.Popen([gray, "start", "--address", cmd[0], "--token", cmd[1], "--num-cpus", "1",
                                            "--state-dir", os.path.join(tmp, "p%d" % i), "--python", sys.executable,
-                                           "--prestart-workers", "1", "--gossip-port", "-1"],
+                                           "--prestart-workers", "1"],
                                           stdout=plog, stderr=subprocess.STDOUT, env=env, start_new_session=True))
         return client("ray://127.0.0.1:%d" % port, n, tasks)
     finally:

@@ -1,6 +1,9 @@
 package provider
 
 import (
+	"net"
+	"strconv"
+
 	"github.com/gray-cluster/gray/membership"
 )
 
@@ -11,8 +14,18 @@ func (p *Provider) startGossip(headGossip string) {
 	p.mu.Lock()
 	started := p.gossip != nil
 	p.mu.Unlock()
-	if started || headGossip == "" {
+	if started || headGossip == "" || p.cfg.GossipPort < 0 {
 		return
+	}
+	advHost, advPort := p.cfg.NodeIP, 0
+	if a := p.cfg.GossipAdvertise; a != "" {
+		host, port, err := net.SplitHostPort(a)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			p.log.Warn("gossip off: bad --gossip-advertise", "addr", a)
+			return
+		}
+		advHost, advPort = host, n
 	}
 	secret, _, err := ParseToken(p.cfg.Token)
 	if err != nil {
@@ -20,7 +33,8 @@ func (p *Provider) startGossip(headGossip string) {
 		return
 	}
 	m, err := membership.New(membership.Config{
-		Name: p.nodeID.Hex(), BindAddr: p.cfg.GossipBind, AdvertiseAddr: p.cfg.NodeIP,
+		Name: p.nodeID.Hex(), BindAddr: p.cfg.GossipBind, BindPort: p.cfg.GossipPort,
+		AdvertiseAddr: advHost, AdvertisePort: advPort,
 		Meta: membership.Meta{
 			NodeID: p.nodeID.Hex(), Role: membership.RoleRaylet, Region: p.cfg.Labels["ray.io/availability-region"],
 			GPUs: p.cfg.GPUs,

@@ -78,6 +78,12 @@ type Config struct {
 	UsageFlush time.Duration
 	// GossipBind is the local address gossip binds ("" = 0.0.0.0).
 	GossipBind string
+	// GossipPort is the port gossip binds (0: any free one; -1: no gossip).
+	GossipPort int
+	// GossipAdvertise is the HOST:PORT others reach this node's gossip at,
+	// when not NodeIP and the bound port (a port forward, or the WAN
+	// harness's link).
+	GossipAdvertise string
 	// Heartbeat is how often the provider speaks when idle (default 1 s).
 	Heartbeat time.Duration
 	Logger    *slog.Logger

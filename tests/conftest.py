@@ -208,11 +208,18 @@ class WanLinks:
     def __init__(self, graywan_bin, pool, specs, timeout=30):
         self.log = tempfile.NamedTemporaryFile(prefix="graywan-", suffix=".log", delete=False)
         cmd = [graywan_bin, "--control", "127.0.0.1:0"]
+        self.gossip_ports = {}
         for spec in specs:
             if "udp_target=" not in spec and pool.node_address:
                 spec += ",udp_target=" + pool.node_address
             if "tcp_target=" not in spec:
                 spec += ",tcp_target=" + pool.address
+            if "gossip_target=" not in spec:
+                # The provider gossips on this port and advertises the
+                # link's gossip proxy, so probes of it cross the link.
+                name = dict(kv.split("=", 1) for kv in spec.split(",") if "=" in kv)["name"]
+                self.gossip_ports[name] = free_port()
+                spec += ",gossip_target=127.0.0.1:%d" % self.gossip_ports[name]
             cmd += ["--link", spec]
         self.cmd = cmd
         # stdin is a pipe we never write: graywan exits when it closes, so it
@@ -241,7 +248,10 @@ class WanLinks:
     def provider_args(self, name):
         """Provider keyword arguments that join through link name."""
         link = self.links[name]
-        return {"address": link["udp"], "extra": ["--head-client-address", link["tcp"]]}
+        extra = ["--head-client-address", link["tcp"]]
+        if link.get("gossip") and name in self.gossip_ports:
+            extra += ["--gossip-port", str(self.gossip_ports[name]), "--gossip-advertise", link["gossip"]]
+        return {"address": link["udp"], "extra": extra}
 
     def _call(self, method, path):
         import json

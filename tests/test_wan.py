@@ -1,7 +1,8 @@
 """A pool over emulated WAN links: a head (region r0) and three providers in
 regions r1/r2/r3, each joined through its own graywan link (UDP proxy in
 front of the head's QUIC node port, TCP proxy in front of its Ray Client port
-for the provider's workers): r1 20 ms RTT, r2 80 ms, r3 150 ms, all with 1%
+for the provider's workers; gossip sent to the provider through a proxy pair
+it advertises): r1 20 ms RTT, r2 80 ms, r3 150 ms, all with 1%
 loss each way. Driven by the stock Ray client, which talks to the head
 directly (the driver sits in r0).
 
@@ -96,6 +97,8 @@ def test_pool_joined_through_links(ray, wan):
         assert udp["up"]["forwarded"] > 0 and udp["down"]["forwarded"] > 0
     # The prestarted workers' Ray Client connections come through the TCP proxies.
     wait_for(lambda: all(s["tcp"]["up"]["forwarded_bytes"] > 0 for s in links.stats().values()), timeout=60)
+    # The head's gossip probes of each provider cross its link too.
+    wait_for(lambda: all(s["gossip_udp"]["up"]["forwarded"] > 0 for s in links.stats().values()), timeout=60)
 
 
 def test_pinned_tasks_objects_and_actors(ray, wan):
@@ -197,6 +200,7 @@ def test_partition_r2_suspect_not_dead_nothing_lost(ray, wan):
         stats = links.heal("r2")
         healed = time.time()
     assert stats["udp"]["up"]["dropped_partition"] > 0, stats  # the cut was real
+    assert stats["gossip_udp"]["up"]["dropped_partition"] > 0, stats  # gossip included
     print("r2 states during the partition:", states)
 
     results = ray.get(refs, timeout=90)

@@ -18,15 +18,24 @@
 //	GET  /stats[?link=NAME]                     per-link counters (LinkStats)
 //	GET  /links                                 the links and their proxy addresses
 //
+// # Gossip
+//
+// A link with a gossip_target also proxies gossip (memberlist, UDP and TCP on
+// one port) sent TO its provider: the provider advertises the link's gossip
+// address (gray start --gossip-advertise), so the head's and other nodes'
+// probes of it cross the link, delayed, lossy and partitioned with the rest.
+// Gossip the provider sends goes straight to the addresses the others
+// advertise (memberlist answers a probe at the prober's advertised address),
+// so a gossip round trip sees half the link's delay; what matters for the
+// tests, that a partitioned provider stops answering the head's probes, holds.
+//
 // # What the emulator does not cover
 //
 // Only traffic addressed to a proxy crosses the emulated link. In a gray pool
 // that is the provider's QUIC connection to the head (control channel,
-// object pulls and pushes) and its workers' Ray Client connections. Gossip
-// (memberlist, UDP+TCP) goes from each node straight to the addresses the
-// others advertise, so it is neither delayed nor partitioned: a partitioned
-// provider is still reachable by gossip, and the head's suspicion of it comes
-// from control-channel silence alone.
+// object pulls and pushes), its workers' Ray Client connections and, with a
+// gossip_target, gossip sent to it. Direct provider-to-provider object
+// transfers are not shaped (the harness's providers run without them).
 //
 // # Network namespaces
 //
@@ -68,6 +77,9 @@ type Link struct {
 	Spec LinkSpec
 	udp  *linkemu.UDPProxy
 	tcp  *linkemu.TCPProxy
+	// gossipUDP and gossipTCP carry gossip to the provider, on one port.
+	gossipUDP *linkemu.UDPProxy
+	gossipTCP *linkemu.TCPProxy
 
 	mu                   sync.Mutex
 	udpParted, tcpParted bool
@@ -126,7 +138,40 @@ func newLink(s LinkSpec, logger *slog.Logger) (*Link, error) {
 			return nil, fmt.Errorf("wanharness: link %q: tcp: %w", s.Name, err)
 		}
 	}
+	if s.GossipTarget != "" {
+		if err := l.bindGossip(listen(""), cfg); err != nil {
+			l.close()
+			return nil, fmt.Errorf("wanharness: link %q: gossip: %w", s.Name, err)
+		}
+	}
 	return l, nil
+}
+
+// bindGossip binds the gossip proxies: UDP on a free port, then TCP on the
+// same port (memberlist advertises one port for both), trying again when
+// the TCP port is taken.
+func (l *Link) bindGossip(listen string, cfg linkemu.Config) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return err
+	}
+	var last error
+	for range 20 {
+		u, err := linkemu.NewUDPProxy(listen, l.Spec.GossipTarget, cfg)
+		if err != nil {
+			return err
+		}
+		_, port, _ := net.SplitHostPort(u.Addr().String())
+		t, err := linkemu.NewTCPProxy(net.JoinHostPort(host, port), l.Spec.GossipTarget, cfg)
+		if err != nil {
+			_ = u.Close()
+			last = err
+			continue
+		}
+		l.gossipUDP, l.gossipTCP = u, t
+		return nil
+	}
+	return fmt.Errorf("no port free for both UDP and TCP: %w", last)
 }
 
 // Start starts forwarding on every link. The links run until Close, or
@@ -143,7 +188,15 @@ func (h *Harness) Start(ctx context.Context) error {
 				return fmt.Errorf("wanharness: link %q: tcp: %w", l.Spec.Name, err)
 			}
 		}
-		h.log.Info("link up", "link", l.Spec.Name, "udp", l.UDPAddr(), "tcp", l.TCPAddr(),
+		if l.gossipUDP != nil {
+			if err := l.gossipUDP.Start(ctx); err != nil {
+				return fmt.Errorf("wanharness: link %q: gossip udp: %w", l.Spec.Name, err)
+			}
+			if err := l.gossipTCP.Start(ctx); err != nil {
+				return fmt.Errorf("wanharness: link %q: gossip tcp: %w", l.Spec.Name, err)
+			}
+		}
+		h.log.Info("link up", "link", l.Spec.Name, "udp", l.UDPAddr(), "tcp", l.TCPAddr(), "gossip", l.GossipAddr(),
 			"each_way", l.Spec.Config().Up.String())
 	}
 	return nil
@@ -170,6 +223,21 @@ func (l *Link) close() {
 	if l.tcp != nil {
 		_ = l.tcp.Close()
 	}
+	if l.gossipUDP != nil {
+		_ = l.gossipUDP.Close()
+	}
+	if l.gossipTCP != nil {
+		_ = l.gossipTCP.Close()
+	}
+}
+
+// GossipAddr is the address the provider advertises for gossip ("" if the
+// link carries no gossip).
+func (l *Link) GossipAddr() string {
+	if l.gossipUDP == nil {
+		return ""
+	}
+	return l.gossipUDP.Addr().String()
 }
 
 // UDPAddr is the address providers dial as the head's node address ("" if
@@ -234,6 +302,12 @@ func (l *Link) SetPartitioned(on bool, proto Proto) error {
 		l.tcp.SetPartitioned(on)
 		l.tcpParted = on
 	}
+	if l.gossipUDP != nil && (proto == ProtoBoth || proto == ProtoUDP) {
+		l.gossipUDP.SetPartitioned(on)
+	}
+	if l.gossipTCP != nil && (proto == ProtoBoth || proto == ProtoTCP) {
+		l.gossipTCP.SetPartitioned(on)
+	}
 	return nil
 }
 
@@ -251,6 +325,10 @@ type LinkStats struct {
 	Partitioned bool        `json:"partitioned"`
 	UDP         *ProxyStats `json:"udp,omitempty"`
 	TCP         *ProxyStats `json:"tcp,omitempty"`
+	// GossipUDP and GossipTCP count gossip to the provider: Up is the
+	// prober→provider direction.
+	GossipUDP *ProxyStats `json:"gossip_udp,omitempty"`
+	GossipTCP *ProxyStats `json:"gossip_tcp,omitempty"`
 }
 
 // ProxyStats counts one proxy of a link. Up is client→target (provider→head),
@@ -307,6 +385,18 @@ func (l *Link) Stats() LinkStats {
 		out.TCP = &ProxyStats{
 			Addr: l.TCPAddr(), Target: l.Spec.TCPTarget, Partitioned: tcpParted, Sessions: s.Sessions,
 			Up: dirStats(s.Up), Down: dirStats(s.Down),
+		}
+	}
+	if l.gossipUDP != nil {
+		s := l.gossipUDP.Stats()
+		out.GossipUDP = &ProxyStats{
+			Addr: l.GossipAddr(), Target: l.Spec.GossipTarget, Partitioned: udpParted, Sessions: s.Sessions,
+			Up: dirStats(s.Up), Down: dirStats(s.Down),
+		}
+		t := l.gossipTCP.Stats()
+		out.GossipTCP = &ProxyStats{
+			Addr: l.gossipTCP.Addr().String(), Target: l.Spec.GossipTarget, Partitioned: tcpParted, Sessions: t.Sessions,
+			Up: dirStats(t.Up), Down: dirStats(t.Down),
 		}
 	}
 	return out

@@ -11,12 +11,14 @@ type LinkInfo struct {
 	Name string `json:"name"`
 	UDP  string `json:"udp,omitempty"`
 	TCP  string `json:"tcp,omitempty"`
-	Spec string `json:"spec,omitempty"`
+	// Gossip is the address the provider advertises for gossip.
+	Gossip string `json:"gossip,omitempty"`
+	Spec   string `json:"spec,omitempty"`
 }
 
 // Info describes the link's proxies.
 func (l *Link) Info() LinkInfo {
-	return LinkInfo{Name: l.Spec.Name, UDP: l.UDPAddr(), TCP: l.TCPAddr(), Spec: l.Spec.String()}
+	return LinkInfo{Name: l.Spec.Name, UDP: l.UDPAddr(), TCP: l.TCPAddr(), Gossip: l.GossipAddr(), Spec: l.Spec.String()}
 }
 
 // Handler serves the control API (see the package documentation). Errors

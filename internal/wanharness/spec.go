@@ -21,6 +21,12 @@ type LinkSpec struct {
 	Name      string
 	UDPTarget string // "" = no UDP proxy
 	TCPTarget string // "" = no TCP proxy
+	// GossipTarget is the provider's own gossip address (memberlist, UDP
+	// and TCP on one port). When set, the link also carries gossip sent to
+	// the provider: a UDP and a TCP proxy on one port (GossipAddr), which the
+	// provider advertises (gray start --gossip-advertise), shaped and
+	// partitioned with the rest of the link.
+	GossipTarget string
 	// Listen is the host the proxies bind (port chosen by the kernel unless
 	// UDPListen/TCPListen give one). Default 127.0.0.1.
 	Listen               string
@@ -65,6 +71,7 @@ func (s LinkSpec) String() string {
 	}
 	add("udp_target", s.UDPTarget)
 	add("tcp_target", s.TCPTarget)
+	add("gossip_target", s.GossipTarget)
 	add("listen", s.Listen)
 	add("udp_listen", s.UDPListen)
 	add("tcp_listen", s.TCPListen)
@@ -96,7 +103,7 @@ func (s LinkSpec) String() string {
 //
 //	name=r1,udp_target=127.0.0.1:6379,tcp_target=127.0.0.1:10001,rtt=20ms,jitter=1ms,loss=0.01,bandwidth=100mbit
 //
-// Keys: name (required), udp_target, tcp_target (at least one), listen,
+// Keys: name (required), udp_target, tcp_target (at least one), gossip_target, listen,
 // udp_listen, tcp_listen, rtt, jitter (Go durations), loss (0..1, or a
 // percentage like 1%), bandwidth (see linkemu.ParseBandwidth), queue
 // (bytes), reorder (bool), seed (int).
@@ -142,6 +149,8 @@ func specFromMap(kv map[string]string) (LinkSpec, error) {
 			s.UDPTarget = v
 		case "tcp_target":
 			s.TCPTarget = v
+		case "gossip_target":
+			s.GossipTarget = v
 		case "listen":
 			s.Listen = v
 		case "udp_listen":

@@ -551,3 +551,47 @@ func expectLine(t *testing.T, r *bufio.Reader) string {
 		return ""
 	}
 }
+
+// TestGossipProxies: a link with a gossip_target proxies UDP and TCP on one
+// port to it, and a partition of the link cuts gossip too.
+func TestGossipProxies(t *testing.T) {
+	t.Parallel()
+	echo := newUDPEcho(t)
+	spec, err := ParseLinkSpec("name=g,udp_target=127.0.0.1:9,gossip_target=" + echo.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.GossipTarget != echo.addr() {
+		t.Fatalf("gossip target %q, want %q", spec.GossipTarget, echo.addr())
+	}
+	h, err := New([]LinkSpec{spec}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	if err := h.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l := h.Link("g")
+	addr := l.GossipAddr()
+	if addr == "" || l.Info().Gossip != addr {
+		t.Fatalf("gossip address %q, info %+v", addr, l.Info())
+	}
+	// memberlist advertises one port for UDP and TCP: both must be bound.
+	if tcp := l.gossipTCP.Addr().String(); tcp != addr {
+		t.Fatalf("gossip TCP proxy on %s, UDP on %s", tcp, addr)
+	}
+	c := dialUDP(t, addr)
+	if got := udpRoundTrip(t, c, "ping"); got != "ping" {
+		t.Fatalf("echo %q", got)
+	}
+	if err := l.SetPartitioned(true, ProtoBoth); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "gossip datagram dropped by the partition", func() bool {
+		return l.Stats().GossipUDP.Up.DroppedPartition > 0
+	})
+}

@@ -43,15 +43,16 @@ type startFlags struct {
 	gpuMock         string
 	idleTimeout     time.Duration
 	// head ↔ providers
-	nodePort      int
-	gossipPort    int
-	joinToken     string
-	stateDir      string
-	suspectAfter  time.Duration
-	deadAfter     time.Duration
-	address       string
-	token         string
-	clientAddress string
+	nodePort        int
+	gossipPort      int
+	gossipAdvertise string
+	joinToken       string
+	stateDir        string
+	suspectAfter    time.Duration
+	deadAfter       time.Duration
+	address         string
+	token           string
+	clientAddress   string
 	// billing
 	noGPUVerify    bool
 	spillDir       string
@@ -138,6 +139,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.region, "region", "", "this node's region (label ray.io/availability-region)")
 	f.IntVar(&o.nodePort, "node-port", 6379, "UDP (QUIC) port providers join at (head; -1 disables, 0 picks one)")
 	f.IntVar(&o.gossipPort, "gossip-port", 0, "UDP+TCP port for gossip among nodes (0 picks one, -1 disables; providers learn the head's from it)")
+	f.StringVar(&o.gossipAdvertise, "gossip-advertise", "", "HOST:PORT others reach this provider's gossip at (a port forward; default node IP and the bound port)")
 	f.StringVar(&o.joinToken, "join-secret", "", "secret part of the join token (head; default: generated and kept in --state-dir)")
 	f.StringVar(&o.stateDir, "state-dir", "", "where the pool CA (head) or node certificate (provider) is kept")
 	f.DurationVar(&o.suspectAfter, "suspect-after", 5*time.Second, "silence after which a provider gets no new work (head)")
@@ -262,6 +264,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
+		GossipPort: o.gossipPort, GossipAdvertise: o.gossipAdvertise,
 		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns,
 	})
 	if err != nil {
