@@ -24,6 +24,7 @@ import (
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/transport"
@@ -229,6 +230,10 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	r.out = out
 	r.total = valuesOf(reg.Total)
 	r.available = valuesOf(reg.Available)
+	r.gpus = nil
+	if reg.GpuStatus != nil {
+		r.gpus = nodewire.GPUDevices(reg.GpuStatus)
+	}
 	r.mu.Unlock()
 	s.cfg.Cluster.Add(r, info)
 	return nc, gen, reconnect
@@ -426,6 +431,8 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 				s.log.Warn("usage record refused", "node", r.id.Hex(), "record", sr.Record.ID, "err", err)
 			}
 		}
+	case *pb.NodeMessage_GpuStatus:
+		s.gpuStatus(r, x.GpuStatus)
 	case *pb.NodeMessage_Heartbeat, *pb.NodeMessage_TaskDone:
 	default:
 		return fmt.Errorf("%w: unexpected %T", errBadMessage, m.Msg)
