@@ -7,8 +7,9 @@ import (
 )
 
 // SetLabels replaces a live node's labels and GPU summary (its GPUs were
-// verified again); placements from now on see them. The member is replaced,
-// not changed, so a placement holding the old one reads a consistent view.
+// verified again); placements from now on see them, and pending work is
+// placed again. The member is replaced, not changed, so a placement holding
+// the old one reads a consistent view. The same labels change nothing.
 func (c *Cluster) SetLabels(id ids.NodeID, labels map[string]string, gpus string) {
 	sched := maps.Clone(labels)
 	if sched == nil {
@@ -18,7 +19,7 @@ func (c *Cluster) SetLabels(id ids.NodeID, labels map[string]string, gpus string
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.members[id]
-	if m == nil {
+	if m == nil || (maps.Equal(m.labels, sched) && m.info.GPUs == gpus) {
 		return
 	}
 	nm := *m

@@ -10,10 +10,12 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 )
 
-// localGPUs is the head machine's GPU status, kept by its watcher.
+// localGPUs is the head machine's GPU status, kept by its watcher, and
+// the signal that some node's GPU status changed.
 type localGPUs struct {
-	mu sync.Mutex
-	st *watch.Status
+	mu      sync.Mutex
+	st      *watch.Status
+	changed chan struct{}
 }
 
 func (l *localGPUs) set(st watch.Status) {
@@ -21,6 +23,30 @@ func (l *localGPUs) set(st watch.Status) {
 	l.st = &st
 	l.mu.Unlock()
 }
+
+// notify closes the current change channel.
+func (l *localGPUs) notify() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+}
+
+// wait returns a channel closed at the next change.
+func (l *localGPUs) wait() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.changed == nil {
+		l.changed = make(chan struct{})
+	}
+	return l.changed
+}
+
+// GPUsChanged returns a channel closed the next time a node's GPU status
+// or sample arrives (the head's own or a provider's).
+func (h *Head) GPUsChanged() <-chan struct{} { return h.local.wait() }
 
 func (l *localGPUs) get() *watch.Status {
 	l.mu.Lock()
@@ -38,6 +64,7 @@ func (h *Head) watchGPUs(ctx context.Context, w *watch.Watcher, node ids.NodeID)
 		h.Raylet.SetGPUOffer(st.Off, st.Total)
 		h.local.set(st)
 		h.Cluster.SetLabels(node, watch.Labels(h.cfg.Labels, st.Labels), watch.Summary(st.Devices))
+		h.local.notify()
 	}
 	go w.Run(ctx, h.Raylet.GPUsBusy, apply)
 }

@@ -48,7 +48,7 @@ func waitHead(t *testing.T, h *head.Head, what string, ok func(gcs.NodeInfo) boo
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		ch := h.Cluster.Changed()
+		ch := h.GPUsChanged()
 		for _, n := range h.Cluster.Nodes() {
 			if n.IsHead && ok(n) {
 				return n
@@ -102,7 +102,7 @@ func TestHeadGPUsReverifiedAndSampled(t *testing.T) {
 	}
 
 	// A sample reaches the metrics.
-	changed := h.Cluster.Changed()
+	changed := h.GPUsChanged()
 	sampleTick <- time.Now()
 	select {
 	case <-changed:

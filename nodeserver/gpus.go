@@ -31,6 +31,9 @@ func (s *Server) gpuStatus(r *remote, m *pb.GpuStatus) {
 	}
 	s.mu.Unlock()
 	s.cfg.Cluster.SetLabels(r.id, m.Labels, m.Gpus)
+	if s.cfg.OnGPUStatus != nil {
+		s.cfg.OnGPUStatus(r.id)
+	}
 }
 
 // GPUs are a provider's GPUs as last sampled (withdrawn ones marked); nil

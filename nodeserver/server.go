@@ -56,6 +56,8 @@ type Config struct {
 	OnActorRef   func(id ids.ActorID, holder string, retain bool)
 	OnHolderGone func(holder string)
 	Logs         func(job ids.JobID, line string, stderr bool)
+	// OnGPUStatus is told when a provider's GPU status (or sample) arrived.
+	OnGPUStatus func(ids.NodeID)
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -236,6 +238,9 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	}
 	r.mu.Unlock()
 	s.cfg.Cluster.Add(r, info)
+	if reg.GpuStatus != nil && s.cfg.OnGPUStatus != nil {
+		s.cfg.OnGPUStatus(id)
+	}
 	return nc, gen, reconnect
 }
 

@@ -49,7 +49,7 @@ func waitProvider(t *testing.T, c *testcluster.Cluster, what string, ok func(gcs
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		ch := c.Head.Cluster.Changed()
+		ch := c.Head.GPUsChanged()
 		for _, n := range c.Head.Cluster.Nodes() {
 			if !n.IsHead && n.State == gcs.NodeAlive && ok(n) {
 				return n
@@ -154,7 +154,7 @@ func TestProviderGPUSamplesReachHeadMetrics(t *testing.T) {
 		mu.Lock()
 		util = want
 		mu.Unlock()
-		changed := c.Head.Cluster.Changed()
+		changed := c.Head.GPUsChanged()
 		sampleTick <- time.Now()
 		select {
 		case <-changed:

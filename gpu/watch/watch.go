@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,14 +110,17 @@ func (w *Watcher) Base() map[string]float64 { return maps.Clone(w.cfg.Base) }
 // Verifies reports whether the watcher verifies GPUs (has a checker).
 func (w *Watcher) Verifies() bool { return w.cfg.Checker != nil }
 
-// Verify runs one verification round (busy GPUs, by slot, get the quick
-// correctness check so that work running on them does not fail their
-// numbers) and reports the new status and whether a GPU was withdrawn or
-// offered again.
-func (w *Watcher) Verify(ctx context.Context, busy []bool) (Status, bool) {
+// Verify runs one verification round and reports the new status and
+// whether a GPU was withdrawn or offered again. busy (nil: none) reports
+// the GPUs in use: those get the quick correctness check, so that work
+// running on them does not fail their numbers, and a GPU that work started
+// on during its timed check keeps its previous verdict if only its numbers
+// fell short.
+func (w *Watcher) Verify(ctx context.Context, busy func() []bool) (Status, bool) {
 	if w.cfg.Checker == nil {
 		return w.Status(), false
 	}
+	before := busyNow(busy)
 	w.mu.Lock()
 	claims := slices.Clone(w.claims)
 	w.mu.Unlock()
@@ -125,7 +129,7 @@ func (w *Watcher) Verify(ctx context.Context, busy []bool) (Status, bool) {
 		if i < len(claims) {
 			o.Claim = claims[i]
 		}
-		if i < len(busy) && busy[i] {
+		if i < len(before) && before[i] {
 			o.CorrectnessOnly = true
 		}
 		return o
@@ -134,11 +138,23 @@ func (w *Watcher) Verify(ctx context.Context, busy []bool) (Status, bool) {
 		// Stopping is not a verdict on the GPUs.
 		return w.Status(), false
 	}
+	after := busyNow(busy)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	verdicts := Judge(w.n, results, err, w.uuids)
+	if len(w.cfg.Devices) > 0 {
+		for i := len(w.cfg.Devices); i < w.n; i++ {
+			// More slots than GPUs (a --num-gpus override): nothing to verify.
+			verdicts[i] = Verdict{OK: true}
+		}
+	}
 	changed := false
 	for i, v := range verdicts {
+		if !v.OK && startedDuringCheck(i, before, after) && strings.HasPrefix(v.Reason, verify.ErrMismatch.Error()) {
+			w.log.Info("GPU numbers disturbed by work that started during the check; keeping its verdict", "slot", i, "reason", v.Reason)
+			verdicts[i] = w.verdicts[i]
+			continue
+		}
 		if r := v.Result; r.UUID != "" && w.uuids[i] == "" {
 			w.uuids[i] = r.UUID
 		}
@@ -160,6 +176,18 @@ func (w *Watcher) Verify(ctx context.Context, busy []bool) (Status, bool) {
 	w.verdicts = verdicts
 	w.labels = verify.Labels(w.labelResults())
 	return w.statusLocked(), changed
+}
+
+func busyNow(busy func() []bool) []bool {
+	if busy == nil {
+		return nil
+	}
+	return busy()
+}
+
+// startedDuringCheck reports whether work took GPU i during its check.
+func startedDuringCheck(i int, before, after []bool) bool {
+	return i < len(after) && after[i] && (i >= len(before) || !before[i])
 }
 
 // labelResults are the results labels are made of: a GPU checked quickly
@@ -229,11 +257,7 @@ func (w *Watcher) Run(ctx context.Context, busy func() []bool, apply func(Status
 		case <-ctx.Done():
 			return
 		case <-vt:
-			var b []bool
-			if busy != nil {
-				b = busy()
-			}
-			if s, changed := w.Verify(ctx, b); changed {
+			if s, changed := w.Verify(ctx, busy); changed {
 				apply(s)
 			}
 		case <-st:

@@ -162,7 +162,7 @@ func TestBusyGPUsGetTheQuickCheckAndKeepTheirNumbers(t *testing.T) {
 	}
 	busy := make([]bool, 8)
 	busy[2] = true
-	st, _ = w.Verify(ctx, busy)
+	st, _ = w.Verify(ctx, func() []bool { return busy })
 	if !fc.asked[2].CorrectnessOnly || fc.asked[1].CorrectnessOnly {
 		t.Errorf("options = %+v", fc.asked)
 	}
@@ -292,5 +292,35 @@ func TestJudgeNoDriver(t *testing.T) {
 		if v.OK || !errors.Is(verify.ErrNoDriver, verify.ErrNoDriver) || v.Reason == "" {
 			t.Errorf("verdict %+v", v)
 		}
+	}
+}
+
+func TestWorkStartingDuringTheCheckDoesNotWithdrawOnNumbers(t *testing.T) {
+	ctx := context.Background()
+	fc := &fakeChecker{n: 8}
+	w := h100Watcher(t, fc, Config{})
+	w.Verify(ctx, nil)
+	calls := 0
+	busy := func() []bool { // idle before the check, GPU 4 busy after it
+		calls++
+		b := make([]bool, 8)
+		b[4] = calls%2 == 0
+		return b
+	}
+	fc.set(8, map[int]string{4: verify.ErrMismatch.Error() + " H100: FP32 12.0 TFLOP/s, below 42.0"}, nil)
+	if st, changed := w.Verify(ctx, busy); changed || st.Off[4] {
+		t.Fatalf("disturbed numbers withdrew GPU 4: %+v", st.Off)
+	}
+	fc.set(8, map[int]string{4: "kernel result mismatch: gray_fma: thread 9 got 1 want 2"}, nil)
+	if st, changed := w.Verify(ctx, busy); !changed || !st.Off[4] {
+		t.Fatalf("wrong results must withdraw GPU 4 whatever runs there: %+v", st.Off)
+	}
+}
+
+func TestSlotsBeyondTheDevicesAreNotJudged(t *testing.T) {
+	fc := &fakeChecker{n: 1}
+	w := New(Config{Base: map[string]float64{"GPU": 4}, Devices: []gpu.Device{{Index: 0, AcceleratorType: "H100"}}, Checker: fc})
+	if st, _ := w.Verify(context.Background(), nil); st.Total["GPU"] != 4 {
+		t.Fatalf("an override of 4 GPUs on one device: %+v", st)
 	}
 }
