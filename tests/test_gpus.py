@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Pool, Provider
+from conftest import Pool, Provider, run_client_script
 
 
 @pytest.fixture(scope="module")
@@ -124,27 +124,28 @@ def test_gpu_metrics_for_prometheus(gpu_pool):
 def test_provider_gpus_reach_client_status_and_metrics(gray_bin):
     """A provider's (mock) GPUs, sampled live, as the stock client, `gray
     status` and /metrics see them through the head."""
-    import ray
-
     head = Pool(gray_bin, num_cpus=1, extra=["--prestart-workers", "0"])
     provider = None
     try:
         provider = Provider(gray_bin, head, num_cpus=2, extra=["--gpu-mock", "dgxh100", "--gpu-sample-interval", "100ms"])
-        ray.init("ray://" + head.address)
-        try:
-            res = ray.cluster_resources()
-            assert res["GPU"] == 8 and res["accelerator_type:H100"] == 1
-            node = [n for n in ray.nodes() if n["Resources"].get("GPU")][0]
-            assert node["NodeID"].startswith(provider.node_prefix)
+        # A fresh interpreter: this module's pool keeps its own client.
+        proc = run_client_script(head, """
+import os, ray
+ray.init(os.environ["GRAY_ADDRESS"])
+res = ray.cluster_resources()
+assert res["GPU"] == 8 and res["accelerator_type:H100"] == 1, res
+node = [n for n in ray.nodes() if n["Resources"].get("GPU")][0]
+assert node["NodeID"].startswith(%r), node
 
-            @ray.remote(num_gpus=1)
-            def visible():
-                return os.environ["CUDA_VISIBLE_DEVICES"], ray.get_runtime_context().get_node_id()
+@ray.remote(num_gpus=1)
+def visible():
+    return os.environ["CUDA_VISIBLE_DEVICES"], ray.get_runtime_context().get_node_id()
 
-            dev, node_id = ray.get(visible.remote())
-            assert 0 <= int(dev) < 8 and node_id == node["NodeID"]
-        finally:
-            ray.shutdown()
+dev, node_id = ray.get(visible.remote())
+assert 0 <= int(dev) < 8 and node_id == node["NodeID"], (dev, node_id)
+print("ok")
+""" % provider.node_prefix)
+        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
 
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % head.status_port, timeout=10) as r:
             text = r.read().decode()
