@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
@@ -31,6 +32,10 @@ type Device struct {
 	MIGEnabled      bool   `json:"mig_enabled"`
 	// UtilizationPct is -1 when NVML cannot report it.
 	UtilizationPct int `json:"utilization_pct"`
+	// Withdrawn is set when the GPU failed its last verification: the node
+	// no longer offers it (Reason says why).
+	Withdrawn bool   `json:"withdrawn,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // Detect reads the GPUs of this machine. No driver means no GPUs, not an error.
@@ -53,6 +58,12 @@ func Inventory(lib nvml.Interface) (devs []Device, err error) {
 		return nil, fmt.Errorf("%w: init: %v", ErrNVML, ret)
 	}
 	defer lib.Shutdown()
+	return devices(lib)
+}
+
+// devices reads every device of an initialised NVML.
+func devices(lib nvml.Interface) ([]Device, error) {
+	var devs []Device
 	n, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("%w: device count: %v", ErrNVML, ret)
@@ -151,11 +162,28 @@ var mocks = map[string]func() nvml.Interface{
 // ErrUnknownMock names a mock machine that does not exist.
 var ErrUnknownMock = errors.New("unknown mock GPU machine")
 
-// DetectMock inventories one of go-nvml's mock machines.
-func DetectMock(name string) ([]Device, error) {
+// mockMachines keeps one instance of each mock machine per process, so that
+// its GPUs keep their (random) UUIDs from one inventory to the next.
+var mockMachines sync.Map // name -> nvml.Interface
+
+// mockMachine returns the process's instance of a mock machine.
+func mockMachine(name string) (nvml.Interface, error) {
+	if lib, ok := mockMachines.Load(name); ok {
+		return lib.(nvml.Interface), nil
+	}
 	mk, ok := mocks[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (have dgxa100, dgxh100, dgxh200, dgxb200)", ErrUnknownMock, name)
 	}
-	return Inventory(mk())
+	lib, _ := mockMachines.LoadOrStore(name, mk())
+	return lib.(nvml.Interface), nil
+}
+
+// DetectMock inventories one of go-nvml's mock machines.
+func DetectMock(name string) ([]Device, error) {
+	lib, err := mockMachine(name)
+	if err != nil {
+		return nil, err
+	}
+	return Inventory(lib)
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/gpu"
+	"github.com/gray-cluster/gray/gpu/verify"
+	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/noderes"
 	"github.com/gray-cluster/gray/membership"
@@ -65,6 +67,15 @@ type Config struct {
 	GossipAddr string
 	// VerifyGPUs runs the CUDA verification kernels before offering GPUs.
 	VerifyGPUs bool
+	// GPUChecker verifies the GPUs (nil: the CUDA driver); tests fake it.
+	GPUChecker verify.Checker
+	// GPUVerifyInterval is how often the GPUs are verified again (0: only
+	// at start); GPUSampleInterval how often NVML is read for live numbers
+	// (0: never).
+	GPUVerifyInterval time.Duration
+	GPUSampleInterval time.Duration
+	// GPUVerifyTick and GPUSampleTick, when set, drive them instead (tests).
+	GPUVerifyTick, GPUSampleTick <-chan time.Time
 	// SpillDir is where objects go when the store is full (default: under
 	// the session dir); NoSpill turns spilling off (a full store refuses
 	// puts with ObjectStoreFullError).
@@ -92,6 +103,7 @@ type Head struct {
 	http    *http.Server
 	addr    net.Addr
 	GPUs    []gpu.Device
+	local   localGPUs
 	cancel  context.CancelFunc
 	nodes   nodeListener
 	gossip  *membership.Membership
@@ -149,6 +161,8 @@ func (h *Head) Start(ctx context.Context) error {
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
 		ObjectStoreMemory: h.cfg.ObjectStoreMemory, Custom: h.cfg.Resources, Verify: h.cfg.VerifyGPUs,
+		Checker: h.cfg.GPUChecker, VerifyEvery: h.cfg.GPUVerifyInterval, SampleEvery: h.cfg.GPUSampleInterval,
+		VerifyTick: h.cfg.GPUVerifyTick, SampleTick: h.cfg.GPUSampleTick,
 	}, h.log)
 	if err != nil {
 		return err
@@ -165,6 +179,13 @@ func (h *Head) Start(ctx context.Context) error {
 		h.cfg.Labels = labels
 	}
 	h.GPUs = devs
+	summary := noderes.Summary(devs)
+	if rep.Watch != nil {
+		res = rep.Watch.Base() // every GPU a slot; the failed ones withdrawn below
+		st := rep.Watch.Status()
+		h.local.set(st)
+		summary = watch.Summary(st.Devices)
+	}
 	// The front end needs the raylet and the raylet needs the front end's
 	// address, so bind the listener first.
 	var cs *clientserver.Server
@@ -179,13 +200,16 @@ func (h *Head) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if st := h.local.get(); st != nil {
+		rl.SetGPUOffer(st.Off, st.Total)
+	}
 	h.Cluster = cluster.New(cluster.Config{
 		Store: h.Store, Logger: h.log, OnActorDead: callbacks.actorDead, OnHolderGone: callbacks.holderGone,
 		Warn:   func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
 		Locate: h.locate,
 	})
 	host, _ := os.Hostname()
-	h.Cluster.AddLocal(rl, gcs.NodeInfo{IP: h.cfg.NodeIP, Hostname: host, Labels: h.cfg.Labels, GPUs: noderes.Summary(devs)})
+	h.Cluster.AddLocal(rl, gcs.NodeInfo{IP: h.cfg.NodeIP, Hostname: host, Labels: h.cfg.Labels, GPUs: summary})
 	dashboard := ""
 	if h.cfg.StatusAddr != "" {
 		dashboard = h.cfg.StatusAddr
@@ -215,6 +239,7 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	h.Raylet, h.Client = rl, cs
+	h.watchGPUs(ctx, rep.Watch, nodeID)
 	go h.Cluster.Run(ctx)
 	if h.cfg.NodeAddr != "" {
 		if err := h.startNodes(ctx, callbacks); err != nil {

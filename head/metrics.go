@@ -7,18 +7,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gray-cluster/gray/gpu"
+	"github.com/gray-cluster/gray/gcs"
 )
 
 // metrics exports the pool's state for Prometheus at /metrics: nodes and
-// their resources, the object store, and the head machine's GPUs (read from
-// NVML at each scrape).
+// their resources, the object store, and every node's GPUs as last sampled
+// (NVML, every --gpu-sample-interval on each node), withdrawn ones marked.
 type metrics struct {
 	h *Head
 
 	nodes, resTotal, resAvail           *prometheus.Desc
 	storeUsed, storeSpilled, storeCount *prometheus.Desc
 	gpuUtil, gpuMemUsed, gpuMemTotal    *prometheus.Desc
+	gpuWithdrawn                        *prometheus.Desc
 	sessions                            *prometheus.Desc
 }
 
@@ -34,13 +35,14 @@ func newMetrics(h *Head) *metrics {
 		gpuUtil:      prometheus.NewDesc("gray_gpu_utilization_percent", "GPU utilisation (NVML).", []string{"node", "index", "uuid", "model"}, nil),
 		gpuMemUsed:   prometheus.NewDesc("gray_gpu_memory_used_bytes", "GPU memory in use (NVML).", []string{"node", "index", "uuid", "model"}, nil),
 		gpuMemTotal:  prometheus.NewDesc("gray_gpu_memory_total_bytes", "GPU memory (NVML).", []string{"node", "index", "uuid", "model"}, nil),
+		gpuWithdrawn: prometheus.NewDesc("gray_gpu_withdrawn", "1 while a GPU is withdrawn after failing verification.", []string{"node", "index", "uuid", "model"}, nil),
 		sessions:     prometheus.NewDesc("gray_client_sessions", "Connected Ray Client sessions.", nil, nil),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.nodes, m.resTotal, m.resAvail, m.storeUsed, m.storeSpilled, m.storeCount,
-		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.sessions} {
+		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.gpuWithdrawn, m.sessions} {
 		ch <- d
 	}
 }
@@ -65,33 +67,24 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.storeSpilled, prometheus.GaugeValue, float64(h.Store.SpilledBytes()))
 	ch <- prometheus.MustNewConstMetric(m.storeCount, prometheus.GaugeValue, float64(h.Store.Len()))
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(len(h.Client.Sessions())))
-	node := h.Raylet.NodeID().Hex()
-	for _, d := range m.gpus() {
-		labels := []string{node, strconv.Itoa(d.Index), d.UUID, d.AcceleratorType}
-		if d.UtilizationPct >= 0 {
-			ch <- prometheus.MustNewConstMetric(m.gpuUtil, prometheus.GaugeValue, float64(d.UtilizationPct), labels...)
+	for _, n := range h.Cluster.Nodes() {
+		if n.State == gcs.NodeDead {
+			continue
 		}
-		ch <- prometheus.MustNewConstMetric(m.gpuMemUsed, prometheus.GaugeValue, float64(d.MemoryUsedBytes), labels...)
-		ch <- prometheus.MustNewConstMetric(m.gpuMemTotal, prometheus.GaugeValue, float64(d.MemoryBytes), labels...)
+		for _, d := range h.NodeGPUs(n.ID) {
+			labels := []string{n.ID.Hex(), strconv.Itoa(d.Index), d.UUID, d.AcceleratorType}
+			if d.UtilizationPct >= 0 {
+				ch <- prometheus.MustNewConstMetric(m.gpuUtil, prometheus.GaugeValue, float64(d.UtilizationPct), labels...)
+			}
+			ch <- prometheus.MustNewConstMetric(m.gpuMemUsed, prometheus.GaugeValue, float64(d.MemoryUsedBytes), labels...)
+			ch <- prometheus.MustNewConstMetric(m.gpuMemTotal, prometheus.GaugeValue, float64(d.MemoryBytes), labels...)
+			withdrawn := 0.0
+			if d.Withdrawn {
+				withdrawn = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.gpuWithdrawn, prometheus.GaugeValue, withdrawn, labels...)
+		}
 	}
-}
-
-// gpus re-reads NVML (or the mock machine) so utilisation is current.
-func (m *metrics) gpus() []gpu.Device {
-	if len(m.h.GPUs) == 0 {
-		return nil
-	}
-	var devs []gpu.Device
-	var err error
-	if m.h.cfg.GPUMock != "" {
-		devs, err = gpu.DetectMock(m.h.cfg.GPUMock)
-	} else {
-		devs, err = gpu.Detect()
-	}
-	if err != nil {
-		return m.h.GPUs
-	}
-	return devs
 }
 
 func (h *Head) metricsHandler() http.Handler {
@@ -99,3 +92,7 @@ func (h *Head) metricsHandler() http.Handler {
 	reg.MustRegister(newMetrics(h))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
+
+// Metrics serves the Prometheus text /metrics serves (for tests and
+// embedding).
+func (h *Head) Metrics() http.Handler { return h.metricsHandler() }

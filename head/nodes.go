@@ -167,7 +167,7 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
-		OnHolderGone: cb.holderGone, Logs: cb.logs,
+		OnHolderGone: cb.holderGone, Logs: cb.logs, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
 	})
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	h.Nodes.Register(g)

@@ -43,6 +43,8 @@ type NodeStatus struct {
 	RTTms     float64            `json:"rtt_ms,omitempty"`
 	Total     map[string]float64 `json:"total"`
 	Available map[string]float64 `json:"available"`
+	// GPUDevices are the node's GPUs as last sampled, withdrawn ones marked.
+	GPUDevices []gpu.Device `json:"gpu_devices,omitempty"`
 }
 
 // Snapshot returns the pool's status.
@@ -52,7 +54,7 @@ func (h *Head) Snapshot() Status {
 		Nodes:         h.nodeStatus(),
 		NodeAddress:   h.NodeAddr(),
 		Sessions:      h.Client.Sessions(),
-		GPUs:          h.GPUs,
+		GPUs:          h.NodeGPUs(h.Raylet.NodeID()),
 		Workers:       h.Raylet.Workers(),
 		Objects:       h.Store.Len(),
 		ObjectBytes:   h.Store.Used(),
@@ -70,6 +72,9 @@ func (h *Head) nodeStatus() []NodeStatus {
 			Alive: n.State != gcs.NodeDead, Region: n.Labels[RegionLabel], GPUs: n.GPUs, Labels: n.Labels,
 			Total: n.Total, Available: n.Available, RTTms: rtt[n.ID.Hex()],
 		})
+		if n.State != gcs.NodeDead {
+			out[len(out)-1].GPUDevices = h.NodeGPUs(n.ID)
+		}
 	}
 	return out
 }

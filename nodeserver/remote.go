@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/cluster"
+	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/objectstore"
@@ -41,6 +42,8 @@ type remote struct {
 	calls     map[ids.TaskID]*pendingResults
 	seq       uint64
 	billing   Billing
+	// gpus are the provider's GPUs as last sampled.
+	gpus []gpu.Device
 }
 
 func (r *remote) leased(lease string) {

@@ -24,6 +24,7 @@ import (
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/transport"
@@ -55,6 +56,8 @@ type Config struct {
 	OnActorRef   func(id ids.ActorID, holder string, retain bool)
 	OnHolderGone func(holder string)
 	Logs         func(job ids.JobID, line string, stderr bool)
+	// OnGPUStatus is told when a provider's GPU status (or sample) arrived.
+	OnGPUStatus func(ids.NodeID)
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -229,8 +232,15 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	r.out = out
 	r.total = valuesOf(reg.Total)
 	r.available = valuesOf(reg.Available)
+	r.gpus = nil
+	if reg.GpuStatus != nil {
+		r.gpus = nodewire.GPUDevices(reg.GpuStatus)
+	}
 	r.mu.Unlock()
 	s.cfg.Cluster.Add(r, info)
+	if reg.GpuStatus != nil && s.cfg.OnGPUStatus != nil {
+		s.cfg.OnGPUStatus(id)
+	}
 	return nc, gen, reconnect
 }
 
@@ -426,6 +436,8 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 				s.log.Warn("usage record refused", "node", r.id.Hex(), "record", sr.Record.ID, "err", err)
 			}
 		}
+	case *pb.NodeMessage_GpuStatus:
+		s.gpuStatus(r, x.GpuStatus)
 	case *pb.NodeMessage_Heartbeat, *pb.NodeMessage_TaskDone:
 	default:
 		return fmt.Errorf("%w: unexpected %T", errBadMessage, m.Msg)

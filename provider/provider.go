@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gray-cluster/gray/billing/metering"
+	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/membership"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
@@ -86,7 +87,11 @@ type Config struct {
 	GossipAdvertise string
 	// Heartbeat is how often the provider speaks when idle (default 1 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// GPUWatch, when set, owns the GPUs: the raylet's GPU slots are its
+	// Base resources, and it withdraws GPUs that fail re-verification (and
+	// offers them again) and samples them; the head hears of each change.
+	GPUWatch *watch.Watcher
+	Logger   *slog.Logger
 }
 
 // Provider is a running provider daemon.
@@ -111,6 +116,9 @@ type Provider struct {
 
 	meter    *metering.Meter
 	meterKey ed25519.PrivateKey
+
+	// gpu is the GPU status last applied (nil without GPUWatch).
+	gpu *watch.Status
 
 	// extra are the additional connections objects are striped over.
 	extra    []*grpc.ClientConn
@@ -300,8 +308,12 @@ func (p *Provider) Start(ctx context.Context) error {
 	}
 	p.meter = metering.NewMeter(p.nodeID.Hex(), uint64(time.Now().UnixNano()))
 	p.objects = newObjects(p, p.cfg.ObjectStoreMemory/4)
+	resources := p.cfg.Resources
+	if p.cfg.GPUWatch != nil {
+		resources = p.cfg.GPUWatch.Base()
+	}
 	p.raylet, err = raylet.New(raylet.Config{
-		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: p.cfg.Resources, Store: p.objects,
+		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: resources, Store: p.objects,
 		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
 		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog,
 		OnActorDead: func(id ids.ActorID) {
@@ -324,6 +336,7 @@ func (p *Provider) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.startGPUs()
 	registered := make(chan string, 1)
 	refused := make(chan error, 1)
 	p.wg.Add(2)
@@ -422,10 +435,10 @@ func (p *Provider) Close() error {
 
 func (p *Provider) register() *pb.Register {
 	reg := &pb.Register{
-		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.cfg.Labels,
-		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.cfg.GPUs,
+		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.labels(),
+		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.gpuSummary(),
 		Available:     &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
-		PayoutAddress: p.cfg.PayoutAddress,
+		PayoutAddress: p.cfg.PayoutAddress, GpuStatus: p.gpuStatus(),
 	}
 	if p.meterKey != nil {
 		reg.MeterKey = p.meterKey.Public().(ed25519.PublicKey)
@@ -434,6 +447,7 @@ func (p *Provider) register() *pb.Register {
 		reg.Prices = append(reg.Prices, &pb.Price{Resource: pr.Resource, MicroUsdPerHour: pr.MicroUSDPerHour})
 	}
 	if p.raylet != nil {
+		reg.Total.Values = p.raylet.Total()
 		reg.Available.Values = p.raylet.Available()
 		for _, id := range p.raylet.TaskIDs() {
 			reg.RunningTasks = append(reg.RunningTasks, id.Bytes())

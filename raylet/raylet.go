@@ -88,6 +88,9 @@ type Raylet struct {
 	gpus      *gpu.Slots
 	closed    bool
 	wake      chan struct{}
+	// offered is the node's resources after GPUs were withdrawn or
+	// offered again (nil: cfg.Resources); see SetGPUOffer.
+	offered map[string]float64
 }
 
 // New builds a raylet; Start launches it.
@@ -157,10 +160,13 @@ func (r *Raylet) Close() error {
 // NodeID is this raylet's id.
 func (r *Raylet) NodeID() ids.NodeID { return r.cfg.NodeID }
 
-// Total returns the node's resources.
+// Total returns the node's resources (without withdrawn GPUs).
 func (r *Raylet) Total() map[string]float64 {
-	out := make(map[string]float64, len(r.cfg.Resources))
-	for k, v := range r.cfg.Resources {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	total := r.totalLocked()
+	out := make(map[string]float64, len(total))
+	for k, v := range total {
 		out[k] = v
 	}
 	return out
@@ -172,6 +178,9 @@ func (r *Raylet) Available() map[string]float64 {
 	defer r.mu.Unlock()
 	out := make(map[string]float64, len(r.available))
 	for k, v := range r.available {
+		if _, offered := r.offered[k]; r.offered != nil && !offered {
+			continue // withdrawn (all GPUs of a model failed verification)
+		}
 		out[k] = v
 	}
 	return out
@@ -352,7 +361,9 @@ func (r *Raylet) releaseResources(t *task) {
 	}
 	r.releaseTo(t.spec, t.grantedFrom)
 	t.grantedFrom = nil
-	r.gpus.Release(t.gpuIDs, t.spec.Resources["GPU"])
+	if lost := r.gpus.Release(t.gpuIDs, t.spec.Resources["GPU"]); lost > 0 {
+		r.available["GPU"] -= lost // freed on a withdrawn GPU: not offered
+	}
 	t.gpuIDs = nil
 	r.mu.Unlock()
 	r.kick()

@@ -1,11 +1,14 @@
 """GPU resources, assignment and isolation, on go-nvml's mock DGX H100
 (8 GPUs) so that CI needs no GPU. The real-GPU path is checked separately."""
 
+import json
 import os
+import subprocess
+import urllib.request
 
 import pytest
 
-from conftest import Pool
+from conftest import Pool, Provider, run_client_script
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +119,48 @@ def test_gpu_metrics_for_prometheus(gpu_pool):
     assert all('model="H100"' in line for line in total)
     assert 'gray_nodes{state="ALIVE"} 1' in text
     assert 'resource="GPU"' in text
+
+
+def test_provider_gpus_reach_client_status_and_metrics(gray_bin):
+    """A provider's (mock) GPUs, sampled live, as the stock client, `gray
+    status` and /metrics see them through the head."""
+    head = Pool(gray_bin, num_cpus=1, extra=["--prestart-workers", "0"])
+    provider = None
+    try:
+        provider = Provider(gray_bin, head, num_cpus=2, extra=["--gpu-mock", "dgxh100", "--gpu-sample-interval", "100ms"])
+        # A fresh interpreter: this module's pool keeps its own client.
+        proc = run_client_script(head, """
+import os, ray
+ray.init(os.environ["GRAY_ADDRESS"])
+res = ray.cluster_resources()
+assert res["GPU"] == 8 and res["accelerator_type:H100"] == 1, res
+node = [n for n in ray.nodes() if n["Resources"].get("GPU")][0]
+assert node["NodeID"].startswith(%r), node
+
+@ray.remote(num_gpus=1)
+def visible():
+    return os.environ["CUDA_VISIBLE_DEVICES"], ray.get_runtime_context().get_node_id()
+
+dev, node_id = ray.get(visible.remote())
+assert 0 <= int(dev) < 8 and node_id == node["NodeID"], (dev, node_id)
+print("ok")
+""" % provider.node_prefix)
+        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % head.status_port, timeout=10) as r:
+            text = r.read().decode()
+        lines = [line for line in text.splitlines() if line.startswith("gray_gpu_memory_total_bytes{")]
+        assert len(lines) == 8 and all('node="%s' % provider.node_prefix in line for line in lines), text
+        assert len([line for line in text.splitlines() if line.startswith("gray_gpu_withdrawn{") and line.endswith(" 0")]) == 8
+
+        st = json.loads(subprocess.run([gray_bin, "status", "--address", "127.0.0.1:%d" % head.status_port, "--json"],
+                                       check=True, capture_output=True, text=True).stdout)
+        prov = [n for n in st["nodes"] if n["node_id"].startswith(provider.node_prefix)][0]
+        assert prov["gpus"] == "8xH100" and len(prov["gpu_devices"]) == 8
+        out = subprocess.run([gray_bin, "status", "--address", "127.0.0.1:%d" % head.status_port],
+                             check=True, capture_output=True, text=True).stdout
+        assert out.count("GPU ") >= 8 and "H100" in out, out
+    finally:
+        if provider:
+            provider.stop()
+        head.stop()

@@ -10,9 +10,13 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/gpu/verify"
+	"github.com/gray-cluster/gray/gpu/watch"
 )
 
 // Options are the operator's overrides.
@@ -26,8 +30,18 @@ type Options struct {
 	ObjectStoreMemory int64   // <= 0: 30% of RAM
 	Custom            map[string]float64
 	// Verify runs the CUDA verification kernels on NVML's GPUs (not on a
-	// mock machine): GPUs are offered only if every one passes.
+	// mock machine unless Checker is set): only the GPUs that pass are
+	// offered.
 	Verify bool
+	// Checker verifies the GPUs (nil: the CUDA driver); tests fake it.
+	Checker verify.Checker
+	// VerifyEvery is how often the GPUs are verified again while the node
+	// runs (0: only at start); SampleEvery how often NVML is read for live
+	// utilisation and memory (0: never).
+	VerifyEvery, SampleEvery time.Duration
+	// VerifyTick and SampleTick, when set, drive the watcher instead of the
+	// intervals (tests).
+	VerifyTick, SampleTick <-chan time.Time
 }
 
 // Report is what Detect found besides resources.
@@ -35,6 +49,11 @@ type Report struct {
 	GPUs []gpu.Device
 	// Labels are node labels from GPU verification (gray.io/gpu-*).
 	Labels map[string]string
+	// Watch keeps the GPUs verified and sampled while the node runs; nil
+	// when the node offers no GPUs. Its Base are the resources with every
+	// GPU (the raylet's GPU slots): the raylet is built with them and then
+	// given Watch.Status().Off, as DetectVerified leaves failed GPUs out.
+	Watch *watch.Watcher
 }
 
 // Detect returns the node's resources and its GPUs.
@@ -43,31 +62,42 @@ func Detect(o Options, log *slog.Logger) (map[string]float64, []gpu.Device, erro
 	return res, rep.GPUs, err
 }
 
-// DetectVerified is Detect plus GPU verification when o.Verify is set.
+// DetectVerified is Detect plus GPU verification when o.Verify is set: a
+// GPU that fails is left out of the resources (and marked in the report's
+// watcher, which re-verifies it later).
 func DetectVerified(ctx context.Context, o Options, log *slog.Logger) (map[string]float64, Report, error) {
 	res, devs, err := detect(o, log)
 	rep := Report{GPUs: devs}
-	if err != nil || !o.Verify || o.GPUMock != "" || len(devs) == 0 || res["GPU"] == 0 {
+	if err != nil || len(devs) == 0 || res["GPU"] == 0 {
 		return res, rep, err
 	}
-	d, err := verify.Open()
-	if err != nil {
-		log.Warn("GPUs found by NVML cannot be verified through CUDA; not offering them", "err", err)
-		rep.Labels = map[string]string{"gray.io/gpu-verified": "false"}
-		dropGPUs(res)
+	cfg := watch.Config{Base: res, Devices: devs, VerifyEvery: o.VerifyEvery, SampleEvery: o.SampleEvery,
+		VerifyTick: o.VerifyTick, SampleTick: o.SampleTick, Logger: log}
+	if o.GPUMock != "" {
+		s, err := gpu.NewMockSampler(o.GPUMock)
+		if err != nil {
+			return nil, rep, err
+		}
+		cfg.Sample = s.Sample
+	} else {
+		cfg.Sample = gpu.NewSampler(nvml.New()).Sample
+	}
+	if o.Verify && (o.GPUMock == "" || o.Checker != nil) {
+		cfg.Checker = o.Checker
+		if cfg.Checker == nil {
+			cfg.Checker = verify.DriverChecker{}
+		}
+	}
+	rep.Watch = watch.New(cfg)
+	if cfg.Checker == nil {
 		return res, rep, nil
 	}
-	results, err := d.VerifyAll(ctx, verify.Options{})
-	rep.Labels = verify.Labels(results)
-	if err != nil {
-		log.Warn("GPU verification failed; not offering GPUs", "err", err)
-		dropGPUs(res)
-		return res, rep, nil
+	st, _ := rep.Watch.Verify(ctx, nil)
+	rep.Labels = st.Labels
+	if st.Total["GPU"] > 0 {
+		log.Info("GPUs verified", "offered", st.Total["GPU"], "labels", st.Labels)
 	}
-	for _, r := range results {
-		log.Info("GPU verified", "index", r.Index, "model", r.Model, "fp32_tflops", r.FP32TFLOPS, "bandwidth_gbs", r.BandwidthGBs, "took", r.Duration)
-	}
-	return res, rep, nil
+	return st.Total, rep, nil
 }
 
 func dropGPUs(res map[string]float64) {

@@ -6,12 +6,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/gray-cluster/gray/gpu"
+	"github.com/gray-cluster/gray/gpu/verify"
+	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/head"
 	"github.com/gray-cluster/gray/provider"
 )
@@ -24,6 +28,10 @@ type Options struct {
 	ObjectStoreMemory int64
 	// GPUMock names a go-nvml mock machine ("dgxh100") to offer as GPUs.
 	GPUMock string
+	// GPUChecker verifies the head's mock GPUs (nil: not verified), at
+	// start and at each GPUVerifyTick; GPUSampleTick samples the mock.
+	GPUChecker                   verify.Checker
+	GPUVerifyTick, GPUSampleTick <-chan time.Time
 }
 
 // Python returns the interpreter for workers: $GRAY_PYTHON, the repo's
@@ -64,6 +72,10 @@ func Start(t testing.TB, o Options) *head.Head {
 		PrestartWorkers:   o.PrestartWorkers,
 		NumGPUs:           -1,
 		GPUMock:           o.GPUMock,
+		VerifyGPUs:        o.GPUChecker != nil,
+		GPUChecker:        o.GPUChecker,
+		GPUVerifyTick:     o.GPUVerifyTick,
+		GPUSampleTick:     o.GPUSampleTick,
 		SessionDir:        t.TempDir(),
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -98,6 +110,16 @@ type MultiOptions struct {
 	Regions []string
 	// SuspectAfter and DeadAfter tune the head's failure detection.
 	SuspectAfter, DeadAfter time.Duration
+	// ProviderGPUMock gives every provider a go-nvml mock machine's GPUs
+	// ("dgxh100"), verified by ProviderGPUChecker (nil: not verified) at
+	// start and again at each ProviderGPUVerifyTick; ProviderGPUSampleTick
+	// makes them sample the mock's NVML.
+	ProviderGPUMock       string
+	ProviderGPUChecker    verify.Checker
+	ProviderGPUVerifyTick <-chan time.Time
+	ProviderGPUSampleTick <-chan time.Time
+	// ProviderGPUSample replaces the mock's NVML samples (live numbers).
+	ProviderGPUSample func() ([]gpu.Device, error)
 }
 
 // StartCluster runs a head and o.Providers providers for the test.
@@ -137,10 +159,13 @@ func StartCluster(t testing.TB, o MultiOptions) *Cluster {
 		if i < len(o.Regions) {
 			labels["ray.io/availability-region"] = o.Regions[i]
 		}
+		res := map[string]float64{"CPU": o.ProviderCPUs}
+		gpus := providerGPUs(t, ctx, o, res, labels, log)
 		p, err := provider.New(provider.Config{
 			HeadAddr: h.NodeAddr(), Token: h.JoinToken(), StateDir: t.TempDir(), NodeIP: "127.0.0.1",
-			Python: Python(), Resources: map[string]float64{"CPU": o.ProviderCPUs}, Labels: labels,
+			Python: Python(), Resources: res, Labels: labels,
 			ObjectStoreMemory: 256 << 20, SessionDir: t.TempDir(), PrestartWorkers: o.PrestartWorkers, Logger: log,
+			GPUWatch: gpus,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -151,4 +176,36 @@ func StartCluster(t testing.TB, o MultiOptions) *Cluster {
 		c.Providers = append(c.Providers, p)
 	}
 	return c
+}
+
+// providerGPUs adds a provider's mock GPUs to res (as verified at start)
+// and labels, and returns their watcher; nil without ProviderGPUMock.
+func providerGPUs(t testing.TB, ctx context.Context, o MultiOptions, res map[string]float64, labels map[string]string, log *slog.Logger) *watch.Watcher {
+	t.Helper()
+	if o.ProviderGPUMock == "" {
+		return nil
+	}
+	devs, err := gpu.DetectMock(o.ProviderGPUMock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sampler, err := gpu.NewMockSampler(o.ProviderGPUMock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := maps.Clone(res)
+	maps.Copy(base, gpu.Resources(devs))
+	sample := sampler.Sample
+	if o.ProviderGPUSample != nil {
+		sample = o.ProviderGPUSample
+	}
+	w := watch.New(watch.Config{
+		Base: base, Devices: devs, Checker: o.ProviderGPUChecker, Sample: sample,
+		VerifyTick: o.ProviderGPUVerifyTick, SampleTick: o.ProviderGPUSampleTick, Logger: log,
+	})
+	st, _ := w.Verify(ctx, nil)
+	clear(res)
+	maps.Copy(res, st.Total)
+	maps.Copy(labels, st.Labels)
+	return w
 }

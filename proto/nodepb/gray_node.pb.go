@@ -265,6 +265,9 @@ type Register struct {
 	MeterKey      []byte   `protobuf:"bytes,10,opt,name=meter_key,json=meterKey,proto3" json:"meter_key,omitempty"`
 	Prices        []*Price `protobuf:"bytes,11,rep,name=prices,proto3" json:"prices,omitempty"`
 	PayoutAddress string   `protobuf:"bytes,12,opt,name=payout_address,json=payoutAddress,proto3" json:"payout_address,omitempty"`
+	// The GPUs as the provider offers them now (withdrawn ones marked) with
+	// their last NVML sample; absent without GPUs.
+	GpuStatus     *GpuStatus `protobuf:"bytes,13,opt,name=gpu_status,json=gpuStatus,proto3" json:"gpu_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +384,13 @@ func (x *Register) GetPayoutAddress() string {
 		return x.PayoutAddress
 	}
 	return ""
+}
+
+func (x *Register) GetGpuStatus() *GpuStatus {
+	if x != nil {
+		return x.GpuStatus
+	}
+	return nil
 }
 
 type Price struct {
@@ -1776,6 +1786,7 @@ type NodeMessage struct {
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_Usage
 	//	*NodeMessage_Result
+	//	*NodeMessage_GpuStatus
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1935,6 +1946,15 @@ func (x *NodeMessage) GetResult() *ObjectChunk {
 	return nil
 }
 
+func (x *NodeMessage) GetGpuStatus() *GpuStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_GpuStatus); ok {
+			return x.GpuStatus
+		}
+	}
+	return nil
+}
+
 type isNodeMessage_Msg interface {
 	isNodeMessage_Msg()
 }
@@ -1993,6 +2013,12 @@ type NodeMessage_Result struct {
 	Result *ObjectChunk `protobuf:"bytes,13,opt,name=result,proto3,oneof"`
 }
 
+type NodeMessage_GpuStatus struct {
+	// The provider's GPUs changed: one was withdrawn after failing its
+	// periodic verification or offered again, or NVML was sampled.
+	GpuStatus *GpuStatus `protobuf:"bytes,16,opt,name=gpu_status,json=gpuStatus,proto3,oneof"`
+}
+
 func (*NodeMessage_Register) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Available) isNodeMessage_Msg() {}
@@ -2018,6 +2044,8 @@ func (*NodeMessage_Heartbeat) isNodeMessage_Msg() {}
 func (*NodeMessage_Usage) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Result) isNodeMessage_Msg() {}
+
+func (*NodeMessage_GpuStatus) isNodeMessage_Msg() {}
 
 // Usage carries signed usage records (metering.SignedRecord as JSON).
 type Usage struct {
@@ -2064,6 +2092,209 @@ func (x *Usage) GetRecords() [][]byte {
 	return nil
 }
 
+// GpuStatus is a provider's GPUs as it offers them now. The head replaces
+// the node's total resources and labels with these.
+type GpuStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Total         *Resources             `protobuf:"bytes,1,opt,name=total,proto3" json:"total,omitempty"`                                                                             // without withdrawn GPUs
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // all of the node's labels (gray.io/gpu-* updated)
+	Gpus          string                 `protobuf:"bytes,3,opt,name=gpus,proto3" json:"gpus,omitempty"`                                                                               // summary, e.g. "8xH100"
+	Devices       []*GpuDevice           `protobuf:"bytes,4,rep,name=devices,proto3" json:"devices,omitempty"`
+	SampledUnixMs int64                  `protobuf:"varint,5,opt,name=sampled_unix_ms,json=sampledUnixMs,proto3" json:"sampled_unix_ms,omitempty"` // when the devices' numbers were read
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GpuStatus) Reset() {
+	*x = GpuStatus{}
+	mi := &file_gray_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GpuStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GpuStatus) ProtoMessage() {}
+
+func (x *GpuStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GpuStatus.ProtoReflect.Descriptor instead.
+func (*GpuStatus) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GpuStatus) GetTotal() *Resources {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *GpuStatus) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *GpuStatus) GetGpus() string {
+	if x != nil {
+		return x.Gpus
+	}
+	return ""
+}
+
+func (x *GpuStatus) GetDevices() []*GpuDevice {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *GpuStatus) GetSampledUnixMs() int64 {
+	if x != nil {
+		return x.SampledUnixMs
+	}
+	return 0
+}
+
+// GpuDevice is one GPU and its last NVML sample.
+type GpuDevice struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Index            int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Uuid             string                 `protobuf:"bytes,2,opt,name=uuid,proto3" json:"uuid,omitempty"`
+	Name             string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	AcceleratorType  string                 `protobuf:"bytes,4,opt,name=accelerator_type,json=acceleratorType,proto3" json:"accelerator_type,omitempty"`
+	MemoryTotalBytes uint64                 `protobuf:"varint,5,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
+	MemoryUsedBytes  uint64                 `protobuf:"varint,6,opt,name=memory_used_bytes,json=memoryUsedBytes,proto3" json:"memory_used_bytes,omitempty"`
+	UtilizationPct   int32                  `protobuf:"varint,7,opt,name=utilization_pct,json=utilizationPct,proto3" json:"utilization_pct,omitempty"` // -1: NVML cannot tell
+	Withdrawn        bool                   `protobuf:"varint,8,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`                                 // failed verification: not offered
+	Reason           string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`                                        // why withdrawn
+	PciBusId         string                 `protobuf:"bytes,10,opt,name=pci_bus_id,json=pciBusId,proto3" json:"pci_bus_id,omitempty"`
+	MigEnabled       bool                   `protobuf:"varint,11,opt,name=mig_enabled,json=migEnabled,proto3" json:"mig_enabled,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GpuDevice) Reset() {
+	*x = GpuDevice{}
+	mi := &file_gray_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GpuDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GpuDevice) ProtoMessage() {}
+
+func (x *GpuDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GpuDevice.ProtoReflect.Descriptor instead.
+func (*GpuDevice) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GpuDevice) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GpuDevice) GetUuid() string {
+	if x != nil {
+		return x.Uuid
+	}
+	return ""
+}
+
+func (x *GpuDevice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GpuDevice) GetAcceleratorType() string {
+	if x != nil {
+		return x.AcceleratorType
+	}
+	return ""
+}
+
+func (x *GpuDevice) GetMemoryTotalBytes() uint64 {
+	if x != nil {
+		return x.MemoryTotalBytes
+	}
+	return 0
+}
+
+func (x *GpuDevice) GetMemoryUsedBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsedBytes
+	}
+	return 0
+}
+
+func (x *GpuDevice) GetUtilizationPct() int32 {
+	if x != nil {
+		return x.UtilizationPct
+	}
+	return 0
+}
+
+func (x *GpuDevice) GetWithdrawn() bool {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return false
+}
+
+func (x *GpuDevice) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GpuDevice) GetPciBusId() string {
+	if x != nil {
+		return x.PciBusId
+	}
+	return ""
+}
+
+func (x *GpuDevice) GetMigEnabled() bool {
+	if x != nil {
+		return x.MigEnabled
+	}
+	return false
+}
+
 type PullRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
@@ -2078,7 +2309,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2321,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2334,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -2150,7 +2381,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2393,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2406,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{26}
+	return file_gray_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -2249,7 +2480,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2492,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2505,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{27}
+	return file_gray_node_proto_rawDescGZIP(), []int{29}
 }
 
 var File_gray_node_proto protoreflect.FileDescriptor
@@ -2295,7 +2526,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x03(\v2#.gray.node.v1.Resources.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x86\x04\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xbe\x04\n" +
 	"\bRegister\x12-\n" +
 	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x125\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\tavailable\x12:\n" +
@@ -2311,7 +2542,9 @@ const file_gray_node_proto_rawDesc = "" +
 	"\tmeter_key\x18\n" +
 	" \x01(\fR\bmeterKey\x12+\n" +
 	"\x06prices\x18\v \x03(\v2\x13.gray.node.v1.PriceR\x06prices\x12%\n" +
-	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x1a9\n" +
+	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x126\n" +
+	"\n" +
+	"gpu_status\x18\r \x01(\v2\x17.gray.node.v1.GpuStatusR\tgpuStatus\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -2452,7 +2685,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\xb8\x05\n" +
+	"\vRELEASE_ALL\x10\x04\"\xf2\x05\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2471,10 +2704,36 @@ const file_gray_node_proto_rawDesc = "" +
 	" \x01(\v2\x18.gray.node.v1.ObjectRefsH\x00R\x04refs\x12\x1e\n" +
 	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
 	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usage\x123\n" +
-	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06resultB\x05\n" +
+	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06result\x128\n" +
+	"\n" +
+	"gpu_status\x18\x10 \x01(\v2\x17.gray.node.v1.GpuStatusH\x00R\tgpuStatusB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Usage\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords\"Z\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"\xa1\x02\n" +
+	"\tGpuStatus\x12-\n" +
+	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x12;\n" +
+	"\x06labels\x18\x02 \x03(\v2#.gray.node.v1.GpuStatus.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04gpus\x18\x03 \x01(\tR\x04gpus\x121\n" +
+	"\adevices\x18\x04 \x03(\v2\x17.gray.node.v1.GpuDeviceR\adevices\x12&\n" +
+	"\x0fsampled_unix_ms\x18\x05 \x01(\x03R\rsampledUnixMs\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x02\n" +
+	"\tGpuDevice\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12)\n" +
+	"\x10accelerator_type\x18\x04 \x01(\tR\x0facceleratorType\x12,\n" +
+	"\x12memory_total_bytes\x18\x05 \x01(\x04R\x10memoryTotalBytes\x12*\n" +
+	"\x11memory_used_bytes\x18\x06 \x01(\x04R\x0fmemoryUsedBytes\x12'\n" +
+	"\x0futilization_pct\x18\a \x01(\x05R\x0eutilizationPct\x12\x1c\n" +
+	"\twithdrawn\x18\b \x01(\bR\twithdrawn\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12\x1c\n" +
+	"\n" +
+	"pci_bus_id\x18\n" +
+	" \x01(\tR\bpciBusId\x12\x1f\n" +
+	"\vmig_enabled\x18\v \x01(\bR\n" +
+	"migEnabled\"Z\n" +
 	"\vPullRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
@@ -2513,7 +2772,7 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_gray_node_proto_goTypes = []any{
 	(ObjectRefs_Op)(0),    // 0: gray.node.v1.ObjectRefs.Op
 	(*JoinRequest)(nil),   // 1: gray.node.v1.JoinRequest
@@ -2541,67 +2800,75 @@ var file_gray_node_proto_goTypes = []any{
 	(*ObjectRefs)(nil),    // 23: gray.node.v1.ObjectRefs
 	(*NodeMessage)(nil),   // 24: gray.node.v1.NodeMessage
 	(*Usage)(nil),         // 25: gray.node.v1.Usage
-	(*PullRequest)(nil),   // 26: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),   // 27: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),     // 28: gray.node.v1.PushReply
-	nil,                   // 29: gray.node.v1.Resources.ValuesEntry
-	nil,                   // 30: gray.node.v1.Register.LabelsEntry
-	nil,                   // 31: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                   // 32: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                   // 33: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                   // 34: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                   // 35: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                   // 36: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	(*GpuStatus)(nil),     // 26: gray.node.v1.GpuStatus
+	(*GpuDevice)(nil),     // 27: gray.node.v1.GpuDevice
+	(*PullRequest)(nil),   // 28: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),   // 29: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),     // 30: gray.node.v1.PushReply
+	nil,                   // 31: gray.node.v1.Resources.ValuesEntry
+	nil,                   // 32: gray.node.v1.Register.LabelsEntry
+	nil,                   // 33: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                   // 34: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                   // 35: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                   // 36: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                   // 37: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                   // 38: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	nil,                   // 39: gray.node.v1.GpuStatus.LabelsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	29, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	31, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	30, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	32, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
-	31, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	32, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	33, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
-	7,  // 8: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
-	8,  // 9: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
-	34, // 10: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	35, // 11: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
-	7,  // 12: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
-	8,  // 13: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	36, // 14: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	6,  // 15: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
-	9,  // 16: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
-	10, // 17: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
-	11, // 18: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
-	12, // 19: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
-	13, // 20: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
-	14, // 21: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	0,  // 22: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 23: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 24: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	16, // 25: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	17, // 26: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	18, // 27: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	19, // 28: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	20, // 29: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	21, // 30: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	22, // 31: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	23, // 32: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	25, // 33: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	27, // 34: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
-	1,  // 35: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	24, // 36: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	26, // 37: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	27, // 38: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	2,  // 39: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	15, // 40: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	27, // 41: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	28, // 42: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	39, // [39:43] is the sub-list for method output_type
-	35, // [35:39] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	26, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
+	33, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	34, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	35, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	7,  // 9: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
+	8,  // 10: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
+	36, // 11: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	37, // 12: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	7,  // 13: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
+	8,  // 14: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
+	38, // 15: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	6,  // 16: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
+	9,  // 17: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
+	10, // 18: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
+	11, // 19: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
+	12, // 20: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
+	13, // 21: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
+	14, // 22: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
+	0,  // 23: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 24: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 25: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	16, // 26: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	17, // 27: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	18, // 28: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	19, // 29: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	20, // 30: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	21, // 31: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	22, // 32: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	23, // 33: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	25, // 34: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	29, // 35: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	26, // 36: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
+	3,  // 37: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
+	39, // 38: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
+	27, // 39: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
+	1,  // 40: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	24, // 41: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	28, // 42: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	29, // 43: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	2,  // 44: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	15, // 45: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	29, // 46: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	30, // 47: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	44, // [44:48] is the sub-list for method output_type
+	40, // [40:44] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -2632,6 +2899,7 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_Usage)(nil),
 		(*NodeMessage_Result)(nil),
+		(*NodeMessage_GpuStatus)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2639,7 +2907,7 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -153,9 +153,9 @@ func statusCmd() *cobra.Command {
 				for _, k := range keys {
 					fmt.Fprintf(out, "    %-22s %g / %g\n", k, n.Total[k]-n.Available[k], n.Total[k])
 				}
-			}
-			for _, g := range st.GPUs {
-				fmt.Fprintf(out, "  GPU %d  %s  %s  %.0f GiB  util %d%%\n", g.Index, g.Name, g.UUID, float64(g.MemoryBytes)/(1<<30), g.UtilizationPct)
+				for _, g := range n.GPUDevices {
+					fmt.Fprintln(out, "    "+gpuLine(g))
+				}
 			}
 			fmt.Fprintf(out, "Sessions: %d\n", len(st.Sessions))
 			for _, s := range st.Sessions {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gray-cluster/gray/billing/metering"
+	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/head"
 	"github.com/gray-cluster/gray/internal/noderes"
 	"github.com/gray-cluster/gray/provider"
@@ -55,6 +56,8 @@ type startFlags struct {
 	clientAddress   string
 	// billing
 	noGPUVerify    bool
+	gpuVerifyEvery time.Duration
+	gpuSampleEvery time.Duration
 	spillDir       string
 	noSpill        bool
 	ledgerPath     string
@@ -147,7 +150,9 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
-	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels (provider)")
+	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels")
+	f.DurationVar(&o.gpuVerifyEvery, "gpu-verify-interval", watch.DefaultVerifyEvery, "how often GPUs are verified again; one that fails is withdrawn until it passes (0: only at start)")
+	f.DurationVar(&o.gpuSampleEvery, "gpu-sample-interval", watch.DefaultSampleEvery, "how often GPU utilisation and memory are read for status and metrics (0: never)")
 	f.StringVar(&o.spillDir, "spill-dir", "", "where objects spill when the store is full (head; default: under the session dir)")
 	f.BoolVar(&o.noSpill, "no-spill", false, "turn object spilling off: a full store refuses puts (head)")
 	f.StringVar(&o.ledgerPath, "ledger", "", "bbolt ledger file or redis:// URL: turns on metering and billing (head)")
@@ -208,6 +213,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
 		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill,
 		VerifyGPUs: !o.noGPUVerify, JoinSecret: o.joinToken,
+		GPUVerifyInterval: o.gpuVerifyEvery, GPUSampleInterval: o.gpuSampleEvery,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
 		Billing: head.BillingConfig{
 			LedgerPath: o.ledgerPath, FeeBps: o.feeBps, SessionBudget: int64(o.sessionBudget * 1e6),
@@ -241,7 +247,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 	custom := res
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Custom: custom,
-		Verify: !o.noGPUVerify,
+		Verify: !o.noGPUVerify, VerifyEvery: o.gpuVerifyEvery, SampleEvery: o.gpuSampleEvery,
 	}, logger)
 	if err != nil {
 		return err
@@ -265,7 +271,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
 		GossipPort: o.gossipPort, GossipAdvertise: o.gossipAdvertise,
-		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns,
+		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns, GPUWatch: rep.Watch,
 	})
 	if err != nil {
 		return err
