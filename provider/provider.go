@@ -80,7 +80,19 @@ type Config struct {
 	GossipBind string
 	// Heartbeat is how often the provider speaks when idle (default 1 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// PeerPort is the UDP port the peer object service listens on (0: any
+	// free port); PeerBind, when set, is the whole listen address instead.
+	// Other providers pull objects this one holds from it directly.
+	PeerPort int
+	PeerBind string
+	// PeerAdvertise is the host:port announced for the peer service (for
+	// NAT setups); default the node IP (unless loopback) or the address
+	// the head sees, with the listener's port.
+	PeerAdvertise string
+	// NoPeer disables the peer service: other providers get this one's
+	// objects through the head. It still pulls from other providers.
+	NoPeer bool
+	Logger *slog.Logger
 }
 
 // Provider is a running provider daemon.
@@ -105,6 +117,9 @@ type Provider struct {
 
 	meter    *metering.Meter
 	meterKey ed25519.PrivateKey
+
+	// peers is the direct provider-to-provider object path.
+	peers *peerNet
 
 	// extra are the additional connections objects are striped over.
 	extra    []*grpc.ClientConn
@@ -289,6 +304,10 @@ func (p *Provider) Start(ctx context.Context) error {
 	}
 	p.meter = metering.NewMeter(p.nodeID.Hex(), uint64(time.Now().UnixNano()))
 	p.objects = newObjects(p, p.cfg.ObjectStoreMemory/4)
+	if err := p.startPeers(cert, pool); err != nil {
+		p.Close()
+		return err
+	}
 	p.raylet, err = raylet.New(raylet.Config{
 		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: p.cfg.Resources, Store: p.objects,
 		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
@@ -396,6 +415,9 @@ func (p *Provider) Close() error {
 		p.cancel()
 	}
 	p.wg.Wait()
+	if p.peers != nil {
+		p.peers.close()
+	}
 	if p.conn != nil {
 		p.conn.Close()
 	}
@@ -414,7 +436,7 @@ func (p *Provider) register() *pb.Register {
 		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.cfg.Labels,
 		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.cfg.GPUs,
 		Available:     &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
-		PayoutAddress: p.cfg.PayoutAddress,
+		PayoutAddress: p.cfg.PayoutAddress, PeerAddress: p.PeerAddress(),
 	}
 	if p.meterKey != nil {
 		reg.MeterKey = p.meterKey.Public().(ed25519.PublicKey)

@@ -98,6 +98,9 @@ type MultiOptions struct {
 	Regions []string
 	// SuspectAfter and DeadAfter tune the head's failure detection.
 	SuspectAfter, DeadAfter time.Duration
+	// Provider, when set, adjusts provider i's configuration before it
+	// starts (e.g. its peer service settings).
+	Provider func(i int, cfg *provider.Config)
 }
 
 // StartCluster runs a head and o.Providers providers for the test.
@@ -137,11 +140,16 @@ func StartCluster(t testing.TB, o MultiOptions) *Cluster {
 		if i < len(o.Regions) {
 			labels["ray.io/availability-region"] = o.Regions[i]
 		}
-		p, err := provider.New(provider.Config{
+		cfg := provider.Config{
 			HeadAddr: h.NodeAddr(), Token: h.JoinToken(), StateDir: t.TempDir(), NodeIP: "127.0.0.1",
 			Python: Python(), Resources: map[string]float64{"CPU": o.ProviderCPUs}, Labels: labels,
 			ObjectStoreMemory: 256 << 20, SessionDir: t.TempDir(), PrestartWorkers: o.PrestartWorkers, Logger: log,
-		})
+			PeerBind: "127.0.0.1:0",
+		}
+		if o.Provider != nil {
+			o.Provider(i, &cfg)
+		}
+		p, err := provider.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

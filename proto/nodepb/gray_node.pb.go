@@ -77,7 +77,7 @@ func (x ObjectRefs_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectRefs_Op.Descriptor instead.
 func (ObjectRefs_Op) EnumDescriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22, 0}
+	return file_gray_node_proto_rawDescGZIP(), []int{24, 0}
 }
 
 type JoinRequest struct {
@@ -265,6 +265,10 @@ type Register struct {
 	MeterKey      []byte   `protobuf:"bytes,10,opt,name=meter_key,json=meterKey,proto3" json:"meter_key,omitempty"`
 	Prices        []*Price `protobuf:"bytes,11,rep,name=prices,proto3" json:"prices,omitempty"`
 	PayoutAddress string   `protobuf:"bytes,12,opt,name=payout_address,json=payoutAddress,proto3" json:"payout_address,omitempty"`
+	// Where other providers reach this one's peer object service (QUIC,
+	// host:port); "" when it serves no peers. A host left empty or
+	// unspecified is filled in by the head with the address it sees.
+	PeerAddress   string `protobuf:"bytes,15,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,6 +383,13 @@ func (x *Register) GetPrices() []*Price {
 func (x *Register) GetPayoutAddress() string {
 	if x != nil {
 		return x.PayoutAddress
+	}
+	return ""
+}
+
+func (x *Register) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
 	}
 	return ""
 }
@@ -610,8 +621,11 @@ type TaskSpec struct {
 	RetryExceptions bool                   `protobuf:"varint,13,opt,name=retry_exceptions,json=retryExceptions,proto3" json:"retry_exceptions,omitempty"`
 	Env             *RuntimeEnv            `protobuf:"bytes,14,opt,name=env,proto3" json:"env,omitempty"`
 	Placement       *Placement             `protobuf:"bytes,15,opt,name=placement,proto3" json:"placement,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Which other providers hold copies of the task's dependencies, so the
+	// provider can pull them directly (a hint; the head is the fallback).
+	PeerLocations []*PeerLocation `protobuf:"bytes,16,rep,name=peer_locations,json=peerLocations,proto3" json:"peer_locations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -749,6 +763,13 @@ func (x *TaskSpec) GetPlacement() *Placement {
 	return nil
 }
 
+func (x *TaskSpec) GetPeerLocations() []*PeerLocation {
+	if x != nil {
+		return x.PeerLocations
+	}
+	return nil
+}
+
 type ActorSpec struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	ActorId           []byte                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
@@ -767,6 +788,7 @@ type ActorSpec struct {
 	Env               *RuntimeEnv            `protobuf:"bytes,14,opt,name=env,proto3" json:"env,omitempty"`
 	Placement         *Placement             `protobuf:"bytes,15,opt,name=placement,proto3" json:"placement,omitempty"`
 	ConcurrencyGroups map[string]int32       `protobuf:"bytes,16,rep,name=concurrency_groups,json=concurrencyGroups,proto3" json:"concurrency_groups,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	PeerLocations     []*PeerLocation        `protobuf:"bytes,17,rep,name=peer_locations,json=peerLocations,proto3" json:"peer_locations,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -913,6 +935,120 @@ func (x *ActorSpec) GetConcurrencyGroups() map[string]int32 {
 	return nil
 }
 
+func (x *ActorSpec) GetPeerLocations() []*PeerLocation {
+	if x != nil {
+		return x.PeerLocations
+	}
+	return nil
+}
+
+// PeerLocation names the providers that hold a copy of one object, best
+// first (same region before others).
+type PeerLocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Holders       []*PeerHolder          `protobuf:"bytes,2,rep,name=holders,proto3" json:"holders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerLocation) Reset() {
+	*x = PeerLocation{}
+	mi := &file_gray_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerLocation) ProtoMessage() {}
+
+func (x *PeerLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerLocation.ProtoReflect.Descriptor instead.
+func (*PeerLocation) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PeerLocation) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *PeerLocation) GetHolders() []*PeerHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+// PeerHolder is one provider holding a copy and its peer address.
+type PeerHolder struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerHolder) Reset() {
+	*x = PeerHolder{}
+	mi := &file_gray_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerHolder) ProtoMessage() {}
+
+func (x *PeerHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerHolder.ProtoReflect.Descriptor instead.
+func (*PeerHolder) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PeerHolder) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PeerHolder) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type ActorCall struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	TaskId           []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -930,7 +1066,7 @@ type ActorCall struct {
 
 func (x *ActorCall) Reset() {
 	*x = ActorCall{}
-	mi := &file_gray_node_proto_msgTypes[10]
+	mi := &file_gray_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1078,7 @@ func (x *ActorCall) String() string {
 func (*ActorCall) ProtoMessage() {}
 
 func (x *ActorCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[10]
+	mi := &file_gray_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1091,7 @@ func (x *ActorCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorCall.ProtoReflect.Descriptor instead.
 func (*ActorCall) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{10}
+	return file_gray_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ActorCall) GetTaskId() []byte {
@@ -1031,7 +1167,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_gray_node_proto_msgTypes[11]
+	mi := &file_gray_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1179,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[11]
+	mi := &file_gray_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1192,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{11}
+	return file_gray_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetTaskId() []byte {
@@ -1083,7 +1219,7 @@ type KillActor struct {
 
 func (x *KillActor) Reset() {
 	*x = KillActor{}
-	mi := &file_gray_node_proto_msgTypes[12]
+	mi := &file_gray_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1231,7 @@ func (x *KillActor) String() string {
 func (*KillActor) ProtoMessage() {}
 
 func (x *KillActor) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[12]
+	mi := &file_gray_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1244,7 @@ func (x *KillActor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActor.ProtoReflect.Descriptor instead.
 func (*KillActor) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{12}
+	return file_gray_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KillActor) GetActorId() []byte {
@@ -1135,7 +1271,7 @@ type WorkerBlocked struct {
 
 func (x *WorkerBlocked) Reset() {
 	*x = WorkerBlocked{}
-	mi := &file_gray_node_proto_msgTypes[13]
+	mi := &file_gray_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1283,7 @@ func (x *WorkerBlocked) String() string {
 func (*WorkerBlocked) ProtoMessage() {}
 
 func (x *WorkerBlocked) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[13]
+	mi := &file_gray_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1296,7 @@ func (x *WorkerBlocked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerBlocked.ProtoReflect.Descriptor instead.
 func (*WorkerBlocked) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{13}
+	return file_gray_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WorkerBlocked) GetWorkerId() string {
@@ -1196,7 +1332,7 @@ type HeadMessage struct {
 
 func (x *HeadMessage) Reset() {
 	*x = HeadMessage{}
-	mi := &file_gray_node_proto_msgTypes[14]
+	mi := &file_gray_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1344,7 @@ func (x *HeadMessage) String() string {
 func (*HeadMessage) ProtoMessage() {}
 
 func (x *HeadMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[14]
+	mi := &file_gray_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1357,7 @@ func (x *HeadMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadMessage.ProtoReflect.Descriptor instead.
 func (*HeadMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{14}
+	return file_gray_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeadMessage) GetMsg() isHeadMessage_Msg {
@@ -1349,7 +1485,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1497,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1510,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{15}
+	return file_gray_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskDone) GetTaskId() []byte {
@@ -1394,7 +1530,7 @@ type ActorReady struct {
 
 func (x *ActorReady) Reset() {
 	*x = ActorReady{}
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1542,7 @@ func (x *ActorReady) String() string {
 func (*ActorReady) ProtoMessage() {}
 
 func (x *ActorReady) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1555,7 @@ func (x *ActorReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorReady.ProtoReflect.Descriptor instead.
 func (*ActorReady) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{16}
+	return file_gray_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActorReady) GetActorId() []byte {
@@ -1445,7 +1581,7 @@ type ActorDead struct {
 
 func (x *ActorDead) Reset() {
 	*x = ActorDead{}
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1593,7 @@ func (x *ActorDead) String() string {
 func (*ActorDead) ProtoMessage() {}
 
 func (x *ActorDead) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1606,7 @@ func (x *ActorDead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorDead.ProtoReflect.Descriptor instead.
 func (*ActorDead) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{17}
+	return file_gray_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ActorDead) GetActorId() []byte {
@@ -1491,7 +1627,7 @@ type ActorRef struct {
 
 func (x *ActorRef) Reset() {
 	*x = ActorRef{}
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1639,7 @@ func (x *ActorRef) String() string {
 func (*ActorRef) ProtoMessage() {}
 
 func (x *ActorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1652,7 @@ func (x *ActorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRef.ProtoReflect.Descriptor instead.
 func (*ActorRef) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{18}
+	return file_gray_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ActorRef) GetActorId() []byte {
@@ -1549,7 +1685,7 @@ type HolderGone struct {
 
 func (x *HolderGone) Reset() {
 	*x = HolderGone{}
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1697,7 @@ func (x *HolderGone) String() string {
 func (*HolderGone) ProtoMessage() {}
 
 func (x *HolderGone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1710,7 @@ func (x *HolderGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HolderGone.ProtoReflect.Descriptor instead.
 func (*HolderGone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{19}
+	return file_gray_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HolderGone) GetHolder() string {
@@ -1594,7 +1730,7 @@ type WorkerJob struct {
 
 func (x *WorkerJob) Reset() {
 	*x = WorkerJob{}
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1742,7 @@ func (x *WorkerJob) String() string {
 func (*WorkerJob) ProtoMessage() {}
 
 func (x *WorkerJob) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1755,7 @@ func (x *WorkerJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerJob.ProtoReflect.Descriptor instead.
 func (*WorkerJob) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{20}
+	return file_gray_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WorkerJob) GetWorkerId() string {
@@ -1647,7 +1783,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1795,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1808,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21}
+	return file_gray_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Log) GetJobId() []byte {
@@ -1709,7 +1845,7 @@ type ObjectRefs struct {
 
 func (x *ObjectRefs) Reset() {
 	*x = ObjectRefs{}
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1857,7 @@ func (x *ObjectRefs) String() string {
 func (*ObjectRefs) ProtoMessage() {}
 
 func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1870,7 @@ func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefs.ProtoReflect.Descriptor instead.
 func (*ObjectRefs) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22}
+	return file_gray_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ObjectRefs) GetOp() ObjectRefs_Op {
@@ -1776,6 +1912,7 @@ type NodeMessage struct {
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_Usage
 	//	*NodeMessage_Result
+	//	*NodeMessage_PeerTransfer
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1783,7 +1920,7 @@ type NodeMessage struct {
 
 func (x *NodeMessage) Reset() {
 	*x = NodeMessage{}
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1932,7 @@ func (x *NodeMessage) String() string {
 func (*NodeMessage) ProtoMessage() {}
 
 func (x *NodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1945,7 @@ func (x *NodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMessage.ProtoReflect.Descriptor instead.
 func (*NodeMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{23}
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeMessage) GetMsg() isNodeMessage_Msg {
@@ -1935,6 +2072,15 @@ func (x *NodeMessage) GetResult() *ObjectChunk {
 	return nil
 }
 
+func (x *NodeMessage) GetPeerTransfer() *PeerTransfer {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_PeerTransfer); ok {
+			return x.PeerTransfer
+		}
+	}
+	return nil
+}
+
 type isNodeMessage_Msg interface {
 	isNodeMessage_Msg()
 }
@@ -1993,6 +2139,11 @@ type NodeMessage_Result struct {
 	Result *ObjectChunk `protobuf:"bytes,13,opt,name=result,proto3,oneof"`
 }
 
+type NodeMessage_PeerTransfer struct {
+	// Statistics of one finished object pull (direct and relayed bytes).
+	PeerTransfer *PeerTransfer `protobuf:"bytes,17,opt,name=peer_transfer,json=peerTransfer,proto3,oneof"`
+}
+
 func (*NodeMessage_Register) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Available) isNodeMessage_Msg() {}
@@ -2019,6 +2170,8 @@ func (*NodeMessage_Usage) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Result) isNodeMessage_Msg() {}
 
+func (*NodeMessage_PeerTransfer) isNodeMessage_Msg() {}
+
 // Usage carries signed usage records (metering.SignedRecord as JSON).
 type Usage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2029,7 +2182,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2194,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2207,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24}
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Usage) GetRecords() [][]byte {
@@ -2070,15 +2223,20 @@ type PullRequest struct {
 	// A byte range of the object (length 0: the whole object, as stored).
 	// Large objects are fetched as ranges over several QUIC connections at
 	// once, so one lossy path's congestion window does not bound them.
-	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// peers_ok: the caller can pull from other providers. For a large object
+	// other providers hold, the head answers with one ObjectChunk naming
+	// them (peers) and no data; the caller pulls from them directly and
+	// comes back without peers_ok if it cannot.
+	PeersOk       bool `protobuf:"varint,4,opt,name=peers_ok,json=peersOk,proto3" json:"peers_ok,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2248,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2261,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -2127,6 +2285,13 @@ func (x *PullRequest) GetLength() int64 {
 	return 0
 }
 
+func (x *PullRequest) GetPeersOk() bool {
+	if x != nil {
+		return x.PeersOk
+	}
+	return false
+}
+
 // ObjectChunk carries one piece of an object. The first chunk of a stream
 // carries the header fields.
 type ObjectChunk struct {
@@ -2142,15 +2307,18 @@ type ObjectChunk struct {
 	Missing    bool `protobuf:"varint,7,opt,name=missing,proto3" json:"missing,omitempty"` // the object does not exist (lost or freed)
 	// ranged marks a stream carrying the bytes [offset, offset+len(data...))
 	// of the object rather than the whole object.
-	Ranged        bool  `protobuf:"varint,8,opt,name=ranged,proto3" json:"ranged,omitempty"`
-	Offset        int64 `protobuf:"varint,9,opt,name=offset,proto3" json:"offset,omitempty"`
+	Ranged bool  `protobuf:"varint,8,opt,name=ranged,proto3" json:"ranged,omitempty"`
+	Offset int64 `protobuf:"varint,9,opt,name=offset,proto3" json:"offset,omitempty"`
+	// peers, in an answer to a pull with peers_ok: the object is to be
+	// pulled from these providers (best first); the message carries no data.
+	Peers         []*PeerHolder `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2330,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2343,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{26}
+	return file_gray_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -2241,6 +2409,13 @@ func (x *ObjectChunk) GetOffset() int64 {
 	return 0
 }
 
+func (x *ObjectChunk) GetPeers() []*PeerHolder {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 type PushReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2249,7 +2424,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2436,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2449,78 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{27}
+	return file_gray_node_proto_rawDescGZIP(), []int{29}
+}
+
+// PeerTransfer reports how one object reached a provider: bytes pulled
+// directly from other providers and bytes relayed through the head. A
+// provider that got a whole copy now holds it (a directory hint).
+type PeerTransfer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	DirectBytes   int64                  `protobuf:"varint,2,opt,name=direct_bytes,json=directBytes,proto3" json:"direct_bytes,omitempty"`
+	RelayedBytes  int64                  `protobuf:"varint,3,opt,name=relayed_bytes,json=relayedBytes,proto3" json:"relayed_bytes,omitempty"`
+	FromNode      string                 `protobuf:"bytes,4,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"` // the provider it pulled from directly, if any
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerTransfer) Reset() {
+	*x = PeerTransfer{}
+	mi := &file_gray_node_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerTransfer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerTransfer) ProtoMessage() {}
+
+func (x *PeerTransfer) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerTransfer.ProtoReflect.Descriptor instead.
+func (*PeerTransfer) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PeerTransfer) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *PeerTransfer) GetDirectBytes() int64 {
+	if x != nil {
+		return x.DirectBytes
+	}
+	return 0
+}
+
+func (x *PeerTransfer) GetRelayedBytes() int64 {
+	if x != nil {
+		return x.RelayedBytes
+	}
+	return 0
+}
+
+func (x *PeerTransfer) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
 }
 
 var File_gray_node_proto protoreflect.FileDescriptor
@@ -2295,7 +2541,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x03(\v2#.gray.node.v1.Resources.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x86\x04\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xa9\x04\n" +
 	"\bRegister\x12-\n" +
 	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x125\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\tavailable\x12:\n" +
@@ -2311,7 +2557,8 @@ const file_gray_node_proto_rawDesc = "" +
 	"\tmeter_key\x18\n" +
 	" \x01(\fR\bmeterKey\x12+\n" +
 	"\x06prices\x18\v \x03(\v2\x13.gray.node.v1.PriceR\x06prices\x12%\n" +
-	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x1a9\n" +
+	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x12!\n" +
+	"\fpeer_address\x18\x0f \x01(\tR\vpeerAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -2332,7 +2579,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\tPlacement\x12'\n" +
 	"\x0fplacement_group\x18\x01 \x01(\tR\x0eplacementGroup\x12!\n" +
-	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x9a\x05\n" +
+	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\xdd\x05\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x12\n" +
@@ -2352,13 +2599,14 @@ const file_gray_node_proto_rawDesc = "" +
 	"maxRetries\x12)\n" +
 	"\x10retry_exceptions\x18\r \x01(\bR\x0fretryExceptions\x12*\n" +
 	"\x03env\x18\x0e \x01(\v2\x18.gray.node.v1.RuntimeEnvR\x03env\x125\n" +
-	"\tplacement\x18\x0f \x01(\v2\x17.gray.node.v1.PlacementR\tplacement\x1a;\n" +
+	"\tplacement\x18\x0f \x01(\v2\x17.gray.node.v1.PlacementR\tplacement\x12A\n" +
+	"\x0epeer_locations\x18\x10 \x03(\v2\x1a.gray.node.v1.PeerLocationR\rpeerLocations\x1a;\n" +
 	"\rSelfRefsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc7\x06\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x8a\a\n" +
 	"\tActorSpec\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x12\n" +
@@ -2376,7 +2624,8 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x10max_task_retries\x18\r \x01(\x05R\x0emaxTaskRetries\x12*\n" +
 	"\x03env\x18\x0e \x01(\v2\x18.gray.node.v1.RuntimeEnvR\x03env\x125\n" +
 	"\tplacement\x18\x0f \x01(\v2\x17.gray.node.v1.PlacementR\tplacement\x12]\n" +
-	"\x12concurrency_groups\x18\x10 \x03(\v2..gray.node.v1.ActorSpec.ConcurrencyGroupsEntryR\x11concurrencyGroups\x1a;\n" +
+	"\x12concurrency_groups\x18\x10 \x03(\v2..gray.node.v1.ActorSpec.ConcurrencyGroupsEntryR\x11concurrencyGroups\x12A\n" +
+	"\x0epeer_locations\x18\x11 \x03(\v2\x1a.gray.node.v1.PeerLocationR\rpeerLocations\x1a;\n" +
 	"\rSelfRefsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
@@ -2385,7 +2634,14 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aD\n" +
 	"\x16ConcurrencyGroupsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xf8\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"_\n" +
+	"\fPeerLocation\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x122\n" +
+	"\aholders\x18\x02 \x03(\v2\x18.gray.node.v1.PeerHolderR\aholders\"?\n" +
+	"\n" +
+	"PeerHolder\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xf8\x01\n" +
 	"\tActorCall\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\fR\aactorId\x12\x15\n" +
@@ -2452,7 +2708,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\xb8\x05\n" +
+	"\vRELEASE_ALL\x10\x04\"\xfb\x05\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2471,14 +2727,16 @@ const file_gray_node_proto_rawDesc = "" +
 	" \x01(\v2\x18.gray.node.v1.ObjectRefsH\x00R\x04refs\x12\x1e\n" +
 	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
 	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usage\x123\n" +
-	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06resultB\x05\n" +
+	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06result\x12A\n" +
+	"\rpeer_transfer\x18\x11 \x01(\v2\x1a.gray.node.v1.PeerTransferH\x00R\fpeerTransferB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Usage\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords\"Z\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"u\n" +
 	"\vPullRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x03R\x06length\"\x82\x02\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x19\n" +
+	"\bpeers_ok\x18\x04 \x01(\bR\apeersOk\"\xb2\x02\n" +
 	"\vObjectChunk\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x1d\n" +
 	"\n" +
@@ -2490,15 +2748,24 @@ const file_gray_node_proto_rawDesc = "" +
 	"endOfChunk\x12\x18\n" +
 	"\amissing\x18\a \x01(\bR\amissing\x12\x16\n" +
 	"\x06ranged\x18\b \x01(\bR\x06ranged\x12\x16\n" +
-	"\x06offset\x18\t \x01(\x03R\x06offset\"\v\n" +
-	"\tPushReply2\x91\x02\n" +
+	"\x06offset\x18\t \x01(\x03R\x06offset\x12.\n" +
+	"\x05peers\x18\n" +
+	" \x03(\v2\x18.gray.node.v1.PeerHolderR\x05peers\"\v\n" +
+	"\tPushReply\"\x90\x01\n" +
+	"\fPeerTransfer\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12!\n" +
+	"\fdirect_bytes\x18\x02 \x01(\x03R\vdirectBytes\x12#\n" +
+	"\rrelayed_bytes\x18\x03 \x01(\x03R\frelayedBytes\x12\x1b\n" +
+	"\tfrom_node\x18\x04 \x01(\tR\bfromNode2\x91\x02\n" +
 	"\x04Head\x12:\n" +
 	"\x04Join\x12\x19.gray.node.v1.JoinRequest\x1a\x17.gray.node.v1.JoinReply\x12C\n" +
 	"\aConnect\x12\x19.gray.node.v1.NodeMessage\x1a\x19.gray.node.v1.HeadMessage(\x010\x01\x12D\n" +
 	"\n" +
 	"PullObject\x12\x19.gray.node.v1.PullRequest\x1a\x19.gray.node.v1.ObjectChunk0\x01\x12B\n" +
 	"\n" +
-	"PushObject\x12\x19.gray.node.v1.ObjectChunk\x1a\x17.gray.node.v1.PushReply(\x01B+Z)github.com/gray-cluster/gray/proto/nodepbb\x06proto3"
+	"PushObject\x12\x19.gray.node.v1.ObjectChunk\x1a\x17.gray.node.v1.PushReply(\x012Q\n" +
+	"\vPeerObjects\x12B\n" +
+	"\bPeerPull\x12\x19.gray.node.v1.PullRequest\x1a\x19.gray.node.v1.ObjectChunk0\x01B+Z)github.com/gray-cluster/gray/proto/nodepbb\x06proto3"
 
 var (
 	file_gray_node_proto_rawDescOnce sync.Once
@@ -2513,7 +2780,7 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_gray_node_proto_goTypes = []any{
 	(ObjectRefs_Op)(0),    // 0: gray.node.v1.ObjectRefs.Op
 	(*JoinRequest)(nil),   // 1: gray.node.v1.JoinRequest
@@ -2526,82 +2793,92 @@ var file_gray_node_proto_goTypes = []any{
 	(*Placement)(nil),     // 8: gray.node.v1.Placement
 	(*TaskSpec)(nil),      // 9: gray.node.v1.TaskSpec
 	(*ActorSpec)(nil),     // 10: gray.node.v1.ActorSpec
-	(*ActorCall)(nil),     // 11: gray.node.v1.ActorCall
-	(*Cancel)(nil),        // 12: gray.node.v1.Cancel
-	(*KillActor)(nil),     // 13: gray.node.v1.KillActor
-	(*WorkerBlocked)(nil), // 14: gray.node.v1.WorkerBlocked
-	(*HeadMessage)(nil),   // 15: gray.node.v1.HeadMessage
-	(*TaskDone)(nil),      // 16: gray.node.v1.TaskDone
-	(*ActorReady)(nil),    // 17: gray.node.v1.ActorReady
-	(*ActorDead)(nil),     // 18: gray.node.v1.ActorDead
-	(*ActorRef)(nil),      // 19: gray.node.v1.ActorRef
-	(*HolderGone)(nil),    // 20: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),     // 21: gray.node.v1.WorkerJob
-	(*Log)(nil),           // 22: gray.node.v1.Log
-	(*ObjectRefs)(nil),    // 23: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),   // 24: gray.node.v1.NodeMessage
-	(*Usage)(nil),         // 25: gray.node.v1.Usage
-	(*PullRequest)(nil),   // 26: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),   // 27: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),     // 28: gray.node.v1.PushReply
-	nil,                   // 29: gray.node.v1.Resources.ValuesEntry
-	nil,                   // 30: gray.node.v1.Register.LabelsEntry
-	nil,                   // 31: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                   // 32: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                   // 33: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                   // 34: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                   // 35: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                   // 36: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	(*PeerLocation)(nil),  // 11: gray.node.v1.PeerLocation
+	(*PeerHolder)(nil),    // 12: gray.node.v1.PeerHolder
+	(*ActorCall)(nil),     // 13: gray.node.v1.ActorCall
+	(*Cancel)(nil),        // 14: gray.node.v1.Cancel
+	(*KillActor)(nil),     // 15: gray.node.v1.KillActor
+	(*WorkerBlocked)(nil), // 16: gray.node.v1.WorkerBlocked
+	(*HeadMessage)(nil),   // 17: gray.node.v1.HeadMessage
+	(*TaskDone)(nil),      // 18: gray.node.v1.TaskDone
+	(*ActorReady)(nil),    // 19: gray.node.v1.ActorReady
+	(*ActorDead)(nil),     // 20: gray.node.v1.ActorDead
+	(*ActorRef)(nil),      // 21: gray.node.v1.ActorRef
+	(*HolderGone)(nil),    // 22: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),     // 23: gray.node.v1.WorkerJob
+	(*Log)(nil),           // 24: gray.node.v1.Log
+	(*ObjectRefs)(nil),    // 25: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),   // 26: gray.node.v1.NodeMessage
+	(*Usage)(nil),         // 27: gray.node.v1.Usage
+	(*PullRequest)(nil),   // 28: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),   // 29: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),     // 30: gray.node.v1.PushReply
+	(*PeerTransfer)(nil),  // 31: gray.node.v1.PeerTransfer
+	nil,                   // 32: gray.node.v1.Resources.ValuesEntry
+	nil,                   // 33: gray.node.v1.Register.LabelsEntry
+	nil,                   // 34: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                   // 35: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                   // 36: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                   // 37: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                   // 38: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                   // 39: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	29, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	32, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	30, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	33, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
-	31, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	32, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	33, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	34, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	35, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	36, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
 	7,  // 8: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 9: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
-	34, // 10: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	35, // 11: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
-	7,  // 12: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
-	8,  // 13: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	36, // 14: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	6,  // 15: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
-	9,  // 16: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
-	10, // 17: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
-	11, // 18: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
-	12, // 19: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
-	13, // 20: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
-	14, // 21: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	0,  // 22: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 23: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 24: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	16, // 25: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	17, // 26: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	18, // 27: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	19, // 28: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	20, // 29: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	21, // 30: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	22, // 31: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	23, // 32: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	25, // 33: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	27, // 34: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
-	1,  // 35: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	24, // 36: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	26, // 37: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	27, // 38: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	2,  // 39: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	15, // 40: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	27, // 41: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	28, // 42: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	39, // [39:43] is the sub-list for method output_type
-	35, // [35:39] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	11, // 10: gray.node.v1.TaskSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
+	37, // 11: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	38, // 12: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	7,  // 13: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
+	8,  // 14: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
+	39, // 15: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	11, // 16: gray.node.v1.ActorSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
+	12, // 17: gray.node.v1.PeerLocation.holders:type_name -> gray.node.v1.PeerHolder
+	6,  // 18: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
+	9,  // 19: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
+	10, // 20: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
+	13, // 21: gray.node.v1.HeadMessage.actor_call:type_name -> gray.node.v1.ActorCall
+	14, // 22: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
+	15, // 23: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
+	16, // 24: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
+	0,  // 25: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 26: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 27: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	18, // 28: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	19, // 29: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	20, // 30: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	21, // 31: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	22, // 32: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	23, // 33: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	24, // 34: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	25, // 35: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	27, // 36: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	29, // 37: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	31, // 38: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
+	12, // 39: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
+	1,  // 40: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	26, // 41: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	28, // 42: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	29, // 43: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	28, // 44: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
+	2,  // 45: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	17, // 46: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	29, // 47: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	30, // 48: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	29, // 49: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
+	45, // [45:50] is the sub-list for method output_type
+	40, // [40:45] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -2609,7 +2886,7 @@ func file_gray_node_proto_init() {
 	if File_gray_node_proto != nil {
 		return
 	}
-	file_gray_node_proto_msgTypes[14].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[16].OneofWrappers = []any{
 		(*HeadMessage_Registered)(nil),
 		(*HeadMessage_Submit)(nil),
 		(*HeadMessage_CreateActor)(nil),
@@ -2618,7 +2895,7 @@ func file_gray_node_proto_init() {
 		(*HeadMessage_KillActor)(nil),
 		(*HeadMessage_WorkerBlocked)(nil),
 	}
-	file_gray_node_proto_msgTypes[23].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[25].OneofWrappers = []any{
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Available)(nil),
 		(*NodeMessage_TaskDone)(nil),
@@ -2632,6 +2909,7 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_Usage)(nil),
 		(*NodeMessage_Result)(nil),
+		(*NodeMessage_PeerTransfer)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2639,9 +2917,9 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_gray_node_proto_goTypes,
 		DependencyIndexes: file_gray_node_proto_depIdxs,

@@ -240,3 +240,118 @@ var Head_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "gray_node.proto",
 }
+
+const (
+	PeerObjects_PeerPull_FullMethodName = "/gray.node.v1.PeerObjects/PeerPull"
+)
+
+// PeerObjectsClient is the client API for PeerObjects service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// PeerObjects is a provider's object service for other providers of the
+// pool (mutual TLS with pool-CA node certificates on both sides). It serves
+// ranged pulls from the provider's local cache, in the same chunk format as
+// Head.PullObject; an object it does not hold is answered missing at once.
+type PeerObjectsClient interface {
+	PeerPull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ObjectChunk], error)
+}
+
+type peerObjectsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPeerObjectsClient(cc grpc.ClientConnInterface) PeerObjectsClient {
+	return &peerObjectsClient{cc}
+}
+
+func (c *peerObjectsClient) PeerPull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ObjectChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerObjects_ServiceDesc.Streams[0], PeerObjects_PeerPull_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullRequest, ObjectChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerObjects_PeerPullClient = grpc.ServerStreamingClient[ObjectChunk]
+
+// PeerObjectsServer is the server API for PeerObjects service.
+// All implementations must embed UnimplementedPeerObjectsServer
+// for forward compatibility.
+//
+// PeerObjects is a provider's object service for other providers of the
+// pool (mutual TLS with pool-CA node certificates on both sides). It serves
+// ranged pulls from the provider's local cache, in the same chunk format as
+// Head.PullObject; an object it does not hold is answered missing at once.
+type PeerObjectsServer interface {
+	PeerPull(*PullRequest, grpc.ServerStreamingServer[ObjectChunk]) error
+	mustEmbedUnimplementedPeerObjectsServer()
+}
+
+// UnimplementedPeerObjectsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPeerObjectsServer struct{}
+
+func (UnimplementedPeerObjectsServer) PeerPull(*PullRequest, grpc.ServerStreamingServer[ObjectChunk]) error {
+	return status.Error(codes.Unimplemented, "method PeerPull not implemented")
+}
+func (UnimplementedPeerObjectsServer) mustEmbedUnimplementedPeerObjectsServer() {}
+func (UnimplementedPeerObjectsServer) testEmbeddedByValue()                     {}
+
+// UnsafePeerObjectsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PeerObjectsServer will
+// result in compilation errors.
+type UnsafePeerObjectsServer interface {
+	mustEmbedUnimplementedPeerObjectsServer()
+}
+
+func RegisterPeerObjectsServer(s grpc.ServiceRegistrar, srv PeerObjectsServer) {
+	// If the following call panics, it indicates UnimplementedPeerObjectsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&PeerObjects_ServiceDesc, srv)
+}
+
+func _PeerObjects_PeerPull_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerObjectsServer).PeerPull(m, &grpc.GenericServerStream[PullRequest, ObjectChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerObjects_PeerPullServer = grpc.ServerStreamingServer[ObjectChunk]
+
+// PeerObjects_ServiceDesc is the grpc.ServiceDesc for PeerObjects service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var PeerObjects_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "gray.node.v1.PeerObjects",
+	HandlerType: (*PeerObjectsServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PeerPull",
+			Handler:       _PeerObjects_PeerPull_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "gray_node.proto",
+}

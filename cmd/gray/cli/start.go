@@ -26,6 +26,9 @@ import (
 
 type startFlags struct {
 	isHead          bool
+	peerPort        int
+	noPeer          bool
+	peerAdvertise   string
 	port            int
 	host            string
 	nodeIP          string
@@ -137,6 +140,9 @@ func startCmd() *cobra.Command {
 	f.DurationVar(&o.deadAfter, "dead-after", 30*time.Second, "silence after which a provider is dead and its work recovered (head)")
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
+	f.IntVar(&o.peerPort, "peer-port", 0, "UDP (QUIC) port other providers pull this provider's objects from, on all interfaces (provider; 0 picks one)")
+	f.BoolVar(&o.noPeer, "no-peer", false, "serve no objects to other providers directly; they get them through the head (provider)")
+	f.StringVar(&o.peerAdvertise, "peer-advertise", "", "HOST:PORT other providers reach the peer port at, e.g. behind NAT (provider; default: the node IP, or the address the head sees)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
 	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels (provider)")
 	f.StringVar(&o.spillDir, "spill-dir", "", "where objects spill when the store is full (head; default: under the session dir)")
@@ -256,6 +262,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
 		Prices: prices, PayoutAddress: o.payoutAddress,
+		PeerPort: o.peerPort, NoPeer: o.noPeer, PeerAdvertise: o.peerAdvertise,
 	})
 	if err != nil {
 		return err
