@@ -81,6 +81,8 @@ func (p *Provider) startPeers(cert *tls.Certificate, pool *x509.CertPool) error 
 	}
 	pn := &peerNet{p: p, tr: tr, clients: map[string]*peerClient{}, failed: map[string]time.Time{}}
 	p.peers = pn
+	p.wg.Add(1)
+	go p.logTransfers(time.Minute)
 	if p.cfg.NoPeer {
 		return nil
 	}
@@ -150,6 +152,34 @@ func (p *Provider) StopPeerService() {
 	if p.peers != nil && p.peers.srv != nil {
 		p.peers.srv.Stop()
 	}
+}
+
+// logTransfers logs the transfer counters every period while they change,
+// and once more when the provider stops.
+func (p *Provider) logTransfers(period time.Duration) {
+	defer p.wg.Done()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var last TransferStats
+	for {
+		select {
+		case <-p.ctx.Done():
+			if s := p.Transfers(); s != (TransferStats{}) {
+				p.logStats(s)
+			}
+			return
+		case <-tick.C:
+			if s := p.Transfers(); s != last {
+				p.logStats(s)
+				last = s
+			}
+		}
+	}
+}
+
+func (p *Provider) logStats(s TransferStats) {
+	p.log.Info("object transfers", "direct_bytes", s.Direct, "relayed_bytes", s.Relayed, "served_bytes", s.Served,
+		"direct_pulls", s.DirectPulls, "fallbacks", s.Fallbacks)
 }
 
 // close drops every peer connection and the listener.
@@ -234,7 +264,13 @@ func ready(ctx context.Context, cc *grpc.ClientConn) error {
 func (pn *peerNet) fail(c *peerClient, err error) {
 	pn.mu.Lock()
 	defer pn.mu.Unlock()
-	pn.failed[c.addr] = time.Now()
+	now := time.Now()
+	for a, at := range pn.failed {
+		if now.Sub(at) >= peerBackoff {
+			delete(pn.failed, a)
+		}
+	}
+	pn.failed[c.addr] = now
 	if pn.clients[c.node+"@"+c.addr] == c {
 		delete(pn.clients, c.node+"@"+c.addr)
 		for _, cc := range c.conns {

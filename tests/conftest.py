@@ -241,7 +241,10 @@ class WanLinks:
     def provider_args(self, name):
         """Provider keyword arguments that join through link name."""
         link = self.links[name]
-        return {"address": link["udp"], "extra": ["--head-client-address", link["tcp"]]}
+        # The emulator models only the links to the head: objects moving
+        # directly between providers would bypass it, so they go through
+        # the head here.
+        return {"address": link["udp"], "extra": ["--head-client-address", link["tcp"], "--no-peer"]}
 
     def _call(self, method, path):
         import json
