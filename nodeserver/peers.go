@@ -57,7 +57,7 @@ func peerAddress(ctx context.Context, announced string) string {
 
 // locate lists, for each object in deps, the connected providers other
 // than node that hold a copy and serve peers, same region first. Objects
-// without such holders are left out.
+// without such holders, and small ones, are left out.
 func (s *Server) locate(node ids.NodeID, deps []ids.ObjectID) []*pb.PeerLocation {
 	if len(deps) == 0 {
 		return nil
@@ -69,6 +69,9 @@ func (s *Server) locate(node ids.NodeID, deps []ids.ObjectID) []*pb.PeerLocation
 	}
 	var out []*pb.PeerLocation
 	for _, oid := range deps {
+		if size, ok := s.cfg.Store.Size(oid); ok && size < PeerRedirectMin {
+			continue // cheaper from the head than over a connection to a peer
+		}
 		nodes := s.dir.holders(oid)
 		if len(nodes) == 0 {
 			continue

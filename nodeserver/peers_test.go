@@ -18,7 +18,7 @@ import (
 // dependencies and serve peers: connected ones only, the puller's region
 // first, never the puller itself.
 func TestSubmitNamesHoldersOfDependencies(t *testing.T) {
-	store := objectstore.New(1 << 20)
+	store := objectstore.New(4 << 20)
 	s := New(Config{Store: store})
 	node := func(region, addr string, connected bool) ids.NodeID {
 		id := ids.NewNodeID()
@@ -36,12 +36,19 @@ func TestSubmitNamesHoldersOfDependencies(t *testing.T) {
 	job := ids.JobFromInt(1)
 	dep := ids.NewTaskID(ids.NilActorFor(job)).ReturnID(1)
 	unknown := ids.NewTaskID(ids.NilActorFor(job)).ReturnID(1)
+	small := ids.NewTaskID(ids.NilActorFor(job)).ReturnID(1)
+	for id, size := range map[ids.ObjectID]int{dep: PeerRedirectMin, small: 100} {
+		if err := store.Put(&objectstore.Object{ID: id, Size: int64(size), Chunks: [][]byte{make([]byte, size)}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range []ids.NodeID{us, gone, noPeer, puller, eu} {
 		s.dir.add(dep, n)
+		s.dir.add(small, n)
 	}
 	r := s.remotes[puller].r
 	r.out = newSendQueue()
-	spec := &raylet.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1, Deps: []ids.ObjectID{dep, unknown}}
+	spec := &raylet.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1, Deps: []ids.ObjectID{dep, unknown, small}}
 	if err := r.Submit(spec); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +58,7 @@ func TestSubmitNamesHoldersOfDependencies(t *testing.T) {
 	}
 	locs := msgs[0].GetSubmit().GetPeerLocations()
 	if len(locs) != 1 {
-		t.Fatalf("locations %v, want one (the unknown object has no holders)", locs)
+		t.Fatalf("locations %v, want one (the unknown object has no holders, the small one is not worth it)", locs)
 	}
 	var got []string
 	for _, h := range locs[0].Holders {

@@ -86,7 +86,9 @@ func TestPullResumesFromAnotherSource(t *testing.T) {
 }
 
 func TestGaps(t *testing.T) {
-	r := func(off, n int64) *nodeserver.Range { return &nodeserver.Range{Total: 100, Offset: off, Data: make([]byte, n)} }
+	r := func(off, n int64) *nodeserver.Range {
+		return &nodeserver.Range{Total: 100, Offset: off, Data: make([]byte, n)}
+	}
 	got := gaps([]*nodeserver.Range{r(50, 10), r(0, 20), r(90, 10)})
 	want := []span{{20, 30}, {60, 30}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
