@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,5 +203,38 @@ func TestPeerServiceRefusesForeignCertificates(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatalf("served %d bytes, want %d", len(got), len(data))
+	}
+}
+
+// A holder whose advertised address leads to another provider (an address
+// taken over, a stale announcement) is not trusted: the puller checks the
+// node id in the certificate and gets the object through the head.
+func TestDirectPullChecksTheHoldersIdentity(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := pc.LocalAddr().String()
+	pc.Close()
+	c := testcluster.StartCluster(t, testcluster.MultiOptions{Providers: 3, Provider: func(i int, cfg *provider.Config) {
+		switch i {
+		case 0:
+			cfg.PeerBind = other // someone else serves here
+		case 1:
+			cfg.PeerAdvertise = other // the producer claims that address
+		}
+	}})
+	waitNodes(t, c, 4)
+	const size = 8 << 20
+	id, data := produce(t, c, c.Providers[1], size)
+	tr := consume(t, c.Providers[2], id, data)
+	if tr.Direct != 0 || tr.Relayed != size {
+		t.Fatalf("transfer %+v, want all %d bytes relayed", tr, size)
+	}
+	if s := c.Providers[2].Transfers(); s.Fallbacks != 1 {
+		t.Fatalf("counters %+v, want one fallback", s)
+	}
+	if s := c.Providers[0].Transfers(); s.Served != 0 {
+		t.Fatalf("the wrong provider served %d bytes", s.Served)
 	}
 }
