@@ -78,6 +78,10 @@ func TestObjectsMoveDirectlyBetweenProviders(t *testing.T) {
 	if s := b.Transfers(); s.DirectPulls != 1 || s.Fallbacks != 0 || s.Relayed != 0 {
 		t.Fatalf("B's counters %+v", s)
 	}
+	// The head's own count of what it relayed to B agrees.
+	if got := c.Head.Nodes.Transfers()[b.NodeID()].Relayed; got != 0 {
+		t.Fatalf("the head relayed %d bytes to B", got)
+	}
 }
 
 // When A's peer service cannot be used, B still gets correct data, through
@@ -113,6 +117,9 @@ func TestDirectPullFallsBackToTheHead(t *testing.T) {
 			}
 			if s := b.Transfers(); tc.tried && s.Fallbacks != 1 {
 				t.Fatalf("B's counters %+v, want one fallback", s)
+			}
+			if got := c.Head.Nodes.Transfers()[b.NodeID()].Relayed; got != size {
+				t.Fatalf("the head relayed %d bytes to B, want %d", got, size)
 			}
 		})
 	}
