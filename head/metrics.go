@@ -21,6 +21,7 @@ type metrics struct {
 	gpuUtil, gpuMemUsed, gpuMemTotal    *prometheus.Desc
 	gpuWithdrawn                        *prometheus.Desc
 	sessions                            *prometheus.Desc
+	pulled                              *prometheus.Desc
 }
 
 func newMetrics(h *Head) *metrics {
@@ -37,12 +38,15 @@ func newMetrics(h *Head) *metrics {
 		gpuMemTotal:  prometheus.NewDesc("gray_gpu_memory_total_bytes", "GPU memory (NVML).", []string{"node", "index", "uuid", "model"}, nil),
 		gpuWithdrawn: prometheus.NewDesc("gray_gpu_withdrawn", "1 while a GPU is withdrawn after failing verification.", []string{"node", "index", "uuid", "model"}, nil),
 		sessions:     prometheus.NewDesc("gray_client_sessions", "Connected Ray Client sessions.", nil, nil),
+		pulled: prometheus.NewDesc("gray_object_pulled_bytes_total",
+			"Object bytes providers pulled, directly from other providers (path=direct) or relayed by the head (path=relayed).",
+			[]string{"node", "path"}, nil),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.nodes, m.resTotal, m.resAvail, m.storeUsed, m.storeSpilled, m.storeCount,
-		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.gpuWithdrawn, m.sessions} {
+		m.gpuUtil, m.gpuMemUsed, m.gpuMemTotal, m.gpuWithdrawn, m.sessions, m.pulled} {
 		ch <- d
 	}
 }
@@ -67,6 +71,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.storeSpilled, prometheus.GaugeValue, float64(h.Store.SpilledBytes()))
 	ch <- prometheus.MustNewConstMetric(m.storeCount, prometheus.GaugeValue, float64(h.Store.Len()))
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(len(h.Client.Sessions())))
+	if h.Nodes != nil {
+		for id, t := range h.Nodes.Transfers() {
+			ch <- prometheus.MustNewConstMetric(m.pulled, prometheus.CounterValue, float64(t.Direct), id.Hex(), "direct")
+			ch <- prometheus.MustNewConstMetric(m.pulled, prometheus.CounterValue, float64(t.Relayed), id.Hex(), "relayed")
+		}
+	}
 	for _, n := range h.Cluster.Nodes() {
 		if n.State == gcs.NodeDead {
 			continue

@@ -16,6 +16,10 @@ import (
 // MessageSize bounds one object message; stored chunks are cut to it.
 const MessageSize = 1 << 20
 
+// PeerRedirectMin is the smallest object the head sends a provider that
+// can pull from peers to the providers holding it rather than relaying it.
+const PeerRedirectMin = 1 << 20
+
 // InlineResultMax is the largest result a provider sends inline on its
 // control channel instead of over a stream of its own.
 const InlineResultMax = 64 << 10
@@ -37,6 +41,11 @@ func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) 
 		}
 		return stream.Send(&pb.ObjectChunk{ObjectId: r.ObjectId, Missing: true})
 	}
+	if r.PeersOk && obj.Size >= PeerRedirectMin {
+		if locs := s.locate(node, []ids.ObjectID{id}); len(locs) > 0 {
+			return stream.Send(&pb.ObjectChunk{ObjectId: r.ObjectId, TotalSize: obj.Size, Peers: locs[0].Holders})
+		}
+	}
 	if r.Offset != 0 || r.Length != 0 {
 		n := r.Length
 		if n == 0 || r.Offset+n > obj.Size {
@@ -45,6 +54,7 @@ func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) 
 		if err := SendRange(obj, r.Offset, n, stream.Send); err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
+		s.relayed(node, n)
 		if r.Offset+n == obj.Size {
 			s.dir.add(id, node)
 		}
@@ -53,6 +63,7 @@ func (s *Server) PullObject(r *pb.PullRequest, stream pb.Head_PullObjectServer) 
 	if err := SendObject(obj, stream.Send); err != nil {
 		return err
 	}
+	s.relayed(node, obj.Size)
 	s.dir.add(id, node)
 	return nil
 }

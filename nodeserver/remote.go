@@ -44,6 +44,18 @@ type remote struct {
 	billing   Billing
 	// gpus are the provider's GPUs as last sampled.
 	gpus []gpu.Device
+	// locate names the other providers holding copies of objects (set by
+	// the server; nil in tests that build a remote alone).
+	locate    func([]ids.ObjectID) []*pb.PeerLocation
+	transfers transferCounters
+}
+
+// locations lists where other providers hold deps (see Server.locate).
+func (r *remote) locations(deps []ids.ObjectID) []*pb.PeerLocation {
+	if r.locate == nil {
+		return nil
+	}
+	return r.locate(deps)
 }
 
 func (r *remote) leased(lease string) {
@@ -92,6 +104,8 @@ func (r *remote) sendLocked(m *pb.HeadMessage) error {
 func (r *remote) Submit(spec *raylet.TaskSpec) error {
 	r.leased(spec.TaskID.Hex())
 	r.store.Pin(spec.Pins)
+	m := nodewire.Task(spec)
+	m.PeerLocations = r.locations(spec.Deps)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
@@ -101,7 +115,7 @@ func (r *remote) Submit(spec *raylet.TaskSpec) error {
 	}
 	// Sent even while disconnected: a reconnecting provider that does not
 	// report the task running gets it recovered.
-	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_Submit{Submit: nodewire.Task(spec)}})
+	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_Submit{Submit: m}})
 	return nil
 }
 
@@ -152,13 +166,15 @@ func (r *remote) WorkerBlocked(workerID string) func() {
 func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
 	r.leased("actor-" + spec.ActorID.Hex())
 	r.store.Pin(spec.Pins)
+	m := nodewire.Actor(spec)
+	m.PeerLocations = r.locations(spec.Deps)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.actors[spec.ActorID] = spec
 	for k, v := range spec.Resources {
 		r.available[k] -= v
 	}
-	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_CreateActor{CreateActor: nodewire.Actor(spec)}})
+	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_CreateActor{CreateActor: m}})
 	return nil
 }
 

@@ -95,6 +95,8 @@ type nodeConn struct {
 	lastHeard  time.Time
 	cancelConn context.CancelFunc
 	gen        int
+	// peerAddr is where other providers reach its peer object service.
+	peerAddr string
 	// gossipSuspect is set while gossip cannot reach a provider it reached
 	// before; the node gets no new work until it can again.
 	gossipSuspect bool
@@ -180,7 +182,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	out := newSendQueue()
-	nc, gen, reconnect := s.attach(id, reg, out, cancel)
+	nc, gen, reconnect := s.attach(id, reg, peerAddress(stream.Context(), reg.PeerAddress), out, cancel)
 	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
 		s.detach(id, gen)
 		return err
@@ -208,7 +210,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 }
 
 // attach makes out the provider's current control channel.
-func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel context.CancelFunc) (*nodeConn, int, bool) {
+func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *sendQueue, cancel context.CancelFunc) (*nodeConn, int, bool) {
 	info := gcs.NodeInfo{
 		ID: id, IP: reg.NodeIp, Hostname: reg.Hostname, Labels: reg.Labels, GPUs: reg.Gpus,
 	}
@@ -218,6 +220,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	if nc == nil {
 		nc = &nodeConn{r: newRemote(id, s.cfg.Store)}
 		nc.r.billing = s.cfg.Billing
+		nc.r.locate = func(deps []ids.ObjectID) []*pb.PeerLocation { return s.locate(id, deps) }
 		s.remotes[id] = nc
 	} else if nc.cancelConn != nil {
 		nc.cancelConn() // a newer channel replaces the old one
@@ -225,6 +228,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	nc.gen++
 	gen := nc.gen
 	nc.info, nc.connected, nc.suspect, nc.lastHeard, nc.cancelConn = info, true, false, s.cfg.Now(), cancel
+	nc.peerAddr = peerAddr
 	s.mu.Unlock()
 
 	r := nc.r
@@ -438,6 +442,10 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		}
 	case *pb.NodeMessage_GpuStatus:
 		s.gpuStatus(r, x.GpuStatus)
+	case *pb.NodeMessage_PeerTransfer:
+		if err := s.peerTransfer(r, x.PeerTransfer); err != nil {
+			return fmt.Errorf("%w: peer transfer: %v", errBadMessage, err)
+		}
 	case *pb.NodeMessage_Heartbeat, *pb.NodeMessage_TaskDone:
 	default:
 		return fmt.Errorf("%w: unexpected %T", errBadMessage, m.Msg)

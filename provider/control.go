@@ -128,11 +128,13 @@ func (p *Provider) handle(m *pb.HeadMessage) {
 	case *pb.HeadMessage_Submit:
 		spec, e := nodewire.FromTask(x.Submit)
 		if err = e; err == nil {
+			p.objects.hint(x.Submit.PeerLocations)
 			err = p.raylet.Submit(spec)
 		}
 	case *pb.HeadMessage_CreateActor:
 		spec, e := nodewire.FromActor(x.CreateActor)
 		if err = e; err == nil {
+			p.objects.hint(x.CreateActor.PeerLocations)
 			err = p.raylet.CreateActor(spec)
 		}
 	case *pb.HeadMessage_ActorCall:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/nodewire"
@@ -29,6 +30,12 @@ type objects struct {
 	pushes   chan struct{}  // bounds concurrent pushes
 	// oversized is the last pulled object too large for the cache.
 	oversized *objectstore.Object
+	// hints are the holders the head named for objects not pulled yet.
+	hints     map[ids.ObjectID][]holder
+	hintOrder []ids.ObjectID
+
+	stats  transferStats
+	served atomic.Int64 // bytes served to other providers
 }
 
 type pull struct {
@@ -41,7 +48,7 @@ var _ raylet.Objects = (*objects)(nil)
 func newObjects(p *Provider, capacity int64) *objects {
 	return &objects{
 		p: p, local: objectstore.New(capacity), inflight: map[ids.ObjectID]*pull{},
-		pushes: make(chan struct{}, 16),
+		pushes: make(chan struct{}, 16), hints: map[ids.ObjectID][]holder{},
 	}
 }
 
@@ -78,55 +85,14 @@ const (
 	StripeBytes     = 1 << 20
 )
 
-func (o *objects) pullRange(conn int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
-	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PullObject(o.p.ctx, &pb.PullRequest{ObjectId: id.Bytes(), Offset: off, Length: n})
+// pullRange pulls [off, off+n) of id from the head over bulk connection
+// conn (the relay path).
+func (o *objects) pullRange(ctx context.Context, conn int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
+	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PullObject(ctx, &pb.PullRequest{ObjectId: id.Bytes(), Offset: off, Length: n})
 	if err != nil {
 		return nil, err
 	}
 	return nodeserver.ReceiveRange(stream.Recv, 0)
-}
-
-func (o *objects) pullOne(id ids.ObjectID) error {
-	first, err := o.pullRange(0, id, 0, FirstPieceBytes)
-	if err != nil {
-		return err
-	}
-	parts := []*nodeserver.Range{first}
-	if rest := first.Total - int64(len(first.Data)); rest > 0 {
-		k := o.p.stripes()
-		size := (rest + int64(k) - 1) / int64(k)
-		var wg sync.WaitGroup
-		more := make([]*nodeserver.Range, 0, k)
-		var mu sync.Mutex
-		var firstErr error
-		for i, off := 0, int64(len(first.Data)); off < first.Total; i, off = i+1, off+size {
-			n := min(size, first.Total-off)
-			wg.Add(1)
-			go func(conn int, off, n int64) {
-				defer wg.Done()
-				r, err := o.pullRange(conn, id, off, n)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				if r != nil {
-					more = append(more, r)
-				}
-			}(i, off, n)
-		}
-		wg.Wait()
-		if firstErr != nil {
-			return firstErr
-		}
-		parts = append(parts, more...)
-	}
-	obj, err := nodeserver.Assemble(parts)
-	if err != nil {
-		return err
-	}
-	o.remember(obj)
-	return nil
 }
 
 // remember caches a pulled object, dropping the oldest ones to make room.
@@ -161,6 +127,20 @@ func (o *objects) evictOne() bool {
 	o.mu.Unlock()
 	o.local.Release(id, cacheHolder)
 	return true
+}
+
+// held returns the object if this provider holds it (nil otherwise), for
+// other providers that pull it directly.
+func (o *objects) held(id ids.ObjectID) *objectstore.Object {
+	if obj, err := o.local.Get(id); err == nil && obj != nil {
+		return obj
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.oversized != nil && o.oversized.ID == id {
+		return o.oversized
+	}
+	return nil
 }
 
 func (o *objects) lookup(id ids.ObjectID, pl *pull) (*objectstore.Object, error) {

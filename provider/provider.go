@@ -91,7 +91,19 @@ type Config struct {
 	// Base resources, and it withdraws GPUs that fail re-verification (and
 	// offers them again) and samples them; the head hears of each change.
 	GPUWatch *watch.Watcher
-	Logger   *slog.Logger
+	// PeerPort is the UDP port the peer object service listens on (0: any
+	// free port); PeerBind, when set, is the whole listen address instead.
+	// Other providers pull objects this one holds from it directly.
+	PeerPort int
+	PeerBind string
+	// PeerAdvertise is the host:port announced for the peer service (for
+	// NAT setups); default the node IP (unless loopback) or the address
+	// the head sees, with the listener's port.
+	PeerAdvertise string
+	// NoPeer disables the peer service: other providers get this one's
+	// objects through the head. It still pulls from other providers.
+	NoPeer bool
+	Logger *slog.Logger
 }
 
 // Provider is a running provider daemon.
@@ -119,6 +131,8 @@ type Provider struct {
 
 	// gpu is the GPU status last applied (nil without GPUWatch).
 	gpu *watch.Status
+	// peers is the direct provider-to-provider object path.
+	peers *peerNet
 
 	// extra are the additional connections objects are striped over.
 	extra    []*grpc.ClientConn
@@ -308,6 +322,10 @@ func (p *Provider) Start(ctx context.Context) error {
 	}
 	p.meter = metering.NewMeter(p.nodeID.Hex(), uint64(time.Now().UnixNano()))
 	p.objects = newObjects(p, p.cfg.ObjectStoreMemory/4)
+	if err := p.startPeers(cert, pool); err != nil {
+		p.Close()
+		return err
+	}
 	resources := p.cfg.Resources
 	if p.cfg.GPUWatch != nil {
 		resources = p.cfg.GPUWatch.Base()
@@ -420,6 +438,9 @@ func (p *Provider) Close() error {
 		p.cancel()
 	}
 	p.wg.Wait()
+	if p.peers != nil {
+		p.peers.close()
+	}
 	if p.conn != nil {
 		p.conn.Close()
 	}
@@ -438,7 +459,7 @@ func (p *Provider) register() *pb.Register {
 		Total: &pb.Resources{Values: maps.Clone(p.cfg.Resources)}, Labels: p.labels(),
 		Hostname: p.cfg.Hostname, NodeIp: p.cfg.NodeIP, Gpus: p.gpuSummary(),
 		Available:     &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
-		PayoutAddress: p.cfg.PayoutAddress, GpuStatus: p.gpuStatus(),
+		PayoutAddress: p.cfg.PayoutAddress, GpuStatus: p.gpuStatus(), PeerAddress: p.PeerAddress(),
 	}
 	if p.meterKey != nil {
 		reg.MeterKey = p.meterKey.Public().(ed25519.PublicKey)

@@ -248,7 +248,10 @@ class WanLinks:
     def provider_args(self, name):
         """Provider keyword arguments that join through link name."""
         link = self.links[name]
-        extra = ["--head-client-address", link["tcp"]]
+        # The emulator models only the links to the head: objects moving
+        # directly between providers would bypass it, so they go through
+        # the head here.
+        extra = ["--head-client-address", link["tcp"], "--no-peer"]
         if link.get("gossip") and name in self.gossip_ports:
             extra += ["--gossip-port", str(self.gossip_ports[name]), "--gossip-advertise", link["gossip"]]
         return {"address": link["udp"], "extra": extra}

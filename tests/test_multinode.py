@@ -144,8 +144,29 @@ def test_objects_move_between_nodes(ray, cluster):
     made = produce.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=a, soft=False)).remote(12 << 20)
     value = ray.get(made)
     assert len(value) == 12 << 20
+    head, _ = cluster
+    before = pulled_bytes(head, b)
     got = ray.get(digest.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=b, soft=False)).remote(made))
     assert got == (hashlib.sha256(value).hexdigest(), b)
+    # b pulled the result straight from a (provider to provider over QUIC);
+    # the head relayed none of it. b reports a direct pull before the
+    # task's result, on the same ordered channel, so the head knows by now.
+    after = pulled_bytes(head, b)
+    assert after["direct"] - before["direct"] >= 12 << 20, (before, after)
+    assert after["relayed"] == before["relayed"], (before, after)
+
+
+def pulled_bytes(head, node):
+    """A node's object bytes pulled directly and relayed, from /metrics."""
+    import urllib.request
+
+    body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % head.status_port, timeout=10).read().decode()
+    out = {"direct": 0.0, "relayed": 0.0}
+    for line in body.splitlines():
+        if line.startswith("gray_object_pulled_bytes_total{") and 'node="%s"' % node in line:
+            path = line.split('path="', 1)[1].split('"', 1)[0]
+            out[path] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def test_actors_on_providers_and_nested_calls(ray, cluster):

@@ -120,6 +120,9 @@ type MultiOptions struct {
 	ProviderGPUSampleTick <-chan time.Time
 	// ProviderGPUSample replaces the mock's NVML samples (live numbers).
 	ProviderGPUSample func() ([]gpu.Device, error)
+	// Provider, when set, adjusts provider i's configuration before it
+	// starts (e.g. its peer service settings).
+	Provider func(i int, cfg *provider.Config)
 }
 
 // StartCluster runs a head and o.Providers providers for the test.
@@ -161,12 +164,17 @@ func StartCluster(t testing.TB, o MultiOptions) *Cluster {
 		}
 		res := map[string]float64{"CPU": o.ProviderCPUs}
 		gpus := providerGPUs(t, ctx, o, res, labels, log)
-		p, err := provider.New(provider.Config{
+		cfg := provider.Config{
 			HeadAddr: h.NodeAddr(), Token: h.JoinToken(), StateDir: t.TempDir(), NodeIP: "127.0.0.1",
 			Python: Python(), Resources: res, Labels: labels,
 			ObjectStoreMemory: 256 << 20, SessionDir: t.TempDir(), PrestartWorkers: o.PrestartWorkers, Logger: log,
 			GPUWatch: gpus,
-		})
+			PeerBind: "127.0.0.1:0",
+		}
+		if o.Provider != nil {
+			o.Provider(i, &cfg)
+		}
+		p, err := provider.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,9 @@ import (
 
 type startFlags struct {
 	isHead          bool
+	peerPort        int
+	noPeer          bool
+	peerAdvertise   string
 	port            int
 	host            string
 	nodeIP          string
@@ -149,6 +152,9 @@ func startCmd() *cobra.Command {
 	f.DurationVar(&o.deadAfter, "dead-after", 30*time.Second, "silence after which a provider is dead and its work recovered (head)")
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
+	f.IntVar(&o.peerPort, "peer-port", 0, "UDP (QUIC) port other providers pull this provider's objects from, on all interfaces (provider; 0 picks one)")
+	f.BoolVar(&o.noPeer, "no-peer", false, "serve no objects to other providers directly; they get them through the head (provider)")
+	f.StringVar(&o.peerAdvertise, "peer-advertise", "", "HOST:PORT other providers reach the peer port at, e.g. behind NAT (provider; default: the node IP, or the address the head sees)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
 	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels")
 	f.DurationVar(&o.gpuVerifyEvery, "gpu-verify-interval", watch.DefaultVerifyEvery, "how often GPUs are verified again; one that fails is withdrawn until it passes (0: only at start)")
@@ -272,6 +278,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		ClientAddress: o.clientAddress, Logger: logger, GossipBind: o.host,
 		GossipPort: o.gossipPort, GossipAdvertise: o.gossipAdvertise,
 		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns, GPUWatch: rep.Watch,
+		PeerPort: o.peerPort, NoPeer: o.noPeer, PeerAdvertise: o.peerAdvertise,
 	})
 	if err != nil {
 		return err
