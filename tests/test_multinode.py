@@ -3,6 +3,8 @@ join it over QUIC with the join token, driven by the stock Ray client."""
 
 import collections
 import hashlib
+import os
+import tempfile
 import time
 
 import pytest
@@ -269,9 +271,15 @@ def test_tasks_go_where_their_large_arguments_are(ray, cluster):
     holder = nodes[-1]
     head_node = [n["NodeID"] for n in ray.nodes() if n["IsHeadNode"]][0]
 
+    release = os.path.join(tempfile.mkdtemp(prefix="gray-locality-"), "release")
+
     @ray.remote
-    def block():
-        time.sleep(4)
+    def block(path):
+        # Holds the head's CPU until the test is done (the head runs on this
+        # machine, so a file is a signal it sees).
+        deadline = time.time() + 120
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.05)
 
     @ray.remote
     def produce(n):
@@ -281,7 +289,7 @@ def test_tasks_go_where_their_large_arguments_are(ray, cluster):
     def consume(x):
         return len(x), ray.get_runtime_context().get_node_id()
 
-    blocker = block.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=head_node, soft=False)).remote()
+    blocker = block.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=head_node, soft=False)).remote(release)
     big = produce.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=holder, soft=False)).remote(12 << 20)
     ray.wait([big])
     for _ in range(2):
@@ -289,4 +297,5 @@ def test_tasks_go_where_their_large_arguments_are(ray, cluster):
         # node at half its CPUs or more is passed over, as in Ray).
         wait_for(lambda: ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"] - 1)
         assert ray.get(consume.remote(big)) == (12 << 20, holder)
+    open(release, "w").close()
     ray.get(blocker)
