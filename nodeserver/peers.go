@@ -84,7 +84,7 @@ func (s *Server) locate(node ids.NodeID, deps []ids.ObjectID) []*pb.PeerLocation
 		var hs []holder
 		for _, n := range nodes {
 			nc := s.remotes[n]
-			if n == node || nc == nil || !nc.connected || nc.suspect || nc.peerAddr == "" {
+			if n == node || nc == nil || !nc.connected || nc.suspect || nc.peerAddr == "" || !nc.peerReachable {
 				continue
 			}
 			hs = append(hs, holder{id: n, addr: nc.peerAddr, region: nc.info.Labels[regionLabel]})

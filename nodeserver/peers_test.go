@@ -22,7 +22,7 @@ func TestSubmitNamesHoldersOfDependencies(t *testing.T) {
 	s := New(Config{Store: store})
 	node := func(region, addr string, connected bool) ids.NodeID {
 		id := ids.NewNodeID()
-		nc := &nodeConn{r: newRemote(id, store), connected: connected, peerAddr: addr,
+		nc := &nodeConn{r: newRemote(id, store), connected: connected, peerAddr: addr, peerProbed: true, peerReachable: addr != "",
 			info: gcs.NodeInfo{ID: id, Labels: map[string]string{regionLabel: region}}}
 		nc.r.locate = func(deps []ids.ObjectID) []*pb.PeerLocation { return s.locate(id, deps) }
 		s.remotes[id] = nc

@@ -95,8 +95,10 @@ type nodeConn struct {
 	lastHeard  time.Time
 	cancelConn context.CancelFunc
 	gen        int
-	// peerAddr is where other providers reach its peer object service.
-	peerAddr string
+	// peerAddr is where other providers reach its peer object service;
+	// peerReachable is set once the head reached it there (see probePeer).
+	peerAddr                  string
+	peerProbed, peerReachable bool
 	// gossipSuspect is set while gossip cannot reach a provider it reached
 	// before; the node gets no new work until it can again.
 	gossipSuspect bool
@@ -182,13 +184,17 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	out := newSendQueue()
-	nc, gen, reconnect := s.attach(id, reg, peerAddress(stream.Context(), reg.PeerAddress), out, cancel)
+	peerAddr := peerAddress(stream.Context(), reg.PeerAddress)
+	nc, gen, reconnect := s.attach(id, reg, peerAddr, out, cancel)
 	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
 		s.detach(id, gen)
 		return err
 	}
 	if reconnect {
 		s.reconcile(nc, reg)
+	}
+	if peerAddr != "" {
+		go s.probePeer(ctx, nc, gen, peerAddr)
 	}
 	go func() {
 		for {
@@ -228,7 +234,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *s
 	nc.gen++
 	gen := nc.gen
 	nc.info, nc.connected, nc.suspect, nc.lastHeard, nc.cancelConn = info, true, false, s.cfg.Now(), cancel
-	nc.peerAddr = peerAddr
+	nc.peerAddr, nc.peerProbed, nc.peerReachable = peerAddr, false, false
 	s.mu.Unlock()
 
 	r := nc.r

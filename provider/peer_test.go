@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,25 @@ import (
 	"github.com/gray-cluster/gray/provider"
 	"github.com/gray-cluster/gray/transport"
 )
+
+// waitProbe waits until the head has checked provider id's peer address
+// and reports whether it reached the provider there.
+func waitProbe(t *testing.T, c *testcluster.Cluster, id ids.NodeID) bool {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		if probed, ok := c.Head.Nodes.PeerProbe(id); probed {
+			return ok
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the head never probed %s's peer address", id.Hex())
+		}
+	}
+}
 
 // produce seals a large object on provider a (as a task's result there)
 // and waits until the head's store has it. It returns the object's bytes.
@@ -66,6 +86,9 @@ func TestObjectsMoveDirectlyBetweenProviders(t *testing.T) {
 	if a.PeerAddress() == "" || c.Head.Nodes.PeerAddress(a.NodeID()) == "" {
 		t.Fatalf("provider A announced no peer address (%q, head has %q)", a.PeerAddress(), c.Head.Nodes.PeerAddress(a.NodeID()))
 	}
+	if !waitProbe(t, c, a.NodeID()) {
+		t.Fatalf("the head could not reach A's peer service at %s", a.PeerAddress())
+	}
 	const size = 9<<20 + 4321
 	id, data := produce(t, c, a, size)
 	tr := consume(t, b, id, data)
@@ -91,11 +114,16 @@ func TestDirectPullFallsBackToTheHead(t *testing.T) {
 		name  string
 		cfg   func(*provider.Config)
 		after func(*provider.Provider)
-		tried bool // B tries A before falling back
+		// reachable: the head reached A's peer service when A joined (so
+		// it names A as a holder); tried: B tries A before falling back.
+		reachable, tried bool
 	}{
 		{name: "no-peer", cfg: func(c *provider.Config) { c.NoPeer = true }},
-		{name: "wrong-advertised-address", cfg: func(c *provider.Config) { c.PeerAdvertise = "127.0.0.1:9" }, tried: true},
-		{name: "listener-closed", after: (*provider.Provider).StopPeerService, tried: true},
+		// An address nobody can reach (NAT): the head's probe fails, so A
+		// is never named and B loses no time on it.
+		{name: "wrong-advertised-address", cfg: func(c *provider.Config) { c.PeerAdvertise = "127.0.0.1:9" }},
+		// Reachable when probed, gone since: B tries it and falls back.
+		{name: "listener-closed", after: (*provider.Provider).StopPeerService, reachable: true, tried: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +134,11 @@ func TestDirectPullFallsBackToTheHead(t *testing.T) {
 			}})
 			waitNodes(t, c, 3)
 			a, b := c.Providers[0], c.Providers[1]
+			if a.PeerAddress() != "" {
+				if got := waitProbe(t, c, a.NodeID()); got != tc.reachable {
+					t.Fatalf("head reached A's peer service: %v, want %v", got, tc.reachable)
+				}
+			}
 			if tc.after != nil {
 				tc.after(a)
 			}
@@ -115,8 +148,8 @@ func TestDirectPullFallsBackToTheHead(t *testing.T) {
 			if tr.Direct != 0 || tr.Relayed != size {
 				t.Fatalf("transfer %+v, want all %d bytes relayed", tr, size)
 			}
-			if s := b.Transfers(); tc.tried && s.Fallbacks != 1 {
-				t.Fatalf("B's counters %+v, want one fallback", s)
+			if s, want := b.Transfers(), map[bool]int64{true: 1}[tc.tried]; s.Fallbacks != want {
+				t.Fatalf("B's counters %+v, want %d fallbacks", s, want)
 			}
 			if got := c.Head.Nodes.Transfers()[b.NodeID()].Relayed; got != size {
 				t.Fatalf("the head relayed %d bytes to B, want %d", got, size)
@@ -214,8 +247,9 @@ func TestPeerServiceRefusesForeignCertificates(t *testing.T) {
 }
 
 // A holder whose advertised address leads to another provider (an address
-// taken over, a stale announcement) is not trusted: the puller checks the
-// node id in the certificate and gets the object through the head.
+// taken over, a stale announcement) is not trusted: the head's probe finds
+// the wrong node there and never names the holder, and a puller that dials
+// such an address itself checks the node id in the certificate.
 func TestDirectPullChecksTheHoldersIdentity(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -232,14 +266,27 @@ func TestDirectPullChecksTheHoldersIdentity(t *testing.T) {
 		}
 	}})
 	waitNodes(t, c, 4)
+	if waitProbe(t, c, c.Providers[1].NodeID()) {
+		t.Fatalf("the head took provider 0 at %s for provider 1", other)
+	}
 	const size = 8 << 20
 	id, data := produce(t, c, c.Providers[1], size)
 	tr := consume(t, c.Providers[2], id, data)
 	if tr.Direct != 0 || tr.Relayed != size {
 		t.Fatalf("transfer %+v, want all %d bytes relayed", tr, size)
 	}
-	if s := c.Providers[2].Transfers(); s.Fallbacks != 1 {
-		t.Fatalf("counters %+v, want one fallback", s)
+	if s := c.Providers[0].Transfers(); s.Served != 0 {
+		t.Fatalf("the wrong provider served %d bytes", s.Served)
+	}
+	// A puller checks who answers: the node serving at the address works,
+	// the one the address was claimed for does not (the connection never
+	// comes up).
+	if err := c.Providers[2].DialPeer(context.Background(), c.Providers[0].NodeID().Hex(), other); err != nil {
+		t.Fatalf("dialling provider 0 at its own address: %v", err)
+	}
+	err = c.Providers[2].DialPeer(context.Background(), c.Providers[1].NodeID().Hex(), other)
+	if !errors.Is(err, provider.ErrPeerUnreachable) {
+		t.Fatalf("dialling provider 1 at provider 0's address: %v, want ErrPeerUnreachable", err)
 	}
 	if s := c.Providers[0].Transfers(); s.Served != 0 {
 		t.Fatalf("the wrong provider served %d bytes", s.Served)
