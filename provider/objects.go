@@ -217,7 +217,7 @@ func (o *objects) pushOne(obj *objectstore.Object) error {
 		return o.pushRange(0, obj, -1, 0)
 	}
 	k := o.p.stripes()
-	size := (obj.Size + int64(k) - 1) / int64(k)
+	size := rangeSize(obj.Size, k)
 	errs := make(chan error, k)
 	n := 0
 	for off := int64(0); off < obj.Size; off += size {

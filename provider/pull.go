@@ -267,6 +267,17 @@ func gaps(parts []*nodeserver.Range) []span {
 	return out
 }
 
+// MinRangeBytes is the smallest range a striped transfer is cut into: a
+// few-MiB object is not worth a stream per bulk connection.
+const MinRangeBytes = 256 << 10
+
+// rangeSize splits n bytes over at most k streams, no range smaller than
+// MinRangeBytes (unless n is).
+func rangeSize(n int64, k int) int64 {
+	k = max(k, 1)
+	return max((n+int64(k)-1)/int64(k), min(n, MinRangeBytes), 1)
+}
+
 // pullStriped completes have (the parts of id already here; none: start
 // with a first piece, which tells the size) with ranges from get, striped
 // over k streams in parallel. It returns every part it has, also on error,
@@ -287,8 +298,7 @@ func pullStriped(ctx context.Context, get rangeFunc, k int, id ids.ObjectID, hav
 	if left == 0 {
 		return have, nil
 	}
-	k = max(k, 1)
-	size := max((left+int64(k)-1)/int64(k), 1)
+	size := rangeSize(left, k)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex

@@ -98,3 +98,23 @@ func TestGaps(t *testing.T) {
 		t.Fatalf("a whole object has gaps %v", g)
 	}
 }
+
+func TestRangeSize(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		k    int
+		want int64
+	}{
+		{64 << 20, 48, (64<<20 + 47) / 48}, // large: one range per stream
+		{2 << 20, 48, MinRangeBytes},       // small: no range under the minimum
+		{100, 48, 100},                     // tiny: one range
+		{10 << 20, 0, 10 << 20},            // no streams: one range
+	} {
+		if got := rangeSize(tc.n, tc.k); got != tc.want {
+			t.Errorf("rangeSize(%d, %d) = %d, want %d", tc.n, tc.k, got, tc.want)
+		}
+		if got := rangeSize(tc.n, tc.k); (tc.n+got-1)/got > int64(max(tc.k, 1)) {
+			t.Errorf("rangeSize(%d, %d) = %d makes more ranges than streams", tc.n, tc.k, got)
+		}
+	}
+}
