@@ -39,8 +39,10 @@ func (c *Cluster) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.Changed():
+		case <-c.poke:
 		case <-tick.C:
 		}
+		c.retryGroups()
 		c.retryPending()
 	}
 }
@@ -125,6 +127,7 @@ func (c *Cluster) NodeDead(id ids.NodeID, reason string, lost Lost) {
 	c.notifyLocked()
 	c.mu.Unlock()
 	c.log.Warn("node dead", "node", id.Hex(), "reason", reason, "tasks", len(lost.Tasks), "actors", len(lost.Actors), "calls", len(lost.Calls))
+	c.groupsLostNode(id)
 	c.Recover(id, reason, lost)
 }
 

@@ -41,6 +41,14 @@ type remote struct {
 	calls     map[ids.TaskID]*pendingResults
 	seq       uint64
 	billing   Billing
+	// reserving are bundle reservations waiting for the provider's answer.
+	reserving map[uint64]chan error
+	reqSeq    uint64
+	// releaseLater are bundle releases to send when the provider is back.
+	releaseLater map[string]bool
+	// bundles are the resources reserved per placement group (as far as
+	// the head counted them into available).
+	bundles map[string]map[string]float64
 }
 
 func (r *remote) leased(lease string) {
@@ -93,8 +101,10 @@ func (r *remote) Submit(spec *raylet.TaskSpec) error {
 	defer r.mu.Unlock()
 	r.seq++
 	r.tasks[spec.TaskID] = &pendingResults{task: spec, pins: spec.Pins, missing: spec.NumReturns, seq: r.seq}
-	for k, v := range spec.Resources {
-		r.available[k] -= v // until the provider reports again
+	if spec.PlacementGroup == "" { // work in a bundle leaves the node's resources alone
+		for k, v := range spec.Resources {
+			r.available[k] -= v // until the provider reports again
+		}
 	}
 	// Sent even while disconnected: a reconnecting provider that does not
 	// report the task running gets it recovered.
@@ -152,8 +162,10 @@ func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.actors[spec.ActorID] = spec
-	for k, v := range spec.Resources {
-		r.available[k] -= v
+	if spec.PlacementGroup == "" {
+		for k, v := range spec.Resources {
+			r.available[k] -= v
+		}
 	}
 	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_CreateActor{CreateActor: nodewire.Actor(spec)}})
 	return nil

@@ -227,6 +227,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, out *sendQueue, cancel 
 	r := nc.r
 	r.mu.Lock()
 	r.out = out
+	r.sendReleasesLocked()
 	r.total = valuesOf(reg.Total)
 	r.available = valuesOf(reg.Available)
 	r.mu.Unlock()
@@ -281,6 +282,7 @@ func (s *Server) detach(id ids.NodeID, gen int) {
 	s.mu.Unlock()
 	nc.r.mu.Lock()
 	nc.r.out = nil
+	nc.r.failReservationsLocked()
 	nc.r.mu.Unlock()
 	s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
 	s.log.Warn("provider disconnected", "node", id.Hex())
@@ -296,6 +298,10 @@ func (s *Server) receive(ctx context.Context, nc *nodeConn, stream pb.Head_Conne
 			return err
 		}
 		s.heard(nc)
+		if x, ok := m.Msg.(*pb.NodeMessage_PgRequest); ok {
+			go s.pgRequest(ctx, nc.r, x.PgRequest)
+			continue
+		}
 		if err := s.handle(nc.r, m); err != nil {
 			s.log.Warn("bad message from provider", "node", nc.r.id.Hex(), "err", err)
 		}
@@ -413,6 +419,8 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		r.resultArrived(obj.ID)
 	case *pb.NodeMessage_Refs:
 		r.refs(x.Refs)
+	case *pb.NodeMessage_BundleReserved:
+		r.reserved(x.BundleReserved)
 	case *pb.NodeMessage_Usage:
 		if s.cfg.Billing == nil {
 			return nil
@@ -479,6 +487,7 @@ func (s *Server) checkLiveness() {
 		s.cfg.Store.Unpin(unpin)
 		nc.r.mu.Lock()
 		nc.r.out = nil
+		nc.r.failReservationsLocked()
 		nc.r.mu.Unlock()
 	}
 }

@@ -77,7 +77,7 @@ func (x ObjectRefs_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectRefs_Op.Descriptor instead.
 func (ObjectRefs_Op) EnumDescriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22, 0}
+	return file_gray_node_proto_rawDescGZIP(), []int{27, 0}
 }
 
 type JoinRequest struct {
@@ -1189,6 +1189,9 @@ type HeadMessage struct {
 	//	*HeadMessage_Cancel
 	//	*HeadMessage_KillActor
 	//	*HeadMessage_WorkerBlocked
+	//	*HeadMessage_BundleReserve
+	//	*HeadMessage_BundleRelease
+	//	*HeadMessage_PgReply
 	Msg           isHeadMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1294,6 +1297,33 @@ func (x *HeadMessage) GetWorkerBlocked() *WorkerBlocked {
 	return nil
 }
 
+func (x *HeadMessage) GetBundleReserve() *BundleReserve {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_BundleReserve); ok {
+			return x.BundleReserve
+		}
+	}
+	return nil
+}
+
+func (x *HeadMessage) GetBundleRelease() *BundleRelease {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_BundleRelease); ok {
+			return x.BundleRelease
+		}
+	}
+	return nil
+}
+
+func (x *HeadMessage) GetPgReply() *PGReply {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_PgReply); ok {
+			return x.PgReply
+		}
+	}
+	return nil
+}
+
 type isHeadMessage_Msg interface {
 	isHeadMessage_Msg()
 }
@@ -1326,6 +1356,20 @@ type HeadMessage_WorkerBlocked struct {
 	WorkerBlocked *WorkerBlocked `protobuf:"bytes,7,opt,name=worker_blocked,json=workerBlocked,proto3,oneof"`
 }
 
+type HeadMessage_BundleReserve struct {
+	// Placement groups: reserve bundles (answered by BundleReserved),
+	// release a group's bundles, and answer a worker's PGRequest.
+	BundleReserve *BundleReserve `protobuf:"bytes,8,opt,name=bundle_reserve,json=bundleReserve,proto3,oneof"`
+}
+
+type HeadMessage_BundleRelease struct {
+	BundleRelease *BundleRelease `protobuf:"bytes,9,opt,name=bundle_release,json=bundleRelease,proto3,oneof"`
+}
+
+type HeadMessage_PgReply struct {
+	PgReply *PGReply `protobuf:"bytes,10,opt,name=pg_reply,json=pgReply,proto3,oneof"`
+}
+
 func (*HeadMessage_Registered) isHeadMessage_Msg() {}
 
 func (*HeadMessage_Submit) isHeadMessage_Msg() {}
@@ -1340,6 +1384,303 @@ func (*HeadMessage_KillActor) isHeadMessage_Msg() {}
 
 func (*HeadMessage_WorkerBlocked) isHeadMessage_Msg() {}
 
+func (*HeadMessage_BundleReserve) isHeadMessage_Msg() {}
+
+func (*HeadMessage_BundleRelease) isHeadMessage_Msg() {}
+
+func (*HeadMessage_PgReply) isHeadMessage_Msg() {}
+
+// BundleReserve asks a provider to reserve some bundles of a placement
+// group (by bundle index) out of its available resources.
+type BundleReserve struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RequestId      uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	PlacementGroup string                 `protobuf:"bytes,2,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"` // hex id
+	JobId          []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Bundles        map[int32]*Resources   `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BundleReserve) Reset() {
+	*x = BundleReserve{}
+	mi := &file_gray_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleReserve) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleReserve) ProtoMessage() {}
+
+func (x *BundleReserve) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleReserve.ProtoReflect.Descriptor instead.
+func (*BundleReserve) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BundleReserve) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *BundleReserve) GetPlacementGroup() string {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return ""
+}
+
+func (x *BundleReserve) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *BundleReserve) GetBundles() map[int32]*Resources {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+// BundleReserved answers BundleReserve; error is empty when reserved.
+type BundleReserved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleReserved) Reset() {
+	*x = BundleReserved{}
+	mi := &file_gray_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleReserved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleReserved) ProtoMessage() {}
+
+func (x *BundleReserved) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleReserved.ProtoReflect.Descriptor instead.
+func (*BundleReserved) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BundleReserved) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *BundleReserved) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// BundleRelease gives a placement group's bundles on a provider back.
+type BundleRelease struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroup string                 `protobuf:"bytes,1,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BundleRelease) Reset() {
+	*x = BundleRelease{}
+	mi := &file_gray_node_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleRelease) ProtoMessage() {}
+
+func (x *BundleRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleRelease.ProtoReflect.Descriptor instead.
+func (*BundleRelease) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BundleRelease) GetPlacementGroup() string {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return ""
+}
+
+// PGRequest forwards a worker's placement group operation to the head's
+// placement group table; request is raylet.PGRequest as JSON.
+type PGRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	JobId         []byte                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Request       []byte                 `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PGRequest) Reset() {
+	*x = PGRequest{}
+	mi := &file_gray_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PGRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PGRequest) ProtoMessage() {}
+
+func (x *PGRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PGRequest.ProtoReflect.Descriptor instead.
+func (*PGRequest) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PGRequest) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PGRequest) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *PGRequest) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// PGReply answers PGRequest: result as JSON, or error.
+type PGReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Result        []byte                 `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PGReply) Reset() {
+	*x = PGReply{}
+	mi := &file_gray_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PGReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PGReply) ProtoMessage() {}
+
+func (x *PGReply) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PGReply.ProtoReflect.Descriptor instead.
+func (*PGReply) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PGReply) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PGReply) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *PGReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type TaskDone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1349,7 +1690,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1702,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[15]
+	mi := &file_gray_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1715,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{15}
+	return file_gray_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TaskDone) GetTaskId() []byte {
@@ -1394,7 +1735,7 @@ type ActorReady struct {
 
 func (x *ActorReady) Reset() {
 	*x = ActorReady{}
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1747,7 @@ func (x *ActorReady) String() string {
 func (*ActorReady) ProtoMessage() {}
 
 func (x *ActorReady) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[16]
+	mi := &file_gray_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1760,7 @@ func (x *ActorReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorReady.ProtoReflect.Descriptor instead.
 func (*ActorReady) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{16}
+	return file_gray_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ActorReady) GetActorId() []byte {
@@ -1445,7 +1786,7 @@ type ActorDead struct {
 
 func (x *ActorDead) Reset() {
 	*x = ActorDead{}
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1798,7 @@ func (x *ActorDead) String() string {
 func (*ActorDead) ProtoMessage() {}
 
 func (x *ActorDead) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1811,7 @@ func (x *ActorDead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorDead.ProtoReflect.Descriptor instead.
 func (*ActorDead) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{17}
+	return file_gray_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ActorDead) GetActorId() []byte {
@@ -1491,7 +1832,7 @@ type ActorRef struct {
 
 func (x *ActorRef) Reset() {
 	*x = ActorRef{}
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1844,7 @@ func (x *ActorRef) String() string {
 func (*ActorRef) ProtoMessage() {}
 
 func (x *ActorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1857,7 @@ func (x *ActorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRef.ProtoReflect.Descriptor instead.
 func (*ActorRef) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{18}
+	return file_gray_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ActorRef) GetActorId() []byte {
@@ -1549,7 +1890,7 @@ type HolderGone struct {
 
 func (x *HolderGone) Reset() {
 	*x = HolderGone{}
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1902,7 @@ func (x *HolderGone) String() string {
 func (*HolderGone) ProtoMessage() {}
 
 func (x *HolderGone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1915,7 @@ func (x *HolderGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HolderGone.ProtoReflect.Descriptor instead.
 func (*HolderGone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{19}
+	return file_gray_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HolderGone) GetHolder() string {
@@ -1594,7 +1935,7 @@ type WorkerJob struct {
 
 func (x *WorkerJob) Reset() {
 	*x = WorkerJob{}
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1947,7 @@ func (x *WorkerJob) String() string {
 func (*WorkerJob) ProtoMessage() {}
 
 func (x *WorkerJob) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1960,7 @@ func (x *WorkerJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerJob.ProtoReflect.Descriptor instead.
 func (*WorkerJob) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{20}
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkerJob) GetWorkerId() string {
@@ -1647,7 +1988,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +2000,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +2013,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21}
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Log) GetJobId() []byte {
@@ -1709,7 +2050,7 @@ type ObjectRefs struct {
 
 func (x *ObjectRefs) Reset() {
 	*x = ObjectRefs{}
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +2062,7 @@ func (x *ObjectRefs) String() string {
 func (*ObjectRefs) ProtoMessage() {}
 
 func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +2075,7 @@ func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefs.ProtoReflect.Descriptor instead.
 func (*ObjectRefs) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ObjectRefs) GetOp() ObjectRefs_Op {
@@ -1776,6 +2117,8 @@ type NodeMessage struct {
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_Usage
 	//	*NodeMessage_Result
+	//	*NodeMessage_PgRequest
+	//	*NodeMessage_BundleReserved
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1783,7 +2126,7 @@ type NodeMessage struct {
 
 func (x *NodeMessage) Reset() {
 	*x = NodeMessage{}
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +2138,7 @@ func (x *NodeMessage) String() string {
 func (*NodeMessage) ProtoMessage() {}
 
 func (x *NodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2151,7 @@ func (x *NodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMessage.ProtoReflect.Descriptor instead.
 func (*NodeMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{23}
+	return file_gray_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeMessage) GetMsg() isNodeMessage_Msg {
@@ -1935,6 +2278,24 @@ func (x *NodeMessage) GetResult() *ObjectChunk {
 	return nil
 }
 
+func (x *NodeMessage) GetPgRequest() *PGRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_PgRequest); ok {
+			return x.PgRequest
+		}
+	}
+	return nil
+}
+
+func (x *NodeMessage) GetBundleReserved() *BundleReserved {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_BundleReserved); ok {
+			return x.BundleReserved
+		}
+	}
+	return nil
+}
+
 type isNodeMessage_Msg interface {
 	isNodeMessage_Msg()
 }
@@ -1993,6 +2354,14 @@ type NodeMessage_Result struct {
 	Result *ObjectChunk `protobuf:"bytes,13,opt,name=result,proto3,oneof"`
 }
 
+type NodeMessage_PgRequest struct {
+	PgRequest *PGRequest `protobuf:"bytes,14,opt,name=pg_request,json=pgRequest,proto3,oneof"`
+}
+
+type NodeMessage_BundleReserved struct {
+	BundleReserved *BundleReserved `protobuf:"bytes,15,opt,name=bundle_reserved,json=bundleReserved,proto3,oneof"`
+}
+
 func (*NodeMessage_Register) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Available) isNodeMessage_Msg() {}
@@ -2019,6 +2388,10 @@ func (*NodeMessage_Usage) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Result) isNodeMessage_Msg() {}
 
+func (*NodeMessage_PgRequest) isNodeMessage_Msg() {}
+
+func (*NodeMessage_BundleReserved) isNodeMessage_Msg() {}
+
 // Usage carries signed usage records (metering.SignedRecord as JSON).
 type Usage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2029,7 +2402,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2414,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2427,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24}
+	return file_gray_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Usage) GetRecords() [][]byte {
@@ -2078,7 +2451,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2463,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2476,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -2150,7 +2523,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2535,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2548,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{26}
+	return file_gray_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -2249,7 +2622,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2634,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2647,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{27}
+	return file_gray_node_proto_rawDescGZIP(), []int{32}
 }
 
 var File_gray_node_proto protoreflect.FileDescriptor
@@ -2406,7 +2779,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"no_restart\x18\x02 \x01(\bR\tnoRestart\"F\n" +
 	"\rWorkerBlocked\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
-	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xaa\x03\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xea\x04\n" +
 	"\vHeadMessage\x12:\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x18.gray.node.v1.RegisteredH\x00R\n" +
@@ -2418,8 +2791,37 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06cancel\x18\x05 \x01(\v2\x14.gray.node.v1.CancelH\x00R\x06cancel\x128\n" +
 	"\n" +
 	"kill_actor\x18\x06 \x01(\v2\x17.gray.node.v1.KillActorH\x00R\tkillActor\x12D\n" +
-	"\x0eworker_blocked\x18\a \x01(\v2\x1b.gray.node.v1.WorkerBlockedH\x00R\rworkerBlockedB\x05\n" +
-	"\x03msg\"#\n" +
+	"\x0eworker_blocked\x18\a \x01(\v2\x1b.gray.node.v1.WorkerBlockedH\x00R\rworkerBlocked\x12D\n" +
+	"\x0ebundle_reserve\x18\b \x01(\v2\x1b.gray.node.v1.BundleReserveH\x00R\rbundleReserve\x12D\n" +
+	"\x0ebundle_release\x18\t \x01(\v2\x1b.gray.node.v1.BundleReleaseH\x00R\rbundleRelease\x122\n" +
+	"\bpg_reply\x18\n" +
+	" \x01(\v2\x15.gray.node.v1.PGReplyH\x00R\apgReplyB\x05\n" +
+	"\x03msg\"\x87\x02\n" +
+	"\rBundleReserve\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12'\n" +
+	"\x0fplacement_group\x18\x02 \x01(\tR\x0eplacementGroup\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12B\n" +
+	"\abundles\x18\x04 \x03(\v2(.gray.node.v1.BundleReserve.BundlesEntryR\abundles\x1aS\n" +
+	"\fBundlesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12-\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\x05value:\x028\x01\"E\n" +
+	"\x0eBundleReserved\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"8\n" +
+	"\rBundleRelease\x12'\n" +
+	"\x0fplacement_group\x18\x01 \x01(\tR\x0eplacementGroup\"[\n" +
+	"\tPGRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\fR\arequest\"V\n" +
+	"\aPGReply\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"#\n" +
 	"\bTaskDone\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\"J\n" +
 	"\n" +
@@ -2452,7 +2854,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\xb8\x05\n" +
+	"\vRELEASE_ALL\x10\x04\"\xbb\x06\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2471,7 +2873,10 @@ const file_gray_node_proto_rawDesc = "" +
 	" \x01(\v2\x18.gray.node.v1.ObjectRefsH\x00R\x04refs\x12\x1e\n" +
 	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
 	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usage\x123\n" +
-	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06resultB\x05\n" +
+	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06result\x128\n" +
+	"\n" +
+	"pg_request\x18\x0e \x01(\v2\x17.gray.node.v1.PGRequestH\x00R\tpgRequest\x12G\n" +
+	"\x0fbundle_reserved\x18\x0f \x01(\v2\x1c.gray.node.v1.BundleReservedH\x00R\x0ebundleReservedB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Usage\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"Z\n" +
@@ -2513,62 +2918,68 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_gray_node_proto_goTypes = []any{
-	(ObjectRefs_Op)(0),    // 0: gray.node.v1.ObjectRefs.Op
-	(*JoinRequest)(nil),   // 1: gray.node.v1.JoinRequest
-	(*JoinReply)(nil),     // 2: gray.node.v1.JoinReply
-	(*Resources)(nil),     // 3: gray.node.v1.Resources
-	(*Register)(nil),      // 4: gray.node.v1.Register
-	(*Price)(nil),         // 5: gray.node.v1.Price
-	(*Registered)(nil),    // 6: gray.node.v1.Registered
-	(*RuntimeEnv)(nil),    // 7: gray.node.v1.RuntimeEnv
-	(*Placement)(nil),     // 8: gray.node.v1.Placement
-	(*TaskSpec)(nil),      // 9: gray.node.v1.TaskSpec
-	(*ActorSpec)(nil),     // 10: gray.node.v1.ActorSpec
-	(*ActorCall)(nil),     // 11: gray.node.v1.ActorCall
-	(*Cancel)(nil),        // 12: gray.node.v1.Cancel
-	(*KillActor)(nil),     // 13: gray.node.v1.KillActor
-	(*WorkerBlocked)(nil), // 14: gray.node.v1.WorkerBlocked
-	(*HeadMessage)(nil),   // 15: gray.node.v1.HeadMessage
-	(*TaskDone)(nil),      // 16: gray.node.v1.TaskDone
-	(*ActorReady)(nil),    // 17: gray.node.v1.ActorReady
-	(*ActorDead)(nil),     // 18: gray.node.v1.ActorDead
-	(*ActorRef)(nil),      // 19: gray.node.v1.ActorRef
-	(*HolderGone)(nil),    // 20: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),     // 21: gray.node.v1.WorkerJob
-	(*Log)(nil),           // 22: gray.node.v1.Log
-	(*ObjectRefs)(nil),    // 23: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),   // 24: gray.node.v1.NodeMessage
-	(*Usage)(nil),         // 25: gray.node.v1.Usage
-	(*PullRequest)(nil),   // 26: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),   // 27: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),     // 28: gray.node.v1.PushReply
-	nil,                   // 29: gray.node.v1.Resources.ValuesEntry
-	nil,                   // 30: gray.node.v1.Register.LabelsEntry
-	nil,                   // 31: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                   // 32: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                   // 33: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                   // 34: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                   // 35: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                   // 36: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	(ObjectRefs_Op)(0),     // 0: gray.node.v1.ObjectRefs.Op
+	(*JoinRequest)(nil),    // 1: gray.node.v1.JoinRequest
+	(*JoinReply)(nil),      // 2: gray.node.v1.JoinReply
+	(*Resources)(nil),      // 3: gray.node.v1.Resources
+	(*Register)(nil),       // 4: gray.node.v1.Register
+	(*Price)(nil),          // 5: gray.node.v1.Price
+	(*Registered)(nil),     // 6: gray.node.v1.Registered
+	(*RuntimeEnv)(nil),     // 7: gray.node.v1.RuntimeEnv
+	(*Placement)(nil),      // 8: gray.node.v1.Placement
+	(*TaskSpec)(nil),       // 9: gray.node.v1.TaskSpec
+	(*ActorSpec)(nil),      // 10: gray.node.v1.ActorSpec
+	(*ActorCall)(nil),      // 11: gray.node.v1.ActorCall
+	(*Cancel)(nil),         // 12: gray.node.v1.Cancel
+	(*KillActor)(nil),      // 13: gray.node.v1.KillActor
+	(*WorkerBlocked)(nil),  // 14: gray.node.v1.WorkerBlocked
+	(*HeadMessage)(nil),    // 15: gray.node.v1.HeadMessage
+	(*BundleReserve)(nil),  // 16: gray.node.v1.BundleReserve
+	(*BundleReserved)(nil), // 17: gray.node.v1.BundleReserved
+	(*BundleRelease)(nil),  // 18: gray.node.v1.BundleRelease
+	(*PGRequest)(nil),      // 19: gray.node.v1.PGRequest
+	(*PGReply)(nil),        // 20: gray.node.v1.PGReply
+	(*TaskDone)(nil),       // 21: gray.node.v1.TaskDone
+	(*ActorReady)(nil),     // 22: gray.node.v1.ActorReady
+	(*ActorDead)(nil),      // 23: gray.node.v1.ActorDead
+	(*ActorRef)(nil),       // 24: gray.node.v1.ActorRef
+	(*HolderGone)(nil),     // 25: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),      // 26: gray.node.v1.WorkerJob
+	(*Log)(nil),            // 27: gray.node.v1.Log
+	(*ObjectRefs)(nil),     // 28: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),    // 29: gray.node.v1.NodeMessage
+	(*Usage)(nil),          // 30: gray.node.v1.Usage
+	(*PullRequest)(nil),    // 31: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),    // 32: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),      // 33: gray.node.v1.PushReply
+	nil,                    // 34: gray.node.v1.Resources.ValuesEntry
+	nil,                    // 35: gray.node.v1.Register.LabelsEntry
+	nil,                    // 36: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                    // 37: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                    // 38: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                    // 39: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                    // 40: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                    // 41: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	nil,                    // 42: gray.node.v1.BundleReserve.BundlesEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	29, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	34, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	30, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	35, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
-	31, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	32, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	33, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	36, // 5: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	37, // 6: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	38, // 7: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
 	7,  // 8: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 9: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
-	34, // 10: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	35, // 11: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	39, // 10: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	40, // 11: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
 	7,  // 12: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 13: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	36, // 14: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	41, // 14: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 	6,  // 15: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
 	9,  // 16: gray.node.v1.HeadMessage.submit:type_name -> gray.node.v1.TaskSpec
 	10, // 17: gray.node.v1.HeadMessage.create_actor:type_name -> gray.node.v1.ActorSpec
@@ -2576,32 +2987,39 @@ var file_gray_node_proto_depIdxs = []int32{
 	12, // 19: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
 	13, // 20: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
 	14, // 21: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	0,  // 22: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 23: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 24: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	16, // 25: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	17, // 26: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	18, // 27: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	19, // 28: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	20, // 29: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	21, // 30: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	22, // 31: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	23, // 32: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	25, // 33: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	27, // 34: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
-	1,  // 35: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	24, // 36: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	26, // 37: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	27, // 38: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	2,  // 39: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	15, // 40: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	27, // 41: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	28, // 42: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	39, // [39:43] is the sub-list for method output_type
-	35, // [35:39] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	16, // 22: gray.node.v1.HeadMessage.bundle_reserve:type_name -> gray.node.v1.BundleReserve
+	18, // 23: gray.node.v1.HeadMessage.bundle_release:type_name -> gray.node.v1.BundleRelease
+	20, // 24: gray.node.v1.HeadMessage.pg_reply:type_name -> gray.node.v1.PGReply
+	42, // 25: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
+	0,  // 26: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 27: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 28: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	21, // 29: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	22, // 30: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	23, // 31: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	24, // 32: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	25, // 33: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	26, // 34: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	27, // 35: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	28, // 36: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	30, // 37: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	32, // 38: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	19, // 39: gray.node.v1.NodeMessage.pg_request:type_name -> gray.node.v1.PGRequest
+	17, // 40: gray.node.v1.NodeMessage.bundle_reserved:type_name -> gray.node.v1.BundleReserved
+	3,  // 41: gray.node.v1.BundleReserve.BundlesEntry.value:type_name -> gray.node.v1.Resources
+	1,  // 42: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	29, // 43: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	31, // 44: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	32, // 45: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	2,  // 46: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	15, // 47: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	32, // 48: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	33, // 49: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	46, // [46:50] is the sub-list for method output_type
+	42, // [42:46] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -2617,8 +3035,11 @@ func file_gray_node_proto_init() {
 		(*HeadMessage_Cancel)(nil),
 		(*HeadMessage_KillActor)(nil),
 		(*HeadMessage_WorkerBlocked)(nil),
+		(*HeadMessage_BundleReserve)(nil),
+		(*HeadMessage_BundleRelease)(nil),
+		(*HeadMessage_PgReply)(nil),
 	}
-	file_gray_node_proto_msgTypes[23].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[28].OneofWrappers = []any{
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Available)(nil),
 		(*NodeMessage_TaskDone)(nil),
@@ -2632,6 +3053,8 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_Usage)(nil),
 		(*NodeMessage_Result)(nil),
+		(*NodeMessage_PgRequest)(nil),
+		(*NodeMessage_BundleReserved)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2639,7 +3062,7 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
