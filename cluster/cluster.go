@@ -158,6 +158,7 @@ func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	labels["ray.io/node-id"] = info.ID.Hex()
 	c.mu.Lock()
 	_, again := c.members[info.ID]
+	_, wasDead := c.dead[info.ID]
 	c.members[info.ID] = &member{m: m, info: info, local: local, hex: info.ID.Hex(), labels: labels}
 	delete(c.dead, info.ID)
 	if local {
@@ -165,8 +166,11 @@ func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	}
 	c.notifyLocked()
 	c.mu.Unlock()
-	if again {
+	switch {
+	case again:
 		go c.reassertGroups(info.ID)
+	case wasDead:
+		go c.releaseStaleGroups(info.ID)
 	}
 	c.log.Info("node registered", "node", info.ID.Hex(), "ip", info.IP, "resources", info.Total, "labels", info.Labels)
 }

@@ -496,3 +496,28 @@ func (c *Cluster) reassertGroups(id ids.NodeID) {
 		}
 	}
 }
+
+// releaseStaleGroups tells a node that comes back after it was declared
+// dead to release whatever bundles it still holds: they were placed
+// elsewhere when it died.
+func (c *Cluster) releaseStaleGroups(id ids.NodeID) {
+	c.placing.Lock()
+	defer c.placing.Unlock()
+	c.mu.Lock()
+	m := c.members[id]
+	var stale []string
+	for _, g := range c.groups {
+		if !slices.Contains(g.nodes, id) {
+			stale = append(stale, g.id)
+		}
+	}
+	c.mu.Unlock()
+	if m == nil {
+		return
+	}
+	for _, pg := range stale {
+		if err := m.m.ReleaseBundles(pg); err != nil {
+			c.log.Warn("release stale bundles", "pg", pg, "node", m.hex, "err", err)
+		}
+	}
+}

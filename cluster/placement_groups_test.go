@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/raylet"
 )
@@ -319,5 +320,60 @@ func TestPlacementGroupOps(t *testing.T) {
 	}
 	if got, _ := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_get", Name: "g"}); got != nil {
 		t.Errorf("pg_get after removal = %v, want nil", got)
+	}
+}
+
+// TestReconnectingNodeKeepsOrLosesItsBundles: a node that reconnects is
+// asked to reserve its bundles again (a no-op when it kept them); one that
+// refuses (it restarted and its resources went to other work) has them
+// placed elsewhere.
+func TestReconnectingNodeKeepsOrLosesItsBundles(t *testing.T) {
+	h := newHarness(t)
+	fs := cpuNodes(h, 2, 2)
+	pg := h.createGroup("STRICT_PACK", cpu(1), cpu(1))
+	_, nodes := h.groupEntry(pg)
+	home, other := fs[0], fs[1]
+	if nodes["0"] != home.id.Hex() {
+		home, other = other, home
+	}
+	home.waitOp(t, "reserve")
+	h.c.Add(home, gcs.NodeInfo{Total: cpu(2)})
+	if o := home.waitOp(t, "reserve"); o.PG != pg || o.Bundles != "0,1" {
+		t.Fatalf("reconnect reserved %+v, want bundles 0,1 of the group", o)
+	}
+	if state, nodes := h.groupEntry(pg); state != PGCreated || nodes["0"] != home.id.Hex() {
+		t.Fatalf("state %s nodes %v after a reconnect, want unchanged", state, nodes)
+	}
+
+	home.mu.Lock()
+	home.reserveErr = raylet.ErrBundlesUnavailable
+	home.mu.Unlock()
+	h.c.Add(home, gcs.NodeInfo{Total: cpu(2)})
+	home.waitOp(t, "release")
+	h.c.placing.Lock() // the reassertion holds it until it is done
+	h.c.placing.Unlock()
+	home.setAvailable(cpu(0)) // what it reports: its CPUs went to other work
+	h.c.retryGroups()
+	if state, nodes := h.groupEntry(pg); state != PGCreated || nodes["0"] != other.id.Hex() || nodes["1"] != other.id.Hex() {
+		t.Fatalf("state %s nodes %v, want CREATED on %s", state, nodes, short(other.id))
+	}
+}
+
+// TestNodeBackFromTheDeadReleasesStaleBundles: bundles a dead node held
+// were placed elsewhere, so when it comes back it is told to drop them.
+func TestNodeBackFromTheDeadReleasesStaleBundles(t *testing.T) {
+	h := newHarness(t)
+	fs := cpuNodes(h, 2, 2)
+	pg := h.createGroup("STRICT_PACK", cpu(1), cpu(1))
+	_, nodes := h.groupEntry(pg)
+	home := fs[0]
+	if nodes["0"] != home.id.Hex() {
+		home = fs[1]
+	}
+	h.c.NodeDead(home.id, "test", Lost{})
+	h.c.retryGroups()
+	h.c.Add(home, gcs.NodeInfo{Total: cpu(2)})
+	if o := home.waitOp(t, "release"); o.PG != pg {
+		t.Fatalf("release %+v, want the group's", o)
 	}
 }
