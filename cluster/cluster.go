@@ -439,8 +439,7 @@ func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
 	case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
 		// Hard affinity to a node that is not (or no longer) in the
 		// cluster, or a malformed strategy: Ray fails the task.
-		c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
-			fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
+		c.unschedulable(spec, err)
 	default:
 		c.park(pendingWork{task: spec}, err)
 	}

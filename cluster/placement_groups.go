@@ -27,6 +27,8 @@ const (
 var (
 	ErrUnknownGroup = errors.New("cluster: placement group does not exist")
 	ErrGroupName    = errors.New("cluster: placement group name is already in use")
+	// ErrGroupRemoved refuses work for a group that was removed.
+	ErrGroupRemoved = errors.New("cluster: placement group was removed")
 	// errGroupPending parks work whose bundle has no node yet.
 	errGroupPending = errors.New("cluster: placement group bundle not placed yet")
 )
@@ -253,10 +255,23 @@ func (c *Cluster) RemovePlacementGroup(id string) error {
 		}
 	}
 	clear(g.nodes)
+	var actors []ids.ActorID
+	for aid, a := range c.actors {
+		if a.spec != nil && a.spec.PlacementGroup == id && !a.dead {
+			actors = append(actors, aid)
+		}
+	}
 	c.mu.Unlock()
 	for _, m := range ms {
 		if err := m.m.ReleaseBundles(id); err != nil {
 			c.log.Warn("release bundles", "pg", id, "node", m.hex, "err", err)
+		}
+	}
+	// Like Ray, the group's actors die with it (its nodes fail the tasks
+	// still queued in it; running ones finish).
+	for _, aid := range actors {
+		if err := c.KillActor(aid, true); err != nil {
+			c.log.Warn("kill actor of removed placement group", "actor", aid.Hex(), "err", err)
 		}
 	}
 	c.log.Info("placement group removed", "pg", id)
@@ -308,7 +323,7 @@ func (c *Cluster) memberForBundle(pg string, index int, res map[string]float64) 
 	case g == nil:
 		return nil, fmt.Errorf("%w: %w %s", scheduler.ErrInvalid, ErrUnknownGroup, pg)
 	case g.state == PGRemoved:
-		return nil, fmt.Errorf("%w: placement group %s was removed", scheduler.ErrInvalid, pg)
+		return nil, fmt.Errorf("%w: %w: %s", scheduler.ErrInvalid, ErrGroupRemoved, pg)
 	case index >= len(g.bundles):
 		return nil, fmt.Errorf("%w: bundle index %d of a placement group with %d bundles", scheduler.ErrInvalid, index, len(g.bundles))
 	}
@@ -520,4 +535,16 @@ func (c *Cluster) releaseStaleGroups(id ids.NodeID) {
 			c.log.Warn("release stale bundles", "pg", pg, "node", m.hex, "err", err)
 		}
 	}
+}
+
+// unschedulable fails a task no node may ever take: Ray's
+// TaskPlacementGroupRemoved when its group was removed, else
+// TaskUnschedulableError.
+func (c *Cluster) unschedulable(spec *raylet.TaskSpec, err error) {
+	if errors.Is(err, ErrGroupRemoved) {
+		c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskPlacementGroupRemoved"))
+		return
+	}
+	c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
+		fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
 }

@@ -236,6 +236,9 @@ func TestRemoveReleasesEveryNode(t *testing.T) {
 	if got := holders(pg, fs...); len(got) != 3 {
 		t.Fatalf("SPREAD holders %v, want three nodes", got)
 	}
+	act := h.actor("A", cpu(1), 3, 0, raylet.Scheduling{})
+	act.PlacementGroup, act.BundleIndex = pg, 0
+	_ = h.c.CreateActor(act)
 	if err := h.c.RemovePlacementGroup(pg); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
@@ -250,13 +253,20 @@ func TestRemoveReleasesEveryNode(t *testing.T) {
 	if state, nodes := h.groupEntry(pg); state != PGRemoved || len(nodes) != 0 {
 		t.Errorf("state %s nodes %v, want REMOVED", state, nodes)
 	}
+	var kills []op
+	for _, f := range fs {
+		kills = append(kills, f.recorded("kill")...)
+	}
+	if len(kills) != 1 || kills[0].Actor != act.ActorID || !kills[0].NoRestart {
+		t.Errorf("kills %+v, want the group's actor killed for good", kills)
+	}
 	if ok, _ := h.c.waitGroup(context.Background(), pg, -1); ok {
 		t.Errorf("wait on a removed group reports ready")
 	}
 	spec := h.task("late", cpu(1), 0, raylet.Scheduling{})
 	spec.PlacementGroup = pg
 	_ = h.c.Submit(spec)
-	h.wantSealed("ray.exceptions.TaskUnschedulableError", spec.ReturnIDs()...)
+	h.wantSealed("ray.exceptions.TaskPlacementGroupRemoved", spec.ReturnIDs()...)
 	if err := h.c.RemovePlacementGroup("nope"); !errors.Is(err, ErrUnknownGroup) {
 		t.Errorf("remove unknown: %v, want ErrUnknownGroup", err)
 	}

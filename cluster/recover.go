@@ -94,8 +94,7 @@ func (c *Cluster) retryPending() {
 		case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
 			// Its hard-affinity node is gone for good.
 			if w.task != nil {
-				c.fail(w.task.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
-					fmt.Sprintf("The task %s cannot be scheduled: %v", w.task.Name, err)))
+				c.unschedulable(w.task, err)
 			} else {
 				c.actorGone(w.actor.ActorID)
 			}

@@ -93,18 +93,34 @@ func (r *Raylet) ReserveBundles(pgID string, job ids.JobID, bundles map[int]map[
 }
 
 // ReleaseBundles gives a placement group's unused reservations back to the
-// node; what its running work holds goes back to the node when it ends.
+// node; what its running work holds goes back to the node when it ends, and
+// its tasks still queued fail with Ray's TaskPlacementGroupRemoved.
 // Releasing a group the node does not hold is not an error.
 func (r *Raylet) ReleaseBundles(pgID string) error {
 	r.mu.Lock()
 	res := r.pgs[pgID]
 	delete(r.pgs, pgID)
+	var orphans []*task
 	if res != nil {
 		for _, a := range res.avail {
 			release(r.available, a)
 		}
+		rest := r.queue[:0]
+		for _, t := range r.queue {
+			if t.spec.PlacementGroup == pgID && t.onGrant == nil {
+				orphans = append(orphans, t)
+				continue
+			}
+			rest = append(rest, t)
+		}
+		r.queue = rest
 	}
 	r.mu.Unlock()
+	// Tasks still queued in the group can never run here (actors waiting
+	// in it are killed by the head).
+	for _, t := range orphans {
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskPlacementGroupRemoved"))
+	}
 	if res != nil {
 		r.log.Debug("bundles released", "pg", pgID)
 		r.kick()

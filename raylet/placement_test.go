@@ -2,6 +2,7 @@ package raylet
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/gray-cluster/gray/internal/ids"
@@ -67,5 +68,39 @@ func TestBundleReservations(t *testing.T) {
 	}
 	if r.grantFrom(in(1, 1)) != nil {
 		t.Errorf("a released group still grants")
+	}
+}
+
+// TestReleaseFailsQueuedTasks: tasks still queued in a released group fail
+// with Ray's TaskPlacementGroupRemoved; others stay queued.
+func TestReleaseFailsQueuedTasks(t *testing.T) {
+	r := newTestRaylet(t, map[string]float64{"CPU": 1})
+	job := ids.JobFromInt(1)
+	if err := r.ReserveBundles("pg", job, map[int]map[string]float64{0: {"CPU": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(pg string) *task {
+		spec := &TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1,
+			PlacementGroup: pg, BundleIndex: -1, Resources: map[string]float64{"CPU": 2}}
+		r.cfg.Store.(*objectstore.Store).Create(spec.ReturnIDs()[0], "driver")
+		return &task{spec: spec, state: stateQueued, stop: make(chan struct{})}
+	}
+	in, out := mk("pg"), mk("")
+	r.mu.Lock()
+	r.queue = append(r.queue, in, out)
+	r.tasks[in.spec.TaskID], r.tasks[out.spec.TaskID] = in, out
+	r.mu.Unlock()
+	if err := r.ReleaseBundles("pg"); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := r.store.Get(in.spec.ReturnIDs()[0])
+	if err != nil || obj == nil || !obj.IsError {
+		t.Fatalf("queued task of the group: %v, %v; want an error result", obj, err)
+	}
+	if !strings.Contains(string(obj.Chunks[0]), "TaskPlacementGroupRemoved") {
+		t.Errorf("error %q, want TaskPlacementGroupRemoved", obj.Chunks[0])
+	}
+	if len(r.queue) != 1 || r.queue[0] != out {
+		t.Errorf("queue %v, want only the task outside the group", r.queue)
 	}
 }
