@@ -548,3 +548,22 @@ func (c *Cluster) unschedulable(spec *raylet.TaskSpec, err error) {
 	c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
 		fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
 }
+
+// RemoveJobPlacementGroups removes the groups a finished job created,
+// except detached ones.
+func (c *Cluster) RemoveJobPlacementGroups(job ids.JobID) {
+	c.mu.Lock()
+	var list []string
+	for id, g := range c.groups {
+		if g.job == job && !g.detached && g.state != PGRemoved {
+			list = append(list, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range list {
+		c.log.Info("removing placement group of a finished job", "pg", id, "job", job.Hex())
+		if err := c.RemovePlacementGroup(id); err != nil {
+			c.log.Warn("remove placement group", "pg", id, "err", err)
+		}
+	}
+}

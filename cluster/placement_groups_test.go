@@ -387,3 +387,25 @@ func TestNodeBackFromTheDeadReleasesStaleBundles(t *testing.T) {
 		t.Fatalf("release %+v, want the group's", o)
 	}
 }
+
+// TestFinishedJobsGroupsAreRemoved: when a job ends its groups go, except
+// detached ones and other jobs'.
+func TestFinishedJobsGroupsAreRemoved(t *testing.T) {
+	h := newHarness(t)
+	cpuNodes(h, 1, 8)
+	mine := h.createGroup("PACK", cpu(1))
+	kept, err := h.c.CreatePlacementGroup(job1, "", "PACK", true, []map[string]float64{cpu(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := h.c.CreatePlacementGroup(ids.JobFromInt(2), "", "PACK", false, []map[string]float64{cpu(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c.RemoveJobPlacementGroups(job1)
+	for id, want := range map[string]string{mine: PGRemoved, kept: PGCreated, theirs: PGCreated} {
+		if state, _ := h.groupEntry(id); state != want {
+			t.Errorf("group %s: state %s, want %s", id[:8], state, want)
+		}
+	}
+}

@@ -139,6 +139,34 @@ def test_remove_frees_every_provider(ray, pg_cluster):
     assert ray.available_resources()["CPU"] == total
 
 
+def test_finished_job_releases_its_groups(pg_cluster):
+    import ray
+
+    head, _ = pg_cluster
+    ray.init("ray://" + head.address)
+    try:
+        from ray.util.placement_group import placement_group
+
+        wait_for(lambda: full(ray))
+        total = ray.cluster_resources()["CPU"]
+        pg = placement_group([{"CPU": 1}] * 3, strategy="SPREAD")
+        assert pg.wait(60)
+        detached = placement_group([{"CPU": 1}], lifetime="detached", name="keeps")
+        assert detached.wait(60)
+    finally:
+        ray.shutdown()
+    ray.init("ray://" + head.address)
+    try:
+        from ray.util.placement_group import get_placement_group, remove_placement_group
+
+        # The job's group went with it; the detached one stays.
+        wait_for(lambda: ray.available_resources().get("CPU") == total - 1)
+        remove_placement_group(get_placement_group("keeps"))
+        wait_for(lambda: full(ray))
+    finally:
+        ray.shutdown()
+
+
 def test_dead_provider_bundle_is_placed_again(ray, gray_bin, pg_cluster):
     """Runs last: it kills a provider (and starts a replacement)."""
     from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
