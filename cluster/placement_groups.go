@@ -181,9 +181,18 @@ func (c *Cluster) placeGroup(g *group) {
 	}
 	c.mu.Lock()
 	for hexID, bs := range perNode {
-		for i := range bs {
-			g.nodes[i] = byHex[hexID].info.ID
+		id := byHex[hexID].info.ID
+		if c.members[id] == nil {
+			continue // it died meanwhile: those bundles are placed again
 		}
+		for i := range bs {
+			g.nodes[i] = id
+		}
+	}
+	if !g.complete() {
+		c.mu.Unlock()
+		c.Poke()
+		return
 	}
 	first := g.state == PGPending
 	g.state = PGCreated
@@ -235,15 +244,14 @@ func (c *Cluster) groupWaits(g *group, err error) {
 // RemovePlacementGroup releases a group's bundles on every node.
 func (c *Cluster) RemovePlacementGroup(id string) error {
 	c.placing.Lock()
-	defer c.placing.Unlock()
 	c.mu.Lock()
 	g := c.groups[id]
-	if g == nil {
+	if g == nil || g.state == PGRemoved {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrUnknownGroup, id)
-	}
-	if g.state == PGRemoved {
-		c.mu.Unlock()
+		c.placing.Unlock()
+		if g == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownGroup, id)
+		}
 		return nil
 	}
 	g.state = PGRemoved
@@ -267,6 +275,7 @@ func (c *Cluster) RemovePlacementGroup(id string) error {
 			c.log.Warn("release bundles", "pg", id, "node", m.hex, "err", err)
 		}
 	}
+	c.placing.Unlock()
 	// Like Ray, the group's actors die with it (its nodes fail the tasks
 	// still queued in it; running ones finish).
 	for _, aid := range actors {
