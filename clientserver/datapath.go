@@ -159,6 +159,9 @@ func (s *Server) endSession(ss *session) {
 	s.endSessionActors(ss)
 	if initialized && ss.workerID == "" {
 		s.cfg.Jobs.Finish(job, time.Now())
+		if pgs, ok := s.cfg.Node.(interface{ RemoveJobPlacementGroups(ids.JobID) }); ok {
+			pgs.RemoveJobPlacementGroups(job) // as Ray does when a driver exits
+		}
 		if s.cfg.Billing != nil {
 			if _, err := s.cfg.Billing.CloseSession(job.Hex()); err != nil {
 				s.log.Warn("billing: cannot close session escrow", "job", job.Hex(), "err", err)

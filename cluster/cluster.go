@@ -43,6 +43,12 @@ type Member interface {
 	CreateActor(spec *raylet.ActorSpec) error
 	SubmitActorTask(call *raylet.ActorCall) error
 	KillActor(id ids.ActorID, noRestart bool) error
+	// ReserveBundles reserves bundles (by index) of a placement group out of
+	// the node's available resources, all or none; bundles of the group the
+	// node already holds are kept. ReleaseBundles gives all of a group's
+	// bundles on the node back (a no-op for a group it does not hold).
+	ReserveBundles(pgID string, job ids.JobID, bundles map[int]map[string]float64) error
+	ReleaseBundles(pgID string) error
 }
 
 // Config configures a cluster.
@@ -88,6 +94,12 @@ type Cluster struct {
 	pending []pendingWork
 	// changed is closed and replaced whenever the node table changes.
 	changed chan struct{}
+	// groups is the placement group table; placing serializes placing and
+	// removing groups (it is never taken while mu is held).
+	groups  map[string]*group
+	placing sync.Mutex
+	// poke asks Run to retry pending groups and work now.
+	poke chan struct{}
 }
 
 type placedActor struct {
@@ -121,7 +133,7 @@ func New(cfg Config) *Cluster {
 		cfg: cfg, log: cfg.Logger.With("component", "cluster"),
 		members: map[ids.NodeID]*member{}, dead: map[ids.NodeID]gcs.NodeInfo{},
 		actors: map[ids.ActorID]*placedActor{}, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		changed: make(chan struct{}),
+		changed: make(chan struct{}), groups: map[string]*group{}, poke: make(chan struct{}, 1),
 	}
 }
 
@@ -145,6 +157,8 @@ func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	}
 	labels["ray.io/node-id"] = info.ID.Hex()
 	c.mu.Lock()
+	_, again := c.members[info.ID]
+	_, wasDead := c.dead[info.ID]
 	c.members[info.ID] = &member{m: m, info: info, local: local, hex: info.ID.Hex(), labels: labels}
 	delete(c.dead, info.ID)
 	if local {
@@ -152,6 +166,12 @@ func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	}
 	c.notifyLocked()
 	c.mu.Unlock()
+	switch {
+	case again:
+		go c.reassertGroups(info.ID)
+	case wasDead:
+		go c.releaseStaleGroups(info.ID)
+	}
 	c.log.Info("node registered", "node", info.ID.Hex(), "ip", info.IP, "resources", info.Total, "labels", info.Labels)
 }
 
@@ -352,7 +372,11 @@ func (c *Cluster) argBytes(deps []ids.ObjectID) map[string]int64 {
 	return out
 }
 
-func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, deps []ids.ObjectID) (*member, error) {
+func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, bundle int, deps []ids.ObjectID) (*member, error) {
+	if pg != "" {
+		// Work in a placement group goes to the node holding its bundle.
+		return c.memberForBundle(pg, bundle, res)
+	}
 	req := scheduler.Request{Resources: res, Strategy: toStrategy(s), ArgBytes: c.argBytes(deps)}
 	mustSee := map[string]bool{}
 	c.mu.Lock()
@@ -364,17 +388,10 @@ func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, 
 	for n := range req.ArgBytes {
 		mustSee[n] = true
 	}
-	sample := pg == "" && s.Kind != "NODE_AFFINITY" && len(s.Labels) == 0
+	sample := s.Kind != "NODE_AFFINITY" && len(s.Labels) == 0
 	snap, byHex := c.snapshot(sample, mustSee)
 	if len(snap.Nodes) == 0 {
 		return nil, ErrNoNodes
-	}
-	if pg != "" {
-		// Placement groups are reserved on one node: the one whose raylet
-		// knows the group.
-		if m := c.memberWithGroup(pg, byHex); m != nil {
-			return m, nil
-		}
 	}
 	c.mu.Lock()
 	req.SpreadIndex = c.spread
@@ -413,16 +430,6 @@ func toStrategy(s raylet.Scheduling) scheduler.Strategy {
 	return st
 }
 
-// memberWithGroup finds the node that holds a placement group.
-func (c *Cluster) memberWithGroup(pg string, byHex map[string]*member) *member {
-	for _, m := range byHex {
-		if g, ok := m.m.(interface{ HasPlacementGroup(string) bool }); ok && g.HasPlacementGroup(pg) {
-			return m
-		}
-	}
-	return nil
-}
-
 // Submit places a task on a node; a task no node can take now waits at the
 // head until one can.
 func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
@@ -432,8 +439,7 @@ func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
 	case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
 		// Hard affinity to a node that is not (or no longer) in the
 		// cluster, or a malformed strategy: Ray fails the task.
-		c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
-			fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
+		c.unschedulable(spec, err)
 	default:
 		c.park(pendingWork{task: spec}, err)
 	}
@@ -441,7 +447,7 @@ func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
 }
 
 func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
-	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.Deps)
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.BundleIndex, spec.Deps)
 	if err != nil {
 		return err
 	}
@@ -487,7 +493,7 @@ func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
 }
 
 func (c *Cluster) tryCreateActor(spec *raylet.ActorSpec) error {
-	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.Deps)
+	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.BundleIndex, spec.Deps)
 	if err != nil {
 		return err
 	}

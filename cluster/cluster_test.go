@@ -363,30 +363,6 @@ func TestMemberSubmitErrorParks(t *testing.T) {
 	}
 }
 
-// TestPlacementGroupGoesToItsNode: work in a placement group goes to the
-// node whose raylet holds the group, whatever the strategy says.
-func TestPlacementGroupGoesToItsNode(t *testing.T) {
-	h := newHarness(t)
-	a := h.add(0, cpu(64), nil)
-	b := h.add(1, cpu(2), nil)
-	b.groups["pg1"] = true
-	spec := h.task("f", cpu(1), 0, affinity(a.id, false))
-	spec.PlacementGroup = "pg1"
-	_ = h.c.Submit(spec)
-	act := h.actor("A", cpu(1), 0, 0, raylet.Scheduling{})
-	act.PlacementGroup = "pg1"
-	_ = h.c.CreateActor(act)
-	if got := b.submitted(); !slices.Equal(got, []ids.TaskID{spec.TaskID}) {
-		t.Errorf("group node got %v, want the task", got)
-	}
-	if got := b.recorded("create"); len(got) != 1 {
-		t.Errorf("group node got %d actors, want 1", len(got))
-	}
-	if got := a.recorded("submit", "create"); len(got) != 0 {
-		t.Errorf("other node got %v", got)
-	}
-}
-
 // TestActorPlacementAndCalls: an actor is created on a node that fits; its
 // calls, kills and its node are routed there.
 func TestActorPlacementAndCalls(t *testing.T) {

@@ -39,8 +39,10 @@ func (c *Cluster) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.Changed():
+		case <-c.poke:
 		case <-tick.C:
 		}
+		c.retryGroups()
 		c.retryPending()
 	}
 }
@@ -92,8 +94,7 @@ func (c *Cluster) retryPending() {
 		case errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrInvalid):
 			// Its hard-affinity node is gone for good.
 			if w.task != nil {
-				c.fail(w.task.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
-					fmt.Sprintf("The task %s cannot be scheduled: %v", w.task.Name, err)))
+				c.unschedulable(w.task, err)
 			} else {
 				c.actorGone(w.actor.ActorID)
 			}
@@ -125,6 +126,7 @@ func (c *Cluster) NodeDead(id ids.NodeID, reason string, lost Lost) {
 	c.notifyLocked()
 	c.mu.Unlock()
 	c.log.Warn("node dead", "node", id.Hex(), "reason", reason, "tasks", len(lost.Tasks), "actors", len(lost.Actors), "calls", len(lost.Calls))
+	c.groupsLostNode(id)
 	c.Recover(id, reason, lost)
 }
 

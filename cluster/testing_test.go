@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ import (
 
 // op is one call a fakeMember received.
 type op struct {
-	Kind string // "submit", "cancel", "create", "call", "kill", "blocked"
+	Kind string // "submit", "cancel", "create", "call", "kill", "blocked", "reserve", "release"
 	// Task is the task id of a submit, cancel or actor call.
 	Task  ids.TaskID
 	Actor ids.ActorID
@@ -32,6 +33,9 @@ type op struct {
 	Force       bool
 	NoRestart   bool
 	Worker      string
+	// PG and Bundles (sorted indices, "0,2") of a reserve or release.
+	PG      string
+	Bundles string
 }
 
 // fakeMember is an in-memory cluster.Member that records what it is asked
@@ -39,13 +43,16 @@ type op struct {
 type fakeMember struct {
 	id ids.NodeID
 
-	mu        sync.Mutex
-	total     map[string]float64
-	avail     map[string]float64
-	ops       []op
-	groups    map[string]bool
-	jobs      map[string]ids.JobID // worker id -> job
-	unblocked []string
+	mu    sync.Mutex
+	total map[string]float64
+	avail map[string]float64
+	ops   []op
+	// held are the placement group bundles reserved here, by group.
+	held map[string]map[int]map[string]float64
+	// reserveErr, when set, refuses ReserveBundles.
+	reserveErr error
+	jobs       map[string]ids.JobID // worker id -> job
+	unblocked  []string
 	// submitErr, when set, fails Submit (and records nothing).
 	submitErr error
 	// onCreate and onCall run (without the fake's lock) after CreateActor
@@ -78,7 +85,7 @@ func nodeID(n int) ids.NodeID {
 func newFake(n int, total map[string]float64) *fakeMember {
 	return &fakeMember{
 		id: nodeID(n), total: maps.Clone(total), avail: maps.Clone(total),
-		groups: map[string]bool{}, jobs: map[string]ids.JobID{}, ch: make(chan op, 4096),
+		held: map[string]map[int]map[string]float64{}, jobs: map[string]ids.JobID{}, ch: make(chan op, 4096),
 	}
 }
 
@@ -181,11 +188,72 @@ func (f *fakeMember) KillActor(id ids.ActorID, noRestart bool) error {
 	return nil
 }
 
-// HasPlacementGroup makes the fake look like a raylet that may hold groups.
-func (f *fakeMember) HasPlacementGroup(pg string) bool {
+// ReserveBundles reserves bundles out of avail like a raylet, or refuses
+// with reserveErr or when they do not fit.
+func (f *fakeMember) ReserveBundles(pg string, job ids.JobID, bundles map[int]map[string]float64) error {
+	f.mu.Lock()
+	err := f.reserveErr
+	sum := map[string]float64{}
+	for i, b := range bundles {
+		if f.held[pg][i] != nil {
+			continue
+		}
+		for k, v := range b {
+			sum[k] += v
+		}
+	}
+	for k, v := range sum {
+		if f.avail[k] < v && err == nil {
+			err = fmt.Errorf("%w: %s", raylet.ErrBundlesUnavailable, k)
+		}
+	}
+	if err == nil {
+		for k, v := range sum {
+			f.avail[k] -= v
+		}
+		if f.held[pg] == nil {
+			f.held[pg] = map[int]map[string]float64{}
+		}
+		for i, b := range bundles {
+			f.held[pg][i] = b
+		}
+	}
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	f.record(op{Kind: "reserve", PG: pg, Bundles: indices(bundles)})
+	return nil
+}
+
+// ReleaseBundles gives a group's bundles back to avail.
+func (f *fakeMember) ReleaseBundles(pg string) error {
+	f.mu.Lock()
+	held := f.held[pg]
+	delete(f.held, pg)
+	for _, b := range held {
+		for k, v := range b {
+			f.avail[k] += v
+		}
+	}
+	f.mu.Unlock()
+	f.record(op{Kind: "release", PG: pg, Bundles: indices(held)})
+	return nil
+}
+
+// holding lists the bundle indices of pg reserved here ("0,2").
+func (f *fakeMember) holding(pg string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.groups[pg]
+	return indices(f.held[pg])
+}
+
+func indices(m map[int]map[string]float64) string {
+	var parts []string
+	for _, i := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprint(i))
+	}
+	return strings.Join(parts, ",")
 }
 
 // recorded returns a copy of the ops so far, optionally of some kinds only.

@@ -208,6 +208,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Warn:   func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
 		Locate: h.locate,
 	})
+	rl.SetPlacementGroups(h.Cluster)
 	host, _ := os.Hostname()
 	h.Cluster.AddLocal(rl, gcs.NodeInfo{IP: h.cfg.NodeIP, Hostname: host, Labels: h.cfg.Labels, GPUs: summary})
 	dashboard := ""

@@ -48,6 +48,14 @@ type remote struct {
 	// the server; nil in tests that build a remote alone).
 	locate    func([]ids.ObjectID) []*pb.PeerLocation
 	transfers transferCounters
+	// reserving are bundle reservations waiting for the provider's answer.
+	reserving map[uint64]chan error
+	reqSeq    uint64
+	// releaseLater are bundle releases to send when the provider is back.
+	releaseLater map[string]bool
+	// bundles are the resources reserved per placement group (as far as
+	// the head counted them into available).
+	bundles map[string]map[string]float64
 }
 
 // locations lists where other providers hold deps (see Server.locate).
@@ -110,8 +118,10 @@ func (r *remote) Submit(spec *raylet.TaskSpec) error {
 	defer r.mu.Unlock()
 	r.seq++
 	r.tasks[spec.TaskID] = &pendingResults{task: spec, pins: spec.Pins, missing: spec.NumReturns, seq: r.seq}
-	for k, v := range spec.Resources {
-		r.available[k] -= v // until the provider reports again
+	if spec.PlacementGroup == "" { // work in a bundle leaves the node's resources alone
+		for k, v := range spec.Resources {
+			r.available[k] -= v // until the provider reports again
+		}
 	}
 	// Sent even while disconnected: a reconnecting provider that does not
 	// report the task running gets it recovered.
@@ -171,8 +181,10 @@ func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.actors[spec.ActorID] = spec
-	for k, v := range spec.Resources {
-		r.available[k] -= v
+	if spec.PlacementGroup == "" {
+		for k, v := range spec.Resources {
+			r.available[k] -= v
+		}
 	}
 	_ = r.sendLocked(&pb.HeadMessage{Msg: &pb.HeadMessage_CreateActor{CreateActor: m}})
 	return nil

@@ -240,6 +240,7 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *s
 	r := nc.r
 	r.mu.Lock()
 	r.out = out
+	r.sendReleasesLocked()
 	r.total = valuesOf(reg.Total)
 	r.available = valuesOf(reg.Available)
 	r.gpus = nil
@@ -301,6 +302,7 @@ func (s *Server) detach(id ids.NodeID, gen int) {
 	s.mu.Unlock()
 	nc.r.mu.Lock()
 	nc.r.out = nil
+	nc.r.failReservationsLocked()
 	nc.r.mu.Unlock()
 	s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
 	s.log.Warn("provider disconnected", "node", id.Hex())
@@ -316,6 +318,10 @@ func (s *Server) receive(ctx context.Context, nc *nodeConn, stream pb.Head_Conne
 			return err
 		}
 		s.heard(nc)
+		if x, ok := m.Msg.(*pb.NodeMessage_PgRequest); ok {
+			go s.pgRequest(ctx, nc.r, x.PgRequest)
+			continue
+		}
 		if err := s.handle(nc.r, m); err != nil {
 			s.log.Warn("bad message from provider", "node", nc.r.id.Hex(), "err", err)
 		}
@@ -433,6 +439,8 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		r.resultArrived(obj.ID)
 	case *pb.NodeMessage_Refs:
 		r.refs(x.Refs)
+	case *pb.NodeMessage_BundleReserved:
+		r.reserved(x.BundleReserved)
 	case *pb.NodeMessage_Usage:
 		if s.cfg.Billing == nil {
 			return nil
@@ -505,6 +513,7 @@ func (s *Server) checkLiveness() {
 		s.cfg.Store.Unpin(unpin)
 		nc.r.mu.Lock()
 		nc.r.out = nil
+		nc.r.failReservationsLocked()
 		nc.r.mu.Unlock()
 	}
 }

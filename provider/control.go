@@ -27,6 +27,7 @@ func (p *Provider) run(registered chan<- string, refused chan<- error) {
 				registered <- addr
 			}
 		})
+		p.failPGCalls()
 		if p.ctx.Err() != nil {
 			return
 		}
@@ -154,6 +155,12 @@ func (p *Provider) handle(m *pb.HeadMessage) {
 		}
 	case *pb.HeadMessage_WorkerBlocked:
 		p.workerBlocked(x.WorkerBlocked.WorkerId, x.WorkerBlocked.Blocked)
+	case *pb.HeadMessage_BundleReserve:
+		p.reserveBundles(x.BundleReserve)
+	case *pb.HeadMessage_BundleRelease:
+		err = p.raylet.ReleaseBundles(x.BundleRelease.PlacementGroup)
+	case *pb.HeadMessage_PgReply:
+		p.pgReply(x.PgReply)
 	default:
 		p.log.Warn("unexpected message from head", "type", m.Msg)
 	}

@@ -123,6 +123,7 @@ type Provider struct {
 	events  chan *pb.NodeMessage
 	closed  bool
 	unblock map[string][]func()
+	pg      pgCalls
 	gossip  *membership.Membership
 	wg      sync.WaitGroup
 
@@ -346,7 +347,7 @@ func (p *Provider) Start(ctx context.Context) error {
 		OnHolderGone: func(holder string) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_HolderGone{HolderGone: &pb.HolderGone{Holder: holder}}})
 		},
-		OnLease: p.lease, OnLeaseEnd: p.leaseEnd,
+		OnLease: p.lease, OnLeaseEnd: p.leaseEnd, PlacementGroups: p,
 		OnWorkerJob: func(worker string, job ids.JobID) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_WorkerJob{WorkerJob: &pb.WorkerJob{WorkerId: worker, JobId: job.Bytes()}}})
 		},

@@ -1,134 +1,122 @@
 package raylet
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
+	"errors"
 	"fmt"
-	"time"
+	"maps"
+	"reflect"
+	"slices"
 
 	"github.com/gray-cluster/gray/internal/ids"
 )
 
-// Placement group states, named as in Ray's placement group table.
-const (
-	pgPending = "PENDING"
-	pgCreated = "CREATED"
-	pgRemoved = "REMOVED"
+// Sentinel errors of placement group reservations.
+var (
+	// ErrBundlesUnavailable refuses a reservation that does not fit the
+	// node's available resources now.
+	ErrBundlesUnavailable = errors.New("raylet: bundles do not fit the available resources")
+	// ErrNoPlacementGroups is returned to workers when the raylet has no
+	// placement group table to ask.
+	ErrNoPlacementGroups = errors.New("raylet: no placement group table")
 )
 
-// placementGroup reserves bundles of resources on this node; tasks and
-// actors scheduled into it draw from its bundles instead of the node.
-type placementGroup struct {
-	id       string // hex of Ray's 18-byte PlacementGroupID
-	name     string
-	strategy string
-	job      ids.JobID
-	detached bool
-	bundles  []map[string]float64
-	avail    []map[string]float64
-	state    string
-	ready    chan struct{}
-	created  time.Time
+// PGRequest is one placement group operation a worker asks for (the
+// helpers of ray.util.placement_group). Op is pg_create, pg_remove, pg_get,
+// pg_table or pg_wait.
+type PGRequest struct {
+	Op       string               `json:"op"`
+	ID       string               `json:"id,omitempty"`
+	Name     string               `json:"name,omitempty"`
+	Strategy string               `json:"strategy,omitempty"`
+	Bundles  []map[string]float64 `json:"bundles,omitempty"`
+	Detached bool                 `json:"detached,omitempty"`
+	// Timeout of pg_wait in seconds; negative waits until ctx ends.
+	Timeout float64 `json:"timeout"`
 }
 
-func newPGID(job ids.JobID) string {
-	var b [18]byte
-	_, _ = rand.Read(b[:14])
-	copy(b[14:], job[:])
-	return hex.EncodeToString(b[:])
+// PlacementGroups is the cluster's placement group table as a raylet's
+// workers reach it: the head's cluster itself, or a provider forwarding to
+// it. Results are JSON-encodable values for the worker.
+type PlacementGroups interface {
+	PlacementGroupOp(ctx context.Context, job ids.JobID, req PGRequest) (any, error)
 }
 
-// feasible reports whether one node can ever host the group.
-func (pg *placementGroup) feasible(total map[string]float64) error {
-	if pg.strategy == "STRICT_SPREAD" && len(pg.bundles) > 1 {
-		return fmt.Errorf("STRICT_SPREAD needs %d nodes; this pool has one", len(pg.bundles))
-	}
+// SetPlacementGroups sets the table workers' placement group operations go
+// to (call before Start).
+func (r *Raylet) SetPlacementGroups(pgs PlacementGroups) { r.cfg.PlacementGroups = pgs }
+
+// reservation is the part of a placement group this node holds: some of
+// its bundles, reserved out of the node's resources. Tasks and actors
+// scheduled into the group draw from its bundles instead of the node.
+type reservation struct {
+	job ids.JobID
+	// avail is what is left of each held bundle, by bundle index.
+	avail map[int]map[string]float64
+}
+
+// ReserveBundles reserves the given bundles (by index) of a placement group
+// out of the node's available resources, all or none. Bundles the node
+// already holds for the group are kept as they are.
+func (r *Raylet) ReserveBundles(pgID string, job ids.JobID, bundles map[int]map[string]float64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := r.pgs[pgID]
 	sum := map[string]float64{}
-	for _, b := range pg.bundles {
+	for i, b := range bundles {
+		if res != nil && res.avail[i] != nil {
+			continue
+		}
 		for k, v := range b {
 			sum[k] += v
 		}
 	}
-	if !fits(total, sum) {
-		return fmt.Errorf("bundles %v do not fit the node's resources", pg.bundles)
+	if !fits(r.available, sum) {
+		return fmt.Errorf("%w: placement group %s needs %v, node has %v", ErrBundlesUnavailable, pgID, sum, r.available)
 	}
+	acquire(r.available, sum)
+	if res == nil {
+		res = &reservation{job: job, avail: map[int]map[string]float64{}}
+		if r.pgs == nil {
+			r.pgs = map[string]*reservation{}
+		}
+		r.pgs[pgID] = res
+	}
+	for i, b := range bundles {
+		if res.avail[i] == nil {
+			res.avail[i] = maps.Clone(b)
+		}
+	}
+	r.log.Debug("bundles reserved", "pg", pgID, "bundles", len(bundles))
+	r.kick() // never blocks
 	return nil
 }
 
-// createPG registers a group and reserves its bundles when they fit.
-func (r *Raylet) createPG(job ids.JobID, name, strategy string, detached bool, bundles []map[string]float64) (*placementGroup, error) {
-	pg := &placementGroup{
-		id: newPGID(job), name: name, strategy: strategy, job: job, detached: detached,
-		bundles: bundles, state: pgPending, ready: make(chan struct{}), created: time.Now(),
-	}
+// ReleaseBundles gives a placement group's unused reservations back to the
+// node; what its running work holds goes back to the node when it ends, and
+// its tasks still queued fail with Ray's TaskPlacementGroupRemoved.
+// Releasing a group the node does not hold is not an error.
+func (r *Raylet) ReleaseBundles(pgID string) error {
 	r.mu.Lock()
-	if name != "" {
-		for _, other := range r.pgs {
-			if other.name == name && other.state != pgRemoved {
-				r.mu.Unlock()
-				return nil, fmt.Errorf("placement group name %q is already in use", name)
-			}
-		}
-	}
-	if r.pgs == nil {
-		r.pgs = map[string]*placementGroup{}
-	}
-	r.pgs[pg.id] = pg
-	r.mu.Unlock()
-	if err := pg.feasible(r.cfg.Resources); err != nil {
-		// Like Ray, an infeasible group stays pending (ready() never fires).
-		r.log.Warn("infeasible placement group", "pg", pg.id, "err", err)
-		return pg, nil
-	}
-	sum := map[string]float64{}
-	for _, b := range bundles {
-		for k, v := range b {
-			sum[k] += v
-		}
-	}
-	gate := &task{spec: &TaskSpec{Resources: sum}, state: stateQueued, noGPUIDs: true}
-	gate.onGrant = func() {
-		r.mu.Lock()
-		if pg.state == pgRemoved { // removed before it was placed
-			release(r.available, sum)
-			r.mu.Unlock()
-			r.kick()
-			return
-		}
-		pg.avail = make([]map[string]float64, len(bundles))
-		for i, b := range bundles {
-			pg.avail[i] = map[string]float64{}
-			for k, v := range b {
-				pg.avail[i][k] = v
-			}
-		}
-		pg.state = pgCreated
-		r.mu.Unlock()
-		close(pg.ready)
-		r.kick()
-	}
-	r.mu.Lock()
-	r.queue.push(gate)
-	r.mu.Unlock()
-	r.kick()
-	return pg, nil
-}
-
-// removePG returns a group's unused reservations to the node.
-func (r *Raylet) removePG(id string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	pg := r.pgs[id]
-	if pg == nil {
-		return fmt.Errorf("placement group %s does not exist", id)
-	}
-	if pg.state == pgCreated {
-		for _, a := range pg.avail {
+	res := r.pgs[pgID]
+	delete(r.pgs, pgID)
+	var orphans []*task
+	if res != nil {
+		for _, a := range res.avail {
 			release(r.available, a)
 		}
+		orphans = r.queue.remove(func(t *task) bool { return t.spec.PlacementGroup == pgID && t.onGrant == nil })
 	}
-	pg.state = pgRemoved
-	go r.kick()
+	r.mu.Unlock()
+	// Tasks still queued in the group can never run here (actors waiting
+	// in it are killed by the head).
+	for _, t := range orphans {
+		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskPlacementGroupRemoved"))
+	}
+	if res != nil {
+		r.log.Debug("bundles released", "pg", pgID)
+		r.kick()
+	}
 	return nil
 }
 
@@ -141,18 +129,18 @@ func (r *Raylet) grantFrom(s *TaskSpec) map[string]float64 {
 		}
 		return nil
 	}
-	pg := r.pgs[s.PlacementGroup]
-	if pg == nil || pg.state != pgCreated {
+	res := r.pgs[s.PlacementGroup]
+	if res == nil {
 		return nil
 	}
 	if s.BundleIndex >= 0 {
-		if s.BundleIndex < len(pg.avail) && fits(pg.avail[s.BundleIndex], s.Resources) {
-			return pg.avail[s.BundleIndex]
+		if a := res.avail[s.BundleIndex]; a != nil && fits(a, s.Resources) {
+			return a
 		}
 		return nil
 	}
-	for _, a := range pg.avail {
-		if fits(a, s.Resources) {
+	for _, i := range slices.Sorted(maps.Keys(res.avail)) {
+		if a := res.avail[i]; fits(a, s.Resources) {
 			return a
 		}
 	}
@@ -160,110 +148,67 @@ func (r *Raylet) grantFrom(s *TaskSpec) map[string]float64 {
 }
 
 // releaseTo gives resources back to where they were granted from (the node
-// if that placement group is gone).
+// if that bundle is no longer held).
 func (r *Raylet) releaseTo(s *TaskSpec, from map[string]float64) {
 	if from == nil {
 		return
 	}
-	if s.PlacementGroup != "" {
-		if pg := r.pgs[s.PlacementGroup]; pg == nil || pg.state == pgRemoved {
-			from = r.available
-		}
+	if s.PlacementGroup != "" && !r.holds(s.PlacementGroup, from) {
+		from = r.available
 	}
 	release(from, s.Resources)
 }
 
-// pgTable renders groups the way ray.util.placement_group_table does.
-func (r *Raylet) pgTable(only string) map[string]any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]any{}
-	for id, pg := range r.pgs {
-		if only != "" && id != only {
-			continue
-		}
-		bundles, nodes := map[string]any{}, map[string]any{}
-		for i, b := range pg.bundles {
-			bundles[fmt.Sprint(i)] = b
-			if pg.state == pgCreated {
-				nodes[fmt.Sprint(i)] = r.cfg.NodeID.Hex()
-			}
-		}
-		out[id] = map[string]any{
-			"placement_group_id": id, "name": pg.name, "strategy": pg.strategy, "state": pg.state,
-			"bundles": bundles, "bundles_to_node_id": nodes,
-			"stats": map[string]any{"scheduling_state": map[bool]string{true: "FINISHED", false: "PENDING"}[pg.state == pgCreated]},
+// holds reports whether from is a bundle the node still holds for pg.
+func (r *Raylet) holds(pg string, from map[string]float64) bool {
+	res := r.pgs[pg]
+	if res == nil {
+		return false
+	}
+	for _, a := range res.avail {
+		if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(from).UnsafePointer() {
+			return true
 		}
 	}
-	return out
+	return false
 }
 
-func (r *Raylet) pgInfo(pg *placementGroup) map[string]any {
-	return map[string]any{"id": pg.id, "bundles": pg.bundles, "name": pg.name}
-}
-
-// handleRPC answers a worker's request (placement group helpers).
+// handleRPC answers a worker's request (placement group helpers) by asking
+// the cluster's placement group table.
 func (r *Raylet) handleRPC(w *workerProc, f *frame) {
 	reply := map[string]any{"t": "rpc_reply", "rpc_id": f.Header["rpc_id"]}
-	fail := func(err error) { reply["error"] = err.Error() }
 	w.mu.Lock()
 	job := w.job
 	w.mu.Unlock()
-	switch f.str("op") {
-	case "pg_create":
-		bundles, err := decodeBundles(f.Header["bundles"])
-		if err != nil {
-			fail(err)
-			break
-		}
-		detached, _ := f.Header["detached"].(bool)
-		pg, err := r.createPG(job, f.str("name"), f.str("strategy"), detached, bundles)
-		if err != nil {
-			fail(err)
-			break
-		}
-		reply["result"] = r.pgInfo(pg)
-	case "pg_remove":
-		if err := r.removePG(f.str("id")); err != nil {
-			fail(err)
-		}
-	case "pg_get":
-		r.mu.Lock()
-		for _, pg := range r.pgs {
-			if pg.name == f.str("name") && pg.state != pgRemoved {
-				reply["result"] = r.pgInfo(pg)
+	req := PGRequest{Op: f.str("op"), ID: f.str("id"), Name: f.str("name"), Strategy: f.str("strategy")}
+	req.Detached, _ = f.Header["detached"].(bool)
+	req.Timeout, _ = f.Header["timeout"].(float64)
+	var err error
+	if req.Op == "pg_create" {
+		req.Bundles, err = decodeBundles(f.Header["bundles"])
+	}
+	if err == nil && r.cfg.PlacementGroups == nil {
+		err = ErrNoPlacementGroups
+	}
+	if err == nil {
+		ctx, cancel := context.WithCancel(r.ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-w.dead:
+				cancel()
+			case <-ctx.Done():
 			}
+		}()
+		var result any
+		result, err = r.cfg.PlacementGroups.PlacementGroupOp(ctx, job, req)
+		if ctx.Err() != nil {
+			return // the worker or the raylet is gone
 		}
-		r.mu.Unlock()
-	case "pg_table":
-		reply["result"] = r.pgTable(f.str("id"))
-	case "pg_wait":
-		r.mu.Lock()
-		pg := r.pgs[f.str("id")]
-		r.mu.Unlock()
-		if pg == nil {
-			fail(fmt.Errorf("placement group %s does not exist", f.str("id")))
-			break
-		}
-		timeout, _ := f.Header["timeout"].(float64)
-		var tc <-chan time.Time
-		if timeout >= 0 {
-			t := time.NewTimer(time.Duration(timeout * float64(time.Second)))
-			defer t.Stop()
-			tc = t.C
-		}
-		select {
-		case <-pg.ready:
-			reply["result"] = true
-		case <-tc:
-			reply["result"] = false
-		case <-w.dead:
-			return
-		case <-r.ctx.Done():
-			return
-		}
-	default:
-		fail(fmt.Errorf("unknown request %q", f.str("op")))
+		reply["result"] = result
+	}
+	if err != nil {
+		reply["error"] = err.Error()
 	}
 	_ = w.send(reply, nil)
 }
@@ -289,13 +234,4 @@ func decodeBundles(v any) ([]map[string]float64, error) {
 		}
 	}
 	return out, nil
-}
-
-// HasPlacementGroup reports whether this raylet holds a placement group
-// (hex id).
-func (r *Raylet) HasPlacementGroup(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.pgs[id]
-	return ok
 }

@@ -1,5 +1,10 @@
 package raylet
 
+import (
+	"cmp"
+	"slices"
+)
+
 // dispatchQueue holds the tasks waiting for resources, grouped by request
 // shape (Ray's scheduling classes). Within a class tasks are FIFO; across
 // classes the oldest head goes first. A dispatch pass stops looking at a
@@ -84,4 +89,31 @@ func (q *dispatchQueue) len() int {
 func (c *taskClass) pop() {
 	c.tasks[0] = queued{}
 	c.tasks = c.tasks[1:]
+}
+
+// remove takes the queued tasks match selects out of the queue, oldest
+// first.
+func (q *dispatchQueue) remove(match func(*task) bool) []*task {
+	var out []queued
+	for key, c := range q.classes {
+		rest := c.tasks[:0]
+		for _, e := range c.tasks {
+			if match(e.t) {
+				out = append(out, e)
+				continue
+			}
+			rest = append(rest, e)
+		}
+		clear(c.tasks[len(rest):])
+		c.tasks = rest
+		if len(rest) == 0 {
+			delete(q.classes, key)
+		}
+	}
+	slices.SortFunc(out, func(a, b queued) int { return cmp.Compare(a.seq, b.seq) })
+	tasks := make([]*task, len(out))
+	for i, e := range out {
+		tasks[i] = e.t
+	}
+	return tasks
 }

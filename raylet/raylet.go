@@ -68,6 +68,9 @@ type Config struct {
 	// that runs in them is.
 	OnLease    func(lease string, job ids.JobID, resources map[string]float64)
 	OnLeaseEnd func(lease string)
+	// PlacementGroups answers workers' placement group operations (nil:
+	// they fail).
+	PlacementGroups PlacementGroups
 }
 
 // Raylet schedules tasks on one node.
@@ -84,7 +87,7 @@ type Raylet struct {
 	queue     dispatchQueue
 	tasks     map[ids.TaskID]*task
 	actors    map[ids.ActorID]*actor
-	pgs       map[string]*placementGroup
+	pgs       map[string]*reservation
 	gpus      *gpu.Slots
 	closed    bool
 	wake      chan struct{}

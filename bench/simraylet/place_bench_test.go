@@ -62,3 +62,6 @@ func BenchmarkClusterSubmit(b *testing.B) {
 		})
 	}
 }
+
+func (m *idleMember) ReserveBundles(string, ids.JobID, map[int]map[string]float64) error { return nil }
+func (m *idleMember) ReleaseBundles(string) error                                        { return nil }

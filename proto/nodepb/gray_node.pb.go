@@ -79,7 +79,7 @@ func (x ObjectRefs_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectRefs_Op.Descriptor instead.
 func (ObjectRefs_Op) EnumDescriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24, 0}
+	return file_gray_node_proto_rawDescGZIP(), []int{29, 0}
 }
 
 type JoinRequest struct {
@@ -1337,6 +1337,9 @@ type HeadMessage struct {
 	//	*HeadMessage_Cancel
 	//	*HeadMessage_KillActor
 	//	*HeadMessage_WorkerBlocked
+	//	*HeadMessage_BundleReserve
+	//	*HeadMessage_BundleRelease
+	//	*HeadMessage_PgReply
 	Msg           isHeadMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1442,6 +1445,33 @@ func (x *HeadMessage) GetWorkerBlocked() *WorkerBlocked {
 	return nil
 }
 
+func (x *HeadMessage) GetBundleReserve() *BundleReserve {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_BundleReserve); ok {
+			return x.BundleReserve
+		}
+	}
+	return nil
+}
+
+func (x *HeadMessage) GetBundleRelease() *BundleRelease {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_BundleRelease); ok {
+			return x.BundleRelease
+		}
+	}
+	return nil
+}
+
+func (x *HeadMessage) GetPgReply() *PGReply {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_PgReply); ok {
+			return x.PgReply
+		}
+	}
+	return nil
+}
+
 type isHeadMessage_Msg interface {
 	isHeadMessage_Msg()
 }
@@ -1474,6 +1504,20 @@ type HeadMessage_WorkerBlocked struct {
 	WorkerBlocked *WorkerBlocked `protobuf:"bytes,7,opt,name=worker_blocked,json=workerBlocked,proto3,oneof"`
 }
 
+type HeadMessage_BundleReserve struct {
+	// Placement groups: reserve bundles (answered by BundleReserved),
+	// release a group's bundles, and answer a worker's PGRequest.
+	BundleReserve *BundleReserve `protobuf:"bytes,8,opt,name=bundle_reserve,json=bundleReserve,proto3,oneof"`
+}
+
+type HeadMessage_BundleRelease struct {
+	BundleRelease *BundleRelease `protobuf:"bytes,9,opt,name=bundle_release,json=bundleRelease,proto3,oneof"`
+}
+
+type HeadMessage_PgReply struct {
+	PgReply *PGReply `protobuf:"bytes,10,opt,name=pg_reply,json=pgReply,proto3,oneof"`
+}
+
 func (*HeadMessage_Registered) isHeadMessage_Msg() {}
 
 func (*HeadMessage_Submit) isHeadMessage_Msg() {}
@@ -1488,6 +1532,303 @@ func (*HeadMessage_KillActor) isHeadMessage_Msg() {}
 
 func (*HeadMessage_WorkerBlocked) isHeadMessage_Msg() {}
 
+func (*HeadMessage_BundleReserve) isHeadMessage_Msg() {}
+
+func (*HeadMessage_BundleRelease) isHeadMessage_Msg() {}
+
+func (*HeadMessage_PgReply) isHeadMessage_Msg() {}
+
+// BundleReserve asks a provider to reserve some bundles of a placement
+// group (by bundle index) out of its available resources.
+type BundleReserve struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RequestId      uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	PlacementGroup string                 `protobuf:"bytes,2,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"` // hex id
+	JobId          []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Bundles        map[int32]*Resources   `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BundleReserve) Reset() {
+	*x = BundleReserve{}
+	mi := &file_gray_node_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleReserve) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleReserve) ProtoMessage() {}
+
+func (x *BundleReserve) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleReserve.ProtoReflect.Descriptor instead.
+func (*BundleReserve) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BundleReserve) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *BundleReserve) GetPlacementGroup() string {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return ""
+}
+
+func (x *BundleReserve) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *BundleReserve) GetBundles() map[int32]*Resources {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+// BundleReserved answers BundleReserve; error is empty when reserved.
+type BundleReserved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleReserved) Reset() {
+	*x = BundleReserved{}
+	mi := &file_gray_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleReserved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleReserved) ProtoMessage() {}
+
+func (x *BundleReserved) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleReserved.ProtoReflect.Descriptor instead.
+func (*BundleReserved) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BundleReserved) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *BundleReserved) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// BundleRelease gives a placement group's bundles on a provider back.
+type BundleRelease struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroup string                 `protobuf:"bytes,1,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BundleRelease) Reset() {
+	*x = BundleRelease{}
+	mi := &file_gray_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleRelease) ProtoMessage() {}
+
+func (x *BundleRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleRelease.ProtoReflect.Descriptor instead.
+func (*BundleRelease) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BundleRelease) GetPlacementGroup() string {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return ""
+}
+
+// PGRequest forwards a worker's placement group operation to the head's
+// placement group table; request is raylet.PGRequest as JSON.
+type PGRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	JobId         []byte                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Request       []byte                 `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PGRequest) Reset() {
+	*x = PGRequest{}
+	mi := &file_gray_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PGRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PGRequest) ProtoMessage() {}
+
+func (x *PGRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PGRequest.ProtoReflect.Descriptor instead.
+func (*PGRequest) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PGRequest) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PGRequest) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *PGRequest) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// PGReply answers PGRequest: result as JSON, or error.
+type PGReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Result        []byte                 `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PGReply) Reset() {
+	*x = PGReply{}
+	mi := &file_gray_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PGReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PGReply) ProtoMessage() {}
+
+func (x *PGReply) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PGReply.ProtoReflect.Descriptor instead.
+func (*PGReply) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PGReply) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PGReply) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *PGReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type TaskDone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        []byte                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1497,7 +1838,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1850,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1863,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{17}
+	return file_gray_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TaskDone) GetTaskId() []byte {
@@ -1542,7 +1883,7 @@ type ActorReady struct {
 
 func (x *ActorReady) Reset() {
 	*x = ActorReady{}
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1895,7 @@ func (x *ActorReady) String() string {
 func (*ActorReady) ProtoMessage() {}
 
 func (x *ActorReady) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1908,7 @@ func (x *ActorReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorReady.ProtoReflect.Descriptor instead.
 func (*ActorReady) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{18}
+	return file_gray_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ActorReady) GetActorId() []byte {
@@ -1593,7 +1934,7 @@ type ActorDead struct {
 
 func (x *ActorDead) Reset() {
 	*x = ActorDead{}
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1946,7 @@ func (x *ActorDead) String() string {
 func (*ActorDead) ProtoMessage() {}
 
 func (x *ActorDead) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1959,7 @@ func (x *ActorDead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorDead.ProtoReflect.Descriptor instead.
 func (*ActorDead) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{19}
+	return file_gray_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ActorDead) GetActorId() []byte {
@@ -1639,7 +1980,7 @@ type ActorRef struct {
 
 func (x *ActorRef) Reset() {
 	*x = ActorRef{}
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1992,7 @@ func (x *ActorRef) String() string {
 func (*ActorRef) ProtoMessage() {}
 
 func (x *ActorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2005,7 @@ func (x *ActorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRef.ProtoReflect.Descriptor instead.
 func (*ActorRef) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{20}
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ActorRef) GetActorId() []byte {
@@ -1697,7 +2038,7 @@ type HolderGone struct {
 
 func (x *HolderGone) Reset() {
 	*x = HolderGone{}
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +2050,7 @@ func (x *HolderGone) String() string {
 func (*HolderGone) ProtoMessage() {}
 
 func (x *HolderGone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +2063,7 @@ func (x *HolderGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HolderGone.ProtoReflect.Descriptor instead.
 func (*HolderGone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21}
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HolderGone) GetHolder() string {
@@ -1742,7 +2083,7 @@ type WorkerJob struct {
 
 func (x *WorkerJob) Reset() {
 	*x = WorkerJob{}
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +2095,7 @@ func (x *WorkerJob) String() string {
 func (*WorkerJob) ProtoMessage() {}
 
 func (x *WorkerJob) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +2108,7 @@ func (x *WorkerJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerJob.ProtoReflect.Descriptor instead.
 func (*WorkerJob) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WorkerJob) GetWorkerId() string {
@@ -1795,7 +2136,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2148,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2161,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{23}
+	return file_gray_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Log) GetJobId() []byte {
@@ -1857,7 +2198,7 @@ type ObjectRefs struct {
 
 func (x *ObjectRefs) Reset() {
 	*x = ObjectRefs{}
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2210,7 @@ func (x *ObjectRefs) String() string {
 func (*ObjectRefs) ProtoMessage() {}
 
 func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2223,7 @@ func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefs.ProtoReflect.Descriptor instead.
 func (*ObjectRefs) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24}
+	return file_gray_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ObjectRefs) GetOp() ObjectRefs_Op {
@@ -1924,6 +2265,8 @@ type NodeMessage struct {
 	//	*NodeMessage_Heartbeat
 	//	*NodeMessage_Usage
 	//	*NodeMessage_Result
+	//	*NodeMessage_PgRequest
+	//	*NodeMessage_BundleReserved
 	//	*NodeMessage_GpuStatus
 	//	*NodeMessage_PeerTransfer
 	Msg           isNodeMessage_Msg `protobuf_oneof:"msg"`
@@ -1933,7 +2276,7 @@ type NodeMessage struct {
 
 func (x *NodeMessage) Reset() {
 	*x = NodeMessage{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2288,7 @@ func (x *NodeMessage) String() string {
 func (*NodeMessage) ProtoMessage() {}
 
 func (x *NodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2301,7 @@ func (x *NodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMessage.ProtoReflect.Descriptor instead.
 func (*NodeMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NodeMessage) GetMsg() isNodeMessage_Msg {
@@ -2085,6 +2428,24 @@ func (x *NodeMessage) GetResult() *ObjectChunk {
 	return nil
 }
 
+func (x *NodeMessage) GetPgRequest() *PGRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_PgRequest); ok {
+			return x.PgRequest
+		}
+	}
+	return nil
+}
+
+func (x *NodeMessage) GetBundleReserved() *BundleReserved {
+	if x != nil {
+		if x, ok := x.Msg.(*NodeMessage_BundleReserved); ok {
+			return x.BundleReserved
+		}
+	}
+	return nil
+}
+
 func (x *NodeMessage) GetGpuStatus() *GpuStatus {
 	if x != nil {
 		if x, ok := x.Msg.(*NodeMessage_GpuStatus); ok {
@@ -2161,6 +2522,14 @@ type NodeMessage_Result struct {
 	Result *ObjectChunk `protobuf:"bytes,13,opt,name=result,proto3,oneof"`
 }
 
+type NodeMessage_PgRequest struct {
+	PgRequest *PGRequest `protobuf:"bytes,14,opt,name=pg_request,json=pgRequest,proto3,oneof"`
+}
+
+type NodeMessage_BundleReserved struct {
+	BundleReserved *BundleReserved `protobuf:"bytes,15,opt,name=bundle_reserved,json=bundleReserved,proto3,oneof"`
+}
+
 type NodeMessage_GpuStatus struct {
 	// The provider's GPUs changed: one was withdrawn after failing its
 	// periodic verification or offered again, or NVML was sampled.
@@ -2198,6 +2567,10 @@ func (*NodeMessage_Usage) isNodeMessage_Msg() {}
 
 func (*NodeMessage_Result) isNodeMessage_Msg() {}
 
+func (*NodeMessage_PgRequest) isNodeMessage_Msg() {}
+
+func (*NodeMessage_BundleReserved) isNodeMessage_Msg() {}
+
 func (*NodeMessage_GpuStatus) isNodeMessage_Msg() {}
 
 func (*NodeMessage_PeerTransfer) isNodeMessage_Msg() {}
@@ -2212,7 +2585,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2597,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2610,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{26}
+	return file_gray_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Usage) GetRecords() [][]byte {
@@ -2262,7 +2635,7 @@ type GpuStatus struct {
 
 func (x *GpuStatus) Reset() {
 	*x = GpuStatus{}
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2647,7 @@ func (x *GpuStatus) String() string {
 func (*GpuStatus) ProtoMessage() {}
 
 func (x *GpuStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2660,7 @@ func (x *GpuStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuStatus.ProtoReflect.Descriptor instead.
 func (*GpuStatus) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{27}
+	return file_gray_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GpuStatus) GetTotal() *Resources {
@@ -2345,7 +2718,7 @@ type GpuDevice struct {
 
 func (x *GpuDevice) Reset() {
 	*x = GpuDevice{}
-	mi := &file_gray_node_proto_msgTypes[28]
+	mi := &file_gray_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2730,7 @@ func (x *GpuDevice) String() string {
 func (*GpuDevice) ProtoMessage() {}
 
 func (x *GpuDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[28]
+	mi := &file_gray_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2743,7 @@ func (x *GpuDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuDevice.ProtoReflect.Descriptor instead.
 func (*GpuDevice) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{28}
+	return file_gray_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GpuDevice) GetIndex() int32 {
@@ -2469,7 +2842,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[29]
+	mi := &file_gray_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2854,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[29]
+	mi := &file_gray_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2867,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{29}
+	return file_gray_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -2551,7 +2924,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[30]
+	mi := &file_gray_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2936,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[30]
+	mi := &file_gray_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2949,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{30}
+	return file_gray_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -2657,7 +3030,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[31]
+	mi := &file_gray_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +3042,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[31]
+	mi := &file_gray_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +3055,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{31}
+	return file_gray_node_proto_rawDescGZIP(), []int{36}
 }
 
 // PeerTransfer reports how one object reached a provider: bytes pulled
@@ -2700,7 +3073,7 @@ type PeerTransfer struct {
 
 func (x *PeerTransfer) Reset() {
 	*x = PeerTransfer{}
-	mi := &file_gray_node_proto_msgTypes[32]
+	mi := &file_gray_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +3085,7 @@ func (x *PeerTransfer) String() string {
 func (*PeerTransfer) ProtoMessage() {}
 
 func (x *PeerTransfer) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[32]
+	mi := &file_gray_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +3098,7 @@ func (x *PeerTransfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerTransfer.ProtoReflect.Descriptor instead.
 func (*PeerTransfer) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{32}
+	return file_gray_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PeerTransfer) GetObjectId() []byte {
@@ -2897,7 +3270,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"no_restart\x18\x02 \x01(\bR\tnoRestart\"F\n" +
 	"\rWorkerBlocked\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
-	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xaa\x03\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xea\x04\n" +
 	"\vHeadMessage\x12:\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x18.gray.node.v1.RegisteredH\x00R\n" +
@@ -2909,8 +3282,37 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06cancel\x18\x05 \x01(\v2\x14.gray.node.v1.CancelH\x00R\x06cancel\x128\n" +
 	"\n" +
 	"kill_actor\x18\x06 \x01(\v2\x17.gray.node.v1.KillActorH\x00R\tkillActor\x12D\n" +
-	"\x0eworker_blocked\x18\a \x01(\v2\x1b.gray.node.v1.WorkerBlockedH\x00R\rworkerBlockedB\x05\n" +
-	"\x03msg\"#\n" +
+	"\x0eworker_blocked\x18\a \x01(\v2\x1b.gray.node.v1.WorkerBlockedH\x00R\rworkerBlocked\x12D\n" +
+	"\x0ebundle_reserve\x18\b \x01(\v2\x1b.gray.node.v1.BundleReserveH\x00R\rbundleReserve\x12D\n" +
+	"\x0ebundle_release\x18\t \x01(\v2\x1b.gray.node.v1.BundleReleaseH\x00R\rbundleRelease\x122\n" +
+	"\bpg_reply\x18\n" +
+	" \x01(\v2\x15.gray.node.v1.PGReplyH\x00R\apgReplyB\x05\n" +
+	"\x03msg\"\x87\x02\n" +
+	"\rBundleReserve\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12'\n" +
+	"\x0fplacement_group\x18\x02 \x01(\tR\x0eplacementGroup\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12B\n" +
+	"\abundles\x18\x04 \x03(\v2(.gray.node.v1.BundleReserve.BundlesEntryR\abundles\x1aS\n" +
+	"\fBundlesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12-\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\x05value:\x028\x01\"E\n" +
+	"\x0eBundleReserved\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"8\n" +
+	"\rBundleRelease\x12'\n" +
+	"\x0fplacement_group\x18\x01 \x01(\tR\x0eplacementGroup\"[\n" +
+	"\tPGRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\fR\arequest\"V\n" +
+	"\aPGReply\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"#\n" +
 	"\bTaskDone\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\"J\n" +
 	"\n" +
@@ -2943,7 +3345,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x05UNPIN\x10\x01\x12\b\n" +
 	"\x04HOLD\x10\x02\x12\v\n" +
 	"\aRELEASE\x10\x03\x12\x0f\n" +
-	"\vRELEASE_ALL\x10\x04\"\xb5\x06\n" +
+	"\vRELEASE_ALL\x10\x04\"\xb8\a\n" +
 	"\vNodeMessage\x124\n" +
 	"\bregister\x18\x01 \x01(\v2\x16.gray.node.v1.RegisterH\x00R\bregister\x127\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesH\x00R\tavailable\x125\n" +
@@ -2963,6 +3365,9 @@ const file_gray_node_proto_rawDesc = "" +
 	"\theartbeat\x18\v \x01(\fH\x00R\theartbeat\x12+\n" +
 	"\x05usage\x18\f \x01(\v2\x13.gray.node.v1.UsageH\x00R\x05usage\x123\n" +
 	"\x06result\x18\r \x01(\v2\x19.gray.node.v1.ObjectChunkH\x00R\x06result\x128\n" +
+	"\n" +
+	"pg_request\x18\x0e \x01(\v2\x17.gray.node.v1.PGRequestH\x00R\tpgRequest\x12G\n" +
+	"\x0fbundle_reserved\x18\x0f \x01(\v2\x1c.gray.node.v1.BundleReservedH\x00R\x0ebundleReserved\x128\n" +
 	"\n" +
 	"gpu_status\x18\x10 \x01(\v2\x17.gray.node.v1.GpuStatusH\x00R\tgpuStatus\x12A\n" +
 	"\rpeer_transfer\x18\x11 \x01(\v2\x1a.gray.node.v1.PeerTransferH\x00R\fpeerTransferB\x05\n" +
@@ -3041,70 +3446,76 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_gray_node_proto_goTypes = []any{
-	(ObjectRefs_Op)(0),    // 0: gray.node.v1.ObjectRefs.Op
-	(*JoinRequest)(nil),   // 1: gray.node.v1.JoinRequest
-	(*JoinReply)(nil),     // 2: gray.node.v1.JoinReply
-	(*Resources)(nil),     // 3: gray.node.v1.Resources
-	(*Register)(nil),      // 4: gray.node.v1.Register
-	(*Price)(nil),         // 5: gray.node.v1.Price
-	(*Registered)(nil),    // 6: gray.node.v1.Registered
-	(*RuntimeEnv)(nil),    // 7: gray.node.v1.RuntimeEnv
-	(*Placement)(nil),     // 8: gray.node.v1.Placement
-	(*TaskSpec)(nil),      // 9: gray.node.v1.TaskSpec
-	(*ActorSpec)(nil),     // 10: gray.node.v1.ActorSpec
-	(*PeerLocation)(nil),  // 11: gray.node.v1.PeerLocation
-	(*PeerHolder)(nil),    // 12: gray.node.v1.PeerHolder
-	(*ActorCall)(nil),     // 13: gray.node.v1.ActorCall
-	(*Cancel)(nil),        // 14: gray.node.v1.Cancel
-	(*KillActor)(nil),     // 15: gray.node.v1.KillActor
-	(*WorkerBlocked)(nil), // 16: gray.node.v1.WorkerBlocked
-	(*HeadMessage)(nil),   // 17: gray.node.v1.HeadMessage
-	(*TaskDone)(nil),      // 18: gray.node.v1.TaskDone
-	(*ActorReady)(nil),    // 19: gray.node.v1.ActorReady
-	(*ActorDead)(nil),     // 20: gray.node.v1.ActorDead
-	(*ActorRef)(nil),      // 21: gray.node.v1.ActorRef
-	(*HolderGone)(nil),    // 22: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),     // 23: gray.node.v1.WorkerJob
-	(*Log)(nil),           // 24: gray.node.v1.Log
-	(*ObjectRefs)(nil),    // 25: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),   // 26: gray.node.v1.NodeMessage
-	(*Usage)(nil),         // 27: gray.node.v1.Usage
-	(*GpuStatus)(nil),     // 28: gray.node.v1.GpuStatus
-	(*GpuDevice)(nil),     // 29: gray.node.v1.GpuDevice
-	(*PullRequest)(nil),   // 30: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),   // 31: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),     // 32: gray.node.v1.PushReply
-	(*PeerTransfer)(nil),  // 33: gray.node.v1.PeerTransfer
-	nil,                   // 34: gray.node.v1.Resources.ValuesEntry
-	nil,                   // 35: gray.node.v1.Register.LabelsEntry
-	nil,                   // 36: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                   // 37: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                   // 38: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                   // 39: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                   // 40: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                   // 41: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	nil,                   // 42: gray.node.v1.GpuStatus.LabelsEntry
+	(ObjectRefs_Op)(0),     // 0: gray.node.v1.ObjectRefs.Op
+	(*JoinRequest)(nil),    // 1: gray.node.v1.JoinRequest
+	(*JoinReply)(nil),      // 2: gray.node.v1.JoinReply
+	(*Resources)(nil),      // 3: gray.node.v1.Resources
+	(*Register)(nil),       // 4: gray.node.v1.Register
+	(*Price)(nil),          // 5: gray.node.v1.Price
+	(*Registered)(nil),     // 6: gray.node.v1.Registered
+	(*RuntimeEnv)(nil),     // 7: gray.node.v1.RuntimeEnv
+	(*Placement)(nil),      // 8: gray.node.v1.Placement
+	(*TaskSpec)(nil),       // 9: gray.node.v1.TaskSpec
+	(*ActorSpec)(nil),      // 10: gray.node.v1.ActorSpec
+	(*PeerLocation)(nil),   // 11: gray.node.v1.PeerLocation
+	(*PeerHolder)(nil),     // 12: gray.node.v1.PeerHolder
+	(*ActorCall)(nil),      // 13: gray.node.v1.ActorCall
+	(*Cancel)(nil),         // 14: gray.node.v1.Cancel
+	(*KillActor)(nil),      // 15: gray.node.v1.KillActor
+	(*WorkerBlocked)(nil),  // 16: gray.node.v1.WorkerBlocked
+	(*HeadMessage)(nil),    // 17: gray.node.v1.HeadMessage
+	(*BundleReserve)(nil),  // 18: gray.node.v1.BundleReserve
+	(*BundleReserved)(nil), // 19: gray.node.v1.BundleReserved
+	(*BundleRelease)(nil),  // 20: gray.node.v1.BundleRelease
+	(*PGRequest)(nil),      // 21: gray.node.v1.PGRequest
+	(*PGReply)(nil),        // 22: gray.node.v1.PGReply
+	(*TaskDone)(nil),       // 23: gray.node.v1.TaskDone
+	(*ActorReady)(nil),     // 24: gray.node.v1.ActorReady
+	(*ActorDead)(nil),      // 25: gray.node.v1.ActorDead
+	(*ActorRef)(nil),       // 26: gray.node.v1.ActorRef
+	(*HolderGone)(nil),     // 27: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),      // 28: gray.node.v1.WorkerJob
+	(*Log)(nil),            // 29: gray.node.v1.Log
+	(*ObjectRefs)(nil),     // 30: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),    // 31: gray.node.v1.NodeMessage
+	(*Usage)(nil),          // 32: gray.node.v1.Usage
+	(*GpuStatus)(nil),      // 33: gray.node.v1.GpuStatus
+	(*GpuDevice)(nil),      // 34: gray.node.v1.GpuDevice
+	(*PullRequest)(nil),    // 35: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),    // 36: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),      // 37: gray.node.v1.PushReply
+	(*PeerTransfer)(nil),   // 38: gray.node.v1.PeerTransfer
+	nil,                    // 39: gray.node.v1.Resources.ValuesEntry
+	nil,                    // 40: gray.node.v1.Register.LabelsEntry
+	nil,                    // 41: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                    // 42: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                    // 43: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                    // 44: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                    // 45: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                    // 46: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	nil,                    // 47: gray.node.v1.BundleReserve.BundlesEntry
+	nil,                    // 48: gray.node.v1.GpuStatus.LabelsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	34, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	39, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	35, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	40, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
-	28, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
-	36, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	37, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	38, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	33, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
+	41, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	42, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	43, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
 	7,  // 9: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 10: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
 	11, // 11: gray.node.v1.TaskSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
-	39, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	40, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	44, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	45, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
 	7,  // 14: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 15: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	41, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	46, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 	11, // 17: gray.node.v1.ActorSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
 	12, // 18: gray.node.v1.PeerLocation.holders:type_name -> gray.node.v1.PeerHolder
 	6,  // 19: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
@@ -3114,40 +3525,47 @@ var file_gray_node_proto_depIdxs = []int32{
 	14, // 23: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
 	15, // 24: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
 	16, // 25: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	0,  // 26: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 27: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 28: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	18, // 29: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	19, // 30: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	20, // 31: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	21, // 32: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	22, // 33: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	23, // 34: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	24, // 35: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	25, // 36: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	27, // 37: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	31, // 38: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
-	28, // 39: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
-	33, // 40: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
-	3,  // 41: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
-	42, // 42: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
-	29, // 43: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
-	12, // 44: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
-	1,  // 45: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	26, // 46: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	30, // 47: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	31, // 48: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	30, // 49: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
-	2,  // 50: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	17, // 51: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	31, // 52: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	32, // 53: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	31, // 54: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
-	50, // [50:55] is the sub-list for method output_type
-	45, // [45:50] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	18, // 26: gray.node.v1.HeadMessage.bundle_reserve:type_name -> gray.node.v1.BundleReserve
+	20, // 27: gray.node.v1.HeadMessage.bundle_release:type_name -> gray.node.v1.BundleRelease
+	22, // 28: gray.node.v1.HeadMessage.pg_reply:type_name -> gray.node.v1.PGReply
+	47, // 29: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
+	0,  // 30: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 31: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 32: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	23, // 33: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	24, // 34: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	25, // 35: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	26, // 36: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	27, // 37: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	28, // 38: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	29, // 39: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	30, // 40: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	32, // 41: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	36, // 42: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	21, // 43: gray.node.v1.NodeMessage.pg_request:type_name -> gray.node.v1.PGRequest
+	19, // 44: gray.node.v1.NodeMessage.bundle_reserved:type_name -> gray.node.v1.BundleReserved
+	33, // 45: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
+	38, // 46: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
+	3,  // 47: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
+	48, // 48: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
+	34, // 49: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
+	12, // 50: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
+	3,  // 51: gray.node.v1.BundleReserve.BundlesEntry.value:type_name -> gray.node.v1.Resources
+	1,  // 52: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	31, // 53: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	35, // 54: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	36, // 55: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	35, // 56: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
+	2,  // 57: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	17, // 58: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	36, // 59: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	37, // 60: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	36, // 61: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
+	57, // [57:62] is the sub-list for method output_type
+	52, // [52:57] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -3163,8 +3581,11 @@ func file_gray_node_proto_init() {
 		(*HeadMessage_Cancel)(nil),
 		(*HeadMessage_KillActor)(nil),
 		(*HeadMessage_WorkerBlocked)(nil),
+		(*HeadMessage_BundleReserve)(nil),
+		(*HeadMessage_BundleRelease)(nil),
+		(*HeadMessage_PgReply)(nil),
 	}
-	file_gray_node_proto_msgTypes[25].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[30].OneofWrappers = []any{
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Available)(nil),
 		(*NodeMessage_TaskDone)(nil),
@@ -3178,6 +3599,8 @@ func file_gray_node_proto_init() {
 		(*NodeMessage_Heartbeat)(nil),
 		(*NodeMessage_Usage)(nil),
 		(*NodeMessage_Result)(nil),
+		(*NodeMessage_PgRequest)(nil),
+		(*NodeMessage_BundleReserved)(nil),
 		(*NodeMessage_GpuStatus)(nil),
 		(*NodeMessage_PeerTransfer)(nil),
 	}
@@ -3187,7 +3610,7 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
