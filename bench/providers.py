@@ -3,7 +3,7 @@ processes on this machine (the head offers no CPU, so every task crosses the
 head<->provider QUIC protocol), next to a stock Ray head with the same total
 CPUs on the same machine.
 
-    python bench/providers.py --gray bin/gray [--sizes 1,4,16] [--tasks 1000]
+    python bench/providers.py --gray bin/gray [--sizes 1,4,16] [--tasks 2000] [--repeats 3]
 
 Writes bench/results/<date>-providers-<machine>.md. Numbers on a small VM are
 bounded by its cores: all providers, their workers, the head and the client
@@ -137,45 +137,80 @@ def run_ray(n, tasks, tmp):
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
+def cpu_idle(seconds=1.0):
+    """Fraction of CPU time idle over the next seconds (from /proc/stat)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = read()
+    time.sleep(seconds)
+    i1, t1 = read()
+    return (i1 - i0) / max(t1 - t0, 1)
+
+
+def quiet(limit=60):
+    """Waits (at most limit seconds) until the machine is nearly idle, so a
+    run does not pay for the processes the previous one is still ending."""
+    deadline = time.time() + limit
+    idle = cpu_idle()
+    while idle < 0.9 and time.time() < deadline:
+        idle = cpu_idle()
+    return idle
+
+
+def summary(runs):
+    """Median of each key over runs, and half the range of tps as spread."""
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["spread"] = (max(r["tps"] for r in runs) - min(r["tps"] for r in runs)) / 2
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gray", default=os.path.join(ROOT, "bin", "gray"))
     ap.add_argument("--sizes", default="1,4,16")
-    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--tasks", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs per system and size")
     ap.add_argument("--no-ray", action="store_true", help="measure gray only")
     args = ap.parse_args()
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
-        tmp = tempfile.mkdtemp(prefix="gray-providers-")
-        print("[%s] gray, %d providers ..." % (time.strftime("%H:%M:%S"), n), flush=True)
-        g = run_gray(args.gray, n, args.tasks, tmp)
-        r = None
-        if not args.no_ray:
-            print("[%s] ray, one node with %d CPUs ..." % (time.strftime("%H:%M:%S"), n), flush=True)
-            r = run_ray(n, args.tasks, tmp)
-        rows.append((n, g, r))
-        print("   gray %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (g["tps"], g["p50"], g["p99"]), flush=True)
-        if r:
-            print("   ray  %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (r["tps"], r["p50"], r["p99"]), flush=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        gs, rs = [], []
+        for rep in range(args.repeats):
+            tmp = tempfile.mkdtemp(prefix="gray-providers-")
+            idle = quiet()
+            print("[%s] gray, %d providers, run %d (idle %.0f%%) ..." % (time.strftime("%H:%M:%S"), n, rep + 1, idle * 100), flush=True)
+            gs.append(run_gray(args.gray, n, args.tasks, tmp))
+            print("   gray %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (gs[-1]["tps"], gs[-1]["p50"], gs[-1]["p99"]), flush=True)
+            if not args.no_ray:
+                idle = quiet()
+                print("[%s] ray, one node with %d CPUs, run %d (idle %.0f%%) ..." % (time.strftime("%H:%M:%S"), n, rep + 1, idle * 100), flush=True)
+                rs.append(run_ray(n, args.tasks, tmp))
+                print("   ray  %.0f tasks/s p50 %.2f ms p99 %.2f ms" % (rs[-1]["tps"], rs[-1]["p50"], rs[-1]["p99"]), flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows.append((n, summary(gs), summary(rs) if rs else None))
     date = datetime.date.today().isoformat()
     out = os.path.join(ROOT, "bench", "results", "%s-providers-vm.md" % date)
     with open(out, "w") as f:
         f.write("# Task throughput with 1/4/16 providers (%s, %s, %d cores)\n\n" % (date, platform.node(), os.cpu_count()))
-        f.write("Command: `python bench/providers.py --gray bin/gray --sizes %s --tasks %d`\n\n" % (args.sizes, args.tasks))
+        f.write("Command: `python bench/providers.py --gray bin/gray --sizes %s --tasks %d --repeats %d`\n\n" % (
+            args.sizes, args.tasks, args.repeats))
         f.write("gray: head with `--num-cpus 0` and N provider processes with 1 CPU each, joined over QUIC "
                 "on loopback (every task crosses the head<->provider protocol). Ray: one stock `ray start --head "
                 "--num-cpus N` on the same machine (Ray's own multi-node needs separate machines or containers). "
                 "Workload: %d no-op tasks submitted then fetched (throughput), then 200 sequential round trips "
-                "(latency). All processes share this machine's %d cores.\n\n" % (args.tasks, os.cpu_count()))
+                "(latency). All processes share this machine's %d cores. Each system runs %d times per size, "
+                "alternating, each run after the machine is at least 90%% idle; the table has the median run "
+                "and ± half the range of throughput.\n\n" % (args.tasks, os.cpu_count(), args.repeats))
         f.write("| providers (CPUs) | gray tasks/s | Ray tasks/s | ratio | gray p50 ms | Ray p50 ms | gray p99 ms | Ray p99 ms |\n")
         f.write("|---|---|---|---|---|---|---|---|\n")
         for n, g, r in rows:
             if r:
-                f.write("| %d | %.0f | %.0f | %.2f× | %.2f | %.2f | %.2f | %.2f |\n" % (
-                    n, g["tps"], r["tps"], g["tps"] / r["tps"], g["p50"], r["p50"], g["p99"], r["p99"]))
+                f.write("| %d | %.0f ± %.0f | %.0f ± %.0f | %.2f× | %.2f | %.2f | %.2f | %.2f |\n" % (
+                    n, g["tps"], g["spread"], r["tps"], r["spread"], g["tps"] / r["tps"], g["p50"], r["p50"], g["p99"], r["p99"]))
             else:
-                f.write("| %d | %.0f | – | – | %.2f | – | %.2f | – |\n" % (n, g["tps"], g["p50"], g["p99"]))
+                f.write("| %d | %.0f ± %.0f | – | – | %.2f | – | %.2f | – |\n" % (n, g["tps"], g["spread"], g["p50"], g["p99"]))
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import charts
 

@@ -313,19 +313,23 @@ func (r *Raylet) run(t *task) {
 	t.worker = w
 	r.mu.Unlock()
 	res := w.execute(t, r.store)
-	r.releaseResources(t)
 	r.mu.Lock()
 	t.worker = nil
 	cancelled := t.cancelled
 	r.mu.Unlock()
 	gpuWorker := env.EnvVars[cudaVisible] != ""
+	// The worker goes back to the pool before the task's resources do: the
+	// next task, dispatched as soon as they are free, must find it idle
+	// rather than start a new Python worker (a second of CPU) for nothing.
 	switch {
 	case res.err == nil && res.errBlob == nil:
 		r.finishOK(t, res)
 		ackContained(w, t.spec.TaskID, res)
 		r.releaseWorker(w, gpuWorker)
+		r.releaseResources(t)
 	case res.err == nil: // the task raised
 		r.releaseWorker(w, gpuWorker)
+		r.releaseResources(t)
 		if res.user && t.spec.RetryExceptions && t.attempt < t.spec.MaxRetries && !cancelled {
 			r.retry(t)
 			return
@@ -333,6 +337,7 @@ func (r *Raylet) run(t *task) {
 		r.finishWithError(t, [][]byte{res.errBlob})
 	default: // the worker died
 		r.pool.discard(w)
+		r.releaseResources(t)
 		if cancelled {
 			r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
 			return

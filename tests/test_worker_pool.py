@@ -1,6 +1,7 @@
 """The raylet's Python worker pool: prestart, reuse, idle reaping and
 replacement of crashed workers, observed through the status endpoint."""
 
+import collections
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Pool
+from conftest import Pool, Provider
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +71,35 @@ def test_prestart_reuse_reap_and_replace(reaping_pool):
         assert ray.get(pid.remote()) == replaced[0]["pid"]
     finally:
         ray.shutdown()
+
+
+
+def test_back_to_back_tasks_reuse_one_worker(gray_bin):
+    """A 1-CPU provider running a burst of tasks uses its one warm worker for
+    all of them: the worker is back in the pool before the CPU is free for
+    the next task (else the next task could find no idle worker and start a
+    new Python process, a second of CPU, for nothing)."""
+    import ray
+
+    head = Pool(gray_bin, num_cpus=0)
+    provider = None
+    try:
+        provider = Provider(gray_bin, head, num_cpus=1)
+        ray.init("ray://" + head.address)
+        try:
+            deadline = time.time() + 60
+            while ray.cluster_resources().get("CPU", 0) < 1 and time.time() < deadline:
+                time.sleep(0.1)
+
+            @ray.remote(num_cpus=1)
+            def pid(i):
+                return os.getpid()
+
+            pids = collections.Counter(ray.get([pid.remote(i) for i in range(2000)]))
+            assert len(pids) == 1, pids
+        finally:
+            ray.shutdown()
+    finally:
+        if provider:
+            provider.stop()
+        head.stop()
