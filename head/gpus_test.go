@@ -4,43 +4,15 @@ import (
 	"context"
 	"net/http/httptest"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/gpu/verify"
+	"github.com/gray-cluster/gray/gpu/verify/verifytest"
 	"github.com/gray-cluster/gray/head"
 	"github.com/gray-cluster/gray/internal/testcluster"
 )
-
-// checker passes the 8 GPUs of a mock DGX H100 except those it is told
-// to fail.
-type checker struct {
-	mu  sync.Mutex
-	bad map[int]string
-}
-
-func (c *checker) fail(bad map[int]string) {
-	c.mu.Lock()
-	c.bad = bad
-	c.mu.Unlock()
-}
-
-func (c *checker) Check(_ context.Context, opts func(int) verify.Options) ([]verify.Result, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]verify.Result, 8)
-	for i := range out {
-		o := opts(i)
-		out[i] = verify.Result{Index: i, Name: "NVIDIA H100 80GB HBM3", Model: "H100", Passed: true,
-			FP32TFLOPS: 60, BandwidthGBs: 3000, Quick: o.CorrectnessOnly}
-		if r, ok := c.bad[i]; ok {
-			out[i].Passed, out[i].Reason = false, r
-		}
-	}
-	return out, nil
-}
 
 // waitHead waits until the head node, as the cluster shows it, satisfies ok.
 func waitHead(t *testing.T, h *head.Head, what string, ok func(gcs.NodeInfo) bool) gcs.NodeInfo {
@@ -69,7 +41,8 @@ func metrics(h *head.Head) string {
 }
 
 func TestHeadGPUsReverifiedAndSampled(t *testing.T) {
-	c := &checker{bad: map[int]string{6: "no answer from the GPU"}}
+	c := &verifytest.H100Checker{}
+	c.Fail(map[int]string{6: "no answer from the GPU"})
 	verifyTick, sampleTick := make(chan time.Time), make(chan time.Time)
 	h := testcluster.Start(t, testcluster.Options{GPUMock: "dgxh100", GPUChecker: c, GPUVerifyTick: verifyTick, GPUSampleTick: sampleTick})
 
@@ -83,7 +56,7 @@ func TestHeadGPUsReverifiedAndSampled(t *testing.T) {
 	}
 
 	// It passes now; GPU 1 fails instead.
-	c.fail(map[int]string{1: "gpu does not match its claimed model H100: bandwidth 900.0 GB/s"})
+	c.Fail(map[int]string{1: "gpu does not match its claimed model H100: bandwidth 900.0 GB/s"})
 	verifyTick <- time.Now()
 	n = waitHead(t, h, "GPU 1 withdrawn", func(n gcs.NodeInfo) bool { return h.NodeGPUs(n.ID)[1].Withdrawn })
 	if n.GPUs != "7xH100 (1 withdrawn)" || n.Labels[verify.LabelCount] != "7" || n.Total["GPU"] != 7 {
@@ -94,7 +67,7 @@ func TestHeadGPUsReverifiedAndSampled(t *testing.T) {
 			t.Errorf("GPU %d withdrawn=%v", d.Index, d.Withdrawn)
 		}
 	}
-	c.fail(nil)
+	c.Fail(nil)
 	verifyTick <- time.Now()
 	n = waitHead(t, h, "8 GPUs", func(n gcs.NodeInfo) bool { return n.Total["GPU"] == 8 && n.Labels[verify.LabelVerified] == "true" })
 	if n.Available["GPU"] != 8 || h.Cluster.Total()["accelerator_type:H100"] != 1 {

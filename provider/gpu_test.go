@@ -12,36 +12,9 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/gpu/verify"
+	"github.com/gray-cluster/gray/gpu/verify/verifytest"
 	"github.com/gray-cluster/gray/internal/testcluster"
 )
-
-// switchableChecker passes the 8 GPUs of a mock DGX H100 except those it
-// is told to fail.
-type switchableChecker struct {
-	mu  sync.Mutex
-	bad map[int]string
-}
-
-func (c *switchableChecker) fail(bad map[int]string) {
-	c.mu.Lock()
-	c.bad = bad
-	c.mu.Unlock()
-}
-
-func (c *switchableChecker) Check(_ context.Context, opts func(int) verify.Options) ([]verify.Result, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]verify.Result, 8)
-	for i := range out {
-		o := opts(i)
-		out[i] = verify.Result{Index: i, Name: "NVIDIA H100 80GB HBM3", Model: "H100", Passed: true,
-			FP32TFLOPS: 60, BandwidthGBs: 3000, Quick: o.CorrectnessOnly}
-		if r, ok := c.bad[i]; ok {
-			out[i].Passed, out[i].Reason = false, r
-		}
-	}
-	return out, nil
-}
 
 // waitProvider waits until the head's view of the one provider satisfies ok.
 func waitProvider(t *testing.T, c *testcluster.Cluster, what string, ok func(gcs.NodeInfo) bool) gcs.NodeInfo {
@@ -70,7 +43,7 @@ func metricsText(c *testcluster.Cluster) string {
 }
 
 func TestGPUFailingReverificationIsWithdrawnAndComesBack(t *testing.T) {
-	checker := &switchableChecker{}
+	checker := &verifytest.H100Checker{}
 	verifyTick := make(chan time.Time)
 	c := testcluster.StartCluster(t, testcluster.MultiOptions{
 		Providers: 1, ProviderGPUMock: "dgxh100", ProviderGPUChecker: checker, ProviderGPUVerifyTick: verifyTick,
@@ -85,7 +58,7 @@ func TestGPUFailingReverificationIsWithdrawnAndComesBack(t *testing.T) {
 	id := n.ID.Hex()
 
 	// GPU 3 now computes wrongly: it leaves the head's view.
-	checker.fail(map[int]string{3: "kernel result mismatch: gray_hash: 7 of 1048576 words wrong"})
+	checker.Fail(map[int]string{3: "kernel result mismatch: gray_hash: 7 of 1048576 words wrong"})
 	verifyTick <- time.Now()
 	n = waitProvider(t, c, "GPU 3 withdrawn", func(n gcs.NodeInfo) bool { return n.Labels[verify.LabelVerified] == "false" })
 	if n.Total["GPU"] != 7 || n.Total["accelerator_type:H100"] != 1 || n.Labels[verify.LabelCount] != "7" {
@@ -115,7 +88,7 @@ func TestGPUFailingReverificationIsWithdrawnAndComesBack(t *testing.T) {
 	}
 
 	// It passes again: it is offered again.
-	checker.fail(nil)
+	checker.Fail(nil)
 	verifyTick <- time.Now()
 	n = waitProvider(t, c, "GPU 3 back", func(n gcs.NodeInfo) bool { return n.Labels[verify.LabelVerified] == "true" })
 	if n.Total["GPU"] != 8 || n.Labels[verify.LabelCount] != "8" || n.GPUs != "8xH100" {

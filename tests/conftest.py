@@ -281,3 +281,15 @@ class WanLinks:
 
     def stop(self):
         stop_process(self.proc)
+
+
+def connected(pool):
+    """Yields the stock ray module connected to pool (a fixture body):
+    ray.init on the pool's client address, shutdown afterwards."""
+    import ray
+
+    ray.init("ray://" + pool.address)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider
+from conftest import Pool, Provider, connected
 
 REGION = "ray.io/availability-region"
 
@@ -31,14 +31,7 @@ def cluster(gray_bin):
 
 @pytest.fixture
 def ray(cluster):
-    import ray as ray_module
-
-    head, _ = cluster
-    ray_module.init("ray://" + head.address)
-    try:
-        yield ray_module
-    finally:
-        ray_module.shutdown()
+    yield from connected(cluster[0])
 
 
 def alive_nodes(ray):

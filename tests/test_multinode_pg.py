@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider
+from conftest import Pool, Provider, connected
 from test_multinode import wait_for
 
 
@@ -27,14 +27,7 @@ def pg_cluster(gray_bin):
 
 @pytest.fixture
 def ray(pg_cluster):
-    import ray as ray_module
-
-    head, _ = pg_cluster
-    ray_module.init("ray://" + head.address)
-    try:
-        yield ray_module
-    finally:
-        ray_module.shutdown()
+    yield from connected(pg_cluster[0])
 
 
 def provider_ids(ray, providers):

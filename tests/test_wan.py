@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider, WanLinks
+from conftest import Pool, Provider, WanLinks, connected
 
 REGION = "ray.io/availability-region"
 DEAD_AFTER = 30
@@ -47,14 +47,7 @@ def wan(gray_bin, graywan_bin):
 
 @pytest.fixture
 def ray(wan):
-    import ray as ray_module
-
-    head = wan[0]
-    ray_module.init("ray://" + head.address)
-    try:
-        yield ray_module
-    finally:
-        ray_module.shutdown()
+    yield from connected(wan[0])
 
 
 def node_of(ray, provider):
