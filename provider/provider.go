@@ -8,10 +8,7 @@ package provider
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -226,41 +223,11 @@ func (p *Provider) credentials(ctx context.Context) (*tls.Certificate, *x509.Cer
 			}
 		}
 	}
-	secret, pin, err := ParseToken(p.cfg.Token)
+	cert, ca, err := Join(ctx, p.cfg.HeadAddr, p.cfg.Token, p.cfg.Hostname, p.log)
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	jt, err := transport.NewQUIC(transport.Config{CAPin: pin, Logger: p.log})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer jt.Close()
-	conn, err := transport.NewClient(jt, p.cfg.HeadAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close()
-	reply, err := pb.NewHeadClient(conn).Join(ctx, &pb.JoinRequest{Token: secret, PublicKey: pubDER, Hostname: p.cfg.Hostname})
-	if err != nil {
-		return nil, nil, fmt.Errorf("provider: join %s: %w", p.cfg.HeadAddr, err)
-	}
-	keyPEM, err := transport.EncodeKeyPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	leaf, err := x509.ParseCertificate(reply.Certificate)
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(reply.CaCertificate)
+	keyPEM, err := transport.EncodeKeyPEM(cert.PrivateKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -268,17 +235,16 @@ func (p *Provider) credentials(ctx context.Context) (*tls.Certificate, *x509.Cer
 		return nil, nil, err
 	}
 	for path, data := range map[string][]byte{
-		certPath: transport.EncodeCertPEM(leaf), keyPath: keyPEM, caPath: transport.EncodeCertPEM(ca),
+		certPath: transport.EncodeCertPEM(cert.Leaf), keyPath: keyPEM, caPath: transport.EncodeCertPEM(ca),
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return nil, nil, err
 		}
 	}
-	p.log.Info("joined pool", "node", reply.NodeId, "head", p.cfg.HeadAddr)
-	cert := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	p.log.Info("joined pool", "node", cert.Leaf.Subject.CommonName, "head", p.cfg.HeadAddr)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &cert, pool, nil
+	return cert, pool, nil
 }
 
 // Start joins (when needed), connects to the head and starts the raylet.

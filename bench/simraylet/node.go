@@ -2,9 +2,6 @@ package simraylet
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -108,47 +105,15 @@ func (n *node) run(ctx context.Context) {
 	}
 }
 
-// join trades the join token for a node certificate, as provider.credentials
-// does: a fresh P-256 key, a certificate-less QUIC transport that trusts the
-// CA by its pin, and the Join RPC.
+// join trades the join token for a node certificate, as a provider does.
 func (n *node) join(ctx context.Context) (*tls.Certificate, *x509.CertPool, error) {
-	secret, pin, err := provider.ParseToken(n.f.cfg.Token)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	jt, err := transport.NewQUIC(transport.Config{CAPin: pin, Logger: n.f.log})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer jt.Close()
-	conn, err := transport.NewClient(jt, n.f.cfg.HeadAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close()
-	reply, err := pb.NewHeadClient(conn).Join(ctx, &pb.JoinRequest{Token: secret, PublicKey: pubDER, Hostname: n.hostname})
-	if err != nil {
-		return nil, nil, err
-	}
-	leaf, err := x509.ParseCertificate(reply.Certificate)
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(reply.CaCertificate)
+	cert, ca, err := provider.Join(ctx, n.f.cfg.HeadAddr, n.f.cfg.Token, n.hostname, n.f.log)
 	if err != nil {
 		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, pool, nil
+	return cert, pool, nil
 }
 
 // dial sets up the node's own mutual-TLS transport (one UDP socket) and its
