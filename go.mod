@@ -18,6 +18,8 @@ require (
 
 require github.com/ebitengine/purego v0.11.3
 
+require github.com/hashicorp/golang-lru/v2 v2.0.7
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/nodeserver"
@@ -31,8 +33,7 @@ type objects struct {
 	// oversized is the last pulled object too large for the cache.
 	oversized *objectstore.Object
 	// hints are the holders the head named for objects not pulled yet.
-	hints     map[ids.ObjectID][]holder
-	hintOrder []ids.ObjectID
+	hints *lru.Cache[ids.ObjectID, []holder]
 
 	stats  transferStats
 	served atomic.Int64 // bytes served to other providers
@@ -46,10 +47,14 @@ type pull struct {
 var _ raylet.Objects = (*objects)(nil)
 
 func newObjects(p *Provider, capacity int64) *objects {
-	return &objects{
+	o := &objects{
 		p: p, local: objectstore.New(capacity), inflight: map[ids.ObjectID]*pull{},
-		pushes: make(chan struct{}, 16), hints: map[ids.ObjectID][]holder{},
+		pushes: make(chan struct{}, 16),
 	}
+	// Both bounds are positive, the only way these can fail.
+	o.hints, _ = lru.New[ids.ObjectID, []holder](maxHints)
+	o.stats.recent, _ = lru.New[ids.ObjectID, ObjectTransfer](maxHints)
+	return o
 }
 
 // fetch starts (or joins) a pull of id and returns it.

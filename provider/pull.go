@@ -7,12 +7,15 @@ import (
 	"sync"
 	"sync/atomic"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/nodeserver"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 )
 
-// maxHints bounds how many objects' holder lists a provider remembers.
+// maxHints bounds how many objects' holder lists (and transfer records) a
+// provider remembers; the least recently used go first.
 const maxHints = 1 << 14
 
 // holder is a provider that holds a copy of an object, as the head named it.
@@ -35,9 +38,7 @@ type transferStats struct {
 	direct, relayed, served atomic.Int64
 	directPulls, fallbacks  atomic.Int64
 
-	mu     sync.Mutex
-	recent map[ids.ObjectID]ObjectTransfer
-	order  []ids.ObjectID
+	recent *lru.Cache[ids.ObjectID, ObjectTransfer]
 }
 
 // ObjectTransfer is how one object reached this provider.
@@ -50,19 +51,7 @@ type ObjectTransfer struct {
 func (s *transferStats) record(id ids.ObjectID, t ObjectTransfer) {
 	s.direct.Add(t.Direct)
 	s.relayed.Add(t.Relayed)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.recent == nil {
-		s.recent = map[ids.ObjectID]ObjectTransfer{}
-	}
-	if _, ok := s.recent[id]; !ok {
-		s.order = append(s.order, id)
-	}
-	s.recent[id] = t
-	for len(s.order) > maxHints {
-		delete(s.recent, s.order[0])
-		s.order = s.order[1:]
-	}
+	s.recent.Add(id, t)
 }
 
 // Transfers returns the provider's transfer counters.
@@ -76,11 +65,7 @@ func (p *Provider) Transfers() TransferStats {
 
 // ObjectTransfer reports how a recently pulled object reached this provider.
 func (p *Provider) ObjectTransfer(id ids.ObjectID) (ObjectTransfer, bool) {
-	s := &p.objects.stats
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.recent[id]
-	return t, ok
+	return p.objects.stats.recent.Peek(id)
 }
 
 // hint files the holders the head named for objects a task or actor needs.
@@ -88,8 +73,6 @@ func (o *objects) hint(locs []*pb.PeerLocation) {
 	if len(locs) == 0 {
 		return
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	for _, l := range locs {
 		id, err := ids.ObjectFromBytes(l.ObjectId)
 		if err != nil {
@@ -104,23 +87,14 @@ func (o *objects) hint(locs []*pb.PeerLocation) {
 		if len(hs) == 0 {
 			continue
 		}
-		if _, ok := o.hints[id]; !ok {
-			o.hintOrder = append(o.hintOrder, id)
-		}
-		o.hints[id] = hs
-		for len(o.hintOrder) > maxHints {
-			delete(o.hints, o.hintOrder[0])
-			o.hintOrder = o.hintOrder[1:]
-		}
+		o.hints.Add(id, hs)
 	}
 }
 
 // takeHints returns and forgets the holders named for id.
 func (o *objects) takeHints(id ids.ObjectID) []holder {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	hs := o.hints[id]
-	delete(o.hints, id) // its hintOrder entry goes when it ages out
+	hs, _ := o.hints.Peek(id)
+	o.hints.Remove(id)
 	return hs
 }
 
