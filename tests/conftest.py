@@ -293,3 +293,22 @@ def connected(pool):
         yield ray
     finally:
         ray.shutdown()
+
+
+def wait_for(cond, timeout=60, every=0.2):
+    """Polls cond until it returns something truthy, and returns that; fails
+    the test when timeout seconds pass first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in %ss" % timeout)
+
+
+def node_of(ray, provider):
+    """The node id (hex) of a Provider process, as ray.nodes() shows it."""
+    ids = [n["NodeID"] for n in ray.nodes() if n["NodeID"].startswith(provider.node_prefix)]
+    assert len(ids) == 1, ray.nodes()
+    return ids[0]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Pool, Provider
+from conftest import Pool, Provider, ROOT, wait_for
 
 solders = pytest.importorskip("solders.litesvm", reason="pip install solders==0.29.0 (CI installs it)")
 
@@ -90,16 +90,6 @@ def run_as(head, account, source, timeout=120):
         + source
     )
     return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def wait_for(cond, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.3)
-    raise AssertionError("condition not met")
 
 
 def test_usage_is_charged_and_paid_out_in_usdc(gray_bin, billed):

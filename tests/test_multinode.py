@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider, connected
+from conftest import Pool, Provider, connected, node_of, wait_for
 
 REGION = "ray.io/availability-region"
 
@@ -36,21 +36,6 @@ def ray(cluster):
 
 def alive_nodes(ray):
     return [n for n in ray.nodes() if n["Alive"]]
-
-
-def node_of(ray, provider):
-    ids = [n["NodeID"] for n in ray.nodes() if n["NodeID"].startswith(provider.node_prefix)]
-    assert len(ids) == 1, ray.nodes()
-    return ids[0]
-
-
-def wait_for(cond, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in %ss" % timeout)
 
 
 def test_nodes_and_resources(ray, cluster):

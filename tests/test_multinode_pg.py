@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider, connected
-from test_multinode import wait_for
+from conftest import Pool, Provider, connected, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import Pool, Provider, WanLinks, connected
+from conftest import Pool, Provider, WanLinks, connected, node_of, wait_for
 
 REGION = "ray.io/availability-region"
 DEAD_AFTER = 30
@@ -50,12 +50,6 @@ def ray(wan):
     yield from connected(wan[0])
 
 
-def node_of(ray, provider):
-    ids = [n["NodeID"] for n in ray.nodes() if n["NodeID"].startswith(provider.node_prefix)]
-    assert len(ids) == 1, ray.nodes()
-    return ids[0]
-
-
 def in_region(name):
     return {"label_selector": {REGION: name}}
 
@@ -66,15 +60,6 @@ def read_lines(path):
             return f.read().split()
     except FileNotFoundError:
         return []
-
-
-def wait_for(cond, timeout=60, every=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise AssertionError("condition not met in %ss" % timeout)
 
 
 def test_pool_joined_through_links(ray, wan):

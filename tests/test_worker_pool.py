@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Pool, Provider
+from conftest import Pool, Provider, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +24,6 @@ def workers(pool):
     url = "http://127.0.0.1:%d/api/gray/status" % pool.status_port
     with urllib.request.urlopen(url) as r:
         return [w for w in json.load(r)["workers"] or [] if not w["dedicated"]]
-
-
-def wait_for(pred, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    return None
 
 
 def test_prestart_reuse_reap_and_replace(reaping_pool):
@@ -71,7 +61,6 @@ def test_prestart_reuse_reap_and_replace(reaping_pool):
         assert ray.get(pid.remote()) == replaced[0]["pid"]
     finally:
         ray.shutdown()
-
 
 
 def test_back_to_back_tasks_reuse_one_worker(gray_bin):
