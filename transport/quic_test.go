@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/gray-cluster/gray/internal/testlog"
 )
 
 func newTestCA(t *testing.T) *CA {
@@ -34,7 +36,7 @@ func nodeCert(t *testing.T, ca *CA, id string) *tls.Certificate {
 // (none if id is ""), trusting ca; mod may change the config.
 func newTestQUIC(t *testing.T, ca *CA, id string, mod func(*Config)) *QUIC {
 	t.Helper()
-	cfg := Config{CA: ca.Pool(), HandshakeTimeout: 2 * time.Second, Logger: testLogger(t)}
+	cfg := Config{CA: ca.Pool(), HandshakeTimeout: 2 * time.Second, Logger: testlog.New(t)}
 	if id != "" {
 		cfg.Certificate = nodeCert(t, ca, id)
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,8 +18,10 @@ import (
 	"time"
 
 	"github.com/gagliardetto/solana-go"
-	"github.com/gray-cluster/gray/billing/ledger"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/gray-cluster/gray/billing/ledger"
+	"github.com/gray-cluster/gray/internal/testlog"
 )
 
 // The tests run against a real Solana VM: testdata/svm_rpc.py serves
@@ -274,7 +275,7 @@ func newEnv(t *testing.T, payerSOL uint64, providers ...string) *env {
 	e := &env{t: t, svm: v, payer: payer, ledger: l, path: filepath.Join(dir, "outbox.db")}
 	e.cfg = Config{RPC: v.rpc, Payer: payer, USDCMint: usdcMint, Ledger: l,
 		PollInterval: 10 * time.Millisecond, ResendInterval: 50 * time.Millisecond, ConfirmTimeout: 10 * time.Second,
-		Interval: 20 * time.Millisecond, Logger: testLogger(t)}
+		Interval: 20 * time.Millisecond, Logger: testlog.New(t)}
 	e.open()
 	return e
 }
@@ -334,20 +335,4 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-type tWriter struct {
-	mu sync.Mutex
-	t  *testing.T
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

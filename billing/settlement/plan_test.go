@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/gagliardetto/solana-go"
-	"github.com/gray-cluster/gray/billing/ledger"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/gray-cluster/gray/billing/ledger"
+	"github.com/gray-cluster/gray/internal/testlog"
 )
 
 // offline returns a settler whose RPC endpoint is never called: planning
@@ -28,7 +30,7 @@ func offline(t *testing.T, l *ledger.Ledger, mint solana.PublicKey) (*Settler, *
 	})
 	payer, err := solana.NewRandomPrivateKey()
 	mustNil(t, err)
-	s, err := New(ob, Config{RPC: NewClient("http://127.0.0.1:9"), Payer: payer, USDCMint: mint, Ledger: l, Logger: testLogger(t)})
+	s, err := New(ob, Config{RPC: NewClient("http://127.0.0.1:9"), Payer: payer, USDCMint: mint, Ledger: l, Logger: testlog.New(t)})
 	mustNil(t, err)
 	return s, ob, payer
 }

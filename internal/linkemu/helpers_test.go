@@ -5,104 +5,29 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gray-cluster/gray/internal/leakcheck"
+	"github.com/gray-cluster/gray/internal/testlog"
 )
 
 // testTimeout bounds every wait; no test waits on a clock below it except to
 // measure, they wait on events.
-const testTimeout = 60 * time.Second
-
 // TestMain fails the package if goroutines of this package or of quic-go
 // outlive the tests: every Close here waits for its own.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitForLeaks(10 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	leakcheck.Main(m, "gray/internal/linkemu.", "quic-go/quic-go", "gray/transport.")
 }
 
-func waitForLeaks(timeout time.Duration) string {
-	deadline := time.Now().Add(timeout)
-	for {
-		leaked := goroutinesMatching("gray/internal/linkemu.", "quic-go/quic-go", "gray/transport.")
-		if leaked == "" || time.Now().After(deadline) {
-			return leaked
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// goroutinesMatching returns the stacks of goroutines (other than the
-// caller's) that mention any of the patterns.
-func goroutinesMatching(patterns ...string) string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var out []string
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 { // the caller
-			continue
-		}
-		for _, p := range patterns {
-			if strings.Contains(g, p) {
-				out = append(out, g)
-				break
-			}
-		}
-	}
-	return strings.Join(out, "\n\n")
-}
+const testTimeout = 60 * time.Second
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// testLogger logs through t until the test ends.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(w.stop)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
-}
-
-func (w *tWriter) stop() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
 }
 
 // eventually polls cond until it holds, failing the test after testTimeout.
@@ -124,7 +49,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func startUDP(t *testing.T, target string, cfg Config) *UDPProxy {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testlog.New(t)
 	}
 	p, err := NewUDPProxy("127.0.0.1:0", target, cfg)
 	if err != nil {
@@ -140,7 +65,7 @@ func startUDP(t *testing.T, target string, cfg Config) *UDPProxy {
 func startTCP(t *testing.T, target string, cfg Config) *TCPProxy {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testlog.New(t)
 	}
 	p, err := NewTCPProxy("127.0.0.1:0", target, cfg)
 	if err != nil {

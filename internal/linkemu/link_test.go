@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gray-cluster/gray/internal/leakcheck"
+	"github.com/gray-cluster/gray/internal/testlog"
 )
 
 func TestParseBandwidth(t *testing.T) {
@@ -124,7 +127,7 @@ func TestClose(t *testing.T) {
 	}
 	expectLine(t, r, "hi\n")
 
-	if leaked := goroutinesMatching("linkemu.(*UDPProxy)", "linkemu.(*TCPProxy)", "linkemu.(*tcpConn)", "linkemu.(*delayLine)"); leaked == "" {
+	if leaked := leakcheck.Matching("linkemu.(*UDPProxy)", "linkemu.(*TCPProxy)", "linkemu.(*tcpConn)", "linkemu.(*delayLine)"); leaked == "" {
 		t.Fatal("no proxy goroutines found before Close: the check below proves nothing")
 	}
 	if err := up.Close(); err != nil {
@@ -134,7 +137,7 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// By design, Close returns after the proxy's goroutines have ended.
-	if leaked := goroutinesMatching("linkemu.(*UDPProxy)", "linkemu.(*TCPProxy)", "linkemu.(*tcpConn)", "linkemu.(*delayLine)"); leaked != "" {
+	if leaked := leakcheck.Matching("linkemu.(*UDPProxy)", "linkemu.(*TCPProxy)", "linkemu.(*tcpConn)", "linkemu.(*delayLine)"); leaked != "" {
 		t.Fatalf("goroutines left after Close:\n%s", leaked)
 	}
 	_ = up.Close() // again: harmless
@@ -172,7 +175,7 @@ func TestClose(t *testing.T) {
 func TestCloseByContext(t *testing.T) {
 	t.Parallel()
 	srv := newUDPServer(t, echoReply)
-	p, err := NewUDPProxy("127.0.0.1:0", srv.addr(), Config{Logger: testLogger(t)})
+	p, err := NewUDPProxy("127.0.0.1:0", srv.addr(), Config{Logger: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gray-cluster/gray/internal/testlog"
 	"github.com/gray-cluster/gray/transport"
 )
 
@@ -30,7 +31,7 @@ func TestQUICThroughProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := transport.NewQUIC(transport.Config{Certificate: &cert, CA: ca.Pool(), HandshakeTimeout: 5 * time.Second, Logger: testLogger(t)})
+		q, err := transport.NewQUIC(transport.Config{Certificate: &cert, CA: ca.Pool(), HandshakeTimeout: 5 * time.Second, Logger: testlog.New(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
