@@ -100,25 +100,35 @@ var (
 	ErrOversized = errors.New("nodeserver: object larger than announced")
 )
 
+// readHeader checks the first message of an object stream (whole or
+// ranged) and returns the object's id and the ids it contains.
+func readHeader(first *pb.ObjectChunk, limit int64) (ids.ObjectID, []ids.ObjectID, error) {
+	if first.Missing {
+		return ids.ObjectID{}, nil, ErrMissing
+	}
+	id, err := ids.ObjectFromBytes(first.ObjectId)
+	if err != nil {
+		return ids.ObjectID{}, nil, err
+	}
+	contained, err := nodewire.ObjectIDs(first.Contained)
+	if err != nil {
+		return ids.ObjectID{}, nil, err
+	}
+	if first.TotalSize < 0 || (limit > 0 && first.TotalSize > limit) {
+		return ids.ObjectID{}, nil, ErrOversized
+	}
+	return id, contained, nil
+}
+
 // ReceiveObject reads one object's messages. limit bounds the announced size.
 func ReceiveObject(recv func() (*pb.ObjectChunk, error), limit int64) (*objectstore.Object, error) {
 	first, err := recv()
 	if err != nil {
 		return nil, err
 	}
-	if first.Missing {
-		return nil, ErrMissing
-	}
-	id, err := ids.ObjectFromBytes(first.ObjectId)
+	id, contained, err := readHeader(first, limit)
 	if err != nil {
 		return nil, err
-	}
-	contained, err := nodewire.ObjectIDs(first.Contained)
-	if err != nil {
-		return nil, err
-	}
-	if first.TotalSize < 0 || (limit > 0 && first.TotalSize > limit) {
-		return nil, ErrOversized
 	}
 	obj := &objectstore.Object{ID: id, Size: first.TotalSize, IsError: first.IsError, Contained: contained}
 	var got int64

@@ -81,21 +81,14 @@ func ReceiveRange(recv func() (*pb.ObjectChunk, error), limit int64) (*Range, er
 	if err != nil {
 		return nil, err
 	}
-	if first.Missing {
-		return nil, ErrMissing
+	id, contained, err := readHeader(first, limit)
+	if err != nil {
+		return nil, err
 	}
 	if !first.Ranged {
 		return nil, fmt.Errorf("%w: stream is not ranged", ErrBadRange)
 	}
-	id, err := ids.ObjectFromBytes(first.ObjectId)
-	if err != nil {
-		return nil, err
-	}
-	contained, err := nodewire.ObjectIDs(first.Contained)
-	if err != nil {
-		return nil, err
-	}
-	if first.TotalSize < 0 || (limit > 0 && first.TotalSize > limit) || first.Offset < 0 || first.Offset > first.TotalSize {
+	if first.Offset < 0 || first.Offset > first.TotalSize {
 		return nil, ErrOversized
 	}
 	r := &Range{ID: id, Total: first.TotalSize, IsError: first.IsError, Contained: contained, Offset: first.Offset}
