@@ -3,7 +3,10 @@
 # Included from the top-level Makefile; all paths are relative to the repo root.
 #
 #   make proto   - install the pinned generators if missing and regenerate
-#                  proto/rayclientpb/*.pb.go from proto/ray_client.proto
+#                  proto/rayclientpb/*.pb.go from proto/ray_client.proto and
+#                  proto/ray/*pb/*.pb.go (Ray's native GCS/raylet/core worker
+#                  protocol) from proto/ray/**/*.proto, which
+#                  proto/ray/fromwheel.py writes from the wheel's descriptors
 #
 # Needs protoc >= 3.15 on PATH (e.g. `apt-get install protobuf-compiler`).
 # The generated code is committed, so normal builds and CI do not need protoc.
@@ -49,3 +52,9 @@ proto: proto-tools
 		--go_out=$(NODE_PROTO_OUT) --go_opt=paths=source_relative \
 		--go-grpc_out=$(NODE_PROTO_OUT) --go-grpc_opt=paths=source_relative \
 		$(NODE_PROTO_SRC)
+	cd proto && $(PROTOC) -I . \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+		--go_out=. --go_opt=module=github.com/gray-cluster/gray/proto \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/gray-cluster/gray/proto \
+		$$(cd proto && find ray -name '*.proto' | sort)
