@@ -57,4 +57,4 @@ proto: proto-tools
 		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
 		--go_out=. --go_opt=module=github.com/gray-cluster/gray/proto \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/gray-cluster/gray/proto \
-		$$(cd proto && find ray -name '*.proto' | sort)
+		$$(find ray -name '*.proto' | sort)
