@@ -15,8 +15,17 @@ import (
 	"time"
 )
 
-// DefaultTempDir is Ray's default temp dir.
-const DefaultTempDir = "/tmp/ray"
+// DefaultTempDir is Ray's default temp dir as Ray picks it: "ray" under
+// $RAY_TMPDIR, else $TMPDIR, else /tmp.
+func DefaultTempDir() string {
+	base := "/tmp"
+	if d := os.Getenv("RAY_TMPDIR"); d != "" {
+		base = d
+	} else if d := os.Getenv("TMPDIR"); d != "" {
+		base = d
+	}
+	return filepath.Join(base, "ray")
+}
 
 // MaxSocketPath is the longest unix socket path (sun_path less its NUL).
 const MaxSocketPath = 107
@@ -42,10 +51,10 @@ func Name(t time.Time, pid int) string {
 	return fmt.Sprintf("session_%s_%06d_%d", t.Format("2006-01-02_15-04-05"), t.Nanosecond()/1000, pid)
 }
 
-// New describes the session name under tempDir ("" = DefaultTempDir).
+// New describes the session name under tempDir ("" = DefaultTempDir()).
 func New(tempDir, name string) (Layout, error) {
 	if tempDir == "" {
-		tempDir = DefaultTempDir
+		tempDir = DefaultTempDir()
 	}
 	abs, err := filepath.Abs(tempDir)
 	if err != nil {

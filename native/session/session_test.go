@@ -58,6 +58,22 @@ func TestSocketPathLimit(t *testing.T) {
 	}
 }
 
+func TestDefaultTempDirFollowsRay(t *testing.T) {
+	t.Setenv("RAY_TMPDIR", "/x")
+	t.Setenv("TMPDIR", "/y")
+	if d := DefaultTempDir(); d != "/x/ray" {
+		t.Fatal(d)
+	}
+	t.Setenv("RAY_TMPDIR", "")
+	if d := DefaultTempDir(); d != "/y/ray" {
+		t.Fatal(d)
+	}
+	t.Setenv("TMPDIR", "")
+	if d := DefaultTempDir(); d != "/tmp/ray" {
+		t.Fatal(d)
+	}
+}
+
 func TestNodeIP(t *testing.T) {
 	if !regexp.MustCompile(`^\d+\.\d+\.\d+\.\d+$`).MatchString(NodeIP()) {
 		t.Fatal(NodeIP())
