@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	fb "github.com/gray-cluster/gray/native/fbs/rayletfb"
 	"github.com/gray-cluster/gray/internal/testlog"
+	fb "github.com/gray-cluster/gray/native/fbs/rayletfb"
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 )
