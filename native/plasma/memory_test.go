@@ -3,11 +3,14 @@ package plasma
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	fb "github.com/gray-cluster/gray/native/fbs/plasmafb"
 )
@@ -203,5 +206,65 @@ func TestAllocator(t *testing.T) {
 	}
 	if a.free != capacity || a.fragments() != 1 || a.largest() != capacity {
 		t.Fatalf("after freeing everything: free %d in %d ranges", a.free, a.fragments())
+	}
+}
+
+// segmentBytes is how much memory the segment really holds (st_blocks).
+func segmentBytes(t *testing.T, s *Store) int64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(s.seg.fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+func TestFreedMemoryGoesBackToTheKernel(t *testing.T) {
+	s := newStore(t, Config{Capacity: 16 << 20})
+	before := segmentBytes(t, s)
+	if err := s.Put(oid(1), fill(8<<20, 1), nil, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := segmentBytes(t, s) - before; got < 8<<20 {
+		t.Fatalf("an 8 MiB object holds %d bytes", got)
+	}
+	s.Delete(oid(1))
+	if got := segmentBytes(t, s) - before; got > 64<<10 {
+		t.Fatalf("%d bytes still held after the delete", got)
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	s := newStore(t, Config{Capacity: 4 << 20})
+	const clients, rounds = 4, 50
+	errs := make(chan error, clients)
+	for w := 0; w < clients; w++ {
+		go func(w int) {
+			c := dial(t, s.cfg.SocketPath)
+			c.connect()
+			for i := 0; i < rounds; i++ {
+				id := oid(w*1000 + i)
+				want := fill(1000+i, byte(w))
+				c.put(id, want, []byte{byte(i)})
+				next := oid(((w+1)%clients)*1000 + i) // a neighbour's object: may or may not exist yet
+				got := c.get([]ObjectID{id, next}, 1)
+				if !bytes.Equal(got[0].data, want) || got[0].meta[0] != byte(i) {
+					errs <- fmt.Errorf("client %d round %d: bad bytes", w, i)
+					return
+				}
+				c.release(id)
+				if got[1].data != nil {
+					c.release(next)
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < clients; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u := s.Usage(); u.Objects != clients*rounds {
+		t.Fatalf("usage %+v", u)
 	}
 }

@@ -29,6 +29,15 @@ func newSegment(size int64, dir string) (*segment, error) {
 			return nil, fmt.Errorf("plasma: memfd_create: %w", err)
 		}
 	} else {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			return nil, fmt.Errorf("plasma: shm dir: %w", err)
+		}
+		if free := int64(st.Bavail) * st.Bsize; free < size {
+			// Touching pages past the file system's room would SIGBUS the
+			// store and every client: refuse up front.
+			return nil, fmt.Errorf("plasma: %s has %d bytes free, the store needs %d", dir, free, size)
+		}
 		f, err := os.CreateTemp(dir, "plasma")
 		if err != nil {
 			return nil, fmt.Errorf("plasma: shm file: %w", err)
@@ -65,9 +74,8 @@ func (g *segment) punch(off, n int64) {
 	if n < punchMin {
 		return
 	}
-	const page = 4096
-	start := (off + page - 1) / page * page
-	end := (off + n) / page * page
+	start := (off + pageSize - 1) / pageSize * pageSize
+	end := (off + n) / pageSize * pageSize
 	if end > start {
 		_ = unix.Fallocate(g.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, end-start)
 	}

@@ -114,6 +114,9 @@ var (
 
 const defaultOOMGrace = 3 * time.Second
 
+// pageSize rounds the segment, which clients map whole.
+const pageSize = 4096
+
 // Store is a plasma store.
 type Store struct {
 	cfg Config
@@ -158,7 +161,7 @@ func New(cfg Config) (*Store, error) {
 		}
 	}
 	size := alignUp(cfg.Capacity)
-	seg, err := newSegment(size, cfg.ShmDir)
+	seg, err := newSegment((size+pageSize-1)/pageSize*pageSize, cfg.ShmDir)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +247,6 @@ func (s *Store) acceptLoop(ctx context.Context, ln net.Listener) {
 			return
 		}
 		s.conns[c] = struct{}{}
-		s.stats.Clients++
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
