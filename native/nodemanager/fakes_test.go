@@ -458,3 +458,13 @@ func parseWaitReplyBody(body []byte) (found, remaining [][]byte) {
 func addrOf(ip string, port int, wid []byte) *commonpb.Address {
 	return &commonpb.Address{IpAddress: ip, Port: int32(port), WorkerId: wid}
 }
+
+func buildDisconnect(typ int32, detail string) []byte {
+	b := flatbuffers.NewBuilder(64)
+	d := b.CreateString(detail)
+	fb.DisconnectClientRequestStart(b)
+	fb.DisconnectClientRequestAddDisconnectType(b, typ)
+	fb.DisconnectClientRequestAddDisconnectDetail(b, d)
+	b.Finish(fb.DisconnectClientRequestEnd(b))
+	return b.FinishedBytes()
+}

@@ -222,3 +222,27 @@ func (tn *testNode) driver(t *testing.T, n byte) (*sockClient, []byte, *fakeCore
 func parseAnnounceReply(body []byte) bool {
 	return fb.GetRootAsAnnounceWorkerPortReply(body, 0).Success()
 }
+
+func dialNM(t *testing.T, port int) raypb.NodeManagerServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient("127.0.0.1:"+itoa(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return raypb.NewNodeManagerServiceClient(conn)
+}
+
+func waitLeaseWithin(t *testing.T, ch chan leaseCall, d time.Duration) *raypb.RequestWorkerLeaseReply {
+	t.Helper()
+	select {
+	case c := <-ch:
+		if c.err != nil {
+			t.Fatalf("RequestWorkerLease: %v", c.err)
+		}
+		return c.rep
+	case <-time.After(d):
+		t.Fatal("lease not answered")
+		return nil
+	}
+}

@@ -212,6 +212,7 @@ func (r *Raylet) startWorkerLocked(jobHex string) *worker {
 
 func (r *Raylet) execWorker(w *worker) {
 	fail := func(err error) {
+		w.markGone()
 		r.log.Error("starting worker failed", "worker_id", w.id.String(), "err", err)
 		r.workerGone(w, commonpb.WorkerExitType_SYSTEM_ERROR, "gray raylet could not start the worker: "+err.Error())
 	}
@@ -242,6 +243,7 @@ func (r *Raylet) execWorker(w *worker) {
 	r.mu.Lock()
 	if r.closed || w.state == wsDead {
 		r.mu.Unlock()
+		w.markGone()
 		r.workerGone(w, commonpb.WorkerExitType_INTENDED_SYSTEM_EXIT, "raylet closed before the worker started")
 		return
 	}
@@ -257,6 +259,7 @@ func (r *Raylet) execWorker(w *worker) {
 	}
 	r.log.Debug("worker started", "worker_id", w.id.String(), "pid", w.pid, "job", w.jobHex)
 	werr := cmd.Wait()
+	w.markGone()
 	detail := "Worker process exited"
 	if werr != nil {
 		detail = "Worker unexpectedly exits: " + werr.Error()
