@@ -468,3 +468,17 @@ func buildDisconnect(typ int32, detail string) []byte {
 	b.Finish(fb.DisconnectClientRequestEnd(b))
 	return b.FinishedBytes()
 }
+
+func buildPushError(job []byte, typ, msg string, ts float64) []byte {
+	b := flatbuffers.NewBuilder(128)
+	j := b.CreateByteString(job)
+	ty := b.CreateString(typ)
+	m := b.CreateString(msg)
+	fb.PushErrorRequestStart(b)
+	fb.PushErrorRequestAddJobId(b, j)
+	fb.PushErrorRequestAddType(b, ty)
+	fb.PushErrorRequestAddErrorMessage(b, m)
+	fb.PushErrorRequestAddTimestamp(b, ts)
+	b.Finish(fb.PushErrorRequestEnd(b))
+	return b.FinishedBytes()
+}

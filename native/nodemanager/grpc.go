@@ -20,11 +20,12 @@ type nodeManagerService struct {
 
 // defaultSystemConfig is the JSON handed to every core worker. Every key
 // must exist in the 2.60 RayConfig (an unknown key is fatal there).
-// Spilling is done by gray's store, not by IO workers; metrics export is
-// off because there is no metrics agent to receive it.
+// Spilling is done by gray's store itself (no IO workers, hence no
+// spilling config); metrics export is off because there is no metrics
+// agent to receive it.
 func defaultSystemConfig() map[string]any {
 	return map[string]any{
-		"automatic_object_spilling_enabled": false,
+		"automatic_object_spilling_enabled": true,
 		"object_spilling_config":            "",
 		"is_external_storage_type_fs":       true,
 		"enable_metrics_collection":         false,

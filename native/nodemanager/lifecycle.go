@@ -72,7 +72,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		}
 	}
 	unpinned := r.dropPinsOwnedByLocked(w.id)
-	exitT, exitD := w.exitType, w.exitDetail
+	exitT, exitD, pid := w.exitType, w.exitDetail, w.pid
 	r.scheduleLocked()
 	r.mu.Unlock()
 
@@ -98,7 +98,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	for _, o := range jobWorkers {
 		r.exitWorker(o, "Worker force exited because its job has finished")
 	}
-	r.log.Debug("worker gone", "worker_id", w.id.String(), "pid", w.pid, "state", prev.String(),
+	r.log.Debug("worker gone", "worker_id", w.id.String(), "pid", pid, "state", prev.String(),
 		"exit_type", exitT.String(), "detail", exitD, "unpinned", len(unpinned), "failed_lease", failedLease != nil)
 
 	if prev == wsStarting && w.cmd == nil {

@@ -37,7 +37,12 @@ type logFile struct {
 	job     string
 	actor   string
 	task    string
+	idle    int // polls in a row that found nothing new
 }
+
+// finishAfterIdlePolls: a dead worker's file is dropped after this many
+// polls found nothing new.
+const finishAfterIdlePolls = 10
 
 // tailLogs follows the worker .out/.err files and publishes new lines on
 // RAY_LOG_CHANNEL, as stock Ray's log_monitor does, so that print() in a
@@ -45,6 +50,7 @@ type logFile struct {
 func (r *Raylet) tailLogs() {
 	dir := filepath.Join(r.cfg.SessionDir, "logs")
 	files := map[string]*logFile{}
+	finished := map[string]bool{} // fully read files of dead workers
 	t := time.NewTicker(r.cfg.LogPollInterval)
 	defer t.Stop()
 	for {
@@ -55,7 +61,7 @@ func (r *Raylet) tailLogs() {
 		}
 		names, _ := filepath.Glob(filepath.Join(dir, "worker-*"))
 		for _, p := range names {
-			if _, ok := files[p]; ok {
+			if _, ok := files[p]; ok || finished[p] {
 				continue
 			}
 			m := workerLogRe.FindStringSubmatch(filepath.Base(p))
@@ -68,8 +74,9 @@ func (r *Raylet) tailLogs() {
 		for p, f := range files {
 			b, eof := r.readLog(f)
 			batches = append(batches, b...)
-			if eof && !r.pidAlive(f.pid) {
+			if f.idle >= finishAfterIdlePolls && eof && !r.pidAlive(f.pid) {
 				delete(files, p)
+				finished[p] = true
 			}
 		}
 		if len(batches) == 0 {
@@ -120,8 +127,10 @@ func (r *Raylet) readLog(f *logFile) (out []*raypb.LogBatch, eof bool) {
 	buf := make([]byte, 256<<10)
 	n, _ := io.ReadFull(fh, buf)
 	if n == 0 {
+		f.idle++
 		return nil, true
 	}
+	f.idle = 0
 	f.pos += int64(n)
 	data := append(f.partial, buf[:n]...)
 	cut := bytes.LastIndexByte(data, '\n')

@@ -248,16 +248,18 @@ func (r *Raylet) execWorker(w *worker) {
 		return
 	}
 	err = cmd.Start()
+	pid, job := 0, w.jobHex
 	if err == nil {
 		w.cmd = cmd
 		w.pid = cmd.Process.Pid
+		pid = w.pid
 	}
 	r.mu.Unlock()
 	if err != nil {
 		fail(err)
 		return
 	}
-	r.log.Debug("worker started", "worker_id", w.id.String(), "pid", w.pid, "job", w.jobHex)
+	r.log.Debug("worker started", "worker_id", w.id.String(), "pid", pid, "job", job)
 	werr := cmd.Wait()
 	w.markGone()
 	detail := "Worker process exited"
@@ -272,12 +274,15 @@ func (r *Raylet) execWorker(w *worker) {
 func (r *Raylet) reapWorkers(now time.Time) {
 	r.mu.Lock()
 	var kill, exit []*worker
+	var killPIDs []int
 	idle := 0
 	for _, w := range r.byID {
 		switch w.state {
 		case wsStarting, wsRegistered:
 			if now.Sub(w.launched) > r.cfg.WorkerRegisterTimeout {
 				kill = append(kill, w)
+				killPIDs = append(killPIDs, w.pid)
+				w.setExit(commonpb.WorkerExitType_SYSTEM_ERROR, "worker did not register with the raylet in time")
 			}
 		case wsIdle:
 			idle++
@@ -296,9 +301,8 @@ func (r *Raylet) reapWorkers(now time.Time) {
 		}
 	}
 	r.mu.Unlock()
-	for _, w := range kill {
-		r.log.Warn("worker did not register in time; killing it", "worker_id", w.id.String(), "pid", w.pid)
-		w.setExit(commonpb.WorkerExitType_SYSTEM_ERROR, "worker did not register with the raylet in time")
+	for i, w := range kill {
+		r.log.Warn("worker did not register in time; killing it", "worker_id", w.id.String(), "pid", killPIDs[i])
 		w.kill()
 	}
 	for _, w := range exit {
