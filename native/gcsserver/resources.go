@@ -40,15 +40,13 @@ func (s *Server) resourcePollLoop() {
 		s.mu.Unlock()
 		for _, tg := range targets {
 			inflight[tg.id] = true
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
+			s.goLoop(func() {
 				s.pollNode(tg.id, tg.addr)
 				select {
 				case done <- tg.id:
 				case <-s.ctx.Done():
 				}
-			}()
+			})
 		}
 	}
 }

@@ -39,6 +39,7 @@ const ClusterIDSize = 28
 // Ray's StatusCode values that the GCS puts in GcsStatus.code.
 const (
 	codeInvalid             = 4
+	codeCreationTaskError   = 16
 	codeNotFound            = 17
 	codeSchedulingCancelled = 19
 	codeAlreadyExists       = 20
@@ -109,6 +110,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	loopMu  sync.Mutex // orders goLoop's wg.Add before Close's wg.Wait
+	closing bool
+
 	ctrl *publisher // ControlPlanePubSubGcsService
 	obs  *publisher // ObservabilityPubSubService
 
@@ -129,6 +133,7 @@ type Server struct {
 	pgs        map[string]*placementGroup
 	pgOrder    []string
 	leaseSeq   uint32
+	spreadNext int
 	uriPins    map[string]time.Time
 	constraint *autoscalerpb.ClusterResourceConstraint
 	events     *taskEventRing
@@ -268,12 +273,22 @@ func (s *Server) Close() {
 		s.cancel()
 		s.ctrl.close()
 		s.obs.close()
+		s.loopMu.Lock()
+		s.closing = true
+		s.loopMu.Unlock()
 		s.wg.Wait()
 		s.conns.close()
 	})
 }
 
+// goLoop runs f in a goroutine that Close waits for; after Close it does
+// nothing.
 func (s *Server) goLoop(f func()) {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	if s.closing {
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
