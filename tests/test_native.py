@@ -1,0 +1,283 @@
+"""Native Ray on a gray head: stock `ray.init(address="HOST:PORT")` drivers and
+stock core workers (default_worker.py) on gray's GCS, raylet and plasma store.
+Each driver runs in a fresh interpreter, as a user's program would."""
+
+import os
+
+import pytest
+
+from native_pool import NativePool
+
+
+@pytest.fixture(scope="module")
+def native(gray_bin):
+    p = NativePool(gray_bin)
+    yield p
+    p.stop()
+
+
+def test_connect_and_cluster_resources(native):
+    out = native.check("""
+        import ray
+        ctx = ray.init(address=ADDRESS)
+        res = ray.cluster_resources()
+        assert res.get("CPU") == 2, res
+        nodes = ray.nodes()
+        assert len(nodes) == 1 and nodes[0]["Alive"], nodes
+        print("NODE", nodes[0]["NodeID"])
+        ray.shutdown()
+    """)
+    assert "NODE" in out
+
+
+def test_session_dir_layout(native):
+    d = native.session_dir()
+    assert os.path.basename(d).startswith("session_")
+    for sub in ("logs", "sockets"):
+        assert os.path.isdir(os.path.join(d, sub)), sub
+    with open(os.path.join(native.tmp, "ray", "ray_current_cluster")) as f:
+        assert f.read() == native.address
+
+
+def test_address_auto(native):
+    # address="auto" reads ray_current_cluster under $RAY_TMPDIR/ray.
+    native.check("""
+        import ray
+        ray.init(address="auto")
+        assert ray.get(ray.put(41)) == 41
+        ray.shutdown()
+    """)
+
+
+def test_put_get_small_and_large(native):
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+        assert ray.get(ray.put({"a": 1})) == {"a": 1}
+        big = np.arange(10 * 1024 * 1024 // 8, dtype=np.int64)   # 10 MiB: plasma
+        ref = ray.put(big)
+        out = ray.get(ref)
+        assert (out == big).all()
+        ray.shutdown()
+    """)
+
+
+def test_tasks(native):
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(x):
+            return x + 1
+
+        assert ray.get(f.remote(1)) == 2
+        assert ray.get([f.remote(i) for i in range(100)]) == list(range(1, 101))
+
+        @ray.remote
+        def big(n):
+            return np.ones(n, dtype=np.uint8)
+
+        @ray.remote
+        def total(a):
+            return int(a.sum())
+
+        ref = big.remote(8 * 1024 * 1024)
+        assert ray.get(total.remote(ref)) == 8 * 1024 * 1024
+
+        @ray.remote
+        def nested(n):
+            return sum(ray.get([f.remote(i) for i in range(n)]))
+
+        assert ray.get(nested.remote(10)) == sum(range(1, 11))
+        ray.shutdown()
+    """)
+
+
+def test_actors(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        class Counter:
+            def __init__(self, start):
+                self.n = start
+            def inc(self, k=1):
+                self.n += k
+                return self.n
+
+        c = Counter.remote(10)
+        assert ray.get(c.inc.remote(5)) == 15
+        assert ray.get([c.inc.remote() for _ in range(10)])[-1] == 25
+
+        named = Counter.options(name="ctr", lifetime="detached").remote(0)
+        assert ray.get(named.inc.remote()) == 1
+        assert ray.get(ray.get_actor("ctr").inc.remote()) == 2
+        ray.kill(c)
+        try:
+            ray.get(c.inc.remote())
+            raise SystemExit("call on a killed actor succeeded")
+        except ray.exceptions.RayActorError:
+            pass
+        ray.shutdown()
+    """)
+    # A detached named actor outlives its driver.
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+        a = ray.get_actor("ctr")
+        assert ray.get(a.inc.remote()) == 3
+        ray.kill(a)
+        ray.shutdown()
+    """)
+
+
+def test_async_actor(native):
+    native.check("""
+        import asyncio, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        class A:
+            async def slow(self, x):
+                await asyncio.sleep(0.2)
+                return x
+
+        a = A.remote()
+        assert ray.get([a.slow.remote(i) for i in range(20)]) == list(range(20))
+        ray.shutdown()
+    """)
+
+
+def test_errors(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        class MyError(Exception):
+            def __init__(self, a, b):
+                super().__init__(a)
+                self.b = b
+
+        @ray.remote
+        def boom():
+            raise MyError("x", 2)
+
+        try:
+            ray.get(boom.remote())
+            raise SystemExit("no error")
+        except MyError as e:
+            assert isinstance(e, ray.exceptions.RayTaskError), type(e)
+            assert e.b == 2
+
+        @ray.remote
+        def slow():
+            import time; time.sleep(30)
+
+        try:
+            ray.get(slow.remote(), timeout=0.5)
+            raise SystemExit("no timeout")
+        except ray.exceptions.GetTimeoutError:
+            pass
+        ray.shutdown()
+    """)
+
+
+def test_wait_and_generators(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(x):
+            return x
+
+        refs = [f.remote(i) for i in range(5)]
+        ready, rest = ray.wait(refs, num_returns=5, timeout=60)
+        assert len(ready) == 5 and not rest
+
+        @ray.remote
+        def gen(n):
+            for i in range(n):
+                yield i
+
+        assert [ray.get(r) for r in gen.remote(5)] == list(range(5))
+
+        @ray.remote(num_returns="dynamic")
+        def dyn(n):
+            for i in range(n):
+                yield i
+
+        inner = ray.get(dyn.remote(4))
+        assert [ray.get(r) for r in inner] == list(range(4))
+        ray.shutdown()
+    """)
+
+
+def test_runtime_context(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+        node = ray.get_runtime_context().get_node_id()
+
+        @ray.remote(num_cpus=1)
+        def where():
+            ctx = ray.get_runtime_context()
+            return ctx.get_node_id(), ctx.get_task_id(), ctx.get_worker_id(), ctx.get_assigned_resources()
+
+        n, task, worker, res = ray.get(where.remote())
+        assert n == node and task and worker, (n, task, worker)
+        assert res.get("CPU") == 1, res
+
+        @ray.remote
+        class A:
+            def ids(self):
+                return ray.get_runtime_context().get_actor_id()
+
+        a = A.remote()
+        assert ray.get(a.ids.remote()) == a._actor_id.hex()
+        ray.shutdown()
+    """)
+
+
+def test_print_reaches_driver(native):
+    out = native.run("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def hello():
+            print("hello-from-a-native-worker")
+            return 1
+
+        ray.get(hello.remote())
+        import time; time.sleep(2)
+        ray.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "hello-from-a-native-worker" in out.stdout + out.stderr
+
+
+def test_worker_crash_and_retry(native):
+    native.check("""
+        import os, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote(max_retries=0)
+        def die():
+            os._exit(1)
+
+        try:
+            ray.get(die.remote())
+            raise SystemExit("no error")
+        except ray.exceptions.WorkerCrashedError:
+            pass
+
+        @ray.remote
+        def ok():
+            return "fine"
+
+        assert ray.get(ok.remote()) == "fine"
+        ray.shutdown()
+    """)
