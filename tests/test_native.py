@@ -298,3 +298,166 @@ def test_worker_crash_and_retry(native):
         assert ray.get(ok.remote()) == "fine"
         ray.shutdown()
     """)
+
+
+def test_placement_groups(native):
+    native.check("""
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        ray.init(address=ADDRESS)
+
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK")
+        assert pg.wait(timeout_seconds=60)
+
+        @ray.remote(num_cpus=1)
+        def where():
+            return ray.get_runtime_context().get_assigned_resources()
+
+        strat = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=1)
+        res = ray.get(where.options(scheduling_strategy=strat).remote())
+        assert res, res
+
+        # Both CPUs are in the group: a plain task cannot run until it goes.
+        ref = where.remote()
+        ready, _ = ray.wait([ref], timeout=2)
+        assert not ready
+        remove_placement_group(pg)
+        assert ray.get(ref, timeout=60)
+
+        # Infeasible: pending, not an error.
+        big = placement_group([{"CPU": 8}])
+        assert not big.wait(timeout_seconds=2)
+        remove_placement_group(big)
+        ray.shutdown()
+    """)
+
+
+def test_cancel_and_retries(native):
+    native.check("""
+        import os, tempfile, time, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def forever():
+            time.sleep(600)
+
+        ref = forever.remote()
+        time.sleep(1)
+        ray.cancel(ref, force=True)
+        try:
+            ray.get(ref, timeout=60)
+            raise SystemExit("no error")
+        except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+            pass
+
+        marker = tempfile.mktemp()
+
+        @ray.remote(max_retries=2)
+        def flaky(path):
+            if not os.path.exists(path):
+                open(path, "w").close()
+                os._exit(1)
+            return "second try"
+
+        assert ray.get(flaky.remote(marker)) == "second try"
+
+        # A call that meets the actor while it restarts may fail with
+        # ActorUnavailableError unless it may be retried (Ray's semantics).
+        @ray.remote(max_restarts=1, max_task_retries=1)
+        class Phoenix:
+            def pid(self):
+                return os.getpid()
+            def die(self, path):
+                if not os.path.exists(path):
+                    open(path, "w").close()
+                    os._exit(1)
+                return "restarted"
+
+        p = Phoenix.remote()
+        first = ray.get(p.pid.remote())
+        assert ray.get(p.die.remote(tempfile.mktemp())) == "restarted"
+        second = ray.get(p.pid.remote())
+        assert second != first
+        ray.shutdown()
+    """)
+
+
+def test_threaded_actor_and_handles(native):
+    native.check("""
+        import threading, time, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote(max_concurrency=4)
+        class Gate:
+            def __init__(self):
+                self.n = 0
+                self.lock = threading.Lock()
+            def enter(self):
+                with self.lock:
+                    self.n += 1
+                deadline = time.time() + 30
+                while self.n < 4 and time.time() < deadline:
+                    time.sleep(0.01)
+                return self.n
+
+        g = Gate.remote()
+        assert min(ray.get([g.enter.remote() for _ in range(4)])) == 4
+
+        @ray.remote
+        class Store:
+            def __init__(self):
+                self.v = None
+            def set(self, v):
+                self.v = v
+            def get(self):
+                return self.v
+
+        @ray.remote
+        def use(handle):
+            ray.get(handle.set.remote("from a task"))
+            return ray.get(handle.get.remote())
+
+        s = Store.remote()
+        assert ray.get(use.remote(s)) == "from a task"
+        ray.shutdown()
+    """)
+
+
+def test_two_drivers_at_once(native):
+    prog = """
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def sq(x):
+            return x * x
+
+        assert ray.get([sq.remote(i) for i in range(200)]) == [i * i for i in range(200)]
+        print("job", ray.get_runtime_context().get_job_id())
+        ray.shutdown()
+    """
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        outs = list(ex.map(lambda _: native.check(prog), range(2)))
+    jobs = {line for o in outs for line in o.splitlines() if line.startswith("job")}
+    assert len(jobs) == 2, outs
+
+
+def test_timeline(native):
+    native.check("""
+        import json, tempfile, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f():
+            return 1
+
+        ray.get([f.remote() for _ in range(10)])
+        import time; time.sleep(2)   # task events are flushed once a second
+        path = tempfile.mktemp(suffix=".json")
+        ray.timeline(filename=path)
+        events = json.load(open(path))
+        assert isinstance(events, list)
+        ray.shutdown()
+    """)
