@@ -461,3 +461,47 @@ def test_timeline(native):
         assert isinstance(events, list)
         ray.shutdown()
     """)
+
+
+def _garbage_then_closed(path, payload):
+    """Sends payload on a fresh connection to the unix socket at path and
+    reports whether the server closed it (what a bad client must get)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(payload)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(os.environ.get("NATIVE_TARGET") == "ray", reason="probes gray's own sockets")
+def test_malformed_local_messages_disconnect_only_the_sender(native):
+    import struct
+    sockets = os.path.join(native.session_dir(), "sockets")
+    cookie = struct.pack("<q", 0x5241590000000000)
+    # A wrong cookie on the raylet socket.
+    assert _garbage_then_closed(os.path.join(sockets, "raylet"), b"\x01" * 64)
+    # A RegisterClientRequest (type 1) whose flatbuffer is garbage.
+    body = b"\xff" * 40
+    assert _garbage_then_closed(os.path.join(sockets, "raylet"), cookie + struct.pack("<qQ", 1, len(body)) + body)
+    # A PlasmaCreateRequest (type 1) whose flatbuffer is garbage, and a frame
+    # that declares an absurd length.
+    assert _garbage_then_closed(os.path.join(sockets, "plasma_store"), cookie + struct.pack("<qQ", 1, len(body)) + body)
+    assert _garbage_then_closed(os.path.join(sockets, "plasma_store"), cookie + struct.pack("<qQ", 8, 1 << 40))
+    # The node keeps serving everyone else.
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(a):
+            return int(a.sum())
+
+        assert ray.get(f.remote(np.ones(1 << 20, dtype=np.uint8))) == 1 << 20
+        ray.shutdown()
+    """)
