@@ -182,7 +182,7 @@ func (c *conn) create(req createReq) error {
 		c.log.Warn("plasma create larger than the store", "object", req.id, "size", req.dataSize+req.metaSize, "capacity", s.cfg.Capacity)
 		body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorOutOfMemory, 0, 0, 0)
 	default:
-		body, ok = c.tryCreateLocked(req)
+		body, ok, _ = c.tryCreateLocked(req)
 		if !ok {
 			if req.tryImmediately {
 				body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorOutOfMemory, 0, 0, 0)
@@ -197,15 +197,16 @@ func (c *conn) create(req createReq) error {
 	return c.reply(fb.MessageTypePlasmaCreateReply, body, ok)
 }
 
-// tryCreateLocked allocates req and returns the reply carrying it.
-func (c *conn) tryCreateLocked(req createReq) ([]byte, bool) {
-	o, ok := c.s.createLocked(req.id, int64(req.dataSize), int64(req.metaSize), req.owner, c)
-	if !ok {
-		return nil, false
+// tryCreateLocked allocates req and returns the reply carrying it; busy
+// says that spills are under way to make room.
+func (c *conn) tryCreateLocked(req createReq) (body []byte, ok, busy bool) {
+	o, wait := c.s.createLocked(req.id, int64(req.dataSize), int64(req.metaSize), req.owner, c)
+	if o == nil {
+		return nil, false, wait != nil
 	}
 	o.device, o.source = req.deviceNum, req.source
 	c.s.holdLocked(c, o)
-	return encodeCreateReply(req.id, o.spec(), fb.PlasmaErrorOK, 0, c.storeFd(), c.mmapSize()), true
+	return encodeCreateReply(req.id, o.spec(), fb.PlasmaErrorOK, 0, c.storeFd(), c.mmapSize()), true, false
 }
 
 func (c *conn) createRetry(id ObjectID, reqID uint64) error {
@@ -222,10 +223,14 @@ func (c *conn) createRetry(id ObjectID, reqID uint64) error {
 		delete(c.pending, reqID)
 		body = encodeCreateReply(id, spec{}, fb.PlasmaErrorObjectExists, 0, 0, 0)
 	default:
-		body, ok = c.tryCreateLocked(p.req)
+		var busy bool
+		body, ok, busy = c.tryCreateLocked(p.req)
 		switch {
 		case ok:
 			delete(c.pending, reqID)
+		case busy:
+			p.since = time.Now() // spilling: the grace period counts from when it stops
+			body = encodeCreateReply(id, spec{}, fb.PlasmaErrorOK, reqID, 0, 0)
 		case time.Since(p.since) >= s.cfg.OOMGrace:
 			delete(c.pending, reqID)
 			c.log.Warn("plasma create out of memory", "object", id, "size", p.req.dataSize+p.req.metaSize,
