@@ -133,11 +133,11 @@ type Store struct {
 	spillDone chan struct{} // closed and replaced whenever a spill ends
 	// spillInFlight is the memory that spills in flight will free.
 	spillInFlight int64
-	conns     map[*conn]struct{}
-	closed    bool
-	nextReq   uint64
-	stats     Usage
-	events    *dispatcher
+	conns         map[*conn]struct{}
+	closed        bool
+	nextReq       uint64
+	stats         Usage
+	events        *dispatcher
 
 	spillHook func(ObjectID) // tests: runs before a spill's write
 
