@@ -178,7 +178,8 @@ func (c *conn) create(req createReq) error {
 	switch {
 	case s.objects[req.id] != nil:
 		body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorObjectExists, 0, 0, 0)
-	case alignUp(int64(req.dataSize+req.metaSize)) > s.alloc.capacity || int64(req.dataSize) < 0 || int64(req.metaSize) < 0:
+	case req.dataSize > uint64(s.alloc.capacity) || req.metaSize > uint64(s.alloc.capacity) ||
+		alignUp(int64(req.dataSize+req.metaSize)) > s.alloc.capacity:
 		c.log.Warn("plasma create larger than the store", "object", req.id, "size", req.dataSize+req.metaSize, "capacity", s.cfg.Capacity)
 		body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorOutOfMemory, 0, 0, 0)
 	default:

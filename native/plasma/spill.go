@@ -20,7 +20,10 @@ func (s *Store) startSpillLocked(o *object) {
 	}
 	o.spilling = true
 	s.spillInFlight += o.allocSize
-	path := filepath.Join(s.cfg.SpillDir, o.id.String())
+	// A sequence number keeps a re-created id's file apart from the one an
+	// old spill of the same id may still be removing.
+	s.spillSeq++
+	path := filepath.Join(s.cfg.SpillDir, fmt.Sprintf("%s-%d", o.id, s.spillSeq))
 	mem := s.seg.mem[o.offset : o.offset+o.size()] // immutable once sealed
 	s.wg.Add(1)
 	hook := s.spillHook

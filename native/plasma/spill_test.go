@@ -101,7 +101,7 @@ func TestDeleteDuringSpill(t *testing.T) {
 	if cr.err != fb.PlasmaErrorOK {
 		t.Fatalf("create: %v", cr.err)
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.SpillDir, oid(0).String())); !os.IsNotExist(err) {
+	if _, err := spillFile(s, oid(0)); !os.IsNotExist(err) {
 		t.Fatalf("spill file of a deleted object: %v", err)
 	}
 	if u := s.Usage(); u.Spilled != 0 || u.Used != 64*kb || u.Objects != 4 {
@@ -155,7 +155,7 @@ func TestLostSpillFile(t *testing.T) {
 	evs := events(t, s)
 	fillPinned(t, s, 5) // the fifth Put spills object 0
 	nextEvent(t, evs, Spilled, oid(0))
-	os.Remove(filepath.Join(s.cfg.SpillDir, oid(0).String()))
+	removeSpillFile(t, s, oid(0))
 	c := dial(t, s.cfg.SocketPath)
 	c.connect()
 	if got := c.get([]ObjectID{oid(0)}, 0); got[0].data != nil {
@@ -165,4 +165,21 @@ func TestLostSpillFile(t *testing.T) {
 	if s.Contains(oid(0)) {
 		t.Fatal("lost object still contained")
 	}
+}
+
+// spillFile stats the spill file of id (os.ErrNotExist when it has none).
+func spillFile(s *Store, id ObjectID) (os.FileInfo, error) {
+	matches, _ := filepath.Glob(filepath.Join(s.cfg.SpillDir, id.String()+"-*"))
+	if len(matches) == 0 {
+		return nil, os.ErrNotExist
+	}
+	return os.Stat(matches[0])
+}
+
+func removeSpillFile(t *testing.T, s *Store, id ObjectID) {
+	matches, _ := filepath.Glob(filepath.Join(s.cfg.SpillDir, id.String()+"-*"))
+	if len(matches) != 1 {
+		t.Fatalf("spill files of %s: %v", id, matches)
+	}
+	os.Remove(matches[0])
 }

@@ -133,6 +133,7 @@ type Store struct {
 	spillDone chan struct{} // closed and replaced whenever a spill ends
 	// spillInFlight is the memory that spills in flight will free.
 	spillInFlight int64
+	spillSeq      uint64
 	conns         map[*conn]struct{}
 	closed        bool
 	nextReq       uint64
