@@ -41,6 +41,7 @@ type conn struct {
 	fdSent bool // the segment fd went to this client (guarded by wmu)
 
 	// Guarded by Store.mu.
+	gone    bool                      // cleaned up: take no more references
 	held    map[ObjectID]*object      // objects this client holds a reference to
 	pending map[uint64]*pendingCreate // creates waiting for room
 }
@@ -101,6 +102,7 @@ func (c *conn) cleanup() {
 		s.releaseLocked(c, id)
 	}
 	c.pending = nil
+	c.gone = true
 	delete(s.conns, c)
 }
 

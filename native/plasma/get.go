@@ -70,7 +70,7 @@ func (c *conn) finishGet(ids []ObjectID) {
 	s := c.s
 	s.mu.Lock()
 	for {
-		if s.closed {
+		if s.closed || c.gone {
 			s.mu.Unlock()
 			return
 		}
