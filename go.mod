@@ -20,7 +20,7 @@ require github.com/ebitengine/purego v0.11.3
 
 require github.com/hashicorp/golang-lru/v2 v2.0.7
 
-require github.com/google/flatbuffers v25.12.19+incompatible // indirect
+require github.com/google/flatbuffers v25.12.19+incompatible
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
