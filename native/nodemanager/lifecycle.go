@@ -96,7 +96,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		o.kill()
 	}
 	for _, o := range jobWorkers {
-		r.exitWorker(o, "Worker force exited because its job has finished")
+		r.exitWorker(o, true, "Worker force exited because its job has finished")
 	}
 	r.log.Debug("worker gone", "worker_id", w.id.String(), "pid", pid, "state", prev.String(),
 		"exit_type", exitT.String(), "detail", exitD, "unpinned", len(unpinned), "failed_lease", failedLease != nil)
