@@ -51,7 +51,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	// A lease in bundle 0 waits for the commit.
 	res := map[string]float64{"CPU_group_0_" + pgHex: 1, "CPU_group_" + pgHex: 1, "bundle_group_" + pgHex: 0.001}
 	c := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, res), false)
-	tn.notAnswered(t, c)
+	tn.notAnswered(t, c, 1)
 	if _, err := tn.nm.CommitBundleResources(ctx, &raypb.CommitBundleResourcesRequest{BundleSpecs: b}); err != nil {
 		t.Fatal(err)
 	}

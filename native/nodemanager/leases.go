@@ -106,6 +106,10 @@ func hasRuntimeEnv(spec *commonpb.LeaseSpec) bool {
 // idle worker of its job, and starts workers for the ones that fit but
 // have none. Called with r.mu held.
 func (r *Raylet) scheduleLocked() {
+	defer func() {
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}()
 	if r.closed {
 		return
 	}

@@ -124,6 +124,9 @@ type Raylet struct {
 	pins         map[ObjectID]*pin
 	shutdownOnce sync.Once
 	lastBusy     time.Time
+	// changed is closed and replaced after every scheduling pass (tests
+	// wait on it).
+	changed chan struct{}
 
 	owners *ownerNotifier
 
@@ -223,6 +226,7 @@ func New(cfg Config) (*Raylet, error) {
 		start:     time.Now(),
 	}
 	r.lastBusy = r.start
+	r.changed = make(chan struct{})
 	copy(r.nodeID[:], cfg.NodeID)
 	return r, nil
 }

@@ -358,4 +358,5 @@ func (r *Raylet) setBlocked(w *worker, blocked bool) {
 		r.pool.Reacquire("CPU", w.blockedCPU)
 		w.blockedCPU = nil
 	}
+	r.scheduleLocked()
 }
