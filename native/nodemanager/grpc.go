@@ -358,3 +358,55 @@ func (s *nodeManagerService) GetWorkerPIDs(ctx context.Context, _ *raypb.GetWork
 	}
 	return rep, nil
 }
+
+// CancelLeasesWithResourceShapes cancels queued leases whose resource
+// request equals one of the shapes (the autoscaler gives up on them).
+func (s *nodeManagerService) CancelLeasesWithResourceShapes(ctx context.Context, req *raypb.CancelLeasesWithResourceShapesRequest) (*raypb.CancelLeasesWithResourceShapesReply, error) {
+	r := s.r
+	shapes := map[string]bool{}
+	for _, sh := range req.GetResourceShapes() {
+		shapes[shapeString(positive(sh.GetResourceShape()))] = true
+	}
+	var canceled []*lease
+	r.mu.Lock()
+	kept := r.queue[:0]
+	for _, l := range r.queue {
+		if shapes[shapeString(l.req)] {
+			canceled = append(canceled, l)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	r.queue = kept
+	r.mu.Unlock()
+	for _, l := range canceled {
+		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_UNSCHEDULABLE,
+			message: "The lease was cancelled because no node can satisfy its resource request."})
+	}
+	return &raypb.CancelLeasesWithResourceShapesReply{}, nil
+}
+
+// ReleaseUnusedActorWorkers kills actor workers the GCS does not list as
+// in use (after a GCS restart).
+func (s *nodeManagerService) ReleaseUnusedActorWorkers(ctx context.Context, req *raypb.ReleaseUnusedActorWorkersRequest) (*raypb.ReleaseUnusedActorWorkersReply, error) {
+	r := s.r
+	inUse := map[WorkerID]bool{}
+	for _, b := range req.GetWorkerIdsInUse() {
+		if id, ok := workerIDFrom(b); ok {
+			inUse[id] = true
+		}
+	}
+	var victims []*worker
+	r.mu.Lock()
+	for id, w := range r.byID {
+		if w.lease != nil && w.lease.isActor && !inUse[id] {
+			w.setExit(commonpb.WorkerExitType_INTENDED_SYSTEM_EXIT, "Worker exits because its actor is not in use after a GCS restart.")
+			victims = append(victims, w)
+		}
+	}
+	r.mu.Unlock()
+	for _, w := range victims {
+		w.kill()
+	}
+	return &raypb.ReleaseUnusedActorWorkersReply{}, nil
+}
