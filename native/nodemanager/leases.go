@@ -145,6 +145,9 @@ func (r *Raylet) scheduleLocked() {
 				have++
 			}
 		}
+		if time.Now().Before(r.startAfter) {
+			break // backing off after start-up failures
+		}
 		for ; have < n && r.starting < r.cfg.MaxStartingWorkers; have++ {
 			r.startWorkerLocked(job)
 		}

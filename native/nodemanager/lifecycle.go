@@ -23,8 +23,10 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		}
 		return
 	}
+	var startupFailed []*lease
 	if w.state == wsStarting {
 		r.starting--
+		startupFailed = r.workerStartFailedLocked()
 	}
 	prev := w.state
 	w.state = wsDead
@@ -89,6 +91,10 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_INTENDED,
 			message: "the lease's owner died"})
 	}
+	for _, l := range startupFailed {
+		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_WORKER_STARTUP_FAILED,
+			message: "gray raylet: workers fail to start: " + exitD})
+	}
 	for _, o := range orphans {
 		r.mu.Lock()
 		o.setExit(commonpb.WorkerExitType_SYSTEM_ERROR, "Worker exits because its owner died.")
@@ -116,6 +122,34 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 			}
 		}
 	})
+}
+
+// maxStartFailures consecutive start-up failures fail the leases waiting
+// for a worker; until then starts back off exponentially.
+const maxStartFailures = 5
+
+// workerStartFailedLocked counts a worker that died before registering and
+// returns the queued leases to fail when too many did in a row.
+func (r *Raylet) workerStartFailedLocked() []*lease {
+	r.startFailures++
+	backoff := 100 * time.Millisecond << min(r.startFailures, 7)
+	r.startAfter = time.Now().Add(backoff)
+	if r.startFailures < maxStartFailures {
+		return nil
+	}
+	r.startFailures = 0
+	r.startAfter = time.Time{}
+	var failed []*lease
+	kept := r.queue[:0]
+	for _, l := range r.queue {
+		if r.pool.Feasible(l.placement) {
+			failed = append(failed, l)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	r.queue = kept
+	return failed
 }
 
 func (r *Raylet) workerFailure(w *worker, t commonpb.WorkerExitType, detail string) *raypb.WorkerTableData {

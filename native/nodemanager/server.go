@@ -107,23 +107,27 @@ type Raylet struct {
 	wg     sync.WaitGroup
 	start  time.Time
 
-	mu           sync.Mutex
-	closed       bool
-	pool         *ResourcePool
-	bundles      map[BundleKey]*bundleState
-	byID         map[WorkerID]*worker
-	queue        []*lease
-	leases       map[string]*lease // granted, by lease id
-	failures     map[string]*failureCause
-	dead         map[WorkerID]bool
-	usedPorts    map[int]bool
-	nextPort     int
-	starting     int
-	firstDrive   bool
-	jobs         map[string]*jobInfo
-	pins         map[ObjectID]*pin
-	shutdownOnce sync.Once
-	lastBusy     time.Time
+	mu        sync.Mutex
+	closed    bool
+	pool      *ResourcePool
+	bundles   map[BundleKey]*bundleState
+	byID      map[WorkerID]*worker
+	queue     []*lease
+	leases    map[string]*lease // granted, by lease id
+	failures  map[string]*failureCause
+	dead      map[WorkerID]bool
+	usedPorts map[int]bool
+	nextPort  int
+	starting  int
+	// consecutive workers that died before registering, and when the next
+	// start may happen
+	startFailures int
+	startAfter    time.Time
+	firstDrive    bool
+	jobs          map[string]*jobInfo
+	pins          map[ObjectID]*pin
+	shutdownOnce  sync.Once
+	lastBusy      time.Time
 	// changed is closed and replaced after every scheduling pass (tests
 	// wait on it).
 	changed chan struct{}
@@ -371,6 +375,11 @@ func (r *Raylet) housekeeping() {
 			return
 		case now := <-t.C:
 			r.reapWorkers(now)
+			r.mu.Lock()
+			if len(r.queue) > 0 {
+				r.scheduleLocked() // retries starts held back by the backoff
+			}
+			r.mu.Unlock()
 		}
 	}
 }
