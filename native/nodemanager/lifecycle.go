@@ -48,7 +48,8 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	// Workers leased by the dead process, and its queued leases, die with it.
 	var orphans []*worker
 	for _, o := range r.byID {
-		if o.lease != nil && o.lease.owner == w.id && !(o.lease.isActor && o.detached) {
+		if o.lease != nil && o.lease.owner == w.id && !(o.lease.isActor && o.detached) && !o.exiting {
+			o.exiting = true
 			orphans = append(orphans, o)
 		}
 	}
