@@ -32,7 +32,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	w.state = wsDead
 	w.setExit(exitType, detail)
 	delete(r.byID, w.id)
-	r.dead[w.id] = true
+	r.dead[w.id] = time.Now()
 	if w.port > 0 {
 		delete(r.usedPorts, int(w.port))
 	}

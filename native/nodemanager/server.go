@@ -115,7 +115,7 @@ type Raylet struct {
 	queue     []*lease
 	leases    map[string]*lease // granted, by lease id
 	failures  map[string]*failureCause
-	dead      map[WorkerID]bool
+	dead      map[WorkerID]time.Time // recently dead workers and drivers
 	usedPorts map[int]bool
 	nextPort  int
 	starting  int
@@ -222,7 +222,7 @@ func New(cfg Config) (*Raylet, error) {
 		byID:      map[WorkerID]*worker{},
 		leases:    map[string]*lease{},
 		failures:  map[string]*failureCause{},
-		dead:      map[WorkerID]bool{},
+		dead:      map[WorkerID]time.Time{},
 		usedPorts: map[int]bool{},
 		nextPort:  cfg.MinWorkerPort,
 		jobs:      map[string]*jobInfo{},
@@ -375,11 +375,31 @@ func (r *Raylet) housekeeping() {
 			return
 		case now := <-t.C:
 			r.reapWorkers(now)
+			r.pruneHistory(now)
 			r.mu.Lock()
 			if len(r.queue) > 0 {
 				r.scheduleLocked() // retries starts held back by the backoff
 			}
 			r.mu.Unlock()
+		}
+	}
+}
+
+// historyKeep is how long dead workers and lease failure causes are
+// remembered.
+const historyKeep = 10 * time.Minute
+
+func (r *Raylet) pruneHistory(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, at := range r.dead {
+		if now.Sub(at) > historyKeep {
+			delete(r.dead, id)
+		}
+	}
+	for id, f := range r.failures {
+		if now.Sub(f.at) > historyKeep {
+			delete(r.failures, id)
 		}
 	}
 }
