@@ -76,6 +76,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	}
 	unpinned := r.dropPinsOwnedByLocked(w.id)
 	exitT, exitD, pid := w.exitType, w.exitDetail, w.pid
+	graceful := w.exiting // it said goodbye (or was told to go): let it finish exiting
 	r.scheduleLocked()
 	r.mu.Unlock()
 
@@ -83,7 +84,11 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		w.client.close()
 	}
 	if w.cmd != nil {
-		w.kill()
+		if graceful {
+			r.killAfterGrace(w)
+		} else {
+			w.kill()
+		}
 	}
 	if w.port > 0 {
 		r.workers.drop(w.grpcAddr())
@@ -122,6 +127,20 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 				r.log.Warn("MarkJobFinished failed", "job", w.jobHex, "err", err)
 			}
 		}
+	})
+}
+
+// killAfterGrace kills w's process unless it exits by itself within
+// KillGrace.
+func (r *Raylet) killAfterGrace(w *worker) {
+	r.goTracked(func() {
+		select {
+		case <-w.gone:
+			return
+		case <-time.After(r.cfg.KillGrace):
+		case <-r.ctx.Done():
+		}
+		w.kill()
 	})
 }
 
