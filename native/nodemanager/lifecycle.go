@@ -65,7 +65,9 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	r.queue = kept
 	var jobWorkers []*worker
 	isDriver := w.typ == workerTypeDriver
+	jobAdded := false
 	if isDriver {
+		_, jobAdded = r.jobs[w.jobHex]
 		delete(r.jobs, w.jobHex)
 		for _, o := range r.byID {
 			if o.jobHex == w.jobHex && o.typ != workerTypeDriver && !(o.actorID != nil && o.detached) && !o.exiting {
@@ -122,7 +124,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		if err := r.gcs.reportWorkerFailure(ctx, r.workerFailure(w, exitT, exitD)); err != nil && r.ctx.Err() == nil {
 			r.log.Warn("ReportWorkerFailure failed", "worker_id", w.id.String(), "err", err)
 		}
-		if isDriver && len(w.jobID) > 0 {
+		if jobAdded {
 			if err := r.gcs.markJobFinished(ctx, w.jobID); err != nil && r.ctx.Err() == nil {
 				r.log.Warn("MarkJobFinished failed", "job", w.jobHex, "err", err)
 			}
