@@ -64,6 +64,7 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 			SchedulingFailureMessage: "gray raylet: runtime_env is not supported yet (got " + spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv() + ")"}, nil
 	}
 	l := newLease(spec, req.GetBacklogSize())
+	l.elsewhere = excludesNode(spec, r.cfg.NodeID, r.labels())
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -74,7 +75,7 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
 			SchedulingFailureMessage: "gray raylet: lease id already granted"}, nil
 	}
-	if req.GetGrantOrReject() && !r.pool.Feasible(l.placement) {
+	if req.GetGrantOrReject() && (l.elsewhere || !r.pool.Feasible(l.placement)) {
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}

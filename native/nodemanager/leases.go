@@ -21,6 +21,9 @@ type lease struct {
 	jobHex    string
 	owner     WorkerID // caller_address.worker_id
 	isActor   bool
+	// elsewhere: label selector or hard node affinity exclude this node,
+	// so the lease can never run here (reported as infeasible).
+	elsewhere bool
 	backlog   int64
 	queuedAt  time.Time
 
@@ -117,7 +120,7 @@ func (r *Raylet) scheduleLocked() {
 	need := map[string]int{}
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if !r.pool.Fits(l.placement) {
+		if l.elsewhere || !r.pool.Fits(l.placement) {
 			kept = append(kept, l)
 			continue
 		}
@@ -237,7 +240,7 @@ func (r *Raylet) resourceLoadLocked() (map[string]float64, *raypb.ResourceLoad) 
 			shapes[key] = d
 			order = append(order, key)
 		}
-		if r.pool.Feasible(l.placement) {
+		if !l.elsewhere && r.pool.Feasible(l.placement) {
 			d.NumReadyRequestsQueued++
 		} else {
 			d.NumInfeasibleRequestsQueued++
@@ -262,4 +265,33 @@ func shapeString(m map[string]float64) string {
 		b.WriteByte(';')
 	}
 	return b.String()
+}
+
+// excludesNode reports whether spec's label selector or hard node affinity
+// rule this node out.
+func excludesNode(spec *commonpb.LeaseSpec, nodeID []byte, labels map[string]string) bool {
+	if na := spec.GetSchedulingStrategy().GetNodeAffinitySchedulingStrategy(); na != nil && !na.GetSoft() &&
+		len(na.GetNodeId()) > 0 && string(na.GetNodeId()) != string(nodeID) {
+		return true
+	}
+	for _, c := range spec.GetLabelSelector().GetLabelConstraints() {
+		v, has := labels[c.GetLabelKey()]
+		in := false
+		for _, want := range c.GetLabelValues() {
+			if has && v == want {
+				in = true
+			}
+		}
+		switch c.GetOperator() {
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN:
+			if !in {
+				return true
+			}
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN:
+			if in {
+				return true
+			}
+		}
+	}
+	return false
 }

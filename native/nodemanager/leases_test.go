@@ -220,3 +220,36 @@ func TestDriverExitCleansUp(t *testing.T) {
 		t.Fatalf("CPU after cleanup: %v", got)
 	}
 }
+
+func TestExcludesNode(t *testing.T) {
+	node := bytes.Repeat([]byte{1}, 28)
+	other := bytes.Repeat([]byte{2}, 28)
+	labels := map[string]string{"zone": "a", "ray.io/node-id": "x"}
+	sel := func(op commonpb.LabelSelectorOperator, key string, vals ...string) *commonpb.LabelSelector {
+		return &commonpb.LabelSelector{LabelConstraints: []*commonpb.LabelSelectorConstraint{{LabelKey: key, Operator: op, LabelValues: vals}}}
+	}
+	aff := func(id []byte, soft bool) *commonpb.SchedulingStrategy {
+		return &commonpb.SchedulingStrategy{SchedulingStrategy: &commonpb.SchedulingStrategy_NodeAffinitySchedulingStrategy{
+			NodeAffinitySchedulingStrategy: &commonpb.NodeAffinitySchedulingStrategy{NodeId: id, Soft: soft}}}
+	}
+	cases := []struct {
+		name string
+		spec *commonpb.LeaseSpec
+		want bool
+	}{
+		{"nothing", &commonpb.LeaseSpec{}, false},
+		{"in matches", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "zone", "b", "a")}, false},
+		{"in misses", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "zone", "b")}, true},
+		{"in on a missing label", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "gpu", "h100")}, true},
+		{"not in matches", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN, "zone", "a")}, true},
+		{"not in on a missing label", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN, "gpu", "h100")}, false},
+		{"affinity here", &commonpb.LeaseSpec{SchedulingStrategy: aff(node, false)}, false},
+		{"hard affinity elsewhere", &commonpb.LeaseSpec{SchedulingStrategy: aff(other, false)}, true},
+		{"soft affinity elsewhere", &commonpb.LeaseSpec{SchedulingStrategy: aff(other, true)}, false},
+	}
+	for _, tc := range cases {
+		if got := excludesNode(tc.spec, node, labels); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
