@@ -70,10 +70,12 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if _, dup := r.leases[l.id]; dup {
+	if g, dup := r.leases[l.id]; dup && g.worker != nil {
+		// A retried request for a lease already granted: the same grant.
+		w := g.worker
+		res := leaseResult{worker: w, pid: w.pid, mapping: g.alloc.Mapping(), addr: w.address(r.cfg.NodeID)}
 		r.mu.Unlock()
-		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
-			SchedulingFailureMessage: "gray raylet: lease id already granted"}, nil
+		return s.leaseReply(res), nil
 	}
 	if req.GetGrantOrReject() && (l.elsewhere || !r.pool.Feasible(l.placement)) {
 		r.mu.Unlock()

@@ -253,3 +253,15 @@ func TestExcludesNode(t *testing.T) {
 		}
 	}
 }
+
+func TestRetriedLeaseRequestGetsTheSameGrant(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	spec := leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1})
+	r1 := waitLease(t, tn.requestAsync(ctx, spec, false))
+	tn.nextSpawn(t)
+	r2 := waitLease(t, tn.requestAsync(ctx, spec, false))
+	if !bytes.Equal(r1.GetWorkerAddress().GetWorkerId(), r2.GetWorkerAddress().GetWorkerId()) || tn.available("CPU") != 1 {
+		t.Fatalf("retry: %v vs %v, CPU %v", r1, r2, tn.available("CPU"))
+	}
+}
