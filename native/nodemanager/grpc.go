@@ -124,7 +124,7 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 	}
 	w := l.worker
 	r.releaseLeaseLocked(l)
-	kill := false
+	kill, grace := false, false
 	if w != nil && w.state == wsLeased {
 		switch {
 		case disconnect:
@@ -133,6 +133,7 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 			kill = true
 		case exiting:
 			w.exiting = true
+			grace = w.cmd != nil
 		default:
 			w.state = wsIdle
 			w.idleFrom = time.Now()
@@ -142,6 +143,9 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 	r.mu.Unlock()
 	if kill {
 		w.kill()
+	}
+	if grace {
+		r.killAfterGrace(w) // it said it is exiting; make sure it does
 	}
 	return true
 }
