@@ -491,3 +491,9 @@ func buildSubscribePlasmaReady(id []byte) []byte {
 	b.Finish(fb.SubscribePlasmaReadyEnd(b))
 	return b.FinishedBytes()
 }
+
+func (f *fakeCoreWorker) GetCoreWorkerStats(ctx context.Context, req *raypb.GetCoreWorkerStatsRequest) (*raypb.GetCoreWorkerStatsReply, error) {
+	f.rec.add("GetCoreWorkerStats", req)
+	return &raypb.GetCoreWorkerStatsReply{CoreWorkerStats: &commonpb.CoreWorkerStats{NumPendingTasks: 3,
+		ObjectRefs: []*commonpb.ObjectRefInfo{{ObjectId: []byte("o")}}}}, nil
+}

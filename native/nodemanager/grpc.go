@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
@@ -302,15 +303,67 @@ func (s *nodeManagerService) KillLocalActor(ctx context.Context, req *raypb.Kill
 
 func (s *nodeManagerService) GetNodeStats(ctx context.Context, req *raypb.GetNodeStatsRequest) (*raypb.GetNodeStatsReply, error) {
 	r := s.r
-	r.mu.Lock()
+	stats := r.coreWorkerStats(ctx, req.GetIncludeMemoryInfo(), nil)
 	n := 0
-	for _, w := range r.byID {
-		if w.typ == workerTypeWorker && w.state != wsStarting {
+	for _, st := range stats {
+		if st.GetWorkerType() == commonpb.WorkerType_WORKER {
 			n++
 		}
 	}
+	return &raypb.GetNodeStatsReply{CoreWorkersStats: stats, NumWorkers: uint32(n), StoreStats: s.storeStats()}, nil
+}
+
+// coreWorkerStats asks every registered worker and driver for its
+// CoreWorkerStats (in parallel, 2 s each); the unreachable are left out.
+func (r *Raylet) coreWorkerStats(ctx context.Context, memory bool, limit *int64) []*commonpb.CoreWorkerStats {
+	type target struct {
+		id   WorkerID
+		addr string
+		typ  int32
+		pid  int
+	}
+	var targets []target
+	r.mu.Lock()
+	for _, w := range r.byID {
+		if w.port > 0 && (w.state == wsIdle || w.state == wsLeased || w.state == wsDriver) {
+			targets = append(targets, target{w.id, w.grpcAddr(), w.typ, w.pid})
+		}
+	}
 	r.mu.Unlock()
-	return &raypb.GetNodeStatsReply{NumWorkers: uint32(n), StoreStats: s.storeStats()}, nil
+	out := make([]*commonpb.CoreWorkerStats, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cw, err := r.workers.get(tg.addr)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			rep, err := cw.GetCoreWorkerStats(cctx, &raypb.GetCoreWorkerStatsRequest{IntendedWorkerId: tg.id[:], IncludeMemoryInfo: memory, Limit: limit})
+			if err != nil {
+				return
+			}
+			st := rep.GetCoreWorkerStats()
+			if st == nil {
+				st = &commonpb.CoreWorkerStats{}
+			}
+			st.WorkerId = tg.id[:]
+			st.WorkerType = commonpb.WorkerType(tg.typ)
+			st.Pid = uint32(tg.pid)
+			out[i] = st
+		}()
+	}
+	wg.Wait()
+	kept := out[:0]
+	for _, st := range out {
+		if st != nil {
+			kept = append(kept, st)
+		}
+	}
+	return kept
 }
 
 func (s *nodeManagerService) storeStats() *raypb.ObjectStoreStats {
@@ -323,7 +376,17 @@ func (s *nodeManagerService) storeStats() *raypb.ObjectStoreStats {
 }
 
 func (s *nodeManagerService) GetObjectsInfo(ctx context.Context, req *raypb.GetObjectsInfoRequest) (*raypb.GetObjectsInfoReply, error) {
-	return &raypb.GetObjectsInfoReply{Total: s.r.cfg.Store.Usage().Objects}, nil
+	var limit *int64
+	if req.Limit != nil {
+		l := req.GetLimit()
+		limit = &l
+	}
+	stats := s.r.coreWorkerStats(ctx, true, limit)
+	var total int64
+	for _, st := range stats {
+		total += int64(len(st.GetObjectRefs()))
+	}
+	return &raypb.GetObjectsInfoReply{CoreWorkersStats: stats, Total: total}, nil
 }
 
 func (s *nodeManagerService) FormatGlobalMemoryInfo(ctx context.Context, req *raypb.FormatGlobalMemoryInfoRequest) (*raypb.FormatGlobalMemoryInfoReply, error) {

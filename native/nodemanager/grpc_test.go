@@ -259,3 +259,31 @@ func TestShutdownRayletCallsBack(t *testing.T) {
 		t.Fatalf("DrainRaylet: %v %v", d, err)
 	}
 }
+
+func TestGetNodeStatsFansOut(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	tn.driver(t, 1)
+	waitLease(t, tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
+	w := tn.nextSpawn(t)
+	rep, err := tn.nm.GetNodeStats(ctx, &raypb.GetNodeStatsRequest{IncludeMemoryInfo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.GetCoreWorkersStats()) != 2 || rep.GetNumWorkers() != 1 || rep.GetStoreStats() == nil {
+		t.Fatalf("node stats: %v", rep)
+	}
+	found := false
+	for _, st := range rep.GetCoreWorkersStats() {
+		if bytes.Equal(st.GetWorkerId(), w.id[:]) && st.GetNumPendingTasks() == 3 && st.GetWorkerType() == commonpb.WorkerType_WORKER {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("worker stats missing: %v", rep.GetCoreWorkersStats())
+	}
+	oi, err := tn.nm.GetObjectsInfo(ctx, &raypb.GetObjectsInfoRequest{})
+	if err != nil || oi.GetTotal() != 2 {
+		t.Fatalf("objects info: %v %v", oi, err)
+	}
+}
