@@ -62,6 +62,8 @@ type Config struct {
 	RayDir string // the ray package directory; default: asked from Python
 	// WorkerEnv is added to every worker's environment (KEY=VALUE).
 	WorkerEnv []string
+	// WorkerDir is the workers' working directory ("" = this process's).
+	WorkerDir string
 
 	IsHead             bool
 	NumPrestartWorkers int

@@ -230,7 +230,7 @@ func (r *Raylet) execWorker(w *worker) {
 		"SPT_NOENV=1",
 	)
 	cmd.Env = append(cmd.Env, r.cfg.WorkerEnv...)
-	cmd.Dir = r.cfg.SessionDir
+	cmd.Dir = r.cfg.WorkerDir // "": the raylet's own working directory, as stock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The 2.60 core worker redirects its own stdout/stderr into
 	// logs/worker-<id>-<job>-<pid>.out/.err once it is up; what it prints
