@@ -21,6 +21,9 @@ type lease struct {
 	jobHex    string
 	owner     WorkerID // caller_address.worker_id
 	isActor   bool
+	// elsewhere: label selector or hard node affinity exclude this node,
+	// so the lease can never run here (reported as infeasible).
+	elsewhere bool
 	backlog   int64
 	queuedAt  time.Time
 
@@ -106,6 +109,10 @@ func hasRuntimeEnv(spec *commonpb.LeaseSpec) bool {
 // idle worker of its job, and starts workers for the ones that fit but
 // have none. Called with r.mu held.
 func (r *Raylet) scheduleLocked() {
+	defer func() {
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}()
 	if r.closed {
 		return
 	}
@@ -113,7 +120,7 @@ func (r *Raylet) scheduleLocked() {
 	need := map[string]int{}
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if !r.pool.Fits(l.placement) {
+		if l.elsewhere || !r.pool.Fits(l.placement) {
 			kept = append(kept, l)
 			continue
 		}
@@ -140,6 +147,9 @@ func (r *Raylet) scheduleLocked() {
 			if (w.state == wsStarting || w.state == wsRegistered) && (w.jobHex == job || w.jobHex == nilJobHex) {
 				have++
 			}
+		}
+		if time.Now().Before(r.startAfter) {
+			break // backing off after start-up failures
 		}
 		for ; have < n && r.starting < r.cfg.MaxStartingWorkers; have++ {
 			r.startWorkerLocked(job)
@@ -230,7 +240,7 @@ func (r *Raylet) resourceLoadLocked() (map[string]float64, *raypb.ResourceLoad) 
 			shapes[key] = d
 			order = append(order, key)
 		}
-		if r.pool.Feasible(l.placement) {
+		if !l.elsewhere && r.pool.Feasible(l.placement) {
 			d.NumReadyRequestsQueued++
 		} else {
 			d.NumInfeasibleRequestsQueued++
@@ -255,4 +265,33 @@ func shapeString(m map[string]float64) string {
 		b.WriteByte(';')
 	}
 	return b.String()
+}
+
+// excludesNode reports whether spec's label selector or hard node affinity
+// rule this node out.
+func excludesNode(spec *commonpb.LeaseSpec, nodeID []byte, labels map[string]string) bool {
+	if na := spec.GetSchedulingStrategy().GetNodeAffinitySchedulingStrategy(); na != nil && !na.GetSoft() &&
+		len(na.GetNodeId()) > 0 && string(na.GetNodeId()) != string(nodeID) {
+		return true
+	}
+	for _, c := range spec.GetLabelSelector().GetLabelConstraints() {
+		v, has := labels[c.GetLabelKey()]
+		in := false
+		for _, want := range c.GetLabelValues() {
+			if has && v == want {
+				in = true
+			}
+		}
+		switch c.GetOperator() {
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN:
+			if !in {
+				return true
+			}
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN:
+			if in {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -230,7 +230,7 @@ func (r *Raylet) execWorker(w *worker) {
 		"SPT_NOENV=1",
 	)
 	cmd.Env = append(cmd.Env, r.cfg.WorkerEnv...)
-	cmd.Dir = r.cfg.SessionDir
+	cmd.Dir = r.cfg.WorkerDir // "": the raylet's own working directory, as stock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The 2.60 core worker redirects its own stdout/stderr into
 	// logs/worker-<id>-<job>-<pid>.out/.err once it is up; what it prints
@@ -306,7 +306,7 @@ func (r *Raylet) reapWorkers(now time.Time) {
 		w.kill()
 	}
 	for _, w := range exit {
-		r.exitWorker(w, "Worker exits because it was idle (it doesn't have objects it owns while no task or actor has been scheduled) for a long time.")
+		r.exitWorker(w, false, "Worker exits because it was idle (it doesn't have objects it owns while no task or actor has been scheduled) for a long time.")
 	}
 }
 
@@ -316,14 +316,15 @@ func (w *worker) setExit(t commonpb.WorkerExitType, detail string) {
 	}
 }
 
-// exitWorker asks a worker to exit (CoreWorkerService.Exit) and kills it if
-// it is still there after the grace period.
-func (r *Raylet) exitWorker(w *worker, detail string) {
+// exitWorker asks a worker to exit (CoreWorkerService.Exit; force when its
+// job finished, as the stock raylet does) and kills it if it is still
+// there after the grace period.
+func (r *Raylet) exitWorker(w *worker, force bool, detail string) {
 	r.goTracked(func() {
 		if w.port > 0 {
 			if cw, err := r.workers.get(w.grpcAddr()); err == nil {
 				ctx, cancel := context.WithTimeout(r.ctx, r.cfg.KillGrace)
-				_, err := cw.Exit(ctx, &raypb.ExitRequest{ForceExit: false})
+				_, err := cw.Exit(ctx, &raypb.ExitRequest{ForceExit: force})
 				cancel()
 				if err != nil {
 					r.log.Debug("Exit RPC failed", "worker_id", w.id.String(), "err", err)
