@@ -505,3 +505,35 @@ def test_malformed_local_messages_disconnect_only_the_sender(native):
         assert ray.get(f.remote(np.ones(1 << 20, dtype=np.uint8))) == 1 << 20
         ray.shutdown()
     """)
+
+
+def test_runtime_env_vars(native):
+    native.check("""
+        import os, ray
+        ray.init(address=ADDRESS, runtime_env={"env_vars": {"JOB_LEVEL": "j"}})
+
+        @ray.remote
+        def env(name):
+            return os.environ.get(name), os.getpid()
+
+        assert ray.get(env.remote("JOB_LEVEL"))[0] == "j"
+        val, pid1 = ray.get(env.options(runtime_env={"env_vars": {"TASK_LEVEL": "t"}}).remote("TASK_LEVEL"))
+        assert val == "t"
+        # Another env runs in another worker process; the plain one keeps none of it.
+        assert ray.get(env.remote("TASK_LEVEL"))[0] is None
+
+        @ray.remote(runtime_env={"env_vars": {"ACTOR_LEVEL": "a"}})
+        class A:
+            def get(self):
+                return os.environ.get("ACTOR_LEVEL")
+
+        assert ray.get(A.remote().get.remote()) == "a"
+
+        # What gray cannot set up yet fails as a runtime env error, not a hang.
+        try:
+            ray.get(env.options(runtime_env={"pip": ["surely-not-a-package-xyz"]}).remote("X"), timeout=120)
+            raise SystemExit("no error")
+        except ray.exceptions.RuntimeEnvSetupError:
+            pass
+        ray.shutdown()
+    """)

@@ -59,12 +59,14 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
 			SchedulingFailureMessage: "gray raylet: RequestWorkerLease without lease_spec"}, nil
 	}
-	if hasRuntimeEnv(spec) {
+	env, err := parseRuntimeEnv(spec)
+	if err != nil {
 		return &raypb.RequestWorkerLeaseReply{Canceled: true,
 			FailureType:              raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_RUNTIME_ENV_SETUP_FAILED,
-			SchedulingFailureMessage: "gray raylet: runtime_env is not supported yet (got " + spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv() + ")"}, nil
+			SchedulingFailureMessage: err.Error()}, nil
 	}
 	l := newLease(spec, req.GetBacklogSize())
+	l.env = env
 	l.elsewhere = excludesNode(spec, r.cfg.NodeID, r.labels())
 	r.mu.Lock()
 	if r.closed {

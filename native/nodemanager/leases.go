@@ -19,7 +19,8 @@ type lease struct {
 	req       map[string]float64 // allocated while granted
 	placement map[string]float64 // must fit to be granted (actors)
 	jobHex    string
-	owner     WorkerID // caller_address.worker_id
+	env       runtimeEnv // the worker must have been started with it
+	owner     WorkerID   // caller_address.worker_id
 	isActor   bool
 	// elsewhere: label selector or hard node affinity exclude this node,
 	// so the lease can never run here (reported as infeasible).
@@ -99,12 +100,6 @@ func union(a, b map[string]float64) map[string]float64 {
 	return out
 }
 
-// hasRuntimeEnv reports a non-empty runtime_env (not supported yet).
-func hasRuntimeEnv(spec *commonpb.LeaseSpec) bool {
-	s := strings.TrimSpace(spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv())
-	return s != "" && s != "{}"
-}
-
 // schedule grants every queued lease whose resources fit and that has an
 // idle worker of its job, and starts workers for the ones that fit but
 // have none. Called with r.mu held.
@@ -117,20 +112,23 @@ func (r *Raylet) scheduleLocked() {
 		return
 	}
 	var trial []Allocation
-	need := map[string]int{}
+	type poolKey struct{ job, env string }
+	need := map[poolKey]int{}
+	envs := map[string]runtimeEnv{}
 	kept := r.queue[:0]
 	for _, l := range r.queue {
 		if l.elsewhere || !r.pool.Fits(l.placement) {
 			kept = append(kept, l)
 			continue
 		}
-		w := r.idleWorkerLocked(l.jobHex)
+		w := r.idleWorkerLocked(l.jobHex, l.env.key)
 		if w == nil {
 			// Count it as running so that later leases see the rest.
 			if a, ok := r.pool.Allocate(l.req); ok {
 				trial = append(trial, a)
 			}
-			need[l.jobHex]++
+			need[poolKey{l.jobHex, l.env.key}]++
+			envs[l.env.key] = l.env
 			kept = append(kept, l)
 			continue
 		}
@@ -141,10 +139,10 @@ func (r *Raylet) scheduleLocked() {
 	for _, a := range trial {
 		r.pool.Release(a)
 	}
-	for job, n := range need {
+	for k, n := range need {
 		have := 0
 		for _, w := range r.byID {
-			if (w.state == wsStarting || w.state == wsRegistered) && (w.jobHex == job || w.jobHex == nilJobHex) {
+			if (w.state == wsStarting || w.state == wsRegistered) && w.env.key == k.env && (w.jobHex == k.job || w.jobHex == nilJobHex) {
 				have++
 			}
 		}
@@ -152,16 +150,17 @@ func (r *Raylet) scheduleLocked() {
 			break // backing off after start-up failures
 		}
 		for ; have < n && r.starting < r.cfg.MaxStartingWorkers; have++ {
-			r.startWorkerLocked(job)
+			r.startWorkerLocked(k.job, envs[k.env])
 		}
 	}
 }
 
-// idleWorkerLocked finds an idle worker bound to job, else an unbound one.
-func (r *Raylet) idleWorkerLocked(job string) *worker {
+// idleWorkerLocked finds an idle worker bound to job, else an unbound one,
+// among those started with the runtime env envKey.
+func (r *Raylet) idleWorkerLocked(job, envKey string) *worker {
 	var unbound *worker
 	for _, w := range r.byID {
-		if w.state != wsIdle || w.exiting {
+		if w.state != wsIdle || w.exiting || w.env.key != envKey {
 			continue
 		}
 		if w.jobHex == job {
