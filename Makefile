@@ -17,11 +17,13 @@ build:
 # A virtual environment with the stock Ray client the conformance tests drive
 # (and the workers run with).
 # solders bundles LiteSVM, the Solana VM the settlement tests pay in.
-venv: $(VENV)/.installed-2
-$(VENV)/.installed-2:
+# Tune, Train, Data and Serve are there for the native-mode tests
+# (tests/test_native_libs.py): stock drivers run them on gray's GCS and raylet.
+venv: $(VENV)/.installed-3
+$(VENV)/.installed-3:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q "ray[client]==2.60.0" pytest numpy "solders==0.29.0"
+	$(VENV)/bin/pip install -q "ray[client,tune,train,data,serve]==2.60.0" pytest numpy "solders==0.29.0"
 	touch $@
 
 # System packages the tests need, installed with apt-get when missing:

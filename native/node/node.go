@@ -163,6 +163,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if _, ok := res["object_store_memory"]; !ok {
 		res["object_store_memory"] = float64(n.cfg.ObjectStoreMemory)
 	}
+	// The implicit resources stock Ray gives every node and the head:
+	// libraries pin work with them (Serve's controller asks for
+	// node:__internal_head__).
+	res["node:"+n.cfg.NodeIP] = 1
+	res["node:__internal_head__"] = 1
 	n.raylet, err = nodemanager.New(nodemanager.Config{
 		NodeID: n.cfg.NodeID, NodeIP: n.cfg.NodeIP, GCSAddress: n.gcsAddr,
 		ClusterIDHex: hex.EncodeToString(n.clusterID), SessionName: n.layout.Name,
