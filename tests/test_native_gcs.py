@@ -3,9 +3,14 @@ wheel's own GCS clients: ray._raylet.GcsClient, GcsLogSubscriber and
 GcsErrorSubscriber (C++ clients inside _raylet.so), plus the wheel's
 generated gRPC stubs for the raylet-side calls (RegisterNode, AddJob)."""
 
+import json
 import os
+import platform
+import signal
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 
 import grpc
@@ -17,11 +22,10 @@ from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc, c
 from conftest import stop_process
 
 
-@pytest.fixture
-def native_gcs(gray_bin):
+def start_native_gcs(gray_bin, listen):
     log = tempfile.NamedTemporaryFile(prefix="gray-native-gcs-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [gray_bin, "native-gcs", "--listen", "127.0.0.1:0"],
+        [gray_bin, "native-gcs", "--listen", listen],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     line = proc.stdout.readline()
@@ -29,12 +33,18 @@ def native_gcs(gray_bin):
         stop_process(proc)
         raise RuntimeError("native-gcs did not start:\n" + open(log.name).read())
     fields = dict(f.split("=", 1) for f in line.split())
+    return proc, log.name, fields["GCS_ADDRESS"], fields["CLUSTER_ID"]
+
+
+@pytest.fixture
+def native_gcs(gray_bin):
+    proc, log, address, cluster_id = start_native_gcs(gray_bin, "127.0.0.1:0")
     try:
-        yield fields["GCS_ADDRESS"], fields["CLUSTER_ID"]
+        yield address, cluster_id
     finally:
         stop_process(proc)
         if os.environ.get("GRAY_KEEP_LOGS") is None:
-            os.unlink(log.name)
+            os.unlink(log)
 
 
 def metadata(cluster_id):
@@ -155,3 +165,106 @@ def test_cluster_state_for_autoscaler(native_gcs):
     state.ParseFromString(client.get_cluster_resource_state())
     nodes = state.cluster_resource_state.node_states
     assert len(nodes) == 1 and nodes[0].total_resources["CPU"] == 3.0
+
+
+DRIVER = textwrap.dedent("""
+    import sys, ray
+    ray.init(address=sys.argv[1])
+
+    @ray.remote
+    def f(x):
+        print("hello from task", x)
+        return x * 2
+
+    print("task", ray.get(f.remote(21), timeout=60), flush=True)
+
+    @ray.remote
+    class Counter:
+        def __init__(self, n):
+            self.n = n
+        def inc(self, k):
+            self.n += k
+            return self.n
+
+    a = Counter.options(name="ctr").remote(10)
+    print("actor", ray.get(a.inc.remote(5), timeout=60), flush=True)
+    print("get_actor", ray.get(ray.get_actor("ctr").inc.remote(1), timeout=60), flush=True)
+    print("cpus", ray.cluster_resources().get("CPU"), flush=True)
+    ray.kill(a)
+    try:
+        ray.get(a.inc.remote(1), timeout=30)
+    except ray.exceptions.RayActorError as e:
+        print("killed", type(e).__name__, flush=True)
+
+    @ray.remote
+    class Bad:
+        def __init__(self):
+            raise ValueError("boom")
+        def m(self):
+            return 1
+
+    try:
+        ray.get(Bad.remote().m.remote(), timeout=30)
+    except ray.exceptions.RayActorError as e:
+        print("creation", "creation task" in str(e), flush=True)
+    ray.shutdown()
+""")
+
+
+@pytest.mark.skipif(os.environ.get("GRAY_SKIP_STOCK_RAYLET") is not None, reason="GRAY_SKIP_STOCK_RAYLET set")
+def test_stock_raylet_and_driver_on_native_gcs(gray_bin, tmp_path):
+    """The stock raylet (`ray start --address`) and a stock driver run tasks
+    and actors with gray's GCS as their only GCS."""
+    from ray._private.services import get_node_ip_address
+    ip = get_node_ip_address()
+    gcs, log, listen, cluster_id = start_native_gcs(gray_bin, "0.0.0.0:0")
+    address = "%s:%s" % (ip, listen.rsplit(":", 1)[1])
+    raystart = None
+    try:
+        # What a stock head would have written: the session name, the
+        # cluster metadata and a head node record (temp/session dirs).
+        client = GcsClient(address=address, cluster_id=cluster_id)
+        client.internal_kv_put(b"session_name", b"session_graytest", True, b"session")
+        client.internal_kv_put(b"CLUSTER_METADATA", json.dumps({
+            "ray_version": "2.60.0", "python_version": platform.python_version(),
+            "ray_init_cluster": False}).encode(), True, b"cluster")
+        temp = str(tmp_path / "t")
+        with grpc.insecure_channel(address) as ch:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(ch).RegisterNode(
+                gcs_service_pb2.RegisterNodeRequest(node_info=gcs_pb2.GcsNodeInfo(
+                    node_id=os.urandom(28), node_manager_address=ip, node_manager_port=1,
+                    is_head_node=True, temp_dir=temp, session_dir=temp + "/session_graytest",
+                    resources_total={"head": 1.0})), timeout=10)
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+        raystart = subprocess.Popen(
+            [ray_cli, "start", "--address=" + address, "--num-cpus=1", "--block", "--disable-usage-stats"],
+            stdout=open(str(tmp_path / "raystart.log"), "w"), stderr=subprocess.STDOUT,
+            env=env, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            alive = client.get_all_node_info(timeout=10, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
+            if any(n.resources_total.get("CPU") == 1.0 for n in alive.values()):
+                break
+            assert raystart.poll() is None, open(str(tmp_path / "raystart.log")).read()
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the stock raylet did not register")
+        out = subprocess.run([sys.executable, "-c", DRIVER, address], capture_output=True, text=True,
+                             timeout=240, env=env)
+        lines = out.stdout.splitlines()
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "task 42" in lines and "actor 15" in lines and "get_actor 16" in lines
+        assert "cpus 1.0" in lines and "killed ActorDiedError" in lines and "creation True" in lines
+        assert "hello from task 21" in out.stdout + out.stderr  # worker print via the log channel
+    finally:
+        if raystart is not None and raystart.poll() is None:
+            os.killpg(raystart.pid, signal.SIGTERM)
+            try:
+                raystart.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(raystart.pid, signal.SIGKILL)
+                raystart.wait()
+        stop_process(gcs)
+        if os.environ.get("GRAY_KEEP_LOGS") is None:
+            os.unlink(log)

@@ -83,7 +83,7 @@ func TestKV(t *testing.T) {
 		t.Fatal("del by prefix removed another key")
 	}
 	cfg, _ := e.kvc.GetInternalConfig(e.cctx(), &raypb.GetInternalConfigRequest{})
-	if cfg.GetConfig() != "{}" {
+	if cfg.GetConfig() != defaultSystemConfig {
 		t.Fatalf("internal config = %q", cfg.GetConfig())
 	}
 }

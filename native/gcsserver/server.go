@@ -58,8 +58,9 @@ var (
 const clusterIDKey = "ray_cluster_id"
 
 // defaultSystemConfig is what GetInternalConfig returns when Config leaves it
-// empty: a valid JSON object of RayConfig overrides.
-const defaultSystemConfig = `{}`
+// empty: a JSON object of RayConfig overrides. A stock node joining the
+// cluster (ray start --address) requires the spilling key to be present.
+const defaultSystemConfig = `{"automatic_object_spilling_enabled": false}`
 
 // Config configures a Server.
 type Config struct {
@@ -70,7 +71,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// SystemConfig is the JSON returned by GetInternalConfig ("" = "{}").
+	// SystemConfig is the JSON returned by GetInternalConfig ("" =
+	// {"automatic_object_spilling_enabled": false}); it should match what
+	// the raylets return from GetSystemConfig.
 	SystemConfig string
 	// NextJobID, when set, allocates job numbers (so that the Ray Client
 	// front end and native drivers never share one); nil: 1, 2, 3, ...
