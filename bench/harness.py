@@ -48,7 +48,7 @@ class GrayPool:
     def __init__(self, gray_bin, cpus, log_dir):
         self.port = free_port()
         self.cmd = [gray_bin, "start", "--head", "--port", str(self.port), "--status-port", "0",
-                    "--python", sys.executable, "--num-cpus", str(cpus)]
+                    "--python", sys.executable, "--num-cpus", str(cpus), "--gcs-port", "-1"]
         self.log = open(os.path.join(log_dir, "gray.log"), "w")
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port(self.port)

@@ -95,7 +95,7 @@ def run_gray(gray, n, tasks, tmp):
     env = dict(os.environ, TMPDIR=tmp)  # own pid file: never stop other pools
     log = open(os.path.join(tmp, "head.log"), "w")
     head = subprocess.Popen([gray, "start", "--head", "--num-cpus", "0", "--port", str(port), "--status-port", str(status),
-                             "--node-port", "0", "--state-dir", os.path.join(tmp, "head"), "--python", sys.executable,
+                             "--node-port", "0", "--gcs-port", "-1", "--state-dir", os.path.join(tmp, "head"), "--python", sys.executable,
                              "--prestart-workers", "0"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     procs = [head]
     try:

@@ -241,7 +241,7 @@ def run_size(args, n, workdir):
     os.makedirs(log_dir)
     port, status_port = free_port(), free_port()
     head_cmd = [args.gray, "start", "--head", "--num-cpus", "0", "--port", str(port), "--status-port", str(status_port),
-                "--node-port", "0", "--state-dir", os.path.join(log_dir, "state"), "--python", args.python,
+                "--node-port", "0", "--gcs-port", "-1", "--state-dir", os.path.join(log_dir, "state"), "--python", args.python,
                 "--prestart-workers", "0", "--dead-after", args.dead_after]
     # A private TMPDIR keeps the head's pid file (and session dir) apart:
     # `gray stop` run by anyone on this machine stops every head recorded in

@@ -39,6 +39,16 @@ func (j *Jobs) Start(clientID, namespace string, now time.Time) JobInfo {
 }
 
 // Finish marks a job as ended.
+// NextID reserves a job number for a job recorded elsewhere (a native
+// driver's, in the native GCS), so that no two jobs share one.
+func (j *Jobs) NextID() uint32 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	id := j.next
+	j.next++
+	return id
+}
+
 func (j *Jobs) Finish(id ids.JobID, now time.Time) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

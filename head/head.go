@@ -24,6 +24,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/noderes"
 	"github.com/gray-cluster/gray/membership"
+	"github.com/gray-cluster/gray/native/node"
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
@@ -86,6 +87,8 @@ type Config struct {
 	// SuspectAfter and DeadAfter tune provider failure detection.
 	SuspectAfter time.Duration
 	DeadAfter    time.Duration
+	// Native runs Ray's own protocols on the head machine too.
+	Native NativeConfig
 }
 
 // Head is a running pool head with its local raylet.
@@ -108,6 +111,8 @@ type Head struct {
 	nodes   nodeListener
 	gossip  *membership.Membership
 	billing *billing
+	// Native is the native Ray node (nil unless Config.Native.Enabled).
+	Native *node.Node
 }
 
 // New validates the configuration and builds the components.
@@ -248,6 +253,12 @@ func (h *Head) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if h.cfg.Native.Enabled {
+		if err := h.startNative(ctx, res, pyVersion); err != nil {
+			h.Close()
+			return err
+		}
+	}
 	if h.cfg.StatusAddr != "" {
 		if err := h.startStatus(); err != nil {
 			h.Close()
@@ -283,6 +294,9 @@ func (h *Head) Close() error {
 	}
 	if h.http != nil {
 		_ = h.http.Close()
+	}
+	if h.Native != nil {
+		_ = h.Native.Close()
 	}
 	if h.Client != nil {
 		_ = h.Client.Close()

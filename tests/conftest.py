@@ -58,6 +58,7 @@ class Pool:
             "--python", sys.executable,
             "--num-cpus", str(num_cpus),
             "--node-port", "0",
+            "--gcs-port", "-1",
             "--state-dir", tempfile.mkdtemp(prefix="gray-head-state-"),
             *extra,
         ]

@@ -15,7 +15,7 @@ def test_start_status_stop(gray_bin, tmp_path):
     log = open(tmp_path / "pool.log", "w")
     proc = subprocess.Popen(
         [gray_bin, "start", "--head", "--port", str(port), "--status-port", str(status_port),
-         "--python", sys.executable, "--num-cpus", "3", "--resources", '{"custom_thing": 2}'],
+         "--python", sys.executable, "--num-cpus", "3", "--gcs-port", "-1", "--resources", '{"custom_thing": 2}'],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 60

@@ -73,6 +73,10 @@ type startFlags struct {
 	minPayout      float64
 	prices         string
 	payoutAddress  string
+	// native Ray (GCS gRPC, raylet, plasma) on the head
+	gcsPort   int
+	tempDir   string
+	nodeIDHex string
 }
 
 func startCmd() *cobra.Command {
@@ -170,6 +174,10 @@ func startCmd() *cobra.Command {
 	f.DurationVar(&o.payoutInterval, "payout-interval", time.Hour, "how often provider balances are paid out (head)")
 	f.Float64Var(&o.minPayout, "min-payout", 1, "least balance in USD paid out (head)")
 	f.StringVar(&o.prices, "price", "", `prices in USD per resource-hour, e.g. "GPU=2.10,CPU=0.04" (provider)`)
+	f.IntVar(&o.gcsPort, "gcs-port", 6379, "TCP port of the native GCS that ray.init(address=HOST:PORT) drivers use (head; -1 disables native Ray, 0 picks one)")
+	f.StringVar(&o.tempDir, "temp-dir", "", "Ray temp dir for the native session directory and ray_current_cluster (head; default as Ray: $RAY_TMPDIR/ray, $TMPDIR/ray or /tmp/ray)")
+	f.StringVar(&o.nodeIDHex, "node_id", "", "native raylet node id (set by gray itself when it re-executes as gray-raylet)")
+	_ = f.MarkHidden("node_id")
 	f.StringVar(&o.payoutAddress, "payout-address", "", "Solana wallet (base58) this provider is paid to (provider)")
 	return cmd
 }
@@ -213,7 +221,16 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if stateDir == "" {
 		stateDir = defaultStateDir("head", fmt.Sprintf("%s:%d", o.host, o.port))
 	}
+	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir}
+	if native.Enabled {
+		id, err := nativeNodeID(o)
+		if err != nil {
+			return err
+		}
+		native.NodeID = id
+	}
 	h, err := head.New(head.Config{
+		Native:     native,
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
@@ -240,6 +257,9 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	fmt.Fprintf(out, "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
 	if statusAddr != "" {
 		fmt.Fprintf(out, "  Status:       gray status --address %s\n", statusAddr)
+	}
+	if a := h.GCSAddress(); a != "" {
+		fmt.Fprintf(out, "  Native Ray:   ray.init(address=\"%s\")\n", a)
 	}
 	if h.NodeAddr() != "" {
 		fmt.Fprintf(out, "  Providers:    gray start --address=%s --token=%s\n", h.NodeAddr(), h.JoinToken())

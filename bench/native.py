@@ -1,0 +1,148 @@
+"""Side-by-side benchmark of native mode: stock drivers with
+ray.init(address=HOST:PORT) on a gray head (gray's Go GCS, raylet and plasma)
+and on a stock `ray start --head`, on the same machine, alternating.
+
+    python bench/native.py --gray bin/gray [--cpus 2] [--repeats 3] [--scale 1.0] [--out bench/results]
+
+Writes <out>/<date>-native-<machine>.md with medians, spreads and gray/Ray
+ratios (higher is better for every metric).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOAD = os.path.join(HERE, "native_workload.py")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gray:
+    name = "gray"
+
+    def __init__(self, gray, cpus, tmp):
+        self.tmp = tempfile.mkdtemp(prefix="gb", dir="/tmp")
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
+        self.log = open(os.path.join(tmp, "gray.log"), "a")
+        self.cmd = [gray, "start", "--head", "--port", str(free_port()), "--status-port", "0",
+                    "--node-port", "-1", "--gcs-port", str(free_port()), "--num-cpus", str(cpus),
+                    "--python", sys.executable, "--state-dir", os.path.join(self.tmp, "state")]
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        deadline = time.time() + 60
+        self.address = None
+        while self.address is None and time.time() < deadline:
+            with open(self.log.name) as f:
+                for line in f:
+                    if line.strip().startswith("Native Ray:"):
+                        self.address = line.split('address="', 1)[1].split('"', 1)[0]
+            time.sleep(0.2)
+        if self.address is None:
+            raise RuntimeError("gray did not start; see " + self.log.name)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Ray:
+    name = "ray"
+
+    def __init__(self, cpus, tmp):
+        self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        self.tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp)
+        port = free_port()
+        self.cmd = [self.ray, "start", "--head", "--port", str(port), "--num-cpus", str(cpus),
+                    "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", os.path.join(self.tmp, "ray")]
+        with open(os.path.join(tmp, "ray.log"), "a") as log:
+            subprocess.run(self.cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.address = "127.0.0.1:%d" % port
+
+    def stop(self):
+        subprocess.run([self.ray, "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run(system, scale, tmp, i):
+    out = os.path.join(tmp, "%s-%d.json" % (system.name, i))
+    cmd = [sys.executable, WORKLOAD, system.address, "--json", out, "--scale", str(scale)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=system.env)
+    if p.returncode != 0:
+        sys.stderr.write("%s run %d failed:\n%s\n%s\n" % (system.name, i, p.stdout[-3000:], p.stderr[-5000:]))
+        return None
+    with open(out) as f:
+        return json.load(f)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gray", default="bin/gray")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="native-bench-")
+    results = {"gray": [], "ray": []}
+    for i in range(a.repeats):
+        for make in (lambda: Gray(os.path.abspath(a.gray), a.cpus, tmp), lambda: Ray(a.cpus, tmp)):
+            system = make()
+            try:
+                r = run(system, a.scale, tmp, i)
+                if r:
+                    results[system.name].append(r)
+                    print(system.name, i, json.dumps(r), flush=True)
+            finally:
+                system.stop()
+    names = [r["name"] for r in (results["gray"] or results["ray"])[0]] if (results["gray"] or results["ray"]) else []
+
+    def stats(side, name):
+        vals = [v["value"] for run in results[side] for v in run if v["name"] == name]
+        if not vals:
+            return None, None, 0
+        return statistics.median(vals), (max(vals) - min(vals)) / 2, len(vals)
+
+    day = datetime.date.today().isoformat()
+    machine = "%s-%dcpu" % (platform.machine(), os.cpu_count())
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, "%s-native-%s.md" % (day, machine))
+    lines = [
+        "# Native mode: gray vs stock Ray 2.60.0, same machine (%s)" % day, "",
+        "Command: `python bench/native.py --gray %s --cpus %d --repeats %d --scale %s`" % (a.gray, a.cpus, a.repeats, a.scale),
+        "", "Both sides: one node with %d CPUs, a stock `ray.init(address=HOST:PORT)` driver running "
+        "bench/native_workload.py; runs alternate gray, ray, gray, ...; median ± half the range." % a.cpus, "",
+        "| workload | gray | stock Ray | gray / Ray |", "|---|---|---|---|",
+    ]
+    for name in names:
+        g, gs, gn = stats("gray", name)
+        r, rs, rn = stats("ray", name)
+        ratio = "%.2f×" % (g / r) if g and r else "–"
+        fmt = lambda m, s, n: "–" if m is None else "%.3g ± %.2g (n=%d)" % (m, s, n)
+        lines.append("| %s | %s | %s | %s |" % (name, fmt(g, gs, gn), fmt(r, rs, rn), ratio))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+package head
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gray-cluster/gray/native/node"
+)
+
+// NativeConfig turns on the head's native Ray node: Ray's GCS gRPC
+// services, a raylet and a plasma store, so that stock core workers and
+// `ray.init(address="HEAD:PORT")` drivers run on gray unmodified.
+type NativeConfig struct {
+	Enabled bool
+	// GCSPort is the GCS gRPC port (0 picks one).
+	GCSPort int
+	// TempDir is Ray's temp dir for the session directory ("" = /tmp/ray).
+	TempDir string
+	// NodeID is the native raylet's 28-byte id (nil = random); the CLI
+	// puts it on the process command line, where stock drivers look.
+	NodeID []byte
+}
+
+// startNative starts the native node over the head's KV, offering the
+// same resources as the head's own raylet.
+func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersion string) error {
+	nc := h.cfg.Native
+	gpuIDs := make([]int, 0, len(h.GPUs))
+	for i := range h.GPUs {
+		gpuIDs = append(gpuIDs, i)
+	}
+	n, err := node.New(node.Config{
+		GCSPort: nc.GCSPort, TempDir: nc.TempDir, NodeID: nc.NodeID, Python: h.cfg.Python, PythonVersion: pyVersion,
+		Resources: res, Labels: h.cfg.Labels, GPUIDs: gpuIDs, ObjectStoreMemory: h.cfg.ObjectStoreMemory,
+		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout,
+		KV: h.KV, NextJobID: h.Jobs.NextID, Logger: h.log,
+	})
+	if err != nil {
+		return fmt.Errorf("native node: %w", err)
+	}
+	if err := n.Start(ctx); err != nil {
+		return fmt.Errorf("native node: %w", err)
+	}
+	h.Native = n
+	return nil
+}
+
+// GCSAddress is the native GCS address ("" when native mode is off).
+func (h *Head) GCSAddress() string {
+	if h.Native == nil {
+		return ""
+	}
+	return h.Native.GCSAddress()
+}

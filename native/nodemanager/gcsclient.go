@@ -1,0 +1,155 @@
+package nodemanager
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
+	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+)
+
+// gcsClient holds the GCS services the raylet calls.
+type gcsClient struct {
+	conn   *grpc.ClientConn
+	node   raypb.NodeInfoGcsServiceClient
+	job    raypb.JobInfoGcsServiceClient
+	worker raypb.WorkerInfoGcsServiceClient
+	obs    raypb.ObservabilityPubSubServiceClient
+}
+
+func newGCSClient(addr, clusterIDHex string) (*gcsClient, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if clusterIDHex != "" {
+		opts = append(opts, grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
+			return invoker(metadata.AppendToOutgoingContext(ctx, "ray_cluster_id", clusterIDHex), method, req, reply, cc, o...)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nodemanager: GCS client: %w", err)
+	}
+	return &gcsClient{
+		conn:   conn,
+		node:   raypb.NewNodeInfoGcsServiceClient(conn),
+		job:    raypb.NewJobInfoGcsServiceClient(conn),
+		worker: raypb.NewWorkerInfoGcsServiceClient(conn),
+		obs:    raypb.NewObservabilityPubSubServiceClient(conn),
+	}, nil
+}
+
+func (g *gcsClient) close() { g.conn.Close() }
+
+// statusErr turns a non-OK GcsStatus into an error.
+func statusErr(what string, s *raypb.GcsStatus) error {
+	if s == nil || s.GetCode() == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: GCS status %d: %s", what, s.GetCode(), s.GetMessage())
+}
+
+func (g *gcsClient) registerNode(ctx context.Context, info *raypb.GcsNodeInfo) error {
+	rep, err := g.node.RegisterNode(ctx, &raypb.RegisterNodeRequest{NodeInfo: info}, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	return statusErr("RegisterNode", rep.GetStatus())
+}
+
+func (g *gcsClient) unregisterNode(ctx context.Context, nodeID []byte) error {
+	rep, err := g.node.UnregisterNode(ctx, &raypb.UnregisterNodeRequest{NodeId: nodeID,
+		NodeDeathInfo: &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_EXPECTED_TERMINATION, ReasonMessage: "raylet closed"}})
+	if err != nil {
+		return err
+	}
+	return statusErr("UnregisterNode", rep.GetStatus())
+}
+
+func (g *gcsClient) addJob(ctx context.Context, data *raypb.JobTableData) error {
+	rep, err := g.job.AddJob(ctx, &raypb.AddJobRequest{Data: data})
+	if err != nil {
+		return err
+	}
+	return statusErr("AddJob", rep.GetStatus())
+}
+
+func (g *gcsClient) markJobFinished(ctx context.Context, jobID []byte) error {
+	rep, err := g.job.MarkJobFinished(ctx, &raypb.MarkJobFinishedRequest{JobId: jobID})
+	if err != nil {
+		return err
+	}
+	return statusErr("MarkJobFinished", rep.GetStatus())
+}
+
+func (g *gcsClient) reportWorkerFailure(ctx context.Context, data *raypb.WorkerTableData) error {
+	rep, err := g.worker.ReportWorkerFailure(ctx, &raypb.ReportWorkerFailureRequest{WorkerFailure: data})
+	if err != nil {
+		return err
+	}
+	return statusErr("ReportWorkerFailure", rep.GetStatus())
+}
+
+func (g *gcsClient) publish(ctx context.Context, msgs []*raypb.PubMessage) error {
+	rep, err := g.obs.GcsPublish(ctx, &raypb.GcsPublishRequest{PubMessages: msgs})
+	if err != nil {
+		return err
+	}
+	return statusErr("GcsPublish", rep.GetStatus())
+}
+
+func (g *gcsClient) reportJobError(ctx context.Context, e *raypb.ErrorTableData) error {
+	rep, err := g.obs.ReportJobError(ctx, &raypb.ReportJobErrorRequest{JobError: e})
+	if err != nil {
+		return err
+	}
+	return statusErr("ReportJobError", rep.GetStatus())
+}
+
+// clientPool caches gRPC connections to core workers by address.
+type clientPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newClientPool() *clientPool { return &clientPool{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *clientPool) get(addr string) (raypb.CoreWorkerServiceClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return nil, ErrClosed
+	}
+	c, ok := p.conns[addr]
+	if !ok {
+		var err error
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("nodemanager: core worker client %s: %w", addr, err)
+		}
+		p.conns[addr] = c
+	}
+	return raypb.NewCoreWorkerServiceClient(c), nil
+}
+
+// drop closes the connection to a worker that is gone.
+func (p *clientPool) drop(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		c.Close()
+		delete(p.conns, addr)
+	}
+}
+
+func (p *clientPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}

@@ -1,0 +1,360 @@
+package nodemanager
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
+	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+)
+
+// nodeManagerService is NodeManagerService for core workers and the GCS.
+// Methods it does not override answer UNIMPLEMENTED.
+type nodeManagerService struct {
+	raypb.UnimplementedNodeManagerServiceServer
+	r *Raylet
+}
+
+// defaultSystemConfig is the JSON handed to every core worker. Every key
+// must exist in the 2.60 RayConfig (an unknown key is fatal there).
+// Spilling is done by gray's store itself (no IO workers, hence no
+// spilling config); metrics export is off because there is no metrics
+// agent to receive it.
+func defaultSystemConfig() map[string]any {
+	return map[string]any{
+		"automatic_object_spilling_enabled": true,
+		"object_spilling_config":            "",
+		"is_external_storage_type_fs":       true,
+		"enable_metrics_collection":         false,
+	}
+}
+
+// SystemConfigJSON is the GetSystemConfig reply: the defaults with
+// Config.SystemConfig applied.
+func (r *Raylet) SystemConfigJSON() string {
+	m := defaultSystemConfig()
+	for k, v := range r.cfg.SystemConfig {
+		if v == nil {
+			delete(m, k)
+			continue
+		}
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func (s *nodeManagerService) GetSystemConfig(ctx context.Context, _ *raypb.GetSystemConfigRequest) (*raypb.GetSystemConfigReply, error) {
+	return &raypb.GetSystemConfigReply{SystemConfig: s.r.SystemConfigJSON()}, nil
+}
+
+func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.RequestWorkerLeaseRequest) (*raypb.RequestWorkerLeaseReply, error) {
+	r := s.r
+	spec := req.GetLeaseSpec()
+	if spec == nil {
+		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
+			SchedulingFailureMessage: "gray raylet: RequestWorkerLease without lease_spec"}, nil
+	}
+	if hasRuntimeEnv(spec) {
+		return &raypb.RequestWorkerLeaseReply{Canceled: true,
+			FailureType:              raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_RUNTIME_ENV_SETUP_FAILED,
+			SchedulingFailureMessage: "gray raylet: runtime_env is not supported yet (got " + spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv() + ")"}, nil
+	}
+	l := newLease(spec, req.GetBacklogSize())
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, dup := r.leases[l.id]; dup {
+		r.mu.Unlock()
+		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
+			SchedulingFailureMessage: "gray raylet: lease id already granted"}, nil
+	}
+	if req.GetGrantOrReject() && !r.pool.Feasible(l.placement) {
+		r.mu.Unlock()
+		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
+	}
+	r.queue = append(r.queue, l)
+	r.scheduleLocked()
+	r.mu.Unlock()
+
+	select {
+	case res := <-l.reply:
+		return s.leaseReply(res), nil
+	case <-ctx.Done():
+		r.mu.Lock()
+		queued := r.dequeueLocked(l.id) != nil
+		r.mu.Unlock()
+		if queued {
+			l.finish(leaseResult{canceled: true})
+			return nil, ctx.Err()
+		}
+		// Granted meanwhile: nobody will use it, give it back.
+		res := <-l.reply
+		if res.worker != nil {
+			r.returnLease(l.id, false, false, "")
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (s *nodeManagerService) leaseReply(res leaseResult) *raypb.RequestWorkerLeaseReply {
+	if res.worker == nil {
+		return &raypb.RequestWorkerLeaseReply{Canceled: res.canceled, Rejected: res.rejected,
+			FailureType: res.failureType, SchedulingFailureMessage: res.message}
+	}
+	return &raypb.RequestWorkerLeaseReply{WorkerAddress: res.addr, WorkerPid: uint32(res.pid), ResourceMapping: res.mapping}
+}
+
+// returnLease ends a granted lease: resources back, the worker back to
+// the pool, or killed (disconnect) / left to exit (exiting).
+func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string) bool {
+	r.mu.Lock()
+	l, ok := r.leases[id]
+	if !ok {
+		r.mu.Unlock()
+		return false
+	}
+	w := l.worker
+	r.releaseLeaseLocked(l)
+	kill := false
+	if w != nil && w.state == wsLeased {
+		switch {
+		case disconnect:
+			w.exiting = true
+			w.setExit(commonpb.WorkerExitType_SYSTEM_ERROR, "the lease holder asked to disconnect the worker: "+detail)
+			kill = true
+		case exiting:
+			w.exiting = true
+		default:
+			w.state = wsIdle
+			w.idleFrom = time.Now()
+		}
+	}
+	r.scheduleLocked()
+	r.mu.Unlock()
+	if kill {
+		w.kill()
+	}
+	return true
+}
+
+func (s *nodeManagerService) ReturnWorkerLease(ctx context.Context, req *raypb.ReturnWorkerLeaseRequest) (*raypb.ReturnWorkerLeaseReply, error) {
+	id := string(req.GetLeaseId())
+	if !s.r.returnLease(id, req.GetDisconnectWorker(), req.GetWorkerExiting(), req.GetDisconnectWorkerErrorDetail()) {
+		s.r.log.Debug("ReturnWorkerLease for an unknown lease", "lease", hex.EncodeToString(req.GetLeaseId()), "port", req.GetWorkerPort())
+	}
+	return &raypb.ReturnWorkerLeaseReply{}, nil
+}
+
+func (s *nodeManagerService) CancelWorkerLease(ctx context.Context, req *raypb.CancelWorkerLeaseRequest) (*raypb.CancelWorkerLeaseReply, error) {
+	r := s.r
+	r.mu.Lock()
+	l := r.dequeueLocked(string(req.GetLeaseId()))
+	r.mu.Unlock()
+	if l == nil {
+		return &raypb.CancelWorkerLeaseReply{}, nil
+	}
+	l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_INTENDED,
+		message: "the lease was cancelled by its owner"})
+	return &raypb.CancelWorkerLeaseReply{}, nil
+}
+
+func (s *nodeManagerService) PinObjectIDs(ctx context.Context, req *raypb.PinObjectIDsRequest) (*raypb.PinObjectIDsReply, error) {
+	return &raypb.PinObjectIDsReply{Successes: s.r.pinObjects(req.GetOwnerAddress(), req.GetObjectIds(), req.GetGeneratorId())}, nil
+}
+
+func (s *nodeManagerService) FreeLocalObjects(ctx context.Context, req *raypb.FreeLocalObjectsRequest) (*raypb.FreeLocalObjectsReply, error) {
+	s.r.freeObjects(req.GetObjectIds())
+	return &raypb.FreeLocalObjectsReply{}, nil
+}
+
+func (s *nodeManagerService) GetWorkerFailureCause(ctx context.Context, req *raypb.GetWorkerFailureCauseRequest) (*raypb.GetWorkerFailureCauseReply, error) {
+	r := s.r
+	r.mu.Lock()
+	f := r.failures[string(req.GetLeaseId())]
+	r.mu.Unlock()
+	if f == nil {
+		return &raypb.GetWorkerFailureCauseReply{}, nil
+	}
+	return &raypb.GetWorkerFailureCauseReply{FailureCause: f.info, FailTaskImmediately: f.immediate}, nil
+}
+
+func (s *nodeManagerService) IsLocalWorkerDead(ctx context.Context, req *raypb.IsLocalWorkerDeadRequest) (*raypb.IsLocalWorkerDeadReply, error) {
+	r := s.r
+	id, ok := workerIDFrom(req.GetWorkerId())
+	r.mu.Lock()
+	_, alive := r.byID[id]
+	r.mu.Unlock()
+	return &raypb.IsLocalWorkerDeadReply{IsDead: !ok || !alive}, nil
+}
+
+func (s *nodeManagerService) ReportWorkerBacklog(ctx context.Context, req *raypb.ReportWorkerBacklogRequest) (*raypb.ReportWorkerBacklogReply, error) {
+	return &raypb.ReportWorkerBacklogReply{}, nil
+}
+
+func (s *nodeManagerService) PrestartWorkers(ctx context.Context, req *raypb.PrestartWorkersRequest) (*raypb.PrestartWorkersReply, error) {
+	r := s.r
+	if s := req.GetRuntimeEnvInfo().GetSerializedRuntimeEnv(); s != "" && s != "{}" {
+		return &raypb.PrestartWorkersReply{}, nil // runtime_env workers: not supported yet
+	}
+	n := int(req.GetNumWorkers())
+	if limit := r.cfg.MaxStartingWorkers; n > limit {
+		n = limit
+	}
+	r.mu.Lock()
+	if !r.closed {
+		r.prestartLocked(n, jobHexOf(req.GetJobId()))
+	}
+	r.mu.Unlock()
+	return &raypb.PrestartWorkersReply{}, nil
+}
+
+func (s *nodeManagerService) resourcesData() *raypb.ResourcesData {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	load, byShape := r.resourceLoadLocked()
+	idle := int64(0)
+	if len(r.leases) == 0 && len(r.queue) == 0 {
+		idle = time.Since(r.lastBusy).Milliseconds()
+	}
+	return &raypb.ResourcesData{
+		NodeId:              r.cfg.NodeID,
+		ResourcesAvailable:  r.pool.Available(),
+		ResourcesTotal:      r.pool.Total(),
+		ResourceLoad:        load,
+		ResourceLoadByShape: byShape,
+		NodeManagerAddress:  r.cfg.NodeIP,
+		IdleDurationMs:      idle,
+		Labels:              r.labels(),
+	}
+}
+
+func (s *nodeManagerService) GetResourceLoad(ctx context.Context, _ *raypb.GetResourceLoadRequest) (*raypb.GetResourceLoadReply, error) {
+	return &raypb.GetResourceLoadReply{Resources: s.resourcesData()}, nil
+}
+
+func (s *nodeManagerService) CancelLocalTask(ctx context.Context, req *raypb.CancelLocalTaskRequest) (*raypb.CancelLocalTaskReply, error) {
+	r := s.r
+	id, ok := workerIDFrom(req.GetExecutorWorkerId())
+	r.mu.Lock()
+	w := r.byID[id]
+	r.mu.Unlock()
+	if !ok || w == nil || w.port == 0 {
+		return &raypb.CancelLocalTaskReply{}, nil
+	}
+	cw, err := r.workers.get(w.grpcAddr())
+	if err != nil {
+		return &raypb.CancelLocalTaskReply{}, nil
+	}
+	rep, err := cw.CancelTask(ctx, &raypb.CancelTaskRequest{IntendedTaskId: req.GetIntendedTaskId(), ForceKill: req.GetForceKill(),
+		Recursive: req.GetRecursive(), CallerWorkerId: req.GetCallerWorkerId()})
+	if err != nil {
+		r.log.Debug("CancelTask failed", "worker_id", w.id.String(), "err", err)
+		return &raypb.CancelLocalTaskReply{}, nil
+	}
+	return &raypb.CancelLocalTaskReply{RequestedTaskRunning: rep.GetRequestedTaskRunning(), AttemptSucceeded: rep.GetAttemptSucceeded()}, nil
+}
+
+func (s *nodeManagerService) KillLocalActor(ctx context.Context, req *raypb.KillLocalActorRequest) (*raypb.KillLocalActorReply, error) {
+	r := s.r
+	id, ok := workerIDFrom(req.GetWorkerId())
+	r.mu.Lock()
+	w := r.byID[id]
+	r.mu.Unlock()
+	if !ok || w == nil {
+		return &raypb.KillLocalActorReply{}, nil // already gone
+	}
+	r.goTracked(func() {
+		if cw, err := r.workers.get(w.grpcAddr()); err == nil {
+			kctx, cancel := context.WithTimeout(r.ctx, r.cfg.KillGrace)
+			_, err := cw.KillActor(kctx, &raypb.KillActorRequest{IntendedActorId: req.GetIntendedActorId(),
+				ForceKill: req.GetForceKill(), DeathCause: req.GetDeathCause()})
+			cancel()
+			if err != nil {
+				r.log.Debug("KillActor RPC ended", "worker_id", w.id.String(), "err", err)
+			}
+		}
+		select {
+		case <-w.gone:
+		case <-time.After(r.cfg.KillGrace):
+			r.mu.Lock()
+			w.setExit(commonpb.WorkerExitType_INTENDED_SYSTEM_EXIT, "Worker exits because the actor is killed.")
+			r.mu.Unlock()
+			w.kill()
+		case <-r.ctx.Done():
+		}
+	})
+	return &raypb.KillLocalActorReply{}, nil
+}
+
+func (s *nodeManagerService) GetNodeStats(ctx context.Context, req *raypb.GetNodeStatsRequest) (*raypb.GetNodeStatsReply, error) {
+	r := s.r
+	r.mu.Lock()
+	n := 0
+	for _, w := range r.byID {
+		if w.typ == workerTypeWorker && w.state != wsStarting {
+			n++
+		}
+	}
+	r.mu.Unlock()
+	return &raypb.GetNodeStatsReply{NumWorkers: uint32(n), StoreStats: s.storeStats()}, nil
+}
+
+func (s *nodeManagerService) storeStats() *raypb.ObjectStoreStats {
+	u := s.r.cfg.Store.Usage()
+	s.r.mu.Lock()
+	pinned := int64(len(s.r.pins))
+	s.r.mu.Unlock()
+	return &raypb.ObjectStoreStats{ObjectStoreBytesUsed: u.Used, ObjectStoreBytesAvail: u.Capacity - u.Used,
+		NumLocalObjects: u.Objects, NumObjectStorePrimaryCopies: pinned}
+}
+
+func (s *nodeManagerService) GetObjectsInfo(ctx context.Context, req *raypb.GetObjectsInfoRequest) (*raypb.GetObjectsInfoReply, error) {
+	return &raypb.GetObjectsInfoReply{Total: s.r.cfg.Store.Usage().Objects}, nil
+}
+
+func (s *nodeManagerService) FormatGlobalMemoryInfo(ctx context.Context, req *raypb.FormatGlobalMemoryInfoRequest) (*raypb.FormatGlobalMemoryInfoReply, error) {
+	st := s.storeStats()
+	summary := fmt.Sprintf("Node %s: %d objects, %d bytes used in the object store, %d primary copies pinned.\n",
+		s.r.cfg.NodeIP, st.GetNumLocalObjects(), st.GetObjectStoreBytesUsed(), st.GetNumObjectStorePrimaryCopies())
+	return &raypb.FormatGlobalMemoryInfoReply{MemorySummary: summary, StoreStats: st}, nil
+}
+
+func (s *nodeManagerService) GlobalGC(ctx context.Context, _ *raypb.GlobalGCRequest) (*raypb.GlobalGCReply, error) {
+	return &raypb.GlobalGCReply{}, nil
+}
+
+func (s *nodeManagerService) NotifyGCSRestart(ctx context.Context, _ *raypb.NotifyGCSRestartRequest) (*raypb.NotifyGCSRestartReply, error) {
+	return &raypb.NotifyGCSRestartReply{}, nil
+}
+
+func (s *nodeManagerService) DrainRaylet(ctx context.Context, req *raypb.DrainRayletRequest) (*raypb.DrainRayletReply, error) {
+	return &raypb.DrainRayletReply{IsAccepted: true}, nil
+}
+
+func (s *nodeManagerService) ShutdownRaylet(ctx context.Context, req *raypb.ShutdownRayletRequest) (*raypb.ShutdownRayletReply, error) {
+	r := s.r
+	if fn := r.cfg.OnShutdown; fn != nil {
+		r.shutdownOnce.Do(func() { go fn(req.GetGraceful()) })
+	}
+	return &raypb.ShutdownRayletReply{}, nil
+}
+
+func (s *nodeManagerService) GetWorkerPIDs(ctx context.Context, _ *raypb.GetWorkerPIDsRequest) (*raypb.GetWorkerPIDsReply, error) {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := &raypb.GetWorkerPIDsReply{}
+	for _, w := range r.byID {
+		if w.pid > 0 {
+			rep.Pids = append(rep.Pids, int32(w.pid))
+		}
+	}
+	return rep, nil
+}

@@ -1,0 +1,258 @@
+package nodemanager
+
+import (
+	"encoding/hex"
+	"strings"
+	"sync"
+	"time"
+
+	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
+	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+)
+
+// lease is one RequestWorkerLease: queued until its resources fit and a
+// worker of its job is idle, then granted until ReturnWorkerLease (or, for
+// an actor creation lease, until the actor's worker dies).
+type lease struct {
+	id        string // lease_id bytes as a string key
+	spec      *commonpb.LeaseSpec
+	req       map[string]float64 // allocated while granted
+	placement map[string]float64 // must fit to be granted (actors)
+	jobHex    string
+	owner     WorkerID // caller_address.worker_id
+	isActor   bool
+	backlog   int64
+	queuedAt  time.Time
+
+	worker *worker
+	alloc  Allocation
+
+	once  sync.Once
+	reply chan leaseResult
+}
+
+type leaseResult struct {
+	worker      *worker
+	pid         int
+	mapping     []*commonpb.ResourceMapEntry
+	addr        *commonpb.Address
+	canceled    bool
+	rejected    bool
+	failureType raypb.RequestWorkerLeaseReply_SchedulingFailureType
+	message     string
+}
+
+func (l *lease) finish(res leaseResult) {
+	l.once.Do(func() { l.reply <- res })
+}
+
+// failureCause is what GetWorkerFailureCause reports for a lease whose
+// worker died.
+type failureCause struct {
+	info      *commonpb.RayErrorInfo
+	immediate bool
+	at        time.Time
+}
+
+func newLease(spec *commonpb.LeaseSpec, backlog int64) *lease {
+	l := &lease{
+		id:       string(spec.GetLeaseId()),
+		spec:     spec,
+		req:      positive(spec.GetRequiredResources()),
+		jobHex:   jobHexOf(spec.GetJobId()),
+		isActor:  spec.GetType() == commonpb.TaskType_ACTOR_CREATION_TASK,
+		backlog:  backlog,
+		queuedAt: time.Now(),
+		reply:    make(chan leaseResult, 1),
+	}
+	l.placement = union(l.req, positive(spec.GetRequiredPlacementResources()))
+	if o, ok := workerIDFrom(spec.GetCallerAddress().GetWorkerId()); ok {
+		l.owner = o
+	}
+	return l
+}
+
+func positive(m map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		if v > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// union is the per-resource maximum of a and b.
+func union(a, b map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if v > out[k] {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// hasRuntimeEnv reports a non-empty runtime_env (not supported yet).
+func hasRuntimeEnv(spec *commonpb.LeaseSpec) bool {
+	s := strings.TrimSpace(spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv())
+	return s != "" && s != "{}"
+}
+
+// schedule grants every queued lease whose resources fit and that has an
+// idle worker of its job, and starts workers for the ones that fit but
+// have none. Called with r.mu held.
+func (r *Raylet) scheduleLocked() {
+	if r.closed {
+		return
+	}
+	var trial []Allocation
+	need := map[string]int{}
+	kept := r.queue[:0]
+	for _, l := range r.queue {
+		if !r.pool.Fits(l.placement) {
+			kept = append(kept, l)
+			continue
+		}
+		w := r.idleWorkerLocked(l.jobHex)
+		if w == nil {
+			// Count it as running so that later leases see the rest.
+			if a, ok := r.pool.Allocate(l.req); ok {
+				trial = append(trial, a)
+			}
+			need[l.jobHex]++
+			kept = append(kept, l)
+			continue
+		}
+		a, _ := r.pool.Allocate(l.req)
+		r.grantLocked(l, w, a)
+	}
+	r.queue = kept
+	for _, a := range trial {
+		r.pool.Release(a)
+	}
+	for job, n := range need {
+		have := 0
+		for _, w := range r.byID {
+			if (w.state == wsStarting || w.state == wsRegistered) && (w.jobHex == job || w.jobHex == nilJobHex) {
+				have++
+			}
+		}
+		for ; have < n && r.starting < r.cfg.MaxStartingWorkers; have++ {
+			r.startWorkerLocked(job)
+		}
+	}
+}
+
+// idleWorkerLocked finds an idle worker bound to job, else an unbound one.
+func (r *Raylet) idleWorkerLocked(job string) *worker {
+	var unbound *worker
+	for _, w := range r.byID {
+		if w.state != wsIdle || w.exiting {
+			continue
+		}
+		if w.jobHex == job {
+			return w
+		}
+		if w.jobHex == nilJobHex && unbound == nil {
+			unbound = w
+		}
+	}
+	return unbound
+}
+
+func (r *Raylet) grantLocked(l *lease, w *worker, a Allocation) {
+	w.state = wsLeased
+	w.lease = l
+	w.jobHex = l.jobHex
+	if l.isActor {
+		w.actorID = append([]byte(nil), l.spec.GetActorId()...)
+		w.detached = l.spec.GetIsDetachedActor()
+	}
+	l.worker = w
+	l.alloc = a
+	r.leases[l.id] = l
+	r.touchBusyLocked()
+	r.log.Debug("lease granted", "lease", hex.EncodeToString([]byte(l.id)), "worker_id", w.id.String(), "resources", l.req)
+	l.finish(leaseResult{worker: w, pid: w.pid, mapping: a.Mapping(), addr: w.address(r.cfg.NodeID)})
+}
+
+// releaseLeaseLocked returns a granted lease's resources and detaches it
+// from its worker.
+func (r *Raylet) releaseLeaseLocked(l *lease) {
+	if _, ok := r.leases[l.id]; !ok {
+		return
+	}
+	delete(r.leases, l.id)
+	r.touchBusyLocked()
+	w := l.worker
+	if w != nil && w.blocked {
+		// Its CPU was already given back while blocked.
+		if w.blockedCPU != nil {
+			r.pool.Reacquire("CPU", w.blockedCPU)
+		}
+		w.blocked, w.blockedCPU = false, nil
+	}
+	r.pool.Release(l.alloc)
+	if w != nil && w.lease == l {
+		w.lease = nil
+	}
+}
+
+// dequeueLocked removes a queued lease; false if it is not queued.
+func (r *Raylet) dequeueLocked(id string) *lease {
+	for i, l := range r.queue {
+		if l.id == id {
+			r.queue = append(r.queue[:i], r.queue[i+1:]...)
+			return l
+		}
+	}
+	return nil
+}
+
+// resourceLoadLocked summarises queued demand by shape.
+func (r *Raylet) resourceLoadLocked() (map[string]float64, *raypb.ResourceLoad) {
+	load := map[string]float64{}
+	type shapeKey string
+	shapes := map[shapeKey]*raypb.ResourceDemand{}
+	var order []shapeKey
+	for _, l := range r.queue {
+		for k, v := range l.placement {
+			load[k] += v
+		}
+		key := shapeKey(shapeString(l.placement))
+		d, ok := shapes[key]
+		if !ok {
+			d = &raypb.ResourceDemand{Shape: l.placement}
+			shapes[key] = d
+			order = append(order, key)
+		}
+		if r.pool.Feasible(l.placement) {
+			d.NumReadyRequestsQueued++
+		} else {
+			d.NumInfeasibleRequestsQueued++
+		}
+		if l.backlog > d.BacklogSize {
+			d.BacklogSize = l.backlog
+		}
+	}
+	rl := &raypb.ResourceLoad{}
+	for _, k := range order {
+		rl.ResourceDemands = append(rl.ResourceDemands, shapes[k])
+	}
+	return load, rl
+}
+
+func shapeString(m map[string]float64) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(m) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(formatFloat(m[k]))
+		b.WriteByte(';')
+	}
+	return b.String()
+}

@@ -1,0 +1,147 @@
+package nodemanager
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestResourcePoolAllocate(t *testing.T) {
+	type step struct {
+		req    map[string]float64
+		ok     bool
+		gpuIDs []int64 // instance ids expected for GPU, when ok
+	}
+	cases := []struct {
+		name   string
+		total  map[string]float64
+		gpuIDs []int
+		steps  []step
+		avail  map[string]float64 // after all steps
+	}{
+		{"cpu quantities", map[string]float64{"CPU": 2}, nil,
+			[]step{{map[string]float64{"CPU": 1.5}, true, nil}, {map[string]float64{"CPU": 0.6}, false, nil}, {map[string]float64{"CPU": 0.5}, true, nil}},
+			map[string]float64{"CPU": 0}},
+		{"fractions add up exactly", map[string]float64{"CPU": 1}, nil,
+			[]step{{map[string]float64{"CPU": 0.1}, true, nil}, {map[string]float64{"CPU": 0.2}, true, nil}, {map[string]float64{"CPU": 0.7}, true, nil}},
+			map[string]float64{"CPU": 0}},
+		{"unknown resource", map[string]float64{"CPU": 1}, nil,
+			[]step{{map[string]float64{"TPU": 1}, false, nil}, {map[string]float64{"custom": 0.1}, false, nil}},
+			map[string]float64{"CPU": 1}},
+		{"zero amounts are ignored", map[string]float64{"CPU": 1}, nil,
+			[]step{{map[string]float64{"CPU": 0, "GPU": 0}, true, nil}},
+			map[string]float64{"CPU": 1}},
+		{"whole gpus by id", map[string]float64{"GPU": 3}, []int{2, 5, 7},
+			[]step{{map[string]float64{"GPU": 2}, true, []int64{2, 5}}, {map[string]float64{"GPU": 2}, false, nil}, {map[string]float64{"GPU": 1}, true, []int64{7}}},
+			map[string]float64{"GPU": 0}},
+		{"gpu fractions pack onto one instance", map[string]float64{"GPU": 2}, nil,
+			[]step{{map[string]float64{"GPU": 0.5}, true, []int64{0}}, {map[string]float64{"GPU": 0.25}, true, []int64{0}}, {map[string]float64{"GPU": 1}, true, []int64{1}}, {map[string]float64{"GPU": 0.5}, false, nil}},
+			map[string]float64{"GPU": 0.25}},
+		{"more than one gpu must be whole", map[string]float64{"GPU": 4}, nil,
+			[]step{{map[string]float64{"GPU": 1.5}, false, nil}},
+			map[string]float64{"GPU": 4}},
+		{"all or nothing", map[string]float64{"CPU": 4, "GPU": 1}, nil,
+			[]step{{map[string]float64{"CPU": 1, "GPU": 2}, false, nil}},
+			map[string]float64{"CPU": 4, "GPU": 1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewResourcePool(tc.total, tc.gpuIDs)
+			for i, s := range tc.steps {
+				a, ok := p.Allocate(s.req)
+				if ok != s.ok {
+					t.Fatalf("step %d %v: ok=%v want %v", i, s.req, ok, s.ok)
+				}
+				if ok && s.gpuIDs != nil {
+					var ids []int64
+					for _, ia := range a["GPU"] {
+						ids = append(ids, ia.ID)
+					}
+					if !reflect.DeepEqual(ids, s.gpuIDs) {
+						t.Fatalf("step %d: GPU ids %v want %v", i, ids, s.gpuIDs)
+					}
+				}
+			}
+			if got := p.Available(); !reflect.DeepEqual(got, tc.avail) {
+				t.Fatalf("available %v want %v", got, tc.avail)
+			}
+		})
+	}
+}
+
+func TestResourcePoolReleaseAndBlocked(t *testing.T) {
+	p := NewResourcePool(map[string]float64{"CPU": 2, "GPU": 1}, nil)
+	a, _ := p.Allocate(map[string]float64{"CPU": 2, "GPU": 1})
+	cpu := p.ReleaseOnly(a, "CPU")
+	if p.Available()["CPU"] != 2 || p.Available()["GPU"] != 0 {
+		t.Fatalf("after releasing CPU only: %v", p.Available())
+	}
+	b, ok := p.Allocate(map[string]float64{"CPU": 2})
+	if !ok {
+		t.Fatal("freed CPU not allocatable")
+	}
+	p.Reacquire("CPU", cpu)
+	if p.Available()["CPU"] != -2 {
+		t.Fatalf("oversubscribed CPU: %v", p.Available()["CPU"])
+	}
+	p.Release(a)
+	p.Release(b)
+	if !reflect.DeepEqual(p.Available(), p.Total()) {
+		t.Fatalf("after release: %v vs total %v", p.Available(), p.Total())
+	}
+}
+
+func TestResourcePoolBundles(t *testing.T) {
+	p := NewResourcePool(map[string]float64{"CPU": 4, "GPU": 2}, []int{0, 1})
+	k0 := BundleKey{PG: "abcd", Index: 0}
+	k1 := BundleKey{PG: "abcd", Index: 1}
+	b0, ok := p.PrepareBundle(map[string]float64{"CPU": 2, "GPU": 1})
+	if !ok {
+		t.Fatal("prepare 0")
+	}
+	b1, ok := p.PrepareBundle(map[string]float64{"CPU": 2})
+	if !ok {
+		t.Fatal("prepare 1")
+	}
+	if _, ok := p.PrepareBundle(map[string]float64{"CPU": 1}); ok {
+		t.Fatal("prepared beyond the node's CPUs")
+	}
+	p.CommitBundle(k0, b0)
+	p.CommitBundle(k1, b1)
+	want := map[string]float64{
+		"CPU": 0, "GPU": 1,
+		"CPU_group_0_abcd": 2, "CPU_group_1_abcd": 2, "CPU_group_abcd": 4,
+		"GPU_group_0_abcd": 1, "GPU_group_abcd": 1,
+		"bundle_group_0_abcd": 1000, "bundle_group_1_abcd": 1000, "bundle_group_abcd": 2000,
+	}
+	if got := p.Available(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after commit:\n%v\nwant\n%v", got, want)
+	}
+	// A task in bundle 0 gets the GPU instance the bundle reserved.
+	a, ok := p.Allocate(map[string]float64{"CPU_group_0_abcd": 1, "CPU_group_abcd": 1, "GPU_group_0_abcd": 1, "GPU_group_abcd": 1, "bundle_group_abcd": 0.001})
+	if !ok {
+		t.Fatal("task in bundle 0 does not fit")
+	}
+	gpuID := b0.alloc["GPU"][0].ID
+	if a["GPU_group_0_abcd"][0].ID != gpuID {
+		t.Fatalf("bundle GPU id %d, want %d", a["GPU_group_0_abcd"][0].ID, gpuID)
+	}
+	if !a.usesBundle("abcd", 0) || a.usesBundle("abcd", 1) || !a.usesBundle("abcd", -1) {
+		t.Fatal("usesBundle")
+	}
+	p.Release(a)
+	p.ReturnBundle(k0, b0)
+	p.ReturnBundle(k1, b1)
+	if got := p.Available(); !reflect.DeepEqual(got, map[string]float64{"CPU": 4, "GPU": 2}) {
+		t.Fatalf("after removal: %v", got)
+	}
+}
+
+func TestUnionAndPositive(t *testing.T) {
+	u := union(map[string]float64{"CPU": 1, "a": 2}, map[string]float64{"CPU": 2, "b": 1})
+	if !reflect.DeepEqual(u, map[string]float64{"CPU": 2, "a": 2, "b": 1}) {
+		t.Fatal(u)
+	}
+	if p := positive(map[string]float64{"x": 0, "y": -1, "z": 1}); !reflect.DeepEqual(p, map[string]float64{"z": 1}) {
+		t.Fatal(p)
+	}
+}

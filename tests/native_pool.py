@@ -1,0 +1,114 @@
+"""A gray head serving native Ray (GCS gRPC, raylet, plasma) for tests that
+drive stock `ray.init(address=...)` drivers, each in a fresh interpreter."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+from conftest import free_port, stop_process
+
+
+class _Driver:
+    """What both targets share: running driver programs against .address."""
+
+    def session_dir(self):
+        return os.path.realpath(os.path.join(self.tmp, "ray", "session_latest"))
+
+    def run(self, source, timeout=120, env=None, address=None):
+        """Runs a driver program; `ADDRESS` in it is the GCS address."""
+        e = dict(self.env)
+        e["GRAY_NATIVE_ADDRESS"] = address or self.address
+        if env:
+            e.update(env)
+        prog = "import os\nADDRESS = os.environ['GRAY_NATIVE_ADDRESS']\n" + textwrap.dedent(source)
+        return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=timeout, env=e)
+
+    def check(self, source, timeout=120, **kw):
+        r = self.run(source, timeout=timeout, **kw)
+        assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n--- {self.name} log tail ---\n{self.logs()[-6000:]}"
+        return r.stdout
+
+
+class StockRay(_Driver):
+    """A stock `ray start --head` with the same interface, so that the native
+    suite can run against stock Ray for comparison (NATIVE_TARGET=ray)."""
+
+    name = "ray"
+
+    def __init__(self, gray_bin=None, num_cpus=2, extra=()):
+        self.tmp = tempfile.mkdtemp(prefix="grr", dir="/tmp")
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
+        self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        port = free_port()
+        self.logfile = os.path.join(self.tmp, "ray-start.log")
+        with open(self.logfile, "w") as log:
+            subprocess.run([self.ray, "start", "--head", "--port", str(port), "--num-cpus", str(num_cpus),
+                            "--include-dashboard=false", "--disable-usage-stats",
+                            "--ray-client-server-port", str(free_port()),
+                            "--temp-dir", os.path.join(self.tmp, "ray")],
+                           check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.address = "127.0.0.1:%d" % port
+
+    def logs(self):
+        with open(self.logfile) as f:
+            return f.read()
+
+    def stop(self):
+        subprocess.run([self.ray, "stop"], env=self.env, capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def make_target(gray_bin, **kw):
+    """The cluster a native test drives: gray (default) or stock Ray when
+    NATIVE_TARGET=ray."""
+    if os.environ.get("NATIVE_TARGET") == "ray":
+        return StockRay(gray_bin, **kw)
+    return NativePool(gray_bin, **kw)
+
+
+class NativePool(_Driver):
+    name = "gray"
+
+    def __init__(self, gray_bin, num_cpus=2, extra=()):
+        # A short private temp dir: unix socket paths stay under 108 bytes,
+        # and ray_current_cluster / session_latest are ours alone.
+        self.tmp = tempfile.mkdtemp(prefix="grn", dir="/tmp")
+        self.gcs_port = free_port()
+        self.port = free_port()
+        self.log = open(os.path.join(self.tmp, "head.log"), "w+")
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
+        cmd = [
+            gray_bin, "start", "--head",
+            "--port", str(self.port), "--status-port", "0", "--node-port", "-1",
+            "--gcs-port", str(self.gcs_port),
+            "--python", sys.executable, "--num-cpus", str(num_cpus),
+            "--prestart-workers", "1",
+            "--state-dir", os.path.join(self.tmp, "state"),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        self.address = None
+        deadline = time.time() + 60
+        while time.time() < deadline and self.address is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gray exited early:\n" + self.logs())
+            for line in self.logs().splitlines():
+                if line.strip().startswith("Native Ray:"):
+                    self.address = line.split('address="', 1)[1].split('"', 1)[0]
+            time.sleep(0.1)
+        if self.address is None:
+            self.stop()
+            raise RuntimeError("gray printed no native address:\n" + self.logs())
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        stop_process(self.proc)
+        shutil.rmtree(self.tmp, ignore_errors=True)

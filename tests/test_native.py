@@ -1,0 +1,463 @@
+"""Native Ray on a gray head: stock `ray.init(address="HOST:PORT")` drivers and
+stock core workers (default_worker.py) on gray's GCS, raylet and plasma store.
+Each driver runs in a fresh interpreter, as a user's program would."""
+
+import os
+
+import pytest
+
+from native_pool import make_target
+
+
+@pytest.fixture(scope="module")
+def native(gray_bin):
+    p = make_target(gray_bin)
+    yield p
+    p.stop()
+
+
+def test_connect_and_cluster_resources(native):
+    out = native.check("""
+        import ray
+        ctx = ray.init(address=ADDRESS)
+        res = ray.cluster_resources()
+        assert res.get("CPU") == 2, res
+        nodes = ray.nodes()
+        assert len(nodes) == 1 and nodes[0]["Alive"], nodes
+        print("NODE", nodes[0]["NodeID"])
+        ray.shutdown()
+    """)
+    assert "NODE" in out
+
+
+def test_session_dir_layout(native):
+    d = native.session_dir()
+    assert os.path.basename(d).startswith("session_")
+    for sub in ("logs", "sockets"):
+        assert os.path.isdir(os.path.join(d, sub)), sub
+    with open(os.path.join(native.tmp, "ray", "ray_current_cluster")) as f:
+        # host:port of the GCS; the host is the node IP, as stock Ray writes it.
+        assert f.read().split(":")[1] == native.address.split(":")[1]
+
+
+def test_address_auto(native):
+    # address="auto" reads ray_current_cluster under $RAY_TMPDIR/ray.
+    native.check("""
+        import ray
+        ray.init(address="auto")
+        assert ray.get(ray.put(41)) == 41
+        ray.shutdown()
+    """)
+
+
+def test_put_get_small_and_large(native):
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+        assert ray.get(ray.put({"a": 1})) == {"a": 1}
+        big = np.arange(10 * 1024 * 1024 // 8, dtype=np.int64)   # 10 MiB: plasma
+        ref = ray.put(big)
+        out = ray.get(ref)
+        assert (out == big).all()
+        ray.shutdown()
+    """)
+
+
+def test_tasks(native):
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(x):
+            return x + 1
+
+        assert ray.get(f.remote(1)) == 2
+        assert ray.get([f.remote(i) for i in range(100)]) == list(range(1, 101))
+
+        @ray.remote
+        def big(n):
+            return np.ones(n, dtype=np.uint8)
+
+        @ray.remote
+        def total(a):
+            return int(a.sum())
+
+        ref = big.remote(8 * 1024 * 1024)
+        assert ray.get(total.remote(ref)) == 8 * 1024 * 1024
+
+        @ray.remote
+        def nested(n):
+            return sum(ray.get([f.remote(i) for i in range(n)]))
+
+        assert ray.get(nested.remote(10)) == sum(range(1, 11))
+        ray.shutdown()
+    """)
+
+
+def test_actors(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        class Counter:
+            def __init__(self, start):
+                self.n = start
+            def inc(self, k=1):
+                self.n += k
+                return self.n
+
+        c = Counter.remote(10)
+        assert ray.get(c.inc.remote(5)) == 15
+        assert ray.get([c.inc.remote() for _ in range(10)])[-1] == 25
+
+        named = Counter.options(name="ctr", namespace="shared", lifetime="detached").remote(0)
+        assert ray.get(named.inc.remote()) == 1
+        assert ray.get(ray.get_actor("ctr", namespace="shared").inc.remote()) == 2
+        ray.kill(c)
+        try:
+            ray.get(c.inc.remote())
+            raise SystemExit("call on a killed actor succeeded")
+        except ray.exceptions.RayActorError:
+            pass
+        ray.shutdown()
+    """)
+    # A detached named actor outlives its driver.
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+        a = ray.get_actor("ctr", namespace="shared")
+        assert ray.get(a.inc.remote()) == 3
+        ray.kill(a)
+        ray.shutdown()
+    """)
+
+
+def test_async_actor(native):
+    native.check("""
+        import asyncio, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        class A:
+            async def slow(self, x):
+                await asyncio.sleep(0.2)
+                return x
+
+        a = A.remote()
+        assert ray.get([a.slow.remote(i) for i in range(20)]) == list(range(20))
+        ray.shutdown()
+    """)
+
+
+def test_errors(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        class MyError(Exception):
+            pass
+
+        @ray.remote
+        def boom():
+            raise MyError("x")
+
+        try:
+            ray.get(boom.remote())
+            raise SystemExit("no error")
+        except MyError as e:
+            # The cause's type and RayTaskError at once, as stock Ray raises it.
+            assert isinstance(e, ray.exceptions.RayTaskError), type(e)
+            assert "x" in str(e)
+
+        class TwoArgs(Exception):
+            def __init__(self, a, b):
+                super().__init__(a)
+                self.b = b
+
+        @ray.remote
+        def boom2():
+            raise TwoArgs("x", 2)
+
+        # An exception that cannot be rebuilt from its args: stock Ray gives
+        # UnserializableException carrying the original text.
+        try:
+            ray.get(boom2.remote())
+            raise SystemExit("no error")
+        except ray.exceptions.UnserializableException as e:
+            assert "TwoArgs" in str(e)
+
+        @ray.remote
+        def slow():
+            import time; time.sleep(30)
+
+        try:
+            ray.get(slow.remote(), timeout=0.5)
+            raise SystemExit("no timeout")
+        except ray.exceptions.GetTimeoutError:
+            pass
+        ray.shutdown()
+    """)
+
+
+def test_wait_and_generators(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(x):
+            return x
+
+        refs = [f.remote(i) for i in range(5)]
+        ready, rest = ray.wait(refs, num_returns=5, timeout=60)
+        assert len(ready) == 5 and not rest
+
+        @ray.remote
+        def gen(n):
+            for i in range(n):
+                yield i
+
+        assert [ray.get(r) for r in gen.remote(5)] == list(range(5))
+
+        @ray.remote(num_returns="dynamic")
+        def dyn(n):
+            for i in range(n):
+                yield i
+
+        inner = ray.get(dyn.remote(4))
+        assert [ray.get(r) for r in inner] == list(range(4))
+        ray.shutdown()
+    """)
+
+
+def test_runtime_context(native):
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+        node = ray.get_runtime_context().get_node_id()
+
+        @ray.remote(num_cpus=1)
+        def where():
+            ctx = ray.get_runtime_context()
+            return ctx.get_node_id(), ctx.get_task_id(), ctx.get_worker_id(), ctx.get_assigned_resources()
+
+        n, task, worker, res = ray.get(where.remote())
+        assert n == node and task and worker, (n, task, worker)
+        assert res.get("CPU") == 1, res
+
+        @ray.remote
+        class A:
+            def ids(self):
+                return ray.get_runtime_context().get_actor_id()
+
+        a = A.remote()
+        assert ray.get(a.ids.remote()) == a._actor_id.hex()
+        ray.shutdown()
+    """)
+
+
+def test_print_reaches_driver(native):
+    out = native.run("""
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def hello():
+            print("hello-from-a-native-worker")
+            return 1
+
+        ray.get(hello.remote())
+        import time; time.sleep(2)
+        ray.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "hello-from-a-native-worker" in out.stdout + out.stderr
+
+
+def test_worker_crash_and_retry(native):
+    native.check("""
+        import os, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote(max_retries=0)
+        def die():
+            os._exit(1)
+
+        try:
+            ray.get(die.remote())
+            raise SystemExit("no error")
+        except ray.exceptions.WorkerCrashedError:
+            pass
+
+        @ray.remote
+        def ok():
+            return "fine"
+
+        assert ray.get(ok.remote()) == "fine"
+        ray.shutdown()
+    """)
+
+
+def test_placement_groups(native):
+    native.check("""
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        ray.init(address=ADDRESS)
+
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK")
+        assert pg.wait(timeout_seconds=60)
+
+        @ray.remote(num_cpus=1)
+        def where():
+            return ray.get_runtime_context().get_assigned_resources()
+
+        strat = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=1)
+        res = ray.get(where.options(scheduling_strategy=strat).remote())
+        assert res, res
+
+        # Both CPUs are in the group: a plain task cannot run until it goes.
+        ref = where.remote()
+        ready, _ = ray.wait([ref], timeout=2)
+        assert not ready
+        remove_placement_group(pg)
+        assert ray.get(ref, timeout=60)
+
+        # Infeasible: pending, not an error.
+        big = placement_group([{"CPU": 8}])
+        assert not big.wait(timeout_seconds=2)
+        remove_placement_group(big)
+        ray.shutdown()
+    """)
+
+
+def test_cancel_and_retries(native):
+    native.check("""
+        import os, tempfile, time, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def forever():
+            time.sleep(600)
+
+        ref = forever.remote()
+        time.sleep(1)
+        ray.cancel(ref, force=True)
+        try:
+            ray.get(ref, timeout=60)
+            raise SystemExit("no error")
+        except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+            pass
+
+        marker = tempfile.mktemp()
+
+        @ray.remote(max_retries=2)
+        def flaky(path):
+            if not os.path.exists(path):
+                open(path, "w").close()
+                os._exit(1)
+            return "second try"
+
+        assert ray.get(flaky.remote(marker)) == "second try"
+
+        # A call that meets the actor while it restarts may fail with
+        # ActorUnavailableError unless it may be retried (Ray's semantics).
+        @ray.remote(max_restarts=1, max_task_retries=1)
+        class Phoenix:
+            def pid(self):
+                return os.getpid()
+            def die(self, path):
+                if not os.path.exists(path):
+                    open(path, "w").close()
+                    os._exit(1)
+                return "restarted"
+
+        p = Phoenix.remote()
+        first = ray.get(p.pid.remote())
+        assert ray.get(p.die.remote(tempfile.mktemp())) == "restarted"
+        second = ray.get(p.pid.remote())
+        assert second != first
+        ray.shutdown()
+    """)
+
+
+def test_threaded_actor_and_handles(native):
+    native.check("""
+        import threading, time, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote(max_concurrency=4)
+        class Gate:
+            def __init__(self):
+                self.n = 0
+                self.lock = threading.Lock()
+            def enter(self):
+                with self.lock:
+                    self.n += 1
+                deadline = time.time() + 30
+                while self.n < 4 and time.time() < deadline:
+                    time.sleep(0.01)
+                return self.n
+
+        g = Gate.remote()
+        assert min(ray.get([g.enter.remote() for _ in range(4)])) == 4
+
+        @ray.remote
+        class Store:
+            def __init__(self):
+                self.v = None
+            def set(self, v):
+                self.v = v
+            def get(self):
+                return self.v
+
+        @ray.remote
+        def use(handle):
+            ray.get(handle.set.remote("from a task"))
+            return ray.get(handle.get.remote())
+
+        s = Store.remote()
+        assert ray.get(use.remote(s)) == "from a task"
+        ray.shutdown()
+    """)
+
+
+def test_two_drivers_at_once(native):
+    prog = """
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def sq(x):
+            return x * x
+
+        assert ray.get([sq.remote(i) for i in range(200)]) == [i * i for i in range(200)]
+        print("job", ray.get_runtime_context().get_job_id())
+        ray.shutdown()
+    """
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        outs = list(ex.map(lambda _: native.check(prog), range(2)))
+    jobs = {line for o in outs for line in o.splitlines() if line.startswith("job")}
+    assert len(jobs) == 2, outs
+
+
+def test_timeline(native):
+    native.check("""
+        import json, tempfile, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f():
+            return 1
+
+        ray.get([f.remote() for _ in range(10)])
+        import time; time.sleep(2)   # task events are flushed once a second
+        path = tempfile.mktemp(suffix=".json")
+        ray.timeline(filename=path)
+        events = json.load(open(path))
+        assert isinstance(events, list)
+        ray.shutdown()
+    """)
