@@ -99,7 +99,8 @@ func (s *Server) killWorkerLocked(a *actor, cause *commonpb.ActorDeathCause, for
 			_, err = cl.KillLocalActor(s.conns.outCtx(ctx), req)
 		}
 		if err != nil && s.ctx.Err() == nil {
-			s.log.Warn("KillLocalActor failed", "actor_id", hexID(req.GetIntendedActorId()), "raylet", addr, "err", err)
+			// The stock raylet answers Aborted once the worker is gone.
+			s.log.Info("KillLocalActor failed", "actor_id", hexID(req.GetIntendedActorId()), "raylet", addr, "err", err)
 		}
 	})
 }

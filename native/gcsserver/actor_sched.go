@@ -70,13 +70,12 @@ func leaseSpecOf(spec *commonpb.TaskSpec, leaseID []byte) *commonpb.LeaseSpec {
 		Language:                   spec.GetLanguage(),
 		FunctionDescriptor:         spec.GetFunctionDescriptor(),
 		DynamicWorkerOptions:       acs.GetDynamicWorkerOptions(),
-		MaxRetries:                 spec.GetMaxRetries(),
 		AttemptNumber:              uint64(max(spec.GetAttemptNumber(), 0)),
 		TaskName:                   spec.GetName(),
 		FallbackStrategy:           spec.GetFallbackStrategy(),
 	}
 	for _, arg := range spec.GetArgs() {
-		if ref := arg.GetObjectRef(); ref != nil && len(ref.GetObjectId()) > 0 {
+		if ref := arg.GetObjectRef(); ref != nil && len(ref.GetObjectId()) > 0 && !arg.GetIsInlined() {
 			ls.Dependencies = append(ls.Dependencies, ref)
 		}
 	}
