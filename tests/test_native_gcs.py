@@ -191,10 +191,13 @@ DRIVER = textwrap.dedent("""
     print("get_actor", ray.get(ray.get_actor("ctr").inc.remote(1), timeout=60), flush=True)
     print("cpus", ray.cluster_resources().get("CPU"), flush=True)
     ray.kill(a)
-    try:
-        ray.get(a.inc.remote(1), timeout=30)
-    except ray.exceptions.RayActorError as e:
-        print("killed", type(e).__name__, flush=True)
+    # A call racing the kill may still run; the next ones fail.
+    for _ in range(100):
+        try:
+            ray.get(a.inc.remote(1), timeout=30)
+        except ray.exceptions.RayActorError as e:
+            print("killed", type(e).__name__, flush=True)
+            break
 
     @ray.remote
     class Bad:
@@ -211,10 +214,70 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+DRIVER2 = textwrap.dedent("""
+    import os, sys, time, ray
+    from ray.util.placement_group import placement_group, remove_placement_group, placement_group_table
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray.init(address=sys.argv[1], namespace="t")
+
+    pg = placement_group([{"CPU": 1}], strategy="PACK")
+    ray.get(pg.ready(), timeout=60)
+    print("pg", placement_group_table(pg)["state"], flush=True)
+
+    @ray.remote(num_cpus=1)
+    class A:
+        def pid(self):
+            return os.getpid()
+        def die(self):
+            os._exit(1)
+
+    a = A.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()
+    print("pg actor", ray.get(a.pid.remote(), timeout=60) > 0, flush=True)
+    ray.kill(a)
+    remove_placement_group(pg)
+    deadline = time.time() + 20
+    while placement_group_table(pg)["state"] != "REMOVED" and time.time() < deadline:
+        time.sleep(0.1)
+    print("pg", placement_group_table(pg)["state"], flush=True)
+
+    r = A.options(max_restarts=1, num_cpus=0).remote()
+    p1 = ray.get(r.pid.remote(), timeout=60)
+    r.die.remote()
+    deadline = time.time() + 60
+    while True:
+        try:
+            p2 = ray.get(r.pid.remote(), timeout=60)
+            break
+        except ray.exceptions.RayActorError:
+            assert time.time() < deadline
+            time.sleep(0.2)
+    print("restarted", p1 != p2, flush=True)
+
+    d = A.options(name="keeper", lifetime="detached", num_cpus=0).remote()
+    ray.get(d.pid.remote(), timeout=60)
+    tmp = A.options(num_cpus=0).remote()
+    tid = tmp._actor_id.hex()
+    ray.get(tmp.pid.remote(), timeout=60)
+    del tmp
+    deadline = time.time() + 30
+    while ray._private.state.state.actor_table(tid)["State"] != "DEAD" and time.time() < deadline:
+        time.sleep(0.1)
+    print("out of scope", ray._private.state.state.actor_table(tid)["State"], flush=True)
+    ray.shutdown()
+
+    ray.init(address=sys.argv[1], namespace="t")
+    print("detached survives", ray.get(ray.get_actor("keeper").pid.remote(), timeout=60) > 0, flush=True)
+    ray.kill(ray.get_actor("keeper"))
+    ray.shutdown()
+""")
+
+
 @pytest.mark.skipif(os.environ.get("GRAY_SKIP_STOCK_RAYLET") is not None, reason="GRAY_SKIP_STOCK_RAYLET set")
 def test_stock_raylet_and_driver_on_native_gcs(gray_bin, tmp_path):
-    """The stock raylet (`ray start --address`) and a stock driver run tasks
-    and actors with gray's GCS as their only GCS."""
+    """The stock raylet (`ray start --address`) and stock drivers run tasks,
+    actors, placement groups, restarts, out-of-scope and detached actors
+    with gray's GCS as their only GCS. (Another process running `ray stop`
+    on this machine kills the stock raylet and fails this test.)"""
     from ray._private.services import get_node_ip_address
     ip = get_node_ip_address()
     gcs, log, listen, cluster_id = start_native_gcs(gray_bin, "0.0.0.0:0")
@@ -238,25 +301,35 @@ def test_stock_raylet_and_driver_on_native_gcs(gray_bin, tmp_path):
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
         raystart = subprocess.Popen(
-            [ray_cli, "start", "--address=" + address, "--num-cpus=1", "--block", "--disable-usage-stats"],
+            [ray_cli, "start", "--address=" + address, "--num-cpus=2", "--block", "--disable-usage-stats"],
             stdout=open(str(tmp_path / "raystart.log"), "w"), stderr=subprocess.STDOUT,
             env=env, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             alive = client.get_all_node_info(timeout=10, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
-            if any(n.resources_total.get("CPU") == 1.0 for n in alive.values()):
+            if any(n.resources_total.get("CPU") == 2.0 for n in alive.values()):
                 break
             assert raystart.poll() is None, open(str(tmp_path / "raystart.log")).read()
             time.sleep(0.5)
         else:
             raise AssertionError("the stock raylet did not register")
-        out = subprocess.run([sys.executable, "-c", DRIVER, address], capture_output=True, text=True,
-                             timeout=240, env=env)
-        lines = out.stdout.splitlines()
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert "task 42" in lines and "actor 15" in lines and "get_actor 16" in lines
-        assert "cpus 1.0" in lines and "killed ActorDiedError" in lines and "creation True" in lines
-        assert "hello from task 21" in out.stdout + out.stderr  # worker print via the log channel
+        def run(program):
+            out = subprocess.run([sys.executable, "-c", program, address], capture_output=True, text=True,
+                                 timeout=300, env=env)
+            report = out.stdout + out.stderr + "\n--- gcs log ---\n" + open(log).read()[-8000:]
+            assert out.returncode == 0, report
+            return out.stdout + out.stderr, report
+
+        text, report = run(DRIVER)
+        # Worker prints reach the same stdout and may share a line with ours.
+        for want in ("task 42", "actor 15", "get_actor 16", "cpus 2.0", "killed ActorDiedError", "creation True"):
+            assert want in text, report
+        assert "hello from task 21" in text, report  # a worker's print, via the log channel
+
+        text, report = run(DRIVER2)
+        for want in ("pg CREATED", "pg actor True", "pg REMOVED", "restarted True", "out of scope DEAD",
+                     "detached survives True"):
+            assert want in text, report
     finally:
         if raystart is not None and raystart.poll() is None:
             os.killpg(raystart.pid, signal.SIGTERM)
