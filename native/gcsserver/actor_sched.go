@@ -121,8 +121,13 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 	owner := string(spec.GetCallerAddress().GetNodeId())
 	var firstAvail, firstTotal *nodeEntry
 	spread := strat.GetSpreadSchedulingStrategy() != nil
+	offset := 0
+	if spread {
+		offset = s.spreadNext
+		s.spreadNext++
+	}
 	for i := range s.nodeOrder {
-		id := s.nodeOrder[(i+s.spreadNext)%len(s.nodeOrder)]
+		id := s.nodeOrder[(i+offset)%len(s.nodeOrder)]
 		n := s.nodes[id]
 		if !n.alive() || n.draining || !fits(n.info.GetResourcesTotal(), need) {
 			continue
@@ -138,9 +143,6 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 		if firstTotal == nil || (!spread && id == owner) {
 			firstTotal = n
 		}
-	}
-	if spread {
-		s.spreadNext++
 	}
 	if firstAvail != nil {
 		return firstAvail, nil
@@ -201,7 +203,11 @@ func (s *Server) runSchedule(ctx context.Context, a *actor, attempt uint64, spec
 
 		reply, err := s.requestLease(ctx, raylet, &raypb.RequestWorkerLeaseRequest{LeaseSpec: leaseSpecOf(spec, leaseID), GrantOrReject: grantOrReject})
 		if ctx.Err() != nil {
-			s.cancelLease(raylet, leaseID)
+			if w := reply.GetWorkerAddress(); err == nil && len(w.GetWorkerId()) > 0 {
+				s.killLeased(raylet, a.id, w) // granted just as the attempt ended
+			} else {
+				s.cancelLease(raylet, leaseID)
+			}
 			return
 		}
 		switch {
