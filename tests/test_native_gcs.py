@@ -22,10 +22,10 @@ from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc, c
 from conftest import stop_process
 
 
-def start_native_gcs(gray_bin, listen):
+def start_native_gcs(gray_bin, listen, *extra):
     log = tempfile.NamedTemporaryFile(prefix="gray-native-gcs-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [gray_bin, "native-gcs", "--listen", listen],
+        [gray_bin, "native-gcs", "--listen", listen, *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     line = proc.stdout.readline()
@@ -272,72 +272,164 @@ DRIVER2 = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.environ.get("GRAY_SKIP_STOCK_RAYLET") is not None, reason="GRAY_SKIP_STOCK_RAYLET set")
+class StockCluster:
+    """gray's GCS (`gray native-gcs`) with stock raylets joined to it by
+    `ray start --address`, each in its own process group."""
+
+    def __init__(self, gray_bin, tmp_path, *gcs_flags):
+        from ray._private.services import get_node_ip_address
+        self.ip = get_node_ip_address()  # drivers dial the GCS at this address
+        self.tmp = tmp_path
+        self.gcs, self.log, listen, self.cluster_id = start_native_gcs(gray_bin, "0.0.0.0:0", *gcs_flags)
+        self.address = "%s:%s" % (self.ip, listen.rsplit(":", 1)[1])
+        self.raylets = []
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        # What a stock head would have written: the session name, the
+        # cluster metadata and a head node record (temp/session dirs).
+        self.client = GcsClient(address=self.address, cluster_id=self.cluster_id)
+        self.client.internal_kv_put(b"session_name", b"session_graytest", True, b"session")
+        self.client.internal_kv_put(b"CLUSTER_METADATA", json.dumps({
+            "ray_version": "2.60.0", "python_version": platform.python_version(),
+            "ray_init_cluster": False}).encode(), True, b"cluster")
+        temp = str(tmp_path / "t")
+        with grpc.insecure_channel(self.address) as ch:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(ch).RegisterNode(
+                gcs_service_pb2.RegisterNodeRequest(node_info=gcs_pb2.GcsNodeInfo(
+                    node_id=os.urandom(28), node_manager_address=self.ip, node_manager_port=1,
+                    is_head_node=True, temp_dir=temp, session_dir=temp + "/session_graytest",
+                    resources_total={"head": 1.0})), timeout=10)
+
+    def add_raylet(self, resources, num_cpus=1):
+        """Starts a stock raylet with resources (a dict that must be unique
+        to it) and waits until it registered; returns its process."""
+        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+        logf = str(self.tmp / ("raystart-%d.log" % len(self.raylets)))
+        proc = subprocess.Popen(
+            [ray_cli, "start", "--address=" + self.address, "--num-cpus=%d" % num_cpus,
+             "--resources=" + json.dumps(resources), "--block", "--disable-usage-stats"],
+            stdout=open(logf, "w"), stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.raylets.append(proc)
+        key = next(iter(resources))
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            alive = self.client.get_all_node_info(timeout=10, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
+            for n in alive.values():
+                if n.resources_total.get(key) == resources[key]:
+                    return proc, n.node_id.hex()
+            assert proc.poll() is None, open(logf).read()
+            time.sleep(0.5)
+        raise AssertionError("the stock raylet did not register:\n" + open(logf).read())
+
+    def run(self, program, timeout=300):
+        out = subprocess.run([sys.executable, "-c", program, self.address], capture_output=True, text=True,
+                             timeout=timeout, env=self.env)
+        report = out.stdout + out.stderr + "\n--- gcs log ---\n" + open(self.log).read()[-8000:]
+        assert out.returncode == 0, report
+        return out.stdout + out.stderr, report
+
+    @staticmethod
+    def kill(proc, sig=signal.SIGTERM):
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def close(self):
+        for proc in self.raylets:
+            self.kill(proc)
+        stop_process(self.gcs)
+        if os.environ.get("GRAY_KEEP_LOGS") is None:
+            os.unlink(self.log)
+
+
+stock_only = pytest.mark.skipif(os.environ.get("GRAY_SKIP_STOCK_RAYLET") is not None,
+                                reason="GRAY_SKIP_STOCK_RAYLET set")
+
+
+@stock_only
 def test_stock_raylet_and_driver_on_native_gcs(gray_bin, tmp_path):
     """The stock raylet (`ray start --address`) and stock drivers run tasks,
     actors, placement groups, restarts, out-of-scope and detached actors
     with gray's GCS as their only GCS. (Another process running `ray stop`
     on this machine kills the stock raylet and fails this test.)"""
-    from ray._private.services import get_node_ip_address
-    ip = get_node_ip_address()
-    gcs, log, listen, cluster_id = start_native_gcs(gray_bin, "0.0.0.0:0")
-    address = "%s:%s" % (ip, listen.rsplit(":", 1)[1])
-    raystart = None
+    c = StockCluster(gray_bin, tmp_path)
     try:
-        # What a stock head would have written: the session name, the
-        # cluster metadata and a head node record (temp/session dirs).
-        client = GcsClient(address=address, cluster_id=cluster_id)
-        client.internal_kv_put(b"session_name", b"session_graytest", True, b"session")
-        client.internal_kv_put(b"CLUSTER_METADATA", json.dumps({
-            "ray_version": "2.60.0", "python_version": platform.python_version(),
-            "ray_init_cluster": False}).encode(), True, b"cluster")
-        temp = str(tmp_path / "t")
-        with grpc.insecure_channel(address) as ch:
-            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(ch).RegisterNode(
-                gcs_service_pb2.RegisterNodeRequest(node_info=gcs_pb2.GcsNodeInfo(
-                    node_id=os.urandom(28), node_manager_address=ip, node_manager_port=1,
-                    is_head_node=True, temp_dir=temp, session_dir=temp + "/session_graytest",
-                    resources_total={"head": 1.0})), timeout=10)
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-        raystart = subprocess.Popen(
-            [ray_cli, "start", "--address=" + address, "--num-cpus=2", "--block", "--disable-usage-stats"],
-            stdout=open(str(tmp_path / "raystart.log"), "w"), stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            alive = client.get_all_node_info(timeout=10, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
-            if any(n.resources_total.get("CPU") == 2.0 for n in alive.values()):
-                break
-            assert raystart.poll() is None, open(str(tmp_path / "raystart.log")).read()
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the stock raylet did not register")
-        def run(program):
-            out = subprocess.run([sys.executable, "-c", program, address], capture_output=True, text=True,
-                                 timeout=300, env=env)
-            report = out.stdout + out.stderr + "\n--- gcs log ---\n" + open(log).read()[-8000:]
-            assert out.returncode == 0, report
-            return out.stdout + out.stderr, report
-
-        text, report = run(DRIVER)
+        c.add_raylet({"one": 1.0}, num_cpus=2)
+        text, report = c.run(DRIVER)
         # Worker prints reach the same stdout and may share a line with ours.
         for want in ("task 42", "actor 15", "get_actor 16", "cpus 2.0", "killed ActorDiedError", "creation True"):
             assert want in text, report
         assert "hello from task 21" in text, report  # a worker's print, via the log channel
 
-        text, report = run(DRIVER2)
+        text, report = c.run(DRIVER2)
         for want in ("pg CREATED", "pg actor True", "pg REMOVED", "restarted True", "out of scope DEAD",
                      "detached survives True"):
             assert want in text, report
     finally:
-        if raystart is not None and raystart.poll() is None:
-            os.killpg(raystart.pid, signal.SIGTERM)
-            try:
-                raystart.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(raystart.pid, signal.SIGKILL)
-                raystart.wait()
-        stop_process(gcs)
-        if os.environ.get("GRAY_KEEP_LOGS") is None:
-            os.unlink(log)
+        c.close()
+
+
+NODE_DEATH_DRIVER = textwrap.dedent("""
+    import os, sys, time, ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    ray.init(address=sys.argv[1])
+    me = ray.get_runtime_context().get_node_id()
+    other = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != me and n["Resources"].get("r")][0]
+
+    @ray.remote(num_cpus=0, resources={"r": 1}, max_restarts=1)
+    class A:
+        def where(self):
+            return ray.get_runtime_context().get_node_id()
+
+    a = A.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=True)).remote()
+    print("placed on other", ray.get(a.where.remote(), timeout=60) == other, flush=True)
+    print("VICTIM", other, flush=True)
+    sys.stdin.readline()  # the test kills that node, then writes a line
+    deadline = time.time() + 90
+    while True:
+        try:
+            if ray.get(a.where.remote(), timeout=60) == me:
+                print("restarted on the driver's node", flush=True)
+                break
+        except ray.exceptions.RayActorError:
+            assert time.time() < deadline, "the actor did not come back"
+            time.sleep(0.2)
+    ray.shutdown()
+""")
+
+
+@stock_only
+def test_stock_raylet_killed_actor_restarts_on_the_other(gray_bin, tmp_path):
+    """Two stock raylets; the one hosting an actor is SIGKILLed. The GCS
+    notices the silent raylet (GetResourceLoad polls), publishes it DEAD and
+    restarts the actor (max_restarts=1) on the other node."""
+    c = StockCluster(gray_bin, tmp_path, "--node-dead-after", "2s")
+    try:
+        procs = {}
+        for name in ("x", "y"):
+            proc, node_id = c.add_raylet({name: 1.0, "r": 1.0})
+            procs[node_id] = proc
+        driver = subprocess.Popen([sys.executable, "-c", NODE_DEATH_DRIVER, c.address], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=c.env)
+        out = []
+        try:
+            for line in driver.stdout:
+                out.append(line)
+                if line.startswith("VICTIM "):
+                    c.kill(procs[line.split()[1]], signal.SIGKILL)
+                    driver.stdin.write("go\n")
+                    driver.stdin.flush()
+            driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        text = "".join(out)
+        report = text + "\n--- gcs log ---\n" + open(c.log).read()[-8000:]
+        assert driver.returncode == 0, report
+        assert "placed on other True" in text and "restarted on the driver's node" in text, report
+        assert "node dead" in open(c.log).read(), report
+    finally:
+        c.close()
