@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -263,5 +264,17 @@ func TestWorkers(t *testing.T) {
 	dw, _ := e.wrk.GetAllWorkerInfo(e.cctx(), &raypb.GetAllWorkerInfoRequest{Filters: &raypb.GetAllWorkerInfoRequest_Filters{IsAlive: &aliveF}})
 	if len(dw.GetWorkerTableData()) != 1 || dw.GetWorkerTableData()[0].GetExitDetail() != "segfault" || dw.GetWorkerTableData()[0].GetPid() != 77 {
 		t.Fatalf("dead workers = %v", dw)
+	}
+}
+
+func TestLargeKVValue(t *testing.T) {
+	e := newEnv(t, nil)
+	big := bytes.Repeat([]byte("x"), 8<<20) // a large pickled function
+	if _, err := e.kvc.InternalKVPut(e.cctx(), &raypb.InternalKVPutRequest{Namespace: []byte("fun"), Key: []byte("f"), Value: big}, grpc.MaxCallSendMsgSize(MaxMessageSize)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.kvc.InternalKVGet(e.cctx(), &raypb.InternalKVGetRequest{Namespace: []byte("fun"), Key: []byte("f")}, grpc.MaxCallRecvMsgSize(MaxMessageSize))
+	if err != nil || len(g.GetValue()) != len(big) {
+		t.Fatalf("get = %d bytes, %v", len(g.GetValue()), err)
 	}
 }

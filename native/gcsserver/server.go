@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -183,7 +184,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)))
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,10 +216,20 @@ func New(cfg Config) (*Server, error) {
 // ClusterID returns the cluster id.
 func (s *Server) ClusterID() []byte { return append([]byte(nil), s.cfg.ClusterID...) }
 
+// MaxMessageSize is the largest gRPC message the GCS sends or accepts, as
+// Ray's max_grpc_message_size (pickled functions in the KV can be large).
+const MaxMessageSize = 512 << 20
+
 // ServerOptions returns the options a grpc.Server for this GCS should be
-// built with (the ray_cluster_id check).
+// built with: the ray_cluster_id check, Ray's message size limit, and a
+// keepalive policy that tolerates the C++ clients' idle pings.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.checkClusterID)}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.checkClusterID),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
 }
 
 // NewGRPCServer builds a grpc.Server with ServerOptions (plus extra) and
