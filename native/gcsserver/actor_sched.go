@@ -118,9 +118,22 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 			return nil, nil // the node may still register
 		}
 	}
+	spread := strat.GetSpreadSchedulingStrategy() != nil
+	for _, sel := range selectorsOf(spec) {
+		if n := s.pickByResourcesLocked(spec, need, sel, spread); n != nil {
+			return n, nil
+		}
+	}
+	return nil, nil
+}
+
+// pickByResourcesLocked picks an ALIVE node matching sel whose total
+// resources fit need: one with the resources free now first (the owner's
+// node preferred, as Ray sends actor leases to the owner's raylet), else one
+// that will have them.
+func (s *Server) pickByResourcesLocked(spec *commonpb.TaskSpec, need map[string]float64, sel *commonpb.LabelSelector, spread bool) *nodeEntry {
 	owner := string(spec.GetCallerAddress().GetNodeId())
 	var firstAvail, firstTotal *nodeEntry
-	spread := strat.GetSpreadSchedulingStrategy() != nil
 	offset := 0
 	if spread {
 		offset = s.spreadNext
@@ -129,12 +142,12 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 	for i := range s.nodeOrder {
 		id := s.nodeOrder[(i+offset)%len(s.nodeOrder)]
 		n := s.nodes[id]
-		if !n.alive() || n.draining || !fits(n.info.GetResourcesTotal(), need) {
+		if !n.alive() || n.draining || !fits(n.info.GetResourcesTotal(), need) || !labelsMatch(n.info.GetLabels(), sel) {
 			continue
 		}
 		if fits(n.available, need) {
 			if !spread && id == owner {
-				return n, nil
+				return n
 			}
 			if firstAvail == nil {
 				firstAvail = n
@@ -145,9 +158,9 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 		}
 	}
 	if firstAvail != nil {
-		return firstAvail, nil
+		return firstAvail
 	}
-	return firstTotal, nil
+	return firstTotal
 }
 
 // waitChange blocks until the node table or placement groups change, d

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -25,6 +26,10 @@ func TestClusterIDAndMetadataCheck(t *testing.T) {
 	// No metadata: accepted (Python clients do not send it).
 	if _, err := e.kvc.InternalKVExists(context.Background(), &raypb.InternalKVExistsRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("call without cluster id: %v", err)
+	}
+	h, err := healthpb.NewHealthClient(e.cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
 	}
 	bad := metadata.AppendToOutgoingContext(context.Background(), clusterIDKey, hexID(randBytes(28)))
 	_, err = e.kvc.InternalKVExists(bad, &raypb.InternalKVExistsRequest{Key: []byte("k")})

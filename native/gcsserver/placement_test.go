@@ -180,4 +180,14 @@ func TestTaskEvents(t *testing.T) {
 	if len(r.GetEventsByTask()) != 2 {
 		t.Fatalf("not-equal filter = %v", r)
 	}
+	// Task 2's latest state is PENDING_ARGS_AVAIL (1), task 3's too.
+	sf := &raypb.GetTaskEventsRequest_Filters{StateFilters: []*raypb.GetTaskEventsRequest_Filters_StateFilter{{State: "pending_args_avail"}}}
+	r, _ = e.task.GetTaskEvents(e.cctx(), &raypb.GetTaskEventsRequest{Filters: sf})
+	if len(r.GetEventsByTask()) != 2 {
+		t.Fatalf("state filter = %v", r)
+	}
+	sf.StateFilters[0].State = "FINISHED"
+	if r, _ = e.task.GetTaskEvents(e.cctx(), &raypb.GetTaskEventsRequest{Filters: sf}); len(r.GetEventsByTask()) != 0 {
+		t.Fatalf("FINISHED filter = %v", r)
+	}
 }

@@ -86,3 +86,36 @@ func TestActorLeaseRefusedAndPushFailing(t *testing.T) {
 		}
 	})
 }
+
+func TestActorLabelSelectorAndFallback(t *testing.T) {
+	e := newEnv(t, nil)
+	f1, f2 := newFake(t), newFake(t)
+	f2.owner = f1.owner
+	for _, x := range []struct {
+		f    *fake
+		zone string
+	}{{f1, "us-east"}, {f2, "eu-west"}} {
+		info := x.f.nodeInfo(map[string]float64{"CPU": 1})
+		info.Labels = map[string]string{"zone": x.zone}
+		if _, err := e.node.RegisterNode(e.cctx(), &raypb.RegisterNodeRequest{NodeInfo: info}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := func(vals ...string) *commonpb.LabelSelector {
+		return &commonpb.LabelSelector{LabelConstraints: []*commonpb.LabelSelectorConstraint{{LabelKey: "zone", Operator: commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, LabelValues: vals}}}
+	}
+	spec := actorSpec(f1, "", 0)
+	spec.LabelSelector = in("eu-west")
+	e.register(spec)
+	if r := recv(t, e.create(spec)); r.GetActorAddress().GetPort() != f2.port {
+		t.Fatalf("label-selected actor on %d, want %d", r.GetActorAddress().GetPort(), f2.port)
+	}
+	fb := actorSpec(f1, "", 0)
+	fb.LabelSelector = in("ap-south")
+	fb.FallbackStrategy = &commonpb.FallbackStrategy{Options: []*commonpb.FallbackOption{{LabelSelector: &commonpb.LabelSelector{LabelConstraints: []*commonpb.LabelSelectorConstraint{
+		{LabelKey: "zone", Operator: commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN, LabelValues: []string{"us-east"}}}}}}}
+	e.register(fb)
+	if r := recv(t, e.create(fb)); r.GetActorAddress().GetPort() != f2.port {
+		t.Fatalf("fallback actor on %d, want %d", r.GetActorAddress().GetPort(), f2.port)
+	}
+}

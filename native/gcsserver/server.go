@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -255,6 +257,7 @@ func (s *Server) Register(g *grpc.Server) {
 	raypb.RegisterRuntimeEnvGcsServiceServer(g, &runtimeEnvService{s: s})
 	raypb.RegisterRayEventExportGcsServiceServer(g, &eventExportService{s: s})
 	autoscalerpb.RegisterAutoscalerStateServiceServer(g, &autoscalerService{s: s})
+	healthpb.RegisterHealthServer(g, health.NewServer()) // SERVING while up
 }
 
 // Start launches the background loops (raylet resource polls and health,
