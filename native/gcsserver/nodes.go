@@ -114,6 +114,7 @@ func (s *Server) markNodeDeadLocked(id []byte, death *commonpb.NodeDeathInfo) {
 	s.nodesChangedLocked()
 	s.conns.drop(n.address())
 	s.onNodeDeadLocked(id, n)
+	s.pruneNodesLocked()
 }
 
 // aliveNodeLocked returns the entry of an ALIVE node, or nil.

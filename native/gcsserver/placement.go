@@ -334,7 +334,7 @@ func (s *Server) removePGLocked(pg *placementGroup) {
 	s.log.Info("placement group removed", "pg_id", hexID(d.GetPlacementGroupId()))
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
-		if !a.gone && string(a.data.GetPlacementGroupId()) == string(d.GetPlacementGroupId()) {
+		if a != nil && !a.gone && string(a.data.GetPlacementGroupId()) == string(d.GetPlacementGroupId()) {
 			s.destroyActorLocked(a, unschedulableCause("The actor's placement group was removed."), true)
 		}
 	}
