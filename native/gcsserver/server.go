@@ -8,6 +8,15 @@
 // GetResourceLoad polls) and core workers (PushTask of actor creation tasks,
 // WaitForActorRefDeleted) as a gRPC client, and publishes table changes on
 // Ray's GCS pub/sub channels.
+//
+// Acknowledged but not acted on: RuntimeEnvGcsService.PinRuntimeEnvURI (the
+// pin is remembered until it expires, nothing is collected),
+// RayEventExportGcsService.AddEvents, the autoscaler's ReportClusterConfig,
+// NodeInfoGcsService.DrainNode and the autoscaler's DrainNode (the node is
+// only marked draining: no new actors or bundles go there). Not served:
+// ray.rpc.syncer.RaySyncer (stock raylets use it to learn each other's
+// resources; gray's raylets do not need it) and the autoscaler's
+// ResizeRayletResourceInstances (UNIMPLEMENTED).
 package gcsserver
 
 import (
@@ -46,7 +55,6 @@ const (
 	codeNotFound            = 17
 	codeSchedulingCancelled = 19
 	codeAlreadyExists       = 20
-	codeInvalidArgument     = 34
 )
 
 // Errors returned by New and the accessors.
