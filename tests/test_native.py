@@ -461,3 +461,79 @@ def test_timeline(native):
         assert isinstance(events, list)
         ray.shutdown()
     """)
+
+
+def _garbage_then_closed(path, payload):
+    """Sends payload on a fresh connection to the unix socket at path and
+    reports whether the server closed it (what a bad client must get)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(payload)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(os.environ.get("NATIVE_TARGET") == "ray", reason="probes gray's own sockets")
+def test_malformed_local_messages_disconnect_only_the_sender(native):
+    import struct
+    sockets = os.path.join(native.session_dir(), "sockets")
+    cookie = struct.pack("<q", 0x5241590000000000)
+    # A wrong cookie on the raylet socket.
+    assert _garbage_then_closed(os.path.join(sockets, "raylet"), b"\x01" * 64)
+    # A RegisterClientRequest (type 1) whose flatbuffer is garbage.
+    body = b"\xff" * 40
+    assert _garbage_then_closed(os.path.join(sockets, "raylet"), cookie + struct.pack("<qQ", 1, len(body)) + body)
+    # A PlasmaCreateRequest (type 1) whose flatbuffer is garbage, and a frame
+    # that declares an absurd length.
+    assert _garbage_then_closed(os.path.join(sockets, "plasma_store"), cookie + struct.pack("<qQ", 1, len(body)) + body)
+    assert _garbage_then_closed(os.path.join(sockets, "plasma_store"), cookie + struct.pack("<qQ", 8, 1 << 40))
+    # The node keeps serving everyone else.
+    native.check("""
+        import numpy as np, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def f(a):
+            return int(a.sum())
+
+        assert ray.get(f.remote(np.ones(1 << 20, dtype=np.uint8))) == 1 << 20
+        ray.shutdown()
+    """)
+
+
+def test_runtime_env_vars(native):
+    native.check("""
+        import os, ray
+        ray.init(address=ADDRESS, runtime_env={"env_vars": {"JOB_LEVEL": "j"}})
+
+        @ray.remote
+        def env(name):
+            return os.environ.get(name), os.getpid()
+
+        assert ray.get(env.remote("JOB_LEVEL"))[0] == "j"
+        val, pid1 = ray.get(env.options(runtime_env={"env_vars": {"TASK_LEVEL": "t"}}).remote("TASK_LEVEL"))
+        assert val == "t"
+        # Another env runs in another worker process; the plain one keeps none of it.
+        assert ray.get(env.remote("TASK_LEVEL"))[0] is None
+
+        @ray.remote(runtime_env={"env_vars": {"ACTOR_LEVEL": "a"}})
+        class A:
+            def get(self):
+                return os.environ.get("ACTOR_LEVEL")
+
+        assert ray.get(A.remote().get.remote()) == "a"
+
+        # What gray cannot set up yet fails as a runtime env error, not a hang.
+        try:
+            ray.get(env.options(runtime_env={"pip": ["surely-not-a-package-xyz"]}).remote("X"), timeout=120)
+            raise SystemExit("no error")
+        except ray.exceptions.RuntimeEnvSetupError:
+            pass
+        ray.shutdown()
+    """)

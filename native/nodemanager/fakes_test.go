@@ -482,3 +482,18 @@ func buildPushError(job []byte, typ, msg string, ts float64) []byte {
 	b.Finish(fb.PushErrorRequestEnd(b))
 	return b.FinishedBytes()
 }
+
+func buildSubscribePlasmaReady(id []byte) []byte {
+	b := flatbuffers.NewBuilder(64)
+	o := b.CreateByteString(id)
+	fb.SubscribePlasmaReadyStart(b)
+	fb.SubscribePlasmaReadyAddObjectId(b, o)
+	b.Finish(fb.SubscribePlasmaReadyEnd(b))
+	return b.FinishedBytes()
+}
+
+func (f *fakeCoreWorker) GetCoreWorkerStats(ctx context.Context, req *raypb.GetCoreWorkerStatsRequest) (*raypb.GetCoreWorkerStatsReply, error) {
+	f.rec.add("GetCoreWorkerStats", req)
+	return &raypb.GetCoreWorkerStatsReply{CoreWorkerStats: &commonpb.CoreWorkerStats{NumPendingTasks: 3,
+		ObjectRefs: []*commonpb.ObjectRefInfo{{ObjectId: []byte("o")}}}}, nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
@@ -58,23 +59,28 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
 			SchedulingFailureMessage: "gray raylet: RequestWorkerLease without lease_spec"}, nil
 	}
-	if hasRuntimeEnv(spec) {
+	env, err := parseRuntimeEnv(spec)
+	if err != nil {
 		return &raypb.RequestWorkerLeaseReply{Canceled: true,
 			FailureType:              raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_RUNTIME_ENV_SETUP_FAILED,
-			SchedulingFailureMessage: "gray raylet: runtime_env is not supported yet (got " + spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv() + ")"}, nil
+			SchedulingFailureMessage: err.Error()}, nil
 	}
 	l := newLease(spec, req.GetBacklogSize())
+	l.env = env
+	l.elsewhere = excludesNode(spec, r.cfg.NodeID, r.labels())
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if _, dup := r.leases[l.id]; dup {
+	if g, dup := r.leases[l.id]; dup && g.worker != nil {
+		// A retried request for a lease already granted: the same grant.
+		w := g.worker
+		res := leaseResult{worker: w, pid: w.pid, mapping: g.alloc.Mapping(), addr: w.address(r.cfg.NodeID)}
 		r.mu.Unlock()
-		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
-			SchedulingFailureMessage: "gray raylet: lease id already granted"}, nil
+		return s.leaseReply(res), nil
 	}
-	if req.GetGrantOrReject() && !r.pool.Feasible(l.placement) {
+	if req.GetGrantOrReject() && (l.elsewhere || !r.pool.Feasible(l.placement)) {
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}
@@ -121,7 +127,7 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 	}
 	w := l.worker
 	r.releaseLeaseLocked(l)
-	kill := false
+	kill, grace := false, false
 	if w != nil && w.state == wsLeased {
 		switch {
 		case disconnect:
@@ -130,6 +136,7 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 			kill = true
 		case exiting:
 			w.exiting = true
+			grace = w.cmd != nil
 		default:
 			w.state = wsIdle
 			w.idleFrom = time.Now()
@@ -139,6 +146,9 @@ func (r *Raylet) returnLease(id string, disconnect, exiting bool, detail string)
 	r.mu.Unlock()
 	if kill {
 		w.kill()
+	}
+	if grace {
+		r.killAfterGrace(w) // it said it is exiting; make sure it does
 	}
 	return true
 }
@@ -295,15 +305,67 @@ func (s *nodeManagerService) KillLocalActor(ctx context.Context, req *raypb.Kill
 
 func (s *nodeManagerService) GetNodeStats(ctx context.Context, req *raypb.GetNodeStatsRequest) (*raypb.GetNodeStatsReply, error) {
 	r := s.r
-	r.mu.Lock()
+	stats := r.coreWorkerStats(ctx, req.GetIncludeMemoryInfo(), nil)
 	n := 0
-	for _, w := range r.byID {
-		if w.typ == workerTypeWorker && w.state != wsStarting {
+	for _, st := range stats {
+		if st.GetWorkerType() == commonpb.WorkerType_WORKER {
 			n++
 		}
 	}
+	return &raypb.GetNodeStatsReply{CoreWorkersStats: stats, NumWorkers: uint32(n), StoreStats: s.storeStats()}, nil
+}
+
+// coreWorkerStats asks every registered worker and driver for its
+// CoreWorkerStats (in parallel, 2 s each); the unreachable are left out.
+func (r *Raylet) coreWorkerStats(ctx context.Context, memory bool, limit *int64) []*commonpb.CoreWorkerStats {
+	type target struct {
+		id   WorkerID
+		addr string
+		typ  int32
+		pid  int
+	}
+	var targets []target
+	r.mu.Lock()
+	for _, w := range r.byID {
+		if w.port > 0 && (w.state == wsIdle || w.state == wsLeased || w.state == wsDriver) {
+			targets = append(targets, target{w.id, w.grpcAddr(), w.typ, w.pid})
+		}
+	}
 	r.mu.Unlock()
-	return &raypb.GetNodeStatsReply{NumWorkers: uint32(n), StoreStats: s.storeStats()}, nil
+	out := make([]*commonpb.CoreWorkerStats, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cw, err := r.workers.get(tg.addr)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			rep, err := cw.GetCoreWorkerStats(cctx, &raypb.GetCoreWorkerStatsRequest{IntendedWorkerId: tg.id[:], IncludeMemoryInfo: memory, Limit: limit})
+			if err != nil {
+				return
+			}
+			st := rep.GetCoreWorkerStats()
+			if st == nil {
+				st = &commonpb.CoreWorkerStats{}
+			}
+			st.WorkerId = tg.id[:]
+			st.WorkerType = commonpb.WorkerType(tg.typ)
+			st.Pid = uint32(tg.pid)
+			out[i] = st
+		}()
+	}
+	wg.Wait()
+	kept := out[:0]
+	for _, st := range out {
+		if st != nil {
+			kept = append(kept, st)
+		}
+	}
+	return kept
 }
 
 func (s *nodeManagerService) storeStats() *raypb.ObjectStoreStats {
@@ -316,7 +378,17 @@ func (s *nodeManagerService) storeStats() *raypb.ObjectStoreStats {
 }
 
 func (s *nodeManagerService) GetObjectsInfo(ctx context.Context, req *raypb.GetObjectsInfoRequest) (*raypb.GetObjectsInfoReply, error) {
-	return &raypb.GetObjectsInfoReply{Total: s.r.cfg.Store.Usage().Objects}, nil
+	var limit *int64
+	if req.Limit != nil {
+		l := req.GetLimit()
+		limit = &l
+	}
+	stats := s.r.coreWorkerStats(ctx, true, limit)
+	var total int64
+	for _, st := range stats {
+		total += int64(len(st.GetObjectRefs()))
+	}
+	return &raypb.GetObjectsInfoReply{CoreWorkersStats: stats, Total: total}, nil
 }
 
 func (s *nodeManagerService) FormatGlobalMemoryInfo(ctx context.Context, req *raypb.FormatGlobalMemoryInfoRequest) (*raypb.FormatGlobalMemoryInfoReply, error) {
@@ -357,4 +429,56 @@ func (s *nodeManagerService) GetWorkerPIDs(ctx context.Context, _ *raypb.GetWork
 		}
 	}
 	return rep, nil
+}
+
+// CancelLeasesWithResourceShapes cancels queued leases whose resource
+// request equals one of the shapes (the autoscaler gives up on them).
+func (s *nodeManagerService) CancelLeasesWithResourceShapes(ctx context.Context, req *raypb.CancelLeasesWithResourceShapesRequest) (*raypb.CancelLeasesWithResourceShapesReply, error) {
+	r := s.r
+	shapes := map[string]bool{}
+	for _, sh := range req.GetResourceShapes() {
+		shapes[shapeString(positive(sh.GetResourceShape()))] = true
+	}
+	var canceled []*lease
+	r.mu.Lock()
+	kept := r.queue[:0]
+	for _, l := range r.queue {
+		if shapes[shapeString(l.req)] {
+			canceled = append(canceled, l)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	r.queue = kept
+	r.mu.Unlock()
+	for _, l := range canceled {
+		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_UNSCHEDULABLE,
+			message: "The lease was cancelled because no node can satisfy its resource request."})
+	}
+	return &raypb.CancelLeasesWithResourceShapesReply{}, nil
+}
+
+// ReleaseUnusedActorWorkers kills actor workers the GCS does not list as
+// in use (after a GCS restart).
+func (s *nodeManagerService) ReleaseUnusedActorWorkers(ctx context.Context, req *raypb.ReleaseUnusedActorWorkersRequest) (*raypb.ReleaseUnusedActorWorkersReply, error) {
+	r := s.r
+	inUse := map[WorkerID]bool{}
+	for _, b := range req.GetWorkerIdsInUse() {
+		if id, ok := workerIDFrom(b); ok {
+			inUse[id] = true
+		}
+	}
+	var victims []*worker
+	r.mu.Lock()
+	for id, w := range r.byID {
+		if w.lease != nil && w.lease.isActor && !inUse[id] {
+			w.setExit(commonpb.WorkerExitType_INTENDED_SYSTEM_EXIT, "Worker exits because its actor is not in use after a GCS restart.")
+			victims = append(victims, w)
+		}
+	}
+	r.mu.Unlock()
+	for _, w := range victims {
+		w.kill()
+	}
+	return &raypb.ReleaseUnusedActorWorkersReply{}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
@@ -51,7 +52,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	// A lease in bundle 0 waits for the commit.
 	res := map[string]float64{"CPU_group_0_" + pgHex: 1, "CPU_group_" + pgHex: 1, "bundle_group_" + pgHex: 0.001}
 	c := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, res), false)
-	tn.notAnswered(t, c)
+	tn.notAnswered(t, c, 1)
 	if _, err := tn.nm.CommitBundleResources(ctx, &raypb.CommitBundleResourcesRequest{BundleSpecs: b}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,4 +179,111 @@ func TestWorkerLogsPublished(t *testing.T) {
 		}
 		return false
 	})
+}
+
+func TestCancelLeasesWithResourceShapes(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	c := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 8}), false)
+	tn.notAnswered(t, c, 1)
+	tn.nm.CancelLeasesWithResourceShapes(ctx, &raypb.CancelLeasesWithResourceShapesRequest{
+		ResourceShapes: []*raypb.CancelLeasesWithResourceShapesRequest_ResourceShape{{ResourceShape: map[string]float64{"CPU": 8}}}})
+	rep := waitLease(t, c)
+	if !rep.GetCanceled() || rep.GetFailureType() != raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_UNSCHEDULABLE {
+		t.Fatalf("cancelled by shape: %v", rep)
+	}
+}
+
+func TestReleaseUnusedActorWorkers(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	var ids [][]byte
+	for n := byte(1); n <= 2; n++ {
+		spec := leaseSpec(n, jobID(1), owner1, nil)
+		spec.Type = commonpb.TaskType_ACTOR_CREATION_TASK
+		spec.ActorId = bytes.Repeat([]byte{n}, 16)
+		rep := waitLease(t, tn.requestAsync(ctx, spec, false))
+		tn.nextSpawn(t)
+		ids = append(ids, rep.GetWorkerAddress().GetWorkerId())
+	}
+	tn.nm.ReleaseUnusedActorWorkers(ctx, &raypb.ReleaseUnusedActorWorkersRequest{WorkerIdsInUse: ids[:1]})
+	calls := tn.gcs.rec.waitFor(t, "ReportWorkerFailure", atLeast(1))
+	if got := calls[0].(*raypb.ReportWorkerFailureRequest).GetWorkerFailure().GetWorkerAddress().GetWorkerId(); !bytes.Equal(got, ids[1]) {
+		t.Fatalf("released %x, want %x", got, ids[1])
+	}
+}
+
+func TestPrestartOnFirstDriverAndPlasmaReady(t *testing.T) {
+	tn := newTestNode(t, true, func(c *Config) { c.NumPrestartWorkers = 2 })
+	tn.driver(t, 1)
+	w1, w2 := tn.nextSpawn(t), tn.nextSpawn(t)
+	tn.driver(t, 2) // only the first driver prestarts
+	tn.waitState(t, "two idle prestarted workers", func(r *Raylet) bool {
+		n := 0
+		for _, w := range r.byID {
+			if w.state == wsIdle && w.jobHex == nilJobHex {
+				n++
+			}
+		}
+		return n == 2
+	})
+	select {
+	case <-tn.spawns:
+		t.Fatal("second driver prestarted workers too")
+	default:
+	}
+	a := oid(7)
+	w1.sock.send(msgSubscribePlasmaReady, buildSubscribePlasmaReady(a[:]))
+	tn.store.Seal(a)
+	calls := w1.cw.rec.waitFor(t, "PlasmaObjectReady", atLeast(1))
+	if !bytes.Equal(calls[0].(*raypb.PlasmaObjectReadyRequest).GetObjectId(), a[:]) {
+		t.Fatalf("PlasmaObjectReady: %v", calls[0])
+	}
+	_ = w2
+}
+
+func TestShutdownRayletCallsBack(t *testing.T) {
+	got := make(chan bool, 1)
+	tn := newTestNode(t, true, func(c *Config) { c.OnShutdown = func(g bool) { got <- g } })
+	tn.nm.ShutdownRaylet(context.Background(), &raypb.ShutdownRayletRequest{Graceful: true})
+	select {
+	case g := <-got:
+		if !g {
+			t.Fatal("graceful flag lost")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnShutdown not called")
+	}
+	d, err := tn.nm.DrainRaylet(context.Background(), &raypb.DrainRayletRequest{})
+	if err != nil || !d.GetIsAccepted() {
+		t.Fatalf("DrainRaylet: %v %v", d, err)
+	}
+}
+
+func TestGetNodeStatsFansOut(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	tn.driver(t, 1)
+	waitLease(t, tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
+	w := tn.nextSpawn(t)
+	rep, err := tn.nm.GetNodeStats(ctx, &raypb.GetNodeStatsRequest{IncludeMemoryInfo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.GetCoreWorkersStats()) != 2 || rep.GetNumWorkers() != 1 || rep.GetStoreStats() == nil {
+		t.Fatalf("node stats: %v", rep)
+	}
+	found := false
+	for _, st := range rep.GetCoreWorkersStats() {
+		if bytes.Equal(st.GetWorkerId(), w.id[:]) && st.GetNumPendingTasks() == 3 && st.GetWorkerType() == commonpb.WorkerType_WORKER {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("worker stats missing: %v", rep.GetCoreWorkersStats())
+	}
+	oi, err := tn.nm.GetObjectsInfo(ctx, &raypb.GetObjectsInfoRequest{})
+	if err != nil || oi.GetTotal() != 2 {
+		t.Fatalf("objects info: %v %v", oi, err)
+	}
 }

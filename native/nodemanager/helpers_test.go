@@ -163,16 +163,39 @@ func waitLease(t *testing.T, ch chan leaseCall) *raypb.RequestWorkerLeaseReply {
 	}
 }
 
-// notAnswered checks that ch has no reply once the raylet has processed
-// everything queued before (a GetSystemConfig round trip orders after the
-// scheduling pass of earlier requests, which run under the same lock).
-func (tn *testNode) notAnswered(t *testing.T, ch chan leaseCall) {
+// waitState waits until cond holds over the raylet's state (checked under
+// its lock after every scheduling pass).
+func (tn *testNode) waitState(t *testing.T, what string, cond func(r *Raylet) bool) {
 	t.Helper()
-	if _, err := tn.nm.GetSystemConfig(context.Background(), &raypb.GetSystemConfigRequest{}); err != nil {
-		t.Fatal(err)
+	deadline := time.After(20 * time.Second)
+	for {
+		tn.r.mu.Lock()
+		ok := cond(tn.r)
+		ch := tn.r.changed
+		tn.r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
-	tn.r.mu.Lock()
-	tn.r.mu.Unlock()
+}
+
+// notAnswered waits until the lease with that counter is queued and checks
+// that its request has no reply.
+func (tn *testNode) notAnswered(t *testing.T, ch chan leaseCall, counter byte) {
+	t.Helper()
+	tn.waitState(t, "the lease to be queued", func(r *Raylet) bool {
+		for _, l := range r.queue {
+			if l.id[0] == counter {
+				return true
+			}
+		}
+		return false
+	})
 	select {
 	case c := <-ch:
 		t.Fatalf("lease answered early: %v %v", c.rep, c.err)

@@ -19,8 +19,12 @@ type lease struct {
 	req       map[string]float64 // allocated while granted
 	placement map[string]float64 // must fit to be granted (actors)
 	jobHex    string
-	owner     WorkerID // caller_address.worker_id
+	env       runtimeEnv // the worker must have been started with it
+	owner     WorkerID   // caller_address.worker_id
 	isActor   bool
+	// elsewhere: label selector or hard node affinity exclude this node,
+	// so the lease can never run here (reported as infeasible).
+	elsewhere bool
 	backlog   int64
 	queuedAt  time.Time
 
@@ -96,34 +100,35 @@ func union(a, b map[string]float64) map[string]float64 {
 	return out
 }
 
-// hasRuntimeEnv reports a non-empty runtime_env (not supported yet).
-func hasRuntimeEnv(spec *commonpb.LeaseSpec) bool {
-	s := strings.TrimSpace(spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv())
-	return s != "" && s != "{}"
-}
-
 // schedule grants every queued lease whose resources fit and that has an
 // idle worker of its job, and starts workers for the ones that fit but
 // have none. Called with r.mu held.
 func (r *Raylet) scheduleLocked() {
+	defer func() {
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}()
 	if r.closed {
 		return
 	}
 	var trial []Allocation
-	need := map[string]int{}
+	type poolKey struct{ job, env string }
+	need := map[poolKey]int{}
+	envs := map[string]runtimeEnv{}
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if !r.pool.Fits(l.placement) {
+		if l.elsewhere || !r.pool.Fits(l.placement) {
 			kept = append(kept, l)
 			continue
 		}
-		w := r.idleWorkerLocked(l.jobHex)
+		w := r.idleWorkerLocked(l.jobHex, l.env.key)
 		if w == nil {
 			// Count it as running so that later leases see the rest.
 			if a, ok := r.pool.Allocate(l.req); ok {
 				trial = append(trial, a)
 			}
-			need[l.jobHex]++
+			need[poolKey{l.jobHex, l.env.key}]++
+			envs[l.env.key] = l.env
 			kept = append(kept, l)
 			continue
 		}
@@ -134,24 +139,28 @@ func (r *Raylet) scheduleLocked() {
 	for _, a := range trial {
 		r.pool.Release(a)
 	}
-	for job, n := range need {
+	for k, n := range need {
 		have := 0
 		for _, w := range r.byID {
-			if (w.state == wsStarting || w.state == wsRegistered) && (w.jobHex == job || w.jobHex == nilJobHex) {
+			if (w.state == wsStarting || w.state == wsRegistered) && w.env.key == k.env && (w.jobHex == k.job || w.jobHex == nilJobHex) {
 				have++
 			}
 		}
+		if time.Now().Before(r.startAfter) {
+			break // backing off after start-up failures
+		}
 		for ; have < n && r.starting < r.cfg.MaxStartingWorkers; have++ {
-			r.startWorkerLocked(job)
+			r.startWorkerLocked(k.job, envs[k.env])
 		}
 	}
 }
 
-// idleWorkerLocked finds an idle worker bound to job, else an unbound one.
-func (r *Raylet) idleWorkerLocked(job string) *worker {
+// idleWorkerLocked finds an idle worker bound to job, else an unbound one,
+// among those started with the runtime env envKey.
+func (r *Raylet) idleWorkerLocked(job, envKey string) *worker {
 	var unbound *worker
 	for _, w := range r.byID {
-		if w.state != wsIdle || w.exiting {
+		if w.state != wsIdle || w.exiting || w.env.key != envKey {
 			continue
 		}
 		if w.jobHex == job {
@@ -230,7 +239,7 @@ func (r *Raylet) resourceLoadLocked() (map[string]float64, *raypb.ResourceLoad) 
 			shapes[key] = d
 			order = append(order, key)
 		}
-		if r.pool.Feasible(l.placement) {
+		if !l.elsewhere && r.pool.Feasible(l.placement) {
 			d.NumReadyRequestsQueued++
 		} else {
 			d.NumInfeasibleRequestsQueued++
@@ -255,4 +264,33 @@ func shapeString(m map[string]float64) string {
 		b.WriteByte(';')
 	}
 	return b.String()
+}
+
+// excludesNode reports whether spec's label selector or hard node affinity
+// rule this node out.
+func excludesNode(spec *commonpb.LeaseSpec, nodeID []byte, labels map[string]string) bool {
+	if na := spec.GetSchedulingStrategy().GetNodeAffinitySchedulingStrategy(); na != nil && !na.GetSoft() &&
+		len(na.GetNodeId()) > 0 && string(na.GetNodeId()) != string(nodeID) {
+		return true
+	}
+	for _, c := range spec.GetLabelSelector().GetLabelConstraints() {
+		v, has := labels[c.GetLabelKey()]
+		in := false
+		for _, want := range c.GetLabelValues() {
+			if has && v == want {
+				in = true
+			}
+		}
+		switch c.GetOperator() {
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN:
+			if !in {
+				return true
+			}
+		case commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN:
+			if in {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"testing"
-	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
@@ -42,7 +41,7 @@ func TestLeaseGrantQueueReturnReuse(t *testing.T) {
 	}
 	// A third lease queues until one is returned, then reuses that worker.
 	c3 := tn.requestAsync(ctx, leaseSpec(3, jobID(1), owner1, map[string]float64{"CPU": 1}), false)
-	tn.notAnswered(t, c3)
+	tn.notAnswered(t, c3, 3)
 	if _, err := tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(1, nil, owner1, nil).LeaseId,
 		WorkerPort: r1.GetWorkerAddress().GetPort()}); err != nil {
 		t.Fatal(err)
@@ -58,7 +57,7 @@ func TestLeaseGrantQueueReturnReuse(t *testing.T) {
 	}
 	// Load is visible to the GCS poll.
 	c4 := tn.requestAsync(ctx, leaseSpec(4, jobID(1), owner1, map[string]float64{"CPU": 1}), false)
-	tn.notAnswered(t, c4)
+	tn.notAnswered(t, c4, 4)
 	load, err := tn.nm.GetResourceLoad(ctx, &raypb.GetResourceLoadRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +101,7 @@ func TestLeaseInfeasibleRejectAndRuntimeEnv(t *testing.T) {
 	}
 	// Without it the request stays queued (infeasible) and shows in the load.
 	c := tn.requestAsync(ctx, leaseSpec(2, jobID(1), owner1, map[string]float64{"GPU": 1}), false)
-	tn.notAnswered(t, c)
+	tn.notAnswered(t, c, 2)
 	load, _ := tn.nm.GetResourceLoad(ctx, &raypb.GetResourceLoadRequest{})
 	d := load.GetResources().GetResourceLoadByShape().GetResourceDemands()
 	if len(d) != 1 || d[0].GetNumInfeasibleRequestsQueued() != 1 {
@@ -145,7 +144,7 @@ func TestBlockedWorkerReleasesCPU(t *testing.T) {
 	waitLease(t, tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
 	w1 := tn.nextSpawn(t)
 	c2 := tn.requestAsync(ctx, leaseSpec(2, jobID(1), owner1, map[string]float64{"CPU": 1}), false)
-	tn.notAnswered(t, c2)
+	tn.notAnswered(t, c2, 2)
 	if err := w1.sock.send(msgNotifyWorkerBlocked, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -154,13 +153,9 @@ func TestBlockedWorkerReleasesCPU(t *testing.T) {
 	if err := w1.sock.send(msgNotifyWorkerUnblocked, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for tn.available("CPU") != -1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("CPU after unblock: %v, want -1 (oversubscribed)", tn.available("CPU"))
-		}
-		tn.notAnswered(t, make(chan leaseCall))
-	}
+	tn.waitState(t, "the unblocked worker to take its CPU back (oversubscribed: -1)", func(r *Raylet) bool {
+		return r.pool.Available()["CPU"] == -1
+	})
 	for _, n := range []byte{1, 2} {
 		tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(n, nil, owner1, nil).LeaseId})
 	}
@@ -223,5 +218,50 @@ func TestDriverExitCleansUp(t *testing.T) {
 	}
 	if got := tn.available("CPU"); got != 2 {
 		t.Fatalf("CPU after cleanup: %v", got)
+	}
+}
+
+func TestExcludesNode(t *testing.T) {
+	node := bytes.Repeat([]byte{1}, 28)
+	other := bytes.Repeat([]byte{2}, 28)
+	labels := map[string]string{"zone": "a", "ray.io/node-id": "x"}
+	sel := func(op commonpb.LabelSelectorOperator, key string, vals ...string) *commonpb.LabelSelector {
+		return &commonpb.LabelSelector{LabelConstraints: []*commonpb.LabelSelectorConstraint{{LabelKey: key, Operator: op, LabelValues: vals}}}
+	}
+	aff := func(id []byte, soft bool) *commonpb.SchedulingStrategy {
+		return &commonpb.SchedulingStrategy{SchedulingStrategy: &commonpb.SchedulingStrategy_NodeAffinitySchedulingStrategy{
+			NodeAffinitySchedulingStrategy: &commonpb.NodeAffinitySchedulingStrategy{NodeId: id, Soft: soft}}}
+	}
+	cases := []struct {
+		name string
+		spec *commonpb.LeaseSpec
+		want bool
+	}{
+		{"nothing", &commonpb.LeaseSpec{}, false},
+		{"in matches", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "zone", "b", "a")}, false},
+		{"in misses", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "zone", "b")}, true},
+		{"in on a missing label", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_IN, "gpu", "h100")}, true},
+		{"not in matches", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN, "zone", "a")}, true},
+		{"not in on a missing label", &commonpb.LeaseSpec{LabelSelector: sel(commonpb.LabelSelectorOperator_LABEL_OPERATOR_NOT_IN, "gpu", "h100")}, false},
+		{"affinity here", &commonpb.LeaseSpec{SchedulingStrategy: aff(node, false)}, false},
+		{"hard affinity elsewhere", &commonpb.LeaseSpec{SchedulingStrategy: aff(other, false)}, true},
+		{"soft affinity elsewhere", &commonpb.LeaseSpec{SchedulingStrategy: aff(other, true)}, false},
+	}
+	for _, tc := range cases {
+		if got := excludesNode(tc.spec, node, labels); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRetriedLeaseRequestGetsTheSameGrant(t *testing.T) {
+	tn := newTestNode(t, true, nil)
+	ctx := context.Background()
+	spec := leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1})
+	r1 := waitLease(t, tn.requestAsync(ctx, spec, false))
+	tn.nextSpawn(t)
+	r2 := waitLease(t, tn.requestAsync(ctx, spec, false))
+	if !bytes.Equal(r1.GetWorkerAddress().GetWorkerId(), r2.GetWorkerAddress().GetWorkerId()) || tn.available("CPU") != 1 {
+		t.Fatalf("retry: %v vs %v, CPU %v", r1, r2, tn.available("CPU"))
 	}
 }

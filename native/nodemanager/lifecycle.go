@@ -23,14 +23,16 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		}
 		return
 	}
+	var startupFailed []*lease
 	if w.state == wsStarting {
 		r.starting--
+		startupFailed = r.workerStartFailedLocked()
 	}
 	prev := w.state
 	w.state = wsDead
 	w.setExit(exitType, detail)
 	delete(r.byID, w.id)
-	r.dead[w.id] = true
+	r.dead[w.id] = time.Now()
 	if w.port > 0 {
 		delete(r.usedPorts, int(w.port))
 	}
@@ -46,7 +48,8 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	// Workers leased by the dead process, and its queued leases, die with it.
 	var orphans []*worker
 	for _, o := range r.byID {
-		if o.lease != nil && o.lease.owner == w.id && !(o.lease.isActor && o.detached) {
+		if o.lease != nil && o.lease.owner == w.id && !(o.lease.isActor && o.detached) && !o.exiting {
+			o.exiting = true
 			orphans = append(orphans, o)
 		}
 	}
@@ -62,7 +65,9 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	r.queue = kept
 	var jobWorkers []*worker
 	isDriver := w.typ == workerTypeDriver
+	jobAdded := false
 	if isDriver {
+		_, jobAdded = r.jobs[w.jobHex]
 		delete(r.jobs, w.jobHex)
 		for _, o := range r.byID {
 			if o.jobHex == w.jobHex && o.typ != workerTypeDriver && !(o.actorID != nil && o.detached) && !o.exiting {
@@ -73,6 +78,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 	}
 	unpinned := r.dropPinsOwnedByLocked(w.id)
 	exitT, exitD, pid := w.exitType, w.exitDetail, w.pid
+	graceful := w.exiting // it said goodbye (or was told to go): let it finish exiting
 	r.scheduleLocked()
 	r.mu.Unlock()
 
@@ -80,7 +86,11 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		w.client.close()
 	}
 	if w.cmd != nil {
-		w.kill()
+		if graceful {
+			r.killAfterGrace(w)
+		} else {
+			w.kill()
+		}
 	}
 	if w.port > 0 {
 		r.workers.drop(w.grpcAddr())
@@ -89,6 +99,10 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_INTENDED,
 			message: "the lease's owner died"})
 	}
+	for _, l := range startupFailed {
+		l.finish(leaseResult{canceled: true, failureType: raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_WORKER_STARTUP_FAILED,
+			message: "gray raylet: workers fail to start: " + exitD})
+	}
 	for _, o := range orphans {
 		r.mu.Lock()
 		o.setExit(commonpb.WorkerExitType_SYSTEM_ERROR, "Worker exits because its owner died.")
@@ -96,7 +110,7 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		o.kill()
 	}
 	for _, o := range jobWorkers {
-		r.exitWorker(o, "Worker force exited because its job has finished")
+		r.exitWorker(o, true, "Worker force exited because its job has finished")
 	}
 	r.log.Debug("worker gone", "worker_id", w.id.String(), "pid", pid, "state", prev.String(),
 		"exit_type", exitT.String(), "detail", exitD, "unpinned", len(unpinned), "failed_lease", failedLease != nil)
@@ -110,12 +124,54 @@ func (r *Raylet) workerGone(w *worker, exitType commonpb.WorkerExitType, detail 
 		if err := r.gcs.reportWorkerFailure(ctx, r.workerFailure(w, exitT, exitD)); err != nil && r.ctx.Err() == nil {
 			r.log.Warn("ReportWorkerFailure failed", "worker_id", w.id.String(), "err", err)
 		}
-		if isDriver && len(w.jobID) > 0 {
+		if jobAdded {
 			if err := r.gcs.markJobFinished(ctx, w.jobID); err != nil && r.ctx.Err() == nil {
 				r.log.Warn("MarkJobFinished failed", "job", w.jobHex, "err", err)
 			}
 		}
 	})
+}
+
+// killAfterGrace kills w's process unless it exits by itself within
+// KillGrace.
+func (r *Raylet) killAfterGrace(w *worker) {
+	r.goTracked(func() {
+		select {
+		case <-w.gone:
+			return
+		case <-time.After(r.cfg.KillGrace):
+		case <-r.ctx.Done():
+		}
+		w.kill()
+	})
+}
+
+// maxStartFailures consecutive start-up failures fail the leases waiting
+// for a worker; until then starts back off exponentially.
+const maxStartFailures = 5
+
+// workerStartFailedLocked counts a worker that died before registering and
+// returns the queued leases to fail when too many did in a row.
+func (r *Raylet) workerStartFailedLocked() []*lease {
+	r.startFailures++
+	backoff := 100 * time.Millisecond << min(r.startFailures, 7)
+	r.startAfter = time.Now().Add(backoff)
+	if r.startFailures < maxStartFailures {
+		return nil
+	}
+	r.startFailures = 0
+	r.startAfter = time.Time{}
+	var failed []*lease
+	kept := r.queue[:0]
+	for _, l := range r.queue {
+		if r.pool.Feasible(l.placement) {
+			failed = append(failed, l)
+			continue
+		}
+		kept = append(kept, l)
+	}
+	r.queue = kept
+	return failed
 }
 
 func (r *Raylet) workerFailure(w *worker, t commonpb.WorkerExitType, detail string) *raypb.WorkerTableData {

@@ -39,7 +39,7 @@ func (r *Raylet) pinObjects(owner *commonpb.Address, ids [][]byte, generatorID [
 		r.pins[id] = &pin{owner: owner, ownerID: ownerID, generatorID: generatorID}
 		added = append(added, id)
 	}
-	ownerDead := r.dead[ownerID]
+	_, ownerDead := r.dead[ownerID]
 	r.mu.Unlock()
 	if ownerDead {
 		// The owner is already gone: nobody will free these.
@@ -74,7 +74,7 @@ func (r *Raylet) freeObjectIDs(ids []ObjectID) {
 		if p, ok := r.pins[id]; ok {
 			delete(r.pins, id)
 			r.cfg.Store.Unpin(id)
-			if !r.dead[p.ownerID] {
+			if _, dead := r.dead[p.ownerID]; !dead {
 				removed = append(removed, removal{p.owner, p.generatorID, id})
 			}
 		}

@@ -202,3 +202,17 @@ func TestProcessIdleWorkerExits(t *testing.T) {
 		t.Fatalf("idle exit: %v", wf)
 	}
 }
+
+// Workers that cannot start make the leases waiting for them fail instead
+// of spinning.
+func TestWorkerStartupFailure(t *testing.T) {
+	tn := newTestNode(t, false, func(c *Config) {
+		c.Python = "/nonexistent/python"
+		c.RayDir = "/opt/ray"
+	})
+	rep := waitLease(t, tn.requestAsync(context.Background(), leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
+	if !rep.GetCanceled() || rep.GetFailureType() != raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_WORKER_STARTUP_FAILED ||
+		!strings.Contains(rep.GetSchedulingFailureMessage(), "/nonexistent/python") {
+		t.Fatalf("startup failure: %v", rep)
+	}
+}

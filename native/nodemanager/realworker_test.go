@@ -11,6 +11,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/testlog"
 	"github.com/gray-cluster/gray/native/plasma"
+	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 )
 
@@ -63,7 +64,8 @@ func TestRealDefaultWorker(t *testing.T) {
 		ClusterIDHex: strings.Repeat("07", 1) + strings.Repeat("00", 27),
 		TempDir:      dir, SessionDir: session, SessionName: filepath.Base(session),
 		Resources: map[string]float64{"CPU": 1}, Store: PlasmaStore(ps), Python: python,
-		Logger: logger, LogPollInterval: 100 * time.Millisecond, KillGrace: 3 * time.Second,
+		Logger: logger, LogPollInterval: 100 * time.Millisecond, KillGrace: 10 * time.Second,
+		IdleWorkerTimeout: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +94,13 @@ func TestRealDefaultWorker(t *testing.T) {
 	if _, err := tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(1, nil, owner1, nil).LeaseId}); err != nil {
 		t.Fatal(err)
 	}
-	r.Close()
-	g.rec.waitFor(t, "ReportWorkerFailure", atLeast(1))
+	// Idle past IdleWorkerTimeout: the raylet sends Exit and the stock
+	// worker says goodbye on the socket and exits by itself.
+	fails := g.rec.waitFor(t, "ReportWorkerFailure", atLeast(1))
+	wf := fails[0].(*raypb.ReportWorkerFailureRequest).GetWorkerFailure()
+	if !bytes.Equal(wf.GetWorkerAddress().GetWorkerId(), a.GetWorkerId()) ||
+		(wf.GetExitType() != commonpb.WorkerExitType_INTENDED_SYSTEM_EXIT && wf.GetExitType() != commonpb.WorkerExitType_INTENDED_USER_EXIT) {
+		t.Fatalf("idle real worker's exit: %v", wf)
+	}
+	t.Logf("real worker exit: %v %q", wf.GetExitType(), wf.GetExitDetail())
 }

@@ -62,6 +62,8 @@ type Config struct {
 	RayDir string // the ray package directory; default: asked from Python
 	// WorkerEnv is added to every worker's environment (KEY=VALUE).
 	WorkerEnv []string
+	// WorkerDir is the workers' working directory ("" = this process's).
+	WorkerDir string
 
 	IsHead             bool
 	NumPrestartWorkers int
@@ -107,23 +109,30 @@ type Raylet struct {
 	wg     sync.WaitGroup
 	start  time.Time
 
-	mu           sync.Mutex
-	closed       bool
-	pool         *ResourcePool
-	bundles      map[BundleKey]*bundleState
-	byID         map[WorkerID]*worker
-	queue        []*lease
-	leases       map[string]*lease // granted, by lease id
-	failures     map[string]*failureCause
-	dead         map[WorkerID]bool
-	usedPorts    map[int]bool
-	nextPort     int
-	starting     int
-	firstDrive   bool
-	jobs         map[string]*jobInfo
-	pins         map[ObjectID]*pin
-	shutdownOnce sync.Once
-	lastBusy     time.Time
+	mu        sync.Mutex
+	closed    bool
+	pool      *ResourcePool
+	bundles   map[BundleKey]*bundleState
+	byID      map[WorkerID]*worker
+	queue     []*lease
+	leases    map[string]*lease // granted, by lease id
+	failures  map[string]*failureCause
+	dead      map[WorkerID]time.Time // recently dead workers and drivers
+	usedPorts map[int]bool
+	nextPort  int
+	starting  int
+	// consecutive workers that died before registering, and when the next
+	// start may happen
+	startFailures int
+	startAfter    time.Time
+	firstDrive    bool
+	jobs          map[string]*jobInfo
+	pins          map[ObjectID]*pin
+	shutdownOnce  sync.Once
+	lastBusy      time.Time
+	// changed is closed and replaced after every scheduling pass (tests
+	// wait on it).
+	changed chan struct{}
 
 	owners *ownerNotifier
 
@@ -215,7 +224,7 @@ func New(cfg Config) (*Raylet, error) {
 		byID:      map[WorkerID]*worker{},
 		leases:    map[string]*lease{},
 		failures:  map[string]*failureCause{},
-		dead:      map[WorkerID]bool{},
+		dead:      map[WorkerID]time.Time{},
 		usedPorts: map[int]bool{},
 		nextPort:  cfg.MinWorkerPort,
 		jobs:      map[string]*jobInfo{},
@@ -223,6 +232,7 @@ func New(cfg Config) (*Raylet, error) {
 		start:     time.Now(),
 	}
 	r.lastBusy = r.start
+	r.changed = make(chan struct{})
 	copy(r.nodeID[:], cfg.NodeID)
 	return r, nil
 }
@@ -367,6 +377,31 @@ func (r *Raylet) housekeeping() {
 			return
 		case now := <-t.C:
 			r.reapWorkers(now)
+			r.pruneHistory(now)
+			r.mu.Lock()
+			if len(r.queue) > 0 {
+				r.scheduleLocked() // retries starts held back by the backoff
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// historyKeep is how long dead workers and lease failure causes are
+// remembered.
+const historyKeep = 10 * time.Minute
+
+func (r *Raylet) pruneHistory(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, at := range r.dead {
+		if now.Sub(at) > historyKeep {
+			delete(r.dead, id)
+		}
+	}
+	for id, f := range r.failures {
+		if now.Sub(f.at) > historyKeep {
+			delete(r.failures, id)
 		}
 	}
 }

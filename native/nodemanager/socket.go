@@ -237,6 +237,7 @@ func (r *Raylet) registerClient(c *client, m registerClientRequest) error {
 			w.jobHex = jobHexOf(m.JobID)
 		}
 		r.starting--
+		r.startFailures = 0
 	default:
 		reason = fmt.Sprintf("unsupported worker type %d", m.WorkerType)
 	}
@@ -358,4 +359,5 @@ func (r *Raylet) setBlocked(w *worker, blocked bool) {
 		r.pool.Reacquire("CPU", w.blockedCPU)
 		w.blockedCPU = nil
 	}
+	r.scheduleLocked()
 }

@@ -45,8 +45,9 @@ type worker struct {
 	id       WorkerID
 	typ      int32
 	pid      int
-	jobHex   string // nilJobHex while unbound
-	port     int32  // the port handed out at registration
+	jobHex   string     // nilJobHex while unbound
+	env      runtimeEnv // what it was started with; it serves only leases with the same
+	port     int32      // the port handed out at registration
 	ip       string
 	state    workerState
 	client   *client   // unix connection once registered
@@ -164,7 +165,7 @@ func (r *Raylet) rayDir() (string, error) {
 }
 
 // workerArgv is the command line of a pooled worker, in the stock order.
-func (r *Raylet) workerArgv(rayDir string, id WorkerID, launched time.Time) []string {
+func (r *Raylet) workerArgv(rayDir string, id WorkerID, launched time.Time, envHash int32) []string {
 	c := r.cfg
 	return []string{
 		c.Python, filepath.Join(rayDir, "_private", "workers", "default_worker.py"),
@@ -185,20 +186,20 @@ func (r *Raylet) workerArgv(rayDir string, id WorkerID, launched time.Time) []st
 		"--worker-id=" + id.String(),
 		"--worker-launch-time-ms=" + strconv.FormatInt(launched.UnixMilli(), 10),
 		"--node-id=" + r.nodeID.String(),
-		"--runtime-env-hash=0",
+		"--runtime-env-hash=" + strconv.Itoa(int(envHash)),
 	}
 }
 
 // startWorkerLocked launches one default_worker.py for jobHex (nilJobHex:
 // a pooled, unbound worker). Called with r.mu held; the exec happens in
 // a goroutine so the lock is not held across fork.
-func (r *Raylet) startWorkerLocked(jobHex string) *worker {
+func (r *Raylet) startWorkerLocked(jobHex string, env runtimeEnv) *worker {
 	var id WorkerID
 	if _, err := randRead(id[:]); err != nil {
 		r.log.Error("worker id", "err", err)
 		return nil
 	}
-	w := &worker{id: id, typ: workerTypeWorker, jobHex: jobHex, ip: r.cfg.NodeIP, state: wsStarting,
+	w := &worker{id: id, typ: workerTypeWorker, jobHex: jobHex, env: env, ip: r.cfg.NodeIP, state: wsStarting,
 		launched: time.Now(), gone: make(chan struct{})}
 	r.byID[id] = w
 	r.starting++
@@ -221,7 +222,7 @@ func (r *Raylet) execWorker(w *worker) {
 		fail(err)
 		return
 	}
-	argv := r.workerArgv(rayDir, w.id, w.launched)
+	argv := r.workerArgv(rayDir, w.id, w.launched, w.env.hash)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(),
 		"RAY_JOB_ID="+w.jobHex,
@@ -230,7 +231,8 @@ func (r *Raylet) execWorker(w *worker) {
 		"SPT_NOENV=1",
 	)
 	cmd.Env = append(cmd.Env, r.cfg.WorkerEnv...)
-	cmd.Dir = r.cfg.SessionDir
+	cmd.Env = append(cmd.Env, w.env.vars...) // the runtime_env's env_vars win
+	cmd.Dir = r.cfg.WorkerDir                // "": the raylet's own working directory, as stock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The 2.60 core worker redirects its own stdout/stderr into
 	// logs/worker-<id>-<job>-<pid>.out/.err once it is up; what it prints
@@ -306,7 +308,7 @@ func (r *Raylet) reapWorkers(now time.Time) {
 		w.kill()
 	}
 	for _, w := range exit {
-		r.exitWorker(w, "Worker exits because it was idle (it doesn't have objects it owns while no task or actor has been scheduled) for a long time.")
+		r.exitWorker(w, false, "Worker exits because it was idle (it doesn't have objects it owns while no task or actor has been scheduled) for a long time.")
 	}
 }
 
@@ -316,14 +318,15 @@ func (w *worker) setExit(t commonpb.WorkerExitType, detail string) {
 	}
 }
 
-// exitWorker asks a worker to exit (CoreWorkerService.Exit) and kills it if
-// it is still there after the grace period.
-func (r *Raylet) exitWorker(w *worker, detail string) {
+// exitWorker asks a worker to exit (CoreWorkerService.Exit; force when its
+// job finished, as the stock raylet does) and kills it if it is still
+// there after the grace period.
+func (r *Raylet) exitWorker(w *worker, force bool, detail string) {
 	r.goTracked(func() {
 		if w.port > 0 {
 			if cw, err := r.workers.get(w.grpcAddr()); err == nil {
 				ctx, cancel := context.WithTimeout(r.ctx, r.cfg.KillGrace)
-				_, err := cw.Exit(ctx, &raypb.ExitRequest{ForceExit: false})
+				_, err := cw.Exit(ctx, &raypb.ExitRequest{ForceExit: force})
 				cancel()
 				if err != nil {
 					r.log.Debug("Exit RPC failed", "worker_id", w.id.String(), "err", err)
@@ -345,7 +348,7 @@ func (r *Raylet) exitWorker(w *worker, detail string) {
 // prestartLocked starts n pooled workers.
 func (r *Raylet) prestartLocked(n int, jobHex string) {
 	for i := 0; i < n; i++ {
-		r.startWorkerLocked(jobHex)
+		r.startWorkerLocked(jobHex, runtimeEnv{})
 	}
 }
 

@@ -54,47 +54,65 @@ func (s *Store) Delete(id ObjectID) {
 }
 
 // Put creates and seals an object from Go, evicting or spilling others if
-// needed. The object is not pinned and no client holds it.
+// needed (it waits for spills it starts). The object is not pinned and no
+// client holds it.
 func (s *Store) Put(id ObjectID, data, metadata []byte, owner Owner) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	for {
+		if s.closed {
+			return ErrClosed
+		}
+		if s.objects[id] != nil {
+			return fmt.Errorf("%w: %s", ErrObjectExists, id)
+		}
+		o, wait := s.createLocked(id, int64(len(data)), int64(len(metadata)), owner, nil)
+		if o != nil {
+			n := copy(s.seg.mem[o.offset:], data)
+			copy(s.seg.mem[o.offset+int64(n):], metadata)
+			s.sealLocked(o)
+			return nil
+		}
+		if wait == nil {
+			return fmt.Errorf("%w: %s needs %d bytes (capacity %d, %d in use)",
+				ErrOutOfMemory, id, len(data)+len(metadata), s.cfg.Capacity, s.used)
+		}
+		s.mu.Unlock()
+		<-wait
+		s.mu.Lock()
 	}
-	if s.objects[id] != nil {
-		return fmt.Errorf("%w: %s", ErrObjectExists, id)
-	}
-	o, ok := s.createLocked(id, int64(len(data)), int64(len(metadata)), owner, nil)
-	if !ok {
-		return fmt.Errorf("%w: %s needs %d bytes (capacity %d, %d in use)",
-			ErrOutOfMemory, id, len(data)+len(metadata), s.cfg.Capacity, s.used)
-	}
-	n := copy(s.seg.mem[o.offset:], data)
-	copy(s.seg.mem[o.offset+int64(n):], metadata)
-	s.sealLocked(o)
-	return nil
 }
 
 // Read returns a copy of a sealed object's data and metadata (from memory,
 // or from its spill file without restoring it).
 func (s *Store) Read(id ObjectID) (data, metadata []byte, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.objects[id]
-	if s.closed || o == nil || !o.contained() {
-		return nil, nil, false
-	}
-	var all []byte
-	if o.inMemory() {
-		all = make([]byte, o.size())
-		copy(all, s.seg.mem[o.offset:o.offset+o.size()])
-	} else {
-		b, err := os.ReadFile(o.spillPath)
-		if err != nil || int64(len(b)) != o.size() {
-			s.log.Warn("plasma read of spilled object failed", "object", id, "err", err, "bytes", len(b))
+	for attempt := 0; attempt < 3; attempt++ {
+		s.mu.Lock()
+		o := s.objects[id]
+		if s.closed || o == nil || !o.contained() {
+			s.mu.Unlock()
 			return nil, nil, false
 		}
-		all = b
+		size, dataSize := o.size(), o.dataSize
+		if o.inMemory() {
+			all := make([]byte, size)
+			copy(all, s.seg.mem[o.offset:o.offset+size])
+			s.mu.Unlock()
+			return all[:dataSize:dataSize], all[dataSize:], true
+		}
+		path := o.spillPath
+		s.mu.Unlock()
+		// Read the file unlocked; a restore that finishes meanwhile removes
+		// it, and the next attempt finds the object in memory.
+		all := make([]byte, size)
+		err := readSpillFile(path, all)
+		if err == nil {
+			return all[:dataSize:dataSize], all[dataSize:], true
+		}
+		if !os.IsNotExist(err) {
+			s.log.Warn("plasma read of a spilled object failed", "object", id, "err", err)
+			return nil, nil, false
+		}
 	}
-	return all[:o.dataSize:o.dataSize], all[o.dataSize:], true
+	return nil, nil, false
 }

@@ -315,10 +315,14 @@ func (c *testClient) delete(ids ...ObjectID) []fb.PlasmaError {
 	return errs
 }
 
-// put creates, writes, seals and releases an object, as ray.put does.
+// put creates, writes, seals and releases an object, as ray.put does
+// (retrying the create while the store makes room).
 func (c *testClient) put(id ObjectID, data, meta []byte) {
 	c.t.Helper()
 	cr := c.create(id, uint64(len(data)), uint64(len(meta)), Owner{})
+	for cr.err == fb.PlasmaErrorOK && cr.retry != 0 {
+		cr = c.createRetry(id, cr.retry)
+	}
 	if cr.err != fb.PlasmaErrorOK || cr.retry != 0 {
 		c.t.Fatalf("create %s: error %v retry %d", id, cr.err, cr.retry)
 	}

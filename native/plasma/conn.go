@@ -41,6 +41,7 @@ type conn struct {
 	fdSent bool // the segment fd went to this client (guarded by wmu)
 
 	// Guarded by Store.mu.
+	gone    bool                      // cleaned up: take no more references
 	held    map[ObjectID]*object      // objects this client holds a reference to
 	pending map[uint64]*pendingCreate // creates waiting for room
 }
@@ -101,6 +102,7 @@ func (c *conn) cleanup() {
 		s.releaseLocked(c, id)
 	}
 	c.pending = nil
+	c.gone = true
 	delete(s.conns, c)
 }
 
@@ -178,11 +180,12 @@ func (c *conn) create(req createReq) error {
 	switch {
 	case s.objects[req.id] != nil:
 		body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorObjectExists, 0, 0, 0)
-	case alignUp(int64(req.dataSize+req.metaSize)) > s.alloc.capacity || int64(req.dataSize) < 0 || int64(req.metaSize) < 0:
+	case req.dataSize > uint64(s.alloc.capacity) || req.metaSize > uint64(s.alloc.capacity) ||
+		alignUp(int64(req.dataSize+req.metaSize)) > s.alloc.capacity:
 		c.log.Warn("plasma create larger than the store", "object", req.id, "size", req.dataSize+req.metaSize, "capacity", s.cfg.Capacity)
 		body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorOutOfMemory, 0, 0, 0)
 	default:
-		body, ok = c.tryCreateLocked(req)
+		body, ok, _ = c.tryCreateLocked(req)
 		if !ok {
 			if req.tryImmediately {
 				body = encodeCreateReply(req.id, spec{}, fb.PlasmaErrorOutOfMemory, 0, 0, 0)
@@ -197,15 +200,16 @@ func (c *conn) create(req createReq) error {
 	return c.reply(fb.MessageTypePlasmaCreateReply, body, ok)
 }
 
-// tryCreateLocked allocates req and returns the reply carrying it.
-func (c *conn) tryCreateLocked(req createReq) ([]byte, bool) {
-	o, ok := c.s.createLocked(req.id, int64(req.dataSize), int64(req.metaSize), req.owner, c)
-	if !ok {
-		return nil, false
+// tryCreateLocked allocates req and returns the reply carrying it; busy
+// says that spills are under way to make room.
+func (c *conn) tryCreateLocked(req createReq) (body []byte, ok, busy bool) {
+	o, wait := c.s.createLocked(req.id, int64(req.dataSize), int64(req.metaSize), req.owner, c)
+	if o == nil {
+		return nil, false, wait != nil
 	}
 	o.device, o.source = req.deviceNum, req.source
 	c.s.holdLocked(c, o)
-	return encodeCreateReply(req.id, o.spec(), fb.PlasmaErrorOK, 0, c.storeFd(), c.mmapSize()), true
+	return encodeCreateReply(req.id, o.spec(), fb.PlasmaErrorOK, 0, c.storeFd(), c.mmapSize()), true, false
 }
 
 func (c *conn) createRetry(id ObjectID, reqID uint64) error {
@@ -222,10 +226,14 @@ func (c *conn) createRetry(id ObjectID, reqID uint64) error {
 		delete(c.pending, reqID)
 		body = encodeCreateReply(id, spec{}, fb.PlasmaErrorObjectExists, 0, 0, 0)
 	default:
-		body, ok = c.tryCreateLocked(p.req)
+		var busy bool
+		body, ok, busy = c.tryCreateLocked(p.req)
 		switch {
 		case ok:
 			delete(c.pending, reqID)
+		case busy:
+			p.since = time.Now() // spilling: the grace period counts from when it stops
+			body = encodeCreateReply(id, spec{}, fb.PlasmaErrorOK, reqID, 0, 0)
 		case time.Since(p.since) >= s.cfg.OOMGrace:
 			delete(c.pending, reqID)
 			c.log.Warn("plasma create out of memory", "object", id, "size", p.req.dataSize+p.req.metaSize,

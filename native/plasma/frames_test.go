@@ -250,3 +250,23 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+func TestCapturedGetSealRelease(t *testing.T) {
+	id := unhex(t, "00ffffffffffffffffffffffffffffffffffffff0100000001e1f505")
+	// 08:52:35.246408 PlasmaGetRequest len=64: 0@4 uoffset 4 -> [1 string]; timeout_ms absent.
+	body := assemble(t, 64, 12, 1, 8, []field{{0, 4, "04000000", append(le32(1), le32(4)...)}},
+		map[int][]byte{28: fbString(id)})
+	ids, timeout, err := decodeGet(body)
+	if err != nil || len(ids) != 1 || hex.EncodeToString(ids[0][:]) != hex.EncodeToString(id) || timeout != 0 {
+		t.Fatalf("get request: %v %d %v", ids, timeout, err)
+	}
+	// 08:52:35.212074 PlasmaSealRequest and 08:52:35.249641 PlasmaReleaseRequest,
+	// both len=56: 0@4 uoffset 4 -> the id string; may_unmap absent.
+	body = assemble(t, 56, 12, 1, 8, []field{{0, 4, "04000000", fbString(id)}}, nil)
+	for _, typ := range []fb.MessageType{fb.MessageTypePlasmaSealRequest, fb.MessageTypePlasmaReleaseRequest} {
+		got, mayUnmap, err := decodeIDMessage(typ, body)
+		if err != nil || hex.EncodeToString(got[:]) != hex.EncodeToString(id) || mayUnmap {
+			t.Fatalf("%v: %x %v %v", typ, got, mayUnmap, err)
+		}
+	}
+}

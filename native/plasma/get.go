@@ -65,26 +65,40 @@ func (c *conn) allSealed(ids []ObjectID) bool {
 }
 
 // finishGet takes a reference to every present object (restoring spilled
-// ones) and sends the reply.
+// ones first) and sends the reply.
 func (c *conn) finishGet(ids []ObjectID) {
 	s := c.s
+	s.mu.Lock()
+	for {
+		if s.closed || c.gone {
+			s.mu.Unlock()
+			return
+		}
+		// Hold what is in memory now, so that restoring the rest cannot
+		// evict it.
+		for _, id := range ids {
+			if o := s.objects[id]; o != nil && o.contained() && o.inMemory() {
+				s.holdLocked(c, o)
+			}
+		}
+		wait := s.restoreLocked(ids)
+		if wait == nil {
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-c.ctx.Done():
+			return
+		}
+		s.mu.Lock()
+	}
 	specs := make([]spec, len(ids))
 	any := false
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
 	for i, id := range ids {
 		o := s.objects[id]
-		if o == nil || !o.contained() {
+		if o == nil || !o.contained() || !o.inMemory() {
 			continue
-		}
-		if !o.inMemory() {
-			if err := s.restoreLocked(o); err != nil {
-				c.log.Warn("plasma get: restore failed", "object", id, "err", err)
-				continue
-			}
 		}
 		s.holdLocked(c, o)
 		specs[i] = o.spec()

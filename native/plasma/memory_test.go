@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -134,7 +133,7 @@ func TestSpillAndRestore(t *testing.T) {
 	if !s.Contains(oid(0)) {
 		t.Fatal("spilled object not contained")
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.SpillDir, oid(0).String())); err != nil {
+	if _, err := spillFile(s, oid(0)); err != nil {
 		t.Fatalf("spill file: %v", err)
 	}
 	if d, m, ok := s.Read(oid(0)); !ok || !bytes.Equal(d, fill(16*kb-2, 0)) || string(m) != "m\x00" {
@@ -152,13 +151,13 @@ func TestSpillAndRestore(t *testing.T) {
 	if u := s.Usage(); u.Restores != 1 || u.Spilled != 1 {
 		t.Fatalf("usage after restore %+v", u)
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.SpillDir, oid(0).String())); !os.IsNotExist(err) {
+	if _, err := spillFile(s, oid(0)); !os.IsNotExist(err) {
 		t.Fatalf("spill file after restore: %v", err)
 	}
 	// Deleting a spilled object removes its file.
 	s.Delete(oid(1))
 	nextEvent(t, evs, Deleted, oid(1))
-	if _, err := os.Stat(filepath.Join(s.cfg.SpillDir, oid(1).String())); !os.IsNotExist(err) {
+	if _, err := spillFile(s, oid(1)); !os.IsNotExist(err) {
 		t.Fatalf("spill file after delete: %v", err)
 	}
 	if u := s.Usage(); u.Spilled != 0 || u.SpilledBytes != 0 {
@@ -265,6 +264,20 @@ func TestConcurrentClients(t *testing.T) {
 		}
 	}
 	if u := s.Usage(); u.Objects != clients*rounds {
+		t.Fatalf("usage %+v", u)
+	}
+}
+
+func TestSizesThatOverflow(t *testing.T) {
+	s := newStore(t, Config{Capacity: 64 * kb})
+	c := dial(t, s.cfg.SocketPath)
+	c.connect()
+	for _, sz := range [][2]uint64{{1 << 62, 1 << 62}, {^uint64(0), 1}, {1, ^uint64(0) - 10}} {
+		if cr := c.create(oid(1), sz[0], sz[1], Owner{}); cr.err != fb.PlasmaErrorOutOfMemory {
+			t.Fatalf("create of %d+%d bytes: %+v", sz[0], sz[1], cr)
+		}
+	}
+	if u := s.Usage(); u.Objects != 0 || u.Used != 0 {
 		t.Fatalf("usage %+v", u)
 	}
 }

@@ -2,9 +2,7 @@ package plasma
 
 import (
 	"container/list"
-	"fmt"
 	"os"
-	"path/filepath"
 )
 
 // object is one entry of the store. All fields are guarded by Store.mu.
@@ -19,6 +17,10 @@ type object struct {
 	offset    int64 // in the segment; -1 while spilled
 	allocSize int64 // bytes reserved at offset (aligned)
 	spillPath string
+
+	spilling  bool          // a spill write is in flight; the memory stays until it ends
+	restoring chan struct{} // non-nil while a restore read is in flight; closed when it ends
+	noSpill   bool          // a spill of it failed: keep it in memory
 
 	isSealed      bool
 	refs          int   // clients holding it (each counted once)
@@ -47,13 +49,13 @@ func (s *Store) reindexLocked(o *object) {
 		o.in.Remove(o.elem)
 		o.in, o.elem = nil, nil
 	}
-	if !o.isSealed || o.deleted || !o.inMemory() || o.refs > 0 {
+	if !o.isSealed || o.deleted || !o.inMemory() || o.refs > 0 || o.spilling {
 		return
 	}
 	switch {
 	case !o.pinned:
 		o.in = s.evictable
-	case s.cfg.SpillDir != "":
+	case s.cfg.SpillDir != "" && !o.noSpill:
 		o.in = s.spillable
 	default:
 		return
@@ -61,57 +63,70 @@ func (s *Store) reindexLocked(o *object) {
 	o.elem = o.in.PushFront(o)
 }
 
-// allocLocked reserves alignUp(size) bytes, evicting and spilling objects
-// nobody holds as needed. It reports false when the room cannot be made.
-func (s *Store) allocLocked(size int64) (int64, bool) {
+// allocLocked reserves alignUp(size) bytes, evicting objects nobody holds
+// as needed. When only spilling can make room it starts spills and returns
+// a channel that is closed when one ends (try again then); ok false with a
+// nil channel means the room cannot be made.
+func (s *Store) allocLocked(size int64) (off int64, ok bool, wait <-chan struct{}) {
 	need := alignUp(size)
 	if need > s.alloc.capacity {
-		return 0, false
+		return 0, false, nil
 	}
 	for {
 		if off, ok := s.alloc.alloc(need); ok {
 			s.used += need
-			return off, true
+			return off, true, nil
 		}
-		if e := s.evictable.Back(); e != nil {
-			o := e.Value.(*object)
-			s.log.Debug("plasma evict", "object", o.id, "size", o.size())
-			s.stats.Evictions++
-			s.removeLocked(o)
-			continue
+		e := s.evictable.Back()
+		if e == nil {
+			break
 		}
-		if e := s.spillable.Back(); e != nil {
-			if err := s.spillLocked(e.Value.(*object)); err != nil {
-				s.log.Warn("plasma spill failed", "err", err)
-				return 0, false
-			}
-			continue
-		}
-		return 0, false
+		o := e.Value.(*object)
+		s.log.Debug("plasma evict", "object", o.id, "size", o.size())
+		s.stats.Evictions++
+		s.removeLocked(o)
 	}
+	for s.spillInFlight < need && !s.closed {
+		e := s.spillable.Back()
+		if e == nil {
+			break
+		}
+		s.startSpillLocked(e.Value.(*object))
+	}
+	if s.spillInFlight > 0 {
+		return 0, false, s.spillDone
+	}
+	return 0, false, nil
 }
 
+// freeLocked returns o's memory, unless a spill is still reading it (the
+// spill frees it when it ends).
 func (s *Store) freeLocked(o *object) {
-	if !o.inMemory() {
+	if !o.inMemory() || o.spilling {
 		return
 	}
+	s.freeMemLocked(o)
+}
+
+func (s *Store) freeMemLocked(o *object) {
 	s.alloc.release(o.offset, o.allocSize)
 	s.seg.punch(o.offset, o.allocSize)
 	s.used -= o.allocSize
 	o.offset = -1
 }
 
-// createLocked adds an unsealed object with room for its bytes.
-func (s *Store) createLocked(id ObjectID, dataSize, metaSize int64, owner Owner, creator *conn) (*object, bool) {
+// createLocked adds an unsealed object with room for its bytes (see
+// allocLocked for wait).
+func (s *Store) createLocked(id ObjectID, dataSize, metaSize int64, owner Owner, creator *conn) (*object, <-chan struct{}) {
 	o := &object{id: id, owner: owner, dataSize: dataSize, metaSize: metaSize, creator: creator, offset: -1}
-	off, ok := s.allocLocked(o.size())
+	off, ok, wait := s.allocLocked(o.size())
 	if !ok {
-		return nil, false
+		return nil, wait
 	}
 	o.offset, o.allocSize = off, alignUp(o.size())
 	s.objects[id] = o
 	s.stats.Objects++
-	return o, true
+	return o, nil
 }
 
 // sealLocked makes o readable and wakes everyone waiting for seals.
@@ -193,54 +208,6 @@ const (
 	deleteNotSealed
 	deleteInUse
 )
-
-// spillLocked writes o's bytes to SpillDir and frees its memory.
-func (s *Store) spillLocked(o *object) error {
-	path := filepath.Join(s.cfg.SpillDir, o.id.String())
-	mem := s.seg.mem[o.offset : o.offset+o.size()]
-	if err := os.WriteFile(path, mem, 0o600); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("plasma: spill %s: %w", o.id, err)
-	}
-	if o.in != nil {
-		o.in.Remove(o.elem)
-		o.in, o.elem = nil, nil
-	}
-	s.freeLocked(o)
-	o.spillPath = path
-	s.stats.Objects--
-	s.stats.Spilled++
-	s.stats.SpilledBytes += o.size()
-	s.stats.Spills++
-	s.log.Debug("plasma spilled", "object", o.id, "size", o.size(), "path", path)
-	s.events.post(Event{ID: o.id, Kind: Spilled, Size: o.size(), Owner: o.owner})
-	return nil
-}
-
-// restoreLocked brings a spilled object back into memory.
-func (s *Store) restoreLocked(o *object) error {
-	data, err := os.ReadFile(o.spillPath)
-	if err != nil {
-		return fmt.Errorf("plasma: restore %s: %w", o.id, err)
-	}
-	if int64(len(data)) != o.size() {
-		return fmt.Errorf("plasma: restore %s: spill file has %d bytes, want %d", o.id, len(data), o.size())
-	}
-	off, ok := s.allocLocked(o.size())
-	if !ok {
-		return fmt.Errorf("%w: restore %s (%d bytes)", ErrOutOfMemory, o.id, o.size())
-	}
-	copy(s.seg.mem[off:], data)
-	os.Remove(o.spillPath)
-	o.offset, o.allocSize, o.spillPath = off, alignUp(o.size()), ""
-	s.stats.Spilled--
-	s.stats.SpilledBytes -= o.size()
-	s.stats.Objects++
-	s.stats.Restores++
-	s.log.Debug("plasma restored", "object", o.id, "size", o.size())
-	s.reindexLocked(o)
-	return nil
-}
 
 // holdLocked gives c a reference to o (once per client).
 func (s *Store) holdLocked(c *conn, o *object) {

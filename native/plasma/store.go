@@ -130,11 +130,17 @@ type Store struct {
 	spillable *list.List // sealed, in memory, unheld, pinned (only with SpillDir)
 	used      int64
 	sealed    chan struct{} // closed and replaced whenever an object is sealed
-	conns     map[*conn]struct{}
-	closed    bool
-	nextReq   uint64
-	stats     Usage
-	events    *dispatcher
+	spillDone chan struct{} // closed and replaced whenever a spill ends
+	// spillInFlight is the memory that spills in flight will free.
+	spillInFlight int64
+	spillSeq      uint64
+	conns         map[*conn]struct{}
+	closed        bool
+	nextReq       uint64
+	stats         Usage
+	events        *dispatcher
+
+	spillHook func(ObjectID) // tests: runs before a spill's write
 
 	ln     net.Listener
 	cancel context.CancelFunc
@@ -174,6 +180,7 @@ func New(cfg Config) (*Store, error) {
 		evictable: list.New(),
 		spillable: list.New(),
 		sealed:    make(chan struct{}),
+		spillDone: make(chan struct{}),
 		conns:     map[*conn]struct{}{},
 		events:    newDispatcher(),
 	}

@@ -327,3 +327,20 @@ func TestShmDir(t *testing.T) {
 		t.Fatalf("read %q", d)
 	}
 }
+
+func TestDisconnectDuringHeldGet(t *testing.T) {
+	s := newStore(t, Config{})
+	a := dial(t, s.cfg.SocketPath)
+	a.connect()
+	id := oid(1)
+	a.sendGet([]ObjectID{id}, -1)
+	a.close()
+	eventually(t, "the waiting client to be cleaned up", func() bool { return s.Usage().Clients == 0 })
+	if err := s.Put(id, []byte("late"), nil, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Delete(id) // nobody may hold it: it goes at once
+	if s.Contains(id) {
+		t.Fatal("a departed client's get took a reference")
+	}
+}
