@@ -216,8 +216,19 @@ func TestJobs(t *testing.T) {
 	if !m.GetJobMessage().GetIsDead() || m.GetJobMessage().GetEndTime() == 0 {
 		t.Fatalf("finished job message = %v", m)
 	}
+	// A job whose driver's node dies is finished.
+	drvNode := randBytes(28)
+	_, _ = e.node.RegisterNode(e.cctx(), &raypb.RegisterNodeRequest{NodeInfo: testNode(drvNode, "10.0.0.9", 1, false, nil)})
+	_, _ = e.job.AddJob(e.cctx(), &raypb.AddJobRequest{Data: &raypb.JobTableData{JobId: []byte{3, 0, 0, 0}, DriverAddress: &commonpb.Address{NodeId: drvNode}}})
+	_, _ = e.node.UnregisterNode(e.cctx(), &raypb.UnregisterNodeRequest{NodeId: drvNode})
+	m = sub.next(func(m *raypb.PubMessage) bool { return m.GetKeyId()[0] == 3 && m.GetJobMessage().GetIsDead() })
+	f3 := "3"
+	if j3, _ := e.job.GetAllJobInfo(e.cctx(), &raypb.GetAllJobInfoRequest{JobOrSubmissionId: &f3}); len(j3.GetJobInfoList()) != 1 || !j3.GetJobInfoList()[0].GetIsDead() {
+		t.Fatalf("job 3 after its driver's node died = %v", j3)
+	}
+
 	all, _ := e.job.GetAllJobInfo(e.cctx(), &raypb.GetAllJobInfoRequest{})
-	if len(all.GetJobInfoList()) != 2 || !all.GetJobInfoList()[0].GetIsDead() || all.GetJobInfoList()[1].GetIsDead() {
+	if len(all.GetJobInfoList()) != 3 || !all.GetJobInfoList()[0].GetIsDead() || all.GetJobInfoList()[1].GetIsDead() {
 		t.Fatalf("all jobs = %v", all)
 	}
 	f := "02000000"
