@@ -99,7 +99,8 @@ func (s *Server) killWorkerLocked(a *actor, cause *commonpb.ActorDeathCause, for
 			_, err = cl.KillLocalActor(s.conns.outCtx(ctx), req)
 		}
 		if err != nil && s.ctx.Err() == nil {
-			s.log.Warn("KillLocalActor failed", "actor_id", hexID(req.GetIntendedActorId()), "raylet", addr, "err", err)
+			// The stock raylet answers Aborted once the worker is gone.
+			s.log.Info("KillLocalActor failed", "actor_id", hexID(req.GetIntendedActorId()), "raylet", addr, "err", err)
 		}
 	})
 }
@@ -138,6 +139,7 @@ func (s *Server) destroyActorLocked(a *actor, cause *commonpb.ActorDeathCause, f
 	s.publishActorLocked(a)
 	s.replyCreatorsLocked(a, &raypb.CreateActorReply{Status: errStatus(codeSchedulingCancelled, "Actor creation cancelled."), DeathCause: a.data.GetDeathCause()})
 	s.onActorDestroyedLocked(a)
+	s.pruneActorsLocked()
 }
 
 func deathText(c *commonpb.ActorDeathCause) string {
@@ -214,7 +216,7 @@ func (s *Server) onWorkerDeadLocked(f *raypb.WorkerTableData) {
 	exit := f.GetExitType()
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
-		if a.gone {
+		if a == nil || a.gone {
 			continue
 		}
 		if !a.detached() && string(a.data.GetOwnerAddress().GetWorkerId()) == string(wid) {
@@ -240,7 +242,7 @@ func (s *Server) onWorkerDeadLocked(f *raypb.WorkerTableData) {
 func (s *Server) onNodeDeadLocked(nodeID []byte, n *nodeEntry) {
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
-		if a.gone {
+		if a == nil || a.gone {
 			continue
 		}
 		if !a.detached() && string(a.data.GetOwnerAddress().GetNodeId()) == string(nodeID) {
@@ -262,7 +264,7 @@ func (s *Server) onNodeDeadLocked(nodeID []byte, n *nodeEntry) {
 func (s *Server) onJobFinishedLocked(jobID []byte) {
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
-		if !a.gone && !a.detached() && string(a.data.GetJobId()) == string(jobID) {
+		if a != nil && !a.gone && !a.detached() && string(a.data.GetJobId()) == string(jobID) {
 			s.destroyActorLocked(a, ownerDiedCause(a, "The actor's job has finished."), false)
 		}
 	}

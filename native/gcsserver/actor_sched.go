@@ -70,13 +70,12 @@ func leaseSpecOf(spec *commonpb.TaskSpec, leaseID []byte) *commonpb.LeaseSpec {
 		Language:                   spec.GetLanguage(),
 		FunctionDescriptor:         spec.GetFunctionDescriptor(),
 		DynamicWorkerOptions:       acs.GetDynamicWorkerOptions(),
-		MaxRetries:                 spec.GetMaxRetries(),
 		AttemptNumber:              uint64(max(spec.GetAttemptNumber(), 0)),
 		TaskName:                   spec.GetName(),
 		FallbackStrategy:           spec.GetFallbackStrategy(),
 	}
 	for _, arg := range spec.GetArgs() {
-		if ref := arg.GetObjectRef(); ref != nil && len(ref.GetObjectId()) > 0 {
+		if ref := arg.GetObjectRef(); ref != nil && len(ref.GetObjectId()) > 0 && !arg.GetIsInlined() {
 			ls.Dependencies = append(ls.Dependencies, ref)
 		}
 	}
@@ -119,18 +118,36 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 			return nil, nil // the node may still register
 		}
 	}
+	spread := strat.GetSpreadSchedulingStrategy() != nil
+	for _, sel := range selectorsOf(spec) {
+		if n := s.pickByResourcesLocked(spec, need, sel, spread); n != nil {
+			return n, nil
+		}
+	}
+	return nil, nil
+}
+
+// pickByResourcesLocked picks an ALIVE node matching sel whose total
+// resources fit need: one with the resources free now first (the owner's
+// node preferred, as Ray sends actor leases to the owner's raylet), else one
+// that will have them.
+func (s *Server) pickByResourcesLocked(spec *commonpb.TaskSpec, need map[string]float64, sel *commonpb.LabelSelector, spread bool) *nodeEntry {
 	owner := string(spec.GetCallerAddress().GetNodeId())
 	var firstAvail, firstTotal *nodeEntry
-	spread := strat.GetSpreadSchedulingStrategy() != nil
+	offset := 0
+	if spread {
+		offset = s.spreadNext
+		s.spreadNext++
+	}
 	for i := range s.nodeOrder {
-		id := s.nodeOrder[(i+s.spreadNext)%len(s.nodeOrder)]
+		id := s.nodeOrder[(i+offset)%len(s.nodeOrder)]
 		n := s.nodes[id]
-		if !n.alive() || n.draining || !fits(n.info.GetResourcesTotal(), need) {
+		if !n.alive() || n.draining || !fits(n.info.GetResourcesTotal(), need) || !labelsMatch(n.info.GetLabels(), sel) {
 			continue
 		}
 		if fits(n.available, need) {
 			if !spread && id == owner {
-				return n, nil
+				return n
 			}
 			if firstAvail == nil {
 				firstAvail = n
@@ -140,13 +157,10 @@ func (s *Server) pickNodeLocked(spec *commonpb.TaskSpec) (n *nodeEntry, fatal *c
 			firstTotal = n
 		}
 	}
-	if spread {
-		s.spreadNext++
-	}
 	if firstAvail != nil {
-		return firstAvail, nil
+		return firstAvail
 	}
-	return firstTotal, nil
+	return firstTotal
 }
 
 // waitChange blocks until the node table or placement groups change, d
@@ -202,7 +216,11 @@ func (s *Server) runSchedule(ctx context.Context, a *actor, attempt uint64, spec
 
 		reply, err := s.requestLease(ctx, raylet, &raypb.RequestWorkerLeaseRequest{LeaseSpec: leaseSpecOf(spec, leaseID), GrantOrReject: grantOrReject})
 		if ctx.Err() != nil {
-			s.cancelLease(raylet, leaseID)
+			if w := reply.GetWorkerAddress(); err == nil && len(w.GetWorkerId()) > 0 {
+				s.killLeased(raylet, a.id, w) // granted just as the attempt ended
+			} else {
+				s.cancelLease(raylet, leaseID)
+			}
 			return
 		}
 		switch {

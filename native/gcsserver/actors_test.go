@@ -271,7 +271,9 @@ func TestActorRestartsOnWorkerFailure(t *testing.T) {
 		}
 	}
 	fail(first.GetActorAddress())
-	m := sub.next(func(m *raypb.PubMessage) bool { return m.GetActorMessage().GetState() == raypb.ActorTableData_RESTARTING })
+	m := sub.next(func(m *raypb.PubMessage) bool {
+		return m.GetActorMessage().GetState() == raypb.ActorTableData_RESTARTING
+	})
 	if m.GetActorMessage().GetNumRestarts() != 1 {
 		t.Fatalf("restarting message = %v", m)
 	}

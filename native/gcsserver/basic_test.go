@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -24,6 +26,10 @@ func TestClusterIDAndMetadataCheck(t *testing.T) {
 	// No metadata: accepted (Python clients do not send it).
 	if _, err := e.kvc.InternalKVExists(context.Background(), &raypb.InternalKVExistsRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("call without cluster id: %v", err)
+	}
+	h, err := healthpb.NewHealthClient(e.cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
 	}
 	bad := metadata.AppendToOutgoingContext(context.Background(), clusterIDKey, hexID(randBytes(28)))
 	_, err = e.kvc.InternalKVExists(bad, &raypb.InternalKVExistsRequest{Key: []byte("k")})
@@ -83,7 +89,7 @@ func TestKV(t *testing.T) {
 		t.Fatal("del by prefix removed another key")
 	}
 	cfg, _ := e.kvc.GetInternalConfig(e.cctx(), &raypb.GetInternalConfigRequest{})
-	if cfg.GetConfig() != "{}" {
+	if cfg.GetConfig() != defaultSystemConfig {
 		t.Fatalf("internal config = %q", cfg.GetConfig())
 	}
 }
@@ -210,8 +216,19 @@ func TestJobs(t *testing.T) {
 	if !m.GetJobMessage().GetIsDead() || m.GetJobMessage().GetEndTime() == 0 {
 		t.Fatalf("finished job message = %v", m)
 	}
+	// A job whose driver's node dies is finished.
+	drvNode := randBytes(28)
+	_, _ = e.node.RegisterNode(e.cctx(), &raypb.RegisterNodeRequest{NodeInfo: testNode(drvNode, "10.0.0.9", 1, false, nil)})
+	_, _ = e.job.AddJob(e.cctx(), &raypb.AddJobRequest{Data: &raypb.JobTableData{JobId: []byte{3, 0, 0, 0}, DriverAddress: &commonpb.Address{NodeId: drvNode}}})
+	_, _ = e.node.UnregisterNode(e.cctx(), &raypb.UnregisterNodeRequest{NodeId: drvNode})
+	m = sub.next(func(m *raypb.PubMessage) bool { return m.GetKeyId()[0] == 3 && m.GetJobMessage().GetIsDead() })
+	f3 := "3"
+	if j3, _ := e.job.GetAllJobInfo(e.cctx(), &raypb.GetAllJobInfoRequest{JobOrSubmissionId: &f3}); len(j3.GetJobInfoList()) != 1 || !j3.GetJobInfoList()[0].GetIsDead() {
+		t.Fatalf("job 3 after its driver's node died = %v", j3)
+	}
+
 	all, _ := e.job.GetAllJobInfo(e.cctx(), &raypb.GetAllJobInfoRequest{})
-	if len(all.GetJobInfoList()) != 2 || !all.GetJobInfoList()[0].GetIsDead() || all.GetJobInfoList()[1].GetIsDead() {
+	if len(all.GetJobInfoList()) != 3 || !all.GetJobInfoList()[0].GetIsDead() || all.GetJobInfoList()[1].GetIsDead() {
 		t.Fatalf("all jobs = %v", all)
 	}
 	f := "02000000"
@@ -263,5 +280,17 @@ func TestWorkers(t *testing.T) {
 	dw, _ := e.wrk.GetAllWorkerInfo(e.cctx(), &raypb.GetAllWorkerInfoRequest{Filters: &raypb.GetAllWorkerInfoRequest_Filters{IsAlive: &aliveF}})
 	if len(dw.GetWorkerTableData()) != 1 || dw.GetWorkerTableData()[0].GetExitDetail() != "segfault" || dw.GetWorkerTableData()[0].GetPid() != 77 {
 		t.Fatalf("dead workers = %v", dw)
+	}
+}
+
+func TestLargeKVValue(t *testing.T) {
+	e := newEnv(t, nil)
+	big := bytes.Repeat([]byte("x"), 8<<20) // a large pickled function
+	if _, err := e.kvc.InternalKVPut(e.cctx(), &raypb.InternalKVPutRequest{Namespace: []byte("fun"), Key: []byte("f"), Value: big}, grpc.MaxCallSendMsgSize(MaxMessageSize)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.kvc.InternalKVGet(e.cctx(), &raypb.InternalKVGetRequest{Namespace: []byte("fun"), Key: []byte("f")}, grpc.MaxCallRecvMsgSize(MaxMessageSize))
+	if err != nil || len(g.GetValue()) != len(big) {
+		t.Fatalf("get = %d bytes, %v", len(g.GetValue()), err)
 	}
 }

@@ -35,6 +35,7 @@ type fake struct {
 	workers    [][]byte
 	leaseGate  chan struct{} // non-nil: leases wait for it to close
 	pushReply  func(*raypb.PushTaskRequest) (*raypb.PushTaskReply, error)
+	leaseReply func(*raypb.RequestWorkerLeaseRequest) *raypb.RequestWorkerLeaseReply // nil: grant
 	prepareOK  bool
 	refDeleted map[string]chan struct{} // actor id -> close to report out of scope
 	waiting    map[string]bool          // actor ids with a WaitForActorRefDeleted held
@@ -116,6 +117,11 @@ func (r *fakeRaylet) RequestWorkerLease(ctx context.Context, req *raypb.RequestW
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.leaseReply != nil {
+		if r := f.leaseReply(req); r != nil {
+			return r, nil
+		}
+	}
 	wid := randBytes(28)
 	f.workers = append(f.workers, wid)
 	return &raypb.RequestWorkerLeaseReply{

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -87,7 +88,23 @@ func eventMatches(e *raypb.TaskEvents, f *raypb.GetTaskEventsRequest_Filters) bo
 	if f.GetExcludeDriver() && e.GetTaskInfo().GetType() == commonpb.TaskType_DRIVER_TASK {
 		return false
 	}
+	for _, sf := range f.GetStateFilters() {
+		if !predicate(sf.GetPredicate(), strings.EqualFold(latestState(e).String(), sf.GetState())) {
+			return false
+		}
+	}
 	return true
+}
+
+// latestState is the task status with the latest timestamp.
+func latestState(e *raypb.TaskEvents) commonpb.TaskStatus {
+	best, at := commonpb.TaskStatus_NIL, int64(-1)
+	for st, ts := range e.GetStateUpdates().GetStateTsNs() {
+		if ts > at || (ts == at && st > int32(best)) {
+			best, at = commonpb.TaskStatus(st), ts
+		}
+	}
+	return best
 }
 
 type taskService struct {

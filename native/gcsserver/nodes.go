@@ -114,6 +114,13 @@ func (s *Server) markNodeDeadLocked(id []byte, death *commonpb.NodeDeathInfo) {
 	s.nodesChangedLocked()
 	s.conns.drop(n.address())
 	s.onNodeDeadLocked(id, n)
+	// A job whose driver ran there is over.
+	for _, jid := range s.jobOrder {
+		if j := s.jobs[jid]; !j.GetIsDead() && string(j.GetDriverAddress().GetNodeId()) == string(id) {
+			s.finishJobLocked(j.GetJobId())
+		}
+	}
+	s.pruneNodesLocked()
 }
 
 // aliveNodeLocked returns the entry of an ALIVE node, or nil.

@@ -217,7 +217,12 @@ func (s *Server) runPG(ctx context.Context, pg *placementGroup, attempt uint64) 
 
 		if s.reserve(ctx, byNode, addrs, pg.data.GetPlacementGroupId()) {
 			s.mu.Lock()
-			if pg.attempt == attempt && pg.data.GetState() != raypb.PlacementGroupTableData_REMOVED {
+			if pg.attempt != attempt || pg.data.GetState() == raypb.PlacementGroupTableData_REMOVED {
+				// Removed (or rescheduled) while reserving: give them back.
+				for node, bundles := range byNode {
+					s.releaseBundles(addrs[node], pg.data.GetPlacementGroupId(), bundles)
+				}
+			} else {
 				for i, node := range plan {
 					pg.data.Bundles[i].NodeId = node
 				}
@@ -329,7 +334,7 @@ func (s *Server) removePGLocked(pg *placementGroup) {
 	s.log.Info("placement group removed", "pg_id", hexID(d.GetPlacementGroupId()))
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
-		if !a.gone && string(a.data.GetPlacementGroupId()) == string(d.GetPlacementGroupId()) {
+		if a != nil && !a.gone && string(a.data.GetPlacementGroupId()) == string(d.GetPlacementGroupId()) {
 			s.destroyActorLocked(a, unschedulableCause("The actor's placement group was removed."), true)
 		}
 	}

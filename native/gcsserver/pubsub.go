@@ -298,3 +298,26 @@ func (x *obsPubSubService) GcsSubscriberCommandBatch(_ context.Context, req *ray
 	x.s.obs.commands(req)
 	return &raypb.GcsSubscriberCommandBatchReply{Status: okStatus()}, nil
 }
+
+// PublishError sends an error to the drivers of a job (RAY_ERROR_INFO_CHANNEL,
+// keyed like Ray's publishers by the job id's hex text), as ReportJobError
+// does.
+func (s *Server) PublishError(jobID []byte, typ, message string) {
+	s.publish(&raypb.PubMessage{
+		ChannelType: raypb.ChannelType_RAY_ERROR_INFO_CHANNEL,
+		KeyId:       []byte(hexID(jobID)),
+		InnerMessage: &raypb.PubMessage_ErrorInfoMessage{ErrorInfoMessage: &raypb.ErrorTableData{
+			JobId: jobID, Type: typ, ErrorMessage: message, Timestamp: float64(s.now().UnixMilli()) / 1000,
+		}},
+	})
+}
+
+// PublishLogs sends worker output lines to the drivers (RAY_LOG_CHANNEL), as
+// a raylet's log forwarder does with GcsPublish.
+func (s *Server) PublishLogs(b *raypb.LogBatch) {
+	s.publish(&raypb.PubMessage{
+		ChannelType:  raypb.ChannelType_RAY_LOG_CHANNEL,
+		KeyId:        []byte(b.GetJobId()),
+		InnerMessage: &raypb.PubMessage_LogBatchMessage{LogBatchMessage: b},
+	})
+}

@@ -143,3 +143,18 @@ func TestPubSubExpiresIdleSubscribers(t *testing.T) {
 		t.Fatal("b got a message of a channel it did not subscribe to")
 	}
 }
+
+func TestPublishErrorAndLogsInProcess(t *testing.T) {
+	e := newEnv(t, nil)
+	sub := e.subscribe(raypb.ChannelType_RAY_ERROR_INFO_CHANNEL, nil)
+	sub.add(raypb.ChannelType_RAY_LOG_CHANNEL, nil)
+	e.srv.PublishError(testJob, "worker_died", "a worker died")
+	e.srv.PublishLogs(&raypb.LogBatch{JobId: "01000000", Lines: []string{"out"}})
+	m := sub.next(nil)
+	if m.GetErrorInfoMessage().GetType() != "worker_died" || string(m.GetKeyId()) != "01000000" {
+		t.Fatalf("error message = %v", m)
+	}
+	if m = sub.next(nil); m.GetLogBatchMessage().GetLines()[0] != "out" {
+		t.Fatalf("log message = %v", m)
+	}
+}

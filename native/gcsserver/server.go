@@ -8,6 +8,15 @@
 // GetResourceLoad polls) and core workers (PushTask of actor creation tasks,
 // WaitForActorRefDeleted) as a gRPC client, and publishes table changes on
 // Ray's GCS pub/sub channels.
+//
+// Acknowledged but not acted on: RuntimeEnvGcsService.PinRuntimeEnvURI (the
+// pin is remembered until it expires, nothing is collected),
+// RayEventExportGcsService.AddEvents, the autoscaler's ReportClusterConfig,
+// NodeInfoGcsService.DrainNode and the autoscaler's DrainNode (the node is
+// only marked draining: no new actors or bundles go there). Not served:
+// ray.rpc.syncer.RaySyncer (stock raylets use it to learn each other's
+// resources; gray's raylets do not need it) and the autoscaler's
+// ResizeRayletResourceInstances (UNIMPLEMENTED).
 package gcsserver
 
 import (
@@ -22,6 +31,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -43,7 +55,6 @@ const (
 	codeNotFound            = 17
 	codeSchedulingCancelled = 19
 	codeAlreadyExists       = 20
-	codeInvalidArgument     = 34
 )
 
 // Errors returned by New and the accessors.
@@ -58,8 +69,9 @@ var (
 const clusterIDKey = "ray_cluster_id"
 
 // defaultSystemConfig is what GetInternalConfig returns when Config leaves it
-// empty: a valid JSON object of RayConfig overrides.
-const defaultSystemConfig = `{}`
+// empty: a JSON object of RayConfig overrides. A stock node joining the
+// cluster (ray start --address) requires the spilling key to be present.
+const defaultSystemConfig = `{"automatic_object_spilling_enabled": false}`
 
 // Config configures a Server.
 type Config struct {
@@ -70,7 +82,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// SystemConfig is the JSON returned by GetInternalConfig ("" = "{}").
+	// SystemConfig is the JSON returned by GetInternalConfig ("" =
+	// {"automatic_object_spilling_enabled": false}); it should match what
+	// the raylets return from GetSystemConfig.
 	SystemConfig string
 	// NextJobID, when set, allocates job numbers (so that the Ray Client
 	// front end and native drivers never share one); nil: 1, 2, 3, ...
@@ -180,7 +194,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)))
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,10 +226,20 @@ func New(cfg Config) (*Server, error) {
 // ClusterID returns the cluster id.
 func (s *Server) ClusterID() []byte { return append([]byte(nil), s.cfg.ClusterID...) }
 
+// MaxMessageSize is the largest gRPC message the GCS sends or accepts, as
+// Ray's max_grpc_message_size (pickled functions in the KV can be large).
+const MaxMessageSize = 512 << 20
+
 // ServerOptions returns the options a grpc.Server for this GCS should be
-// built with (the ray_cluster_id check).
+// built with: the ray_cluster_id check, Ray's message size limit, and a
+// keepalive policy that tolerates the C++ clients' idle pings.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.checkClusterID)}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.checkClusterID),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
 }
 
 // NewGRPCServer builds a grpc.Server with ServerOptions (plus extra) and
@@ -240,6 +265,7 @@ func (s *Server) Register(g *grpc.Server) {
 	raypb.RegisterRuntimeEnvGcsServiceServer(g, &runtimeEnvService{s: s})
 	raypb.RegisterRayEventExportGcsServiceServer(g, &eventExportService{s: s})
 	autoscalerpb.RegisterAutoscalerStateServiceServer(g, &autoscalerService{s: s})
+	healthpb.RegisterHealthServer(g, health.NewServer()) // SERVING while up
 }
 
 // Start launches the background loops (raylet resource polls and health,

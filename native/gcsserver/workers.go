@@ -61,6 +61,7 @@ func (s *Server) workerDeadLocked(f *raypb.WorkerTableData) {
 		}},
 	})
 	s.onWorkerDeadLocked(f)
+	s.pruneWorkersLocked()
 }
 
 type workerService struct {

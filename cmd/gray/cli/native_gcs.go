@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,7 @@ import (
 func newNativeGCSCmd() *cobra.Command {
 	var listen, clusterHex string
 	var verbose bool
+	var deadAfter time.Duration
 	cmd := &cobra.Command{
 		Use:    "native-gcs",
 		Short:  "Serve Ray's GCS gRPC services (native mode) on --listen",
@@ -45,7 +47,7 @@ func newNativeGCSCmd() *cobra.Command {
 			} else if _, err := rand.Read(cid); err != nil {
 				return err
 			}
-			srv, err := gcsserver.New(gcsserver.Config{KV: gcs.NewMemKV(), ClusterID: cid, Logger: logger})
+			srv, err := gcsserver.New(gcsserver.Config{KV: gcs.NewMemKV(), ClusterID: cid, Logger: logger, NodeDeadAfter: deadAfter})
 			if err != nil {
 				return err
 			}
@@ -74,5 +76,6 @@ func newNativeGCSCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to serve the GCS on")
 	cmd.Flags().StringVar(&clusterHex, "cluster-id", "", "cluster id (56 hex characters; default random)")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "debug logging")
+	cmd.Flags().DurationVar(&deadAfter, "node-dead-after", 0, "mark a raylet DEAD after it has not answered this long (0: the server default)")
 	return cmd
 }
