@@ -2,6 +2,7 @@ package clientserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -257,9 +258,14 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return &pb.WaitResponse{Valid: false}, nil
 	}
+	if len(list) == 0 {
+		return &pb.WaitResponse{Valid: true}, nil
+	}
 	want := int(req.NumReturns)
-	if want > len(list) {
-		want = len(list)
+	if err := checkWait(list, want); err != nil {
+		// The stock server answers ray.wait's ValueError with valid=false.
+		s.log.Debug("wait refused", "client", ss.clientID, "err", err)
+		return &pb.WaitResponse{Valid: false}, nil
 	}
 	wctx := ctx
 	if req.Timeout >= 0 {
@@ -307,6 +313,28 @@ wait:
 	}
 	return resp, nil
 }
+
+// checkWait applies ray.wait's argument rules: unique refs, and
+// 0 < num_returns <= len(refs).
+func checkWait(list []ids.ObjectID, want int) error {
+	seen := make(map[ids.ObjectID]bool, len(list))
+	for _, id := range list {
+		if seen[id] {
+			return fmt.Errorf("%w: wait requires a list of unique object refs", ErrBadWait)
+		}
+		seen[id] = true
+	}
+	if want <= 0 {
+		return fmt.Errorf("%w: invalid number of objects to return %d", ErrBadWait, want)
+	}
+	if want > len(list) {
+		return fmt.Errorf("%w: num_returns %d is greater than the %d refs given", ErrBadWait, want, len(list))
+	}
+	return nil
+}
+
+// ErrBadWait is a ray.wait whose arguments Ray rejects.
+var ErrBadWait = errors.New("invalid ray.wait arguments")
 
 // borrow makes a session that receives a value holding refs a holder of
 // those refs, as the stock server registers every ref it sends a client.
