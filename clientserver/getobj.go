@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -75,6 +77,9 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	list, err := s.parseIDs(req.Ids, ss.clientID)
 	if err != nil {
 		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
 	}
 	timeout := time.Duration(float64(req.Timeout) * float64(time.Second))
 	if timeout <= 0 {
@@ -226,6 +231,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
 		return
 	}
+	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID)
 	go func() {
 		defer done()
 		obj, err := s.store.Wait(s.ctx, list[0])
@@ -312,6 +318,14 @@ wait:
 		}
 	}
 	return resp, nil
+}
+
+func hexList(list []ids.ObjectID) string {
+	parts := make([]string, len(list))
+	for i, id := range list {
+		parts[i] = id.Hex()
+	}
+	return strings.Join(parts, ",")
 }
 
 // checkWait applies ray.wait's argument rules: unique refs, and

@@ -97,6 +97,9 @@ type Server struct {
 	// actorHolders are the sessions holding a handle on each actor.
 	actorHolders map[ids.ActorID]map[string]bool
 	actorMeta    map[ids.ActorID]*actorMeta
+
+	// logSink carries server log records to the sessions' log streams.
+	logSink *logSink
 }
 
 // objectMeta is what the front end remembers about a put payload.
@@ -122,9 +125,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxMessageSize == 0 {
 		cfg.MaxMessageSize = math.MaxInt32
 	}
+	sink := newLogSink()
 	return &Server{
 		cfg:        cfg,
-		log:        cfg.Logger.With("component", "clientserver"),
+		log:        slog.New(&logTee{inner: cfg.Logger.Handler(), sink: sink}).With("component", "clientserver"),
+		logSink:    sink,
 		store:      cfg.Store,
 		sessions:   map[string]*session{},
 		clientRefs: map[string]ids.ObjectID{},
@@ -165,6 +170,7 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.ReadBufferSize(1<<20),
 		grpc.WriteBufferSize(1<<20),
 	)
+	go s.publishServerLogs(s.ctx)
 	pb.RegisterRayletDriverServer(s.grpc, s)
 	pb.RegisterRayletDataStreamerServer(s.grpc, s)
 	pb.RegisterRayletLogStreamerServer(s.grpc, s)

@@ -44,6 +44,8 @@ type session struct {
 	logs     map[int]chan *pb.LogData
 	logSeq   int
 	logLevel int32
+	// logEnabled is the client's last LogSettingsRequest.enabled.
+	logEnabled bool
 }
 
 func newSession(clientID, workerID string) *session {
@@ -58,6 +60,7 @@ func newSession(clientID, workerID string) *session {
 		taskChunks: map[int32]*taskChunkBuf{},
 		logs:       map[int]chan *pb.LogData{},
 		logLevel:   20,
+		logEnabled: true,
 	}
 }
 
