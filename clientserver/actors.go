@@ -77,9 +77,11 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
 			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns))
 	}
+	resources := opts.resources(defaultActorCPUs)
+	env = withOMPThreads(env, resources)
 	spec := &raylet.ActorSpec{
 		ActorID: info.ID, JobID: job, Name: t.Name, ClassID: cid, Args: data, Deps: deps, Pins: pins,
-		SelfRefs: s.selfRefs(cid), Resources: opts.resources(defaultActorCPUs),
+		SelfRefs: s.selfRefs(cid), Resources: resources,
 		MaxConcurrency: opts.int("max_concurrency", 0), MaxRestarts: opts.int("max_restarts", 0),
 		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/gray-cluster/gray/internal/ids"
@@ -85,6 +87,8 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	pins = append(pins, fid)
 	numReturns := opts.numReturns()
 	job := s.jobOf(ss)
+	resources := opts.resources(defaultTaskCPUs)
+	env = withOMPThreads(env, resources)
 	s.log.Debug("task", "name", t.Name, "options", opts, "env", env.Key(), "deps", len(deps))
 	spec := &raylet.TaskSpec{
 		TaskID:          ids.NewTaskID(ids.NilActorFor(job)),
@@ -96,7 +100,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		Pins:            pins,
 		SelfRefs:        s.selfRefs(fid),
 		NumReturns:      numReturns,
-		Resources:       opts.resources(defaultTaskCPUs),
+		Resources:       resources,
 		MaxRetries:      opts.int("max_retries", defaultTaskRetries),
 		RetryExceptions: opts.truthy("retry_exceptions"),
 		Env:             env,
@@ -192,6 +196,25 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 		}
 	}
 	return deps, pins, nil
+}
+
+// ompThreads is the variable Ray sets from a task's CPUs in its worker.
+const ompThreads = "OMP_NUM_THREADS"
+
+// withOMPThreads sets OMP_NUM_THREADS to the whole CPUs a task or actor
+// holds, as Ray's workers do unless the variable is set already. The worker
+// runtime defaults it to 1 (Ray's value for fewer than two CPUs), so only
+// larger counts change the worker's environment (and so its pool key).
+func withOMPThreads(env raylet.RuntimeEnv, resources map[string]float64) raylet.RuntimeEnv {
+	n := int(math.Floor(resources["CPU"]))
+	if _, set := env.EnvVars[ompThreads]; set || n < 2 {
+		return env
+	}
+	if env.EnvVars == nil {
+		env.EnvVars = map[string]string{}
+	}
+	env.EnvVars[ompThreads] = strconv.Itoa(n)
+	return env
 }
 
 // selfRefs resolves the client-side ids a function pickle refers to itself by.

@@ -64,3 +64,27 @@ def test_server_log_records_follow_the_requested_level(pool):
     levels = eval(out.stdout.split("LEVELS", 1)[1].splitlines()[0])
     assert all(level >= 20 or level < 0 for level in levels), out.stdout
     assert "MINE 0" in out.stdout, out.stdout
+
+
+def test_omp_num_threads_follows_num_cpus(ray_client):
+    """Workers get OMP_NUM_THREADS from the CPUs of their task or actor unless
+    the runtime_env sets it (item 9)."""
+    ray = ray_client
+
+    @ray.remote
+    def omp():
+        return os.environ.get("OMP_NUM_THREADS")
+
+    @ray.remote
+    class Actor:
+        def omp(self):
+            return os.environ.get("OMP_NUM_THREADS")
+
+    assert ray.get(omp.remote()) == "1"
+    assert ray.get(omp.options(num_cpus=2).remote()) == "2"
+    assert ray.get(omp.options(num_cpus=3.5).remote()) == "3"
+    assert ray.get(omp.options(num_cpus=0.5).remote()) == "1"
+    pinned = omp.options(num_cpus=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "7"}})
+    assert ray.get(pinned.remote()) == "7"
+    assert ray.get(Actor.remote().omp.remote()) == "1"
+    assert ray.get(Actor.options(num_cpus=2).remote().omp.remote()) == "2"

@@ -590,6 +590,9 @@ def main():
     p.add_argument("--address", required=True)
     p.add_argument("--worker-id", required=True)
     a = p.parse_args()
+    # Ray sets OMP_NUM_THREADS from a task's CPUs unless it is set: 1 below
+    # two CPUs; the front end passes larger counts in the task's environment.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     wd = os.environ.get("GRAY_WORKING_DIR")
     if wd:
