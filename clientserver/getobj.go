@@ -205,23 +205,33 @@ func sendChunks(segs [][]byte, start int, reuse bool, send func(*pb.GetResponse)
 }
 
 // asyncGet answers a Datapath get (ref.future(), await ref): when the object
-// is ready its single value is pushed in chunks under the request's id.
+// is ready its single value is pushed in chunks under the request's id, from
+// the request's start chunk. A request re-sent after a reconnect replaces
+// the one still running for the same id (which stops at its next chunk).
 func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
+	ctx, cancel := context.WithCancel(s.ctx)
 	ss.mu.Lock()
-	if ss.asyncGets[reqID] {
-		ss.mu.Unlock()
-		return
+	op := &asyncGetOp{out: ss.out, ctx: ctx, cancel: cancel}
+	if old := ss.asyncGets[reqID]; old != nil {
+		old.cancel()
 	}
-	ss.asyncGets[reqID] = true
+	ss.asyncGets[reqID] = op
 	ss.mu.Unlock()
 	done := func() {
+		cancel()
 		ss.mu.Lock()
-		delete(ss.asyncGets, reqID)
+		if ss.asyncGets[reqID] == op {
+			delete(ss.asyncGets, reqID)
+		}
 		ss.mu.Unlock()
 	}
-	sendErr := func(b []byte) {
-		ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: &pb.GetResponse{Valid: false, Error: b}}}, false)
+	send := func(r *pb.GetResponse) bool {
+		if op.ctx.Err() != nil {
+			return false
+		}
+		return ss.sendOn(op.out, &pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: r}})
 	}
+	sendErr := func(b []byte) { send(&pb.GetResponse{Valid: false, Error: b}) }
 	list, err := s.parseIDs(g.Ids, ss.clientID)
 	if err == nil && len(list) != 1 {
 		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
@@ -231,12 +241,12 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
 		return
 	}
-	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID)
+	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 	go func() {
 		defer done()
-		obj, err := s.store.Wait(s.ctx, list[0])
+		obj, err := s.store.Wait(op.ctx, list[0])
 		if err != nil || obj == nil {
-			if s.ctx.Err() == nil {
+			if op.ctx.Err() == nil {
 				sendErr(s.errorPickle("ray.exceptions", "ObjectLostError", list[0].Hex(), "", ""))
 			}
 			return
@@ -247,11 +257,16 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		}
 		s.borrow(ss, obj)
 		_ = sendChunks(obj.Chunks, int(g.StartChunkId), false, func(c *pb.GetResponse) error {
-			ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: c}}, false)
+			if !send(c) {
+				return errAsyncGetReplaced
+			}
 			return nil
 		})
 	}()
 }
+
+// errAsyncGetReplaced stops an async get whose stream was replaced.
+var errAsyncGetReplaced = errors.New("async get answered on a newer stream")
 
 // WaitObject implements ray.wait: the first num_returns ready refs, in the
 // order given.

@@ -1,6 +1,7 @@
 package clientserver
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -32,7 +33,7 @@ type session struct {
 	// Reliable delivery across reconnects (OrderedResponseCache semantics).
 	cache     map[int32]*pb.DataResponse
 	inflight  map[int32]bool
-	asyncGets map[int32]bool
+	asyncGets map[int32]*asyncGetOp
 	out       *outbox
 
 	// clientRefs are the client-side ref ids of payloads this session put.
@@ -55,7 +56,7 @@ func newSession(clientID, workerID string) *session {
 		grace:      30 * time.Second,
 		cache:      map[int32]*pb.DataResponse{},
 		inflight:   map[int32]bool{},
-		asyncGets:  map[int32]bool{},
+		asyncGets:  map[int32]*asyncGetOp{},
 		putChunks:  map[int32]*chunkBuf{},
 		taskChunks: map[int32]*taskChunkBuf{},
 		logs:       map[int]chan *pb.LogData{},
@@ -132,6 +133,29 @@ func (ss *session) send(r *pb.DataResponse, cacheable bool) {
 	if out != nil {
 		out.push(r)
 	}
+}
+
+// asyncGetOp is one async get being answered. It answers on the stream it
+// arrived on only: after a reconnect the client re-sends the request from
+// the first chunk it lacks, and that request's op takes over.
+type asyncGetOp struct {
+	out    *outbox
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// sendOn delivers an uncached response on out, the stream a request came
+// in on; false when that stream has been replaced (a reconnect) and the
+// response would land in the middle of the new stream's answers.
+func (ss *session) sendOn(out *outbox, r *pb.DataResponse) bool {
+	ss.mu.Lock()
+	current := ss.out == out
+	ss.mu.Unlock()
+	if !current || out == nil {
+		return false
+	}
+	out.push(r)
+	return true
 }
 
 // ack drops cached responses up to and including reqID.
