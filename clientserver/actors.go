@@ -99,10 +99,12 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}
 	s.holdActor(info.ID, ss.holder())
+	unpin := s.pinArgs(pins)
 	s.mu.Lock()
-	s.actorMeta[info.ID] = &actorMeta{}
+	s.actorMeta[info.ID] = &actorMeta{unpinArgs: unpin}
 	s.mu.Unlock()
 	if err := s.cfg.Node.CreateActor(spec); err != nil {
+		s.creationDone(info.ID)
 		s.cfg.Actors.MarkDead(info.ID)
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not create actor: "+err.Error())
 	}
@@ -116,6 +118,22 @@ type actorMeta struct {
 	// numReturns per method from @ray.method(num_returns=...); 0 = default.
 	numReturns map[string]int
 	deferred   []deferredCall
+	// unpinArgs releases the creation arguments pinned since submission.
+	unpinArgs func()
+}
+
+// creationDone runs when an actor's creation task has finished (it is
+// ready, or dead): its arguments need no pin of ours any more.
+func (s *Server) creationDone(id ids.ActorID) {
+	s.mu.Lock()
+	var unpin func()
+	if m := s.actorMeta[id]; m != nil {
+		unpin, m.unpinArgs = m.unpinArgs, nil
+	}
+	s.mu.Unlock()
+	if unpin != nil {
+		unpin()
+	}
 }
 
 type deferredCall struct {
@@ -124,6 +142,9 @@ type deferredCall struct {
 	t     *pb.ClientTask
 	data  [][]byte
 	opts  options
+	// deps and pins are the call's argument refs, pinned since submission.
+	deps, pins []ids.ObjectID
+	unpin      func()
 }
 
 // callActor submits a method call, or defers it (keeping per-actor order)
@@ -136,10 +157,18 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor %s is not known to the server", aid.Hex())), false
 	}
+	// The argument refs are resolved and pinned now, at submission, as the
+	// stock server deserializes them: the client may release a temporary
+	// ref (a.f.remote(g.remote())) right after this request.
+	deps, pins, err := s.refsOf(data)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error()), false
+	}
+	unpin := s.pinArgs(pins)
 	s.mu.Lock()
 	m := s.actorMeta[aid]
 	if m != nil && ((!m.ready && !m.dead) || len(m.deferred) > 0) {
-		m.deferred = append(m.deferred, deferredCall{ss: ss, reqID: reqID, t: t, data: data, opts: opts})
+		m.deferred = append(m.deferred, deferredCall{ss: ss, reqID: reqID, t: t, data: data, opts: opts, deps: deps, pins: pins, unpin: unpin})
 		s.mu.Unlock()
 		return nil, true
 	}
@@ -151,14 +180,12 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := opts["num_returns"]; ok {
 		n = opts.numReturns()
 	}
-	return s.submitCall(ss, aid, t, data, n, opts.str("concurrency_group", "")), false
+	return s.submitCall(ss, aid, t, data, deps, pins, unpin, n, opts.str("concurrency_group", "")), false
 }
 
-func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int, group string) *pb.ClientTaskTicket {
-	deps, pins, err := s.refsOf(data)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
-	}
+// submitCall submits a method call whose argument objects are pinned until
+// unpin, which it calls when the call has finished.
+func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, deps, pins []ids.ObjectID, unpin func(), numReturns int, group string) *pb.ClientTaskTicket {
 	call := &raylet.ActorCall{
 		TaskID: ids.NewTaskID(aid), ActorID: aid, JobID: s.jobOf(ss), Method: t.Name,
 		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns, ConcurrencyGroup: group,
@@ -171,8 +198,10 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
 		}
+		unpin()
 		return s.invalidTicket("ray.exceptions", "RayActorError", err.Error())
 	}
+	s.whenDone(returns, unpin)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
@@ -270,6 +299,7 @@ func (s *Server) ActorReady(id ids.ActorID, info []byte) {
 	m.ready = true
 	m.numReturns = counts
 	s.mu.Unlock()
+	s.creationDone(id)
 	s.flushDeferred(id)
 }
 
@@ -281,6 +311,7 @@ func (s *Server) ActorDead(id ids.ActorID) {
 		m.dead = true
 	}
 	s.mu.Unlock()
+	s.creationDone(id)
 	s.flushDeferred(id)
 }
 
@@ -305,7 +336,7 @@ func (s *Server) flushDeferred(id ids.ActorID) {
 		if _, ok := d.opts["num_returns"]; ok {
 			n = d.opts.numReturns()
 		}
-		ticket := s.submitCall(d.ss, id, d.t, d.data, n, d.opts.str("concurrency_group", ""))
+		ticket := s.submitCall(d.ss, id, d.t, d.data, d.deps, d.pins, d.unpin, n, d.opts.str("concurrency_group", ""))
 		d.ss.send(&pb.DataResponse{ReqId: d.reqID, Type: &pb.DataResponse_TaskTicket{TaskTicket: ticket}}, true)
 	}
 }

@@ -114,12 +114,15 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	for _, id := range returns {
 		s.store.Create(id, ss.holder())
 	}
+	unpin := s.pinArgs(pins)
 	if err := s.cfg.Node.Submit(spec); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
 		}
+		unpin()
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
 	}
+	s.whenDone(returns, unpin)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))

@@ -184,3 +184,37 @@ def test_async_get_resumes_after_reconnect(pool):
     finally:
         ray.shutdown()
         proxy.close()
+
+
+def test_temporary_argument_refs_are_kept_from_submission(ray_client):
+    """A ref the client drops right after passing it stays alive for the call
+    it was passed to, even while the call waits for its actor (item 5)."""
+    ray = ray_client
+
+    @ray.remote
+    class Slow:
+        def __init__(self, delay):
+            time.sleep(delay)
+
+        def add(self, x, y=0):
+            return x + y
+
+    @ray.remote
+    def g(x):
+        time.sleep(0.5)
+        return x
+
+    @ray.remote
+    class Holder:
+        def __init__(self, x):
+            self.x = x
+
+        def get(self):
+            return self.x
+
+    a = Slow.remote(2)
+    r1 = a.add.remote(g.remote(41), 1)
+    r2 = a.add.remote(ray.put(10), y=ray.put(5))
+    assert ray.get([r1, r2], timeout=60) == [42, 15]
+    h = Holder.remote(g.remote("created"))
+    assert ray.get(h.get.remote(), timeout=60) == "created"
