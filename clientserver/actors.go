@@ -53,7 +53,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	if err != nil || !s.store.Contains(cid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor class %s is not known to the server", t.Name))
 	}
-	deps, pins, env, err := s.prepare(ss, data, opts)
+	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
@@ -100,8 +100,10 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	s.holdActor(info.ID, ss.holder())
 	unpin := s.pinArgs(pins)
+	// Handles passed to the constructor keep their actors alive until it ran.
+	dropArgs := s.holdActors(actors, "create")
 	s.mu.Lock()
-	s.actorMeta[info.ID] = &actorMeta{unpinArgs: unpin}
+	s.actorMeta[info.ID] = &actorMeta{unpinArgs: func() { unpin(); dropArgs() }}
 	s.mu.Unlock()
 	if err := s.cfg.Node.CreateActor(spec); err != nil {
 		s.creationDone(info.ID)
@@ -160,11 +162,14 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	// The argument refs are resolved and pinned now, at submission, as the
 	// stock server deserializes them: the client may release a temporary
 	// ref (a.f.remote(g.remote())) right after this request.
-	deps, pins, err := s.refsOf(data)
+	deps, pins, actors, err := s.refsOf(data)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error()), false
 	}
-	unpin := s.pinArgs(pins)
+	// The call and the handles passed to it keep their actors alive until
+	// it is done, as Ray keeps an actor while calls to it are pending.
+	pinned, dropActors := s.pinArgs(pins), s.holdActors(append(actors, aid), "call")
+	unpin := func() { pinned(); dropActors() }
 	s.mu.Lock()
 	m := s.actorMeta[aid]
 	if m != nil && ((!m.ready && !m.dead) || len(m.deferred) > 0) {

@@ -317,6 +317,9 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		s.objMeta[oid] = &objectMeta{selfRefs: selfRefs}
 	}
 	s.mu.Unlock()
+	if actors := actorStubs(stubs); len(actors) > 0 {
+		s.objectHoldsActors(oid, actors, ss.workerID != "" && isAnchor(chunks))
+	}
 	s.log.Debug("put", "object", oid.String(), "size", size)
 	return &pb.PutResponse{Id: oid[:], Valid: true}
 }

@@ -369,6 +369,10 @@ var ErrBadWait = errors.New("invalid ray.wait arguments")
 // those refs, as the stock server registers every ref it sends a client.
 func (s *Server) borrow(ss *session, o *objectstore.Object) {
 	for _, c := range o.Contained {
+		if s.isAnchorObject(c) {
+			continue // the session holds the anchor's actors instead
+		}
 		s.store.HoldOnce(c, ss.holder())
 	}
+	s.borrowActors(ss, o)
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -98,6 +99,12 @@ type Server struct {
 	actorHolders map[ids.ActorID]map[string]bool
 	actorMeta    map[ids.ActorID]*actorMeta
 
+	// objActors are the actors each stored object's value holds a handle
+	// on (see actorrefs.go); holdSeq numbers pending-work holders.
+	objActors map[ids.ObjectID][]ids.ActorID
+	anchors   map[ids.ObjectID]bool
+	holdSeq   atomic.Uint64
+
 	// logSink carries server log records to the sessions' log streams.
 	logSink *logSink
 }
@@ -138,6 +145,8 @@ func New(cfg Config) (*Server, error) {
 
 		actorHolders: map[ids.ActorID]map[string]bool{},
 		actorMeta:    map[ids.ActorID]*actorMeta{},
+		objActors:    map[ids.ObjectID][]ids.ActorID{},
+		anchors:      map[ids.ObjectID]bool{},
 	}, nil
 }
 
@@ -171,6 +180,7 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.WriteBufferSize(1<<20),
 	)
 	go s.publishServerLogs(s.ctx)
+	go s.sweepLoop()
 	pb.RegisterRayletDriverServer(s.grpc, s)
 	pb.RegisterRayletDataStreamerServer(s.grpc, s)
 	pb.RegisterRayletLogStreamerServer(s.grpc, s)

@@ -80,7 +80,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	if !s.store.Contains(fid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex()))
 	}
-	deps, pins, env, err := s.prepare(ss, data, opts)
+	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
@@ -122,6 +122,8 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		unpin()
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
 	}
+	// Handles passed in keep their actors alive until the task is done.
+	s.whenDone(returns, s.holdActors(actors, "task"))
 	s.whenDone(returns, unpin)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
@@ -133,21 +135,23 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 // prepare reads what a task or actor creation needs from its arguments and
 // options: the refs to resolve first, the objects to keep alive, and its
 // runtime env.
-func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, env raylet.RuntimeEnv, err error) {
-	if deps, pins, err = s.refsOf(data); err != nil {
-		return nil, nil, env, err
+func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, actors []ids.ActorID, env raylet.RuntimeEnv, err error) {
+	if deps, pins, actors, err = s.refsOf(data); err != nil {
+		return nil, nil, nil, env, err
 	}
 	env, err = s.taskEnv(ss, opts)
-	return deps, pins, env, err
+	return deps, pins, actors, env, err
 }
 
-// refsOf scans argument data for the refs to resolve and to keep alive.
-func (s *Server) refsOf(data [][]byte) (deps, pins []ids.ObjectID, err error) {
+// refsOf scans argument data for the refs to resolve and to keep alive, and
+// the actors whose handles it carries.
+func (s *Server) refsOf(data [][]byte) (deps, pins []ids.ObjectID, actors []ids.ActorID, err error) {
 	args, err := scanArgs(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("could not read the arguments: %w", err)
+		return nil, nil, nil, fmt.Errorf("could not read the arguments: %w", err)
 	}
-	return s.argRefs(args)
+	deps, pins, err = s.argRefs(args)
+	return deps, pins, actorStubs(args.All), err
 }
 
 func scanArgs(data [][]byte) (pickle.TaskArgs, error) {

@@ -218,3 +218,116 @@ def test_temporary_argument_refs_are_kept_from_submission(ray_client):
     assert ray.get([r1, r2], timeout=60) == [42, 15]
     h = Holder.remote(g.remote("created"))
     assert ray.get(h.get.remote(), timeout=60) == "created"
+
+
+def test_actor_outlives_its_last_handle_while_held(ray_client):
+    """An actor whose last client handle is dropped lives on while calls to it
+    are pending, while a task or actor it was passed to runs, and when a task
+    created and returned it, as in Ray (item 1)."""
+    ray = ray_client
+
+    @ray.remote
+    class Echo:
+        def ping(self):
+            return "pong"
+
+        def slow(self, delay):
+            time.sleep(delay)
+            return "done"
+
+    @ray.remote
+    def after(delay):
+        time.sleep(delay)
+        return delay
+
+    @ray.remote
+    def use(handle, _):
+        return ray.get(handle.ping.remote())
+
+    @ray.remote
+    class User:
+        def __init__(self, handle, _):
+            self.handle = handle
+
+        def use(self):
+            return ray.get(self.handle.ping.remote())
+
+        def use_arg(self, handle, _):
+            return ray.get(handle.ping.remote())
+
+    @ray.remote
+    def make():
+        return Echo.remote()
+
+    @ray.remote
+    def make_many(n):
+        return {"actors": [Echo.remote() for _ in range(n)]}
+
+    # Calls in flight.
+    a = Echo.remote()
+    ray.get(a.ping.remote())
+    pending = [a.slow.remote(1), a.ping.remote()]
+    del a
+    assert ray.get(pending, timeout=60) == ["done", "pong"]
+
+    # A call to an actor that is not ready yet.
+    a = Echo.remote()
+    pending = a.ping.remote()
+    del a
+    assert ray.get(pending, timeout=60) == "pong"
+
+    # Passed into a task that starts only after the handle was dropped.
+    a = Echo.remote()
+    t = use.remote(a, after.remote(1))
+    del a
+    assert ray.get(t, timeout=60) == "pong"
+
+    # Passed into an actor's constructor and into a method call.
+    a = Echo.remote()
+    u = User.remote(a, after.remote(1))
+    del a
+    assert ray.get(u.use.remote(), timeout=60) == "pong"
+    a = Echo.remote()
+    r = u.use_arg.remote(a, after.remote(1))
+    del a
+    assert ray.get(r, timeout=60) == "pong"
+
+    # Created inside a task and returned.
+    h = ray.get(make.remote(), timeout=60)
+    assert ray.get(h.ping.remote(), timeout=60) == "pong"
+    many = ray.get(make_many.remote(2), timeout=60)["actors"]
+    assert ray.get([x.ping.remote() for x in many], timeout=60) == ["pong", "pong"]
+
+
+def test_actor_dies_once_nothing_holds_it(ray_client):
+    """The holds above end: once the last handle is gone and nothing is
+    pending, a non-detached actor is killed."""
+    ray = ray_client
+
+    @ray.remote
+    class Echo:
+        def pid(self):
+            return os.getpid()
+
+    @ray.remote
+    def make():
+        return Echo.remote()
+
+    def dies(pid):
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return False
+
+    a = Echo.remote()
+    pid = ray.get(a.pid.remote())
+    del a
+    assert dies(pid)
+    h = ray.get(make.remote())
+    pid = ray.get(h.pid.remote())
+    del h
+    assert dies(pid)

@@ -25,6 +25,9 @@ import threading
 import traceback
 
 _HDR = struct.Struct("<I")
+# The first item of an anchor's value (see Runtime.anchor); the front end
+# recognises anchors by it.
+_ANCHOR_MARKER = "gray-actor-anchor"
 _RUNTIME = None
 
 
@@ -208,7 +211,9 @@ class Runtime:
         return TaskUnpickler(io.BytesIO(data))
 
     def dumps(self, value):
-        contained = []
+        """Pickle a result; also returns the refs it contains and the actor
+        handles (or methods) it carries."""
+        contained, handles = [], []
         base = self.client_pickler.ClientPickler
 
         class RecordingPickler(base):
@@ -216,11 +221,25 @@ class Runtime:
                 stub = super().persistent_id(obj)
                 if stub is not None and stub.type in ("Object", "RemoteFunc", "RemoteActor"):
                     contained.append(stub.ref_id.hex())
+                elif stub is not None and stub.type in ("Actor", "RemoteMethod"):
+                    handles.append(obj)
                 return stub
 
         with io.BytesIO() as f:
             RecordingPickler("", f, protocol=5).dump(value)
-            return f.getvalue(), contained
+            data = f.getvalue()
+        # The pickler class is freed only by the cycle collector: its closure
+        # must not keep the handles (and so their actors) alive.
+        found = list(handles)
+        handles.clear()
+        return data, contained, found
+
+    def anchor(self, handles):
+        """Put an anchor for the actor handles a result carries: the result
+        contains the anchor, and the pool keeps the actors alive while the
+        anchor exists, so an actor this worker created and returns outlives
+        this worker's own handle (as a returned handle does in Ray)."""
+        return self.ray.put((_ANCHOR_MARKER, handles))
 
     # ---- execution --------------------------------------------------------
 
@@ -259,9 +278,13 @@ class Runtime:
         return list(result)
 
     def send_result(self, task, values):
-        out_blobs, contained = [], []
+        out_blobs, contained, anchors = [], [], []
         for v in values:
-            b, refs = self.dumps(v)
+            b, refs, handles = self.dumps(v)
+            if handles:
+                a = self.anchor(handles)
+                anchors.append(a)
+                refs.append(a.id.hex())
             out_blobs.append(b)
             contained.append(refs)
         flush_std()
@@ -269,7 +292,7 @@ class Runtime:
             # Keep the returned refs alive until the raylet has stored the
             # result (which then holds them); it acks that.
             with self.cv:
-                self.unacked[task["task_id"]] = values
+                self.unacked[task["task_id"]] = (values, anchors)
         self.conn.send({"t": "done", "task_id": task["task_id"], "contained": contained}, out_blobs)
 
     def fail(self, task, name, exc, tb, actor_repr=None):
