@@ -331,3 +331,46 @@ def test_actor_dies_once_nothing_holds_it(ray_client):
     pid = ray.get(h.pid.remote())
     del h
     assert dies(pid)
+
+
+@pytest.mark.parametrize("how", ["exit_actor", "__ray_terminate__", "ray.kill"])
+def test_graceful_actor_exit_runs_atexit_handlers(ray_client, tmp_path, how):
+    """exit_actor() and __ray_terminate__ end an actor gracefully: its atexit
+    handlers run, callers see it dead, it is not restarted; ray.kill does not
+    run them (item 3)."""
+    ray = ray_client
+    path = str(tmp_path / "atexit.txt")
+
+    @ray.remote(max_restarts=1)
+    class Exiter:
+        def __init__(self, path):
+            import atexit
+
+            def bye():
+                with open(path, "w") as f:
+                    f.write("bye")
+
+            atexit.register(bye)
+
+        def ready(self):
+            return os.getpid()
+
+        def exit(self):
+            ray.actor.exit_actor()
+            return "not reached"
+
+    a = Exiter.remote(path)
+    ray.get(a.ready.remote())
+    if how == "exit_actor":
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(a.exit.remote(), timeout=60)
+    elif how == "__ray_terminate__":
+        ray.wait([a.__ray_terminate__.remote()], timeout=60)
+    else:
+        ray.kill(a)
+    deadline = time.time() + 20
+    while how != "ray.kill" and time.time() < deadline and not os.path.exists(path):
+        time.sleep(0.1)
+    assert os.path.exists(path) == (how != "ray.kill")
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.ready.remote(), timeout=60)

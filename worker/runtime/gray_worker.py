@@ -51,9 +51,18 @@ class Conn:
     def send(self, header, blobs=()):
         self.out.put((header, blobs))
 
+    def flush(self, timeout=10):
+        """Wait until everything sent so far is written to the socket."""
+        ev = threading.Event()
+        self.out.put((None, ev))
+        ev.wait(timeout)
+
     def _writer(self):
         while True:
             header, blobs = self.out.get()
+            if header is None:
+                blobs.set()
+                continue
             header["blobs"] = [len(b) for b in blobs]
             h = json.dumps(header).encode()
             try:
@@ -98,6 +107,7 @@ class Runtime:
         self.rpc_seq = 0
         self.rpc_waiters = {}
         self.instance = None
+        self.actor_id = None
         self.actor_name = "Actor"
         self.is_async = False
         self.pool = None
@@ -328,6 +338,7 @@ class Runtime:
         try:
             cls = self.unpickler(blobs[task["fn_blob"]], task).load()
             args, kwargs = self.load_args(task, blobs)
+            self.actor_id = task.get("actor_id")
             self.actor_name = getattr(cls, "__name__", name)
             self.instance = cls(*args, **kwargs)
             methods = _inspect.getmembers(cls, lambda m: _inspect.isfunction(m) or _inspect.ismethod(m))
@@ -413,10 +424,14 @@ class Runtime:
 
     def call_sync(self, task, blobs):
         name = "%s.%s" % (self.actor_name, task["method"])
+        if task["method"] == "__ray_terminate__":
+            self.exit_gracefully(task)
         try:
             args, kwargs = self.load_args(task, blobs)
             result = getattr(self.instance, task["method"])(*args, **kwargs)
             self.send_result(task, self.split_returns(task, result))
+        except ActorExit:
+            self.exit_gracefully(task)
         except BaseException as e:  # noqa: BLE001
             self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
 
@@ -424,6 +439,8 @@ class Runtime:
         import inspect as _inspect
 
         name = "%s.%s" % (self.actor_name, task["method"])
+        if task["method"] == "__ray_terminate__":
+            self.exit_gracefully(task)
         async with self.sems[self.group_of(task)]:
             try:
                 args, kwargs = self.load_args(task, blobs)
@@ -431,8 +448,46 @@ class Runtime:
                 if _inspect.isawaitable(result):
                     result = await result
                 self.send_result(task, self.split_returns(task, result))
+            except ActorExit:
+                self.exit_gracefully(task)
             except BaseException as e:  # noqa: BLE001
                 self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
+
+    def exit_gracefully(self, task):
+        """An intentional actor exit (__ray_terminate__, exit_actor()): the
+        caller observes the actor's death, the process's atexit handlers run
+        (unlike ray.kill), and the actor is not restarted."""
+        import atexit
+
+        from ray.exceptions import ActorDiedError
+
+        err = ActorDiedError()
+        err.error_msg = (
+            "The actor is dead because its worker process exited intentionally: "
+            "exit_actor() or __ray_terminate__ was called."
+        )
+        self.send_error(task, err, user=False)
+        flush_std()
+        try:
+            # This process's own Ray client goes last: the handlers may use it.
+            import ray._private.worker as ray_worker
+
+            atexit.unregister(ray_worker.shutdown)
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:  # noqa: BLE001
+            pass
+        flush_std()
+        self.conn.flush()
+        try:
+            handle = self.handle_class(self.common.ClientActorRef(bytes.fromhex(self.actor_id)))
+            # The raylet ends this process and marks the actor dead for good.
+            self.ray.kill(handle, no_restart=True)
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(0)
 
     def task_error(self, name, tb, exc, actor_repr=None, dual=True):
         from ray.exceptions import RayTaskError
@@ -577,6 +632,26 @@ def _patch_refcounting(conn):
     client_worker.Worker.call_release = call_release
 
 
+class ActorExit(SystemExit):
+    """Raised by ray.actor.exit_actor() inside a gray actor."""
+
+
+def _patch_exit_actor():
+    """ray.actor.exit_actor() checks for a core worker in WORKER_MODE, which a
+    gray worker is not; inside a gray actor it exits the actor gracefully."""
+    import ray.actor
+
+    def exit_actor():
+        if _RUNTIME is None or _RUNTIME.instance is None:
+            raise TypeError(
+                "exit_actor API is called on a non-actor worker. Call this API inside an actor method "
+                "if you'd like to exit the actor gracefully."
+            )
+        raise ActorExit(0)
+
+    ray.actor.exit_actor = exit_actor
+
+
 def _patch_gpu_ids():
     """In client mode ray.get_gpu_ids() returns []; inside a gray task it
     returns the GPUs the raylet assigned (its CUDA_VISIBLE_DEVICES)."""
@@ -632,6 +707,7 @@ def main():
         logging_level="WARNING",
     )
     _patch_gpu_ids()
+    _patch_exit_actor()
     global _RUNTIME
     _RUNTIME = Runtime(conn, a.worker_id)
     _RUNTIME.serve()
