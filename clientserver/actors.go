@@ -30,6 +30,7 @@ func (s *Server) scheduleActorTask(ss *session, t *pb.ClientTask, data [][]byte,
 			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
 				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name))
 		}
+		s.holdActor(info.ID, ss.holder()) // get_actor gives the session a handle
 		return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
 	}
 	return s.invalidTicket("builtins", "NotImplementedError", fmt.Sprintf("task type %v is not supported", t.Type))
@@ -72,6 +73,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	if existing, err := s.cfg.Actors.Register(info); err != nil {
 		if errors.Is(err, gcs.ErrNameTaken) && opts.truthy("get_if_exists") {
+			s.holdActor(existing.ID, ss.holder())
 			return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), existing.ID[:]...)}}
 		}
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
@@ -159,10 +161,14 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor %s is not known to the server", aid.Hex())), false
 	}
+	if ss.workerID == "" && !s.actorHeldBy(aid, ss.holder()) {
+		// The session never got a handle on it (another session's actor).
+		return s.invalidTicket("builtins", "Exception", "Can't run an actor the server doesn't have a handle for"), false
+	}
 	// The argument refs are resolved and pinned now, at submission, as the
 	// stock server deserializes them: the client may release a temporary
 	// ref (a.f.remote(g.remote())) right after this request.
-	deps, pins, actors, err := s.refsOf(data)
+	deps, pins, actors, err := s.refsOf(ss, data)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error()), false
 	}
@@ -198,10 +204,12 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 	returns := call.ReturnIDs()
 	for _, id := range returns {
 		s.store.Create(id, ss.holder())
+		ss.track(id)
 	}
 	if err := s.cfg.Node.SubmitActorTask(call); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
+			ss.untrack(id)
 		}
 		unpin()
 		return s.invalidTicket("ray.exceptions", "RayActorError", err.Error())
@@ -223,6 +231,13 @@ func (s *Server) holdActor(id ids.ActorID, holder string) {
 		s.actorHolders[id] = h
 	}
 	h[holder] = true
+}
+
+// actorHeldBy reports whether holder holds a handle on the actor.
+func (s *Server) actorHeldBy(id ids.ActorID, holder string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.actorHolders[id][holder]
 }
 
 // releaseActor drops the session's handle; a non-detached actor with no

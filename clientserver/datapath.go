@@ -305,6 +305,7 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		}
 		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError", err.Error())}
 	}
+	ss.track(oid)
 	s.mu.Lock()
 	if len(clientRef) > 0 {
 		key := fmt.Sprintf("%x", clientRef)
@@ -366,6 +367,9 @@ func (s *Server) release(ss *session, r *pb.ReleaseRequest) *pb.ReleaseResponse 
 	for i, raw := range r.Ids {
 		if oid, err := ids.ObjectFromBytes(raw); err == nil {
 			ok[i] = s.store.Release(oid, ss.holder())
+			if ss.workerID == "" {
+				ss.untrack(oid)
+			}
 			continue
 		}
 		if aid, err := ids.ActorFromBytes(raw); err == nil {

@@ -34,15 +34,17 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 	return ss, nil
 }
 
-func (s *Server) parseIDs(raw [][]byte, clientID string) ([]ids.ObjectID, error) {
+// parseIDs reads the object ids of a get or wait: each must be one the
+// session holds (the stock server looks them up in the client's own refs).
+func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 	out := make([]ids.ObjectID, len(raw))
 	for i, b := range raw {
 		oid, err := ids.ObjectFromBytes(b)
 		if err != nil {
 			return nil, err
 		}
-		if !s.store.Contains(oid) {
-			return nil, fmt.Errorf("ClientObjectRef %s is not found for client %s", oid.Hex(), clientID)
+		if !s.store.Contains(oid) || !ss.holds(oid) {
+			return nil, notHeldError{fmt.Sprintf("ClientObjectRef %s is not found for client %s", oid.Hex(), ss.clientID)}
 		}
 		out[i] = oid
 	}
@@ -74,7 +76,7 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	if err != nil {
 		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
 	}
-	list, err := s.parseIDs(req.Ids, ss.clientID)
+	list, err := s.parseIDs(req.Ids, ss)
 	if err != nil {
 		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
 	}
@@ -232,13 +234,13 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		return ss.sendOn(op.out, &pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: r}})
 	}
 	sendErr := func(b []byte) { send(&pb.GetResponse{Valid: false, Error: b}) }
-	list, err := s.parseIDs(g.Ids, ss.clientID)
+	list, err := s.parseIDs(g.Ids, ss)
 	if err == nil && len(list) != 1 {
 		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
 	}
 	if err != nil {
-		done()
 		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
+		done()
 		return
 	}
 	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
@@ -275,7 +277,7 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	list, err := s.parseIDs(req.ObjectIds, ss.clientID)
+	list, err := s.parseIDs(req.ObjectIds, ss)
 	if err != nil {
 		return &pb.WaitResponse{Valid: false}, nil
 	}
@@ -362,6 +364,16 @@ func checkWait(list []ids.ObjectID, want int) error {
 	return nil
 }
 
+// ErrNotHeld is a request naming an object the session holds no reference
+// to (another session's, or one it released).
+var ErrNotHeld = errors.New("object not held by the session")
+
+// notHeldError is ErrNotHeld with the stock server's message.
+type notHeldError struct{ msg string }
+
+func (e notHeldError) Error() string        { return e.msg }
+func (e notHeldError) Is(target error) bool { return target == ErrNotHeld }
+
 // ErrBadWait is a ray.wait whose arguments Ray rejects.
 var ErrBadWait = errors.New("invalid ray.wait arguments")
 
@@ -372,7 +384,9 @@ func (s *Server) borrow(ss *session, o *objectstore.Object) {
 		if s.isAnchorObject(c) {
 			continue // the session holds the anchor's actors instead
 		}
-		s.store.HoldOnce(c, ss.holder())
+		if s.store.HoldOnce(c, ss.holder()) {
+			ss.track(c)
+		}
 	}
 	s.borrowActors(ss, o)
 }

@@ -38,6 +38,10 @@ type session struct {
 
 	// clientRefs are the client-side ref ids of payloads this session put.
 	clientRefs []string
+	// held are the objects a driver session holds a reference to (it put
+	// them, submitted the task returning them, or received a value
+	// containing them); it may use no others, as with the stock server.
+	held map[ids.ObjectID]struct{}
 
 	putChunks  map[int32]*chunkBuf
 	taskChunks map[int32]*taskChunkBuf
@@ -57,6 +61,7 @@ func newSession(clientID, workerID string) *session {
 		cache:      map[int32]*pb.DataResponse{},
 		inflight:   map[int32]bool{},
 		asyncGets:  map[int32]*asyncGetOp{},
+		held:       map[ids.ObjectID]struct{}{},
 		putChunks:  map[int32]*chunkBuf{},
 		taskChunks: map[int32]*taskChunkBuf{},
 		logs:       map[int]chan *pb.LogData{},
@@ -73,6 +78,36 @@ func (ss *session) holder() string {
 		return raylet.WorkerHolder(ss.workerID)
 	}
 	return "session:" + ss.clientID
+}
+
+// track records that the session holds id.
+func (ss *session) track(id ids.ObjectID) {
+	if ss.workerID != "" {
+		return
+	}
+	ss.mu.Lock()
+	ss.held[id] = struct{}{}
+	ss.mu.Unlock()
+}
+
+// untrack records that the session released id.
+func (ss *session) untrack(id ids.ObjectID) {
+	ss.mu.Lock()
+	delete(ss.held, id)
+	ss.mu.Unlock()
+}
+
+// holds reports whether the session may use id. Worker sessions act for
+// the job of their task, whose references the worker reports to its raylet
+// (not to this front end), so they may use any.
+func (ss *session) holds(id ids.ObjectID) bool {
+	if ss.workerID != "" {
+		return true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_, ok := ss.held[id]
+	return ok
 }
 
 // chunkBuf collects the chunks of one put.

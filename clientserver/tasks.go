@@ -113,11 +113,13 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	returns := spec.ReturnIDs()
 	for _, id := range returns {
 		s.store.Create(id, ss.holder())
+		ss.track(id)
 	}
 	unpin := s.pinArgs(pins)
 	if err := s.cfg.Node.Submit(spec); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
+			ss.untrack(id)
 		}
 		unpin()
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
@@ -136,7 +138,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 // options: the refs to resolve first, the objects to keep alive, and its
 // runtime env.
 func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, actors []ids.ActorID, env raylet.RuntimeEnv, err error) {
-	if deps, pins, actors, err = s.refsOf(data); err != nil {
+	if deps, pins, actors, err = s.refsOf(ss, data); err != nil {
 		return nil, nil, nil, env, err
 	}
 	env, err = s.taskEnv(ss, opts)
@@ -145,12 +147,12 @@ func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins [
 
 // refsOf scans argument data for the refs to resolve and to keep alive, and
 // the actors whose handles it carries.
-func (s *Server) refsOf(data [][]byte) (deps, pins []ids.ObjectID, actors []ids.ActorID, err error) {
+func (s *Server) refsOf(ss *session, data [][]byte) (deps, pins []ids.ObjectID, actors []ids.ActorID, err error) {
 	args, err := scanArgs(data)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("could not read the arguments: %w", err)
 	}
-	deps, pins, err = s.argRefs(args)
+	deps, pins, err = s.argRefs(ss, args)
 	return deps, pins, actorStubs(args.All), err
 }
 
@@ -170,7 +172,7 @@ func scanArgs(data [][]byte) (pickle.TaskArgs, error) {
 
 // argRefs returns the top-level object refs (resolved before the task runs)
 // and every object the task's arguments refer to.
-func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err error) {
+func (s *Server) argRefs(ss *session, args pickle.TaskArgs) (deps, pins []ids.ObjectID, err error) {
 	seen := map[ids.ObjectID]bool{}
 	for _, tl := range args.TopLevel {
 		if tl.Stub.Type != "Object" {
@@ -180,7 +182,7 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 		if err != nil {
 			return nil, nil, err
 		}
-		if !s.store.Contains(oid) {
+		if !s.store.Contains(oid) || !ss.holds(oid) {
 			return nil, nil, fmt.Errorf("ObjectRef %s passed as an argument is not known to the server (was it released?)", oid.Hex())
 		}
 		if !seen[oid] {
@@ -195,6 +197,9 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 			oid, err := ids.ObjectFromBytes(st.RefID)
 			if err != nil {
 				return nil, nil, err
+			}
+			if st.Type == "Object" && !ss.holds(oid) {
+				return nil, nil, fmt.Errorf("ObjectRef %s passed inside an argument is not known to the server (was it released?)", oid.Hex())
 			}
 			if !pinned[oid] {
 				pinned[oid] = true

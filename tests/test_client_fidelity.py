@@ -374,3 +374,70 @@ def test_graceful_actor_exit_runs_atexit_handlers(ray_client, tmp_path, how):
     assert os.path.exists(path) == (how != "ray.kill")
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(a.ready.remote(), timeout=60)
+
+
+FOREIGN = """
+import json, os
+import ray
+from ray.util.client.common import ClientActorHandle, ClientActorRef, ClientObjectRef
+
+ray.init(os.environ["GRAY_ADDRESS"])
+oid, aid = bytes.fromhex(os.environ["OID"]), bytes.fromhex(os.environ["AID"])
+res = {}
+
+
+def attempt(name, fn):
+    try:
+        fn()
+        res[name] = "ok"
+    except Exception as e:
+        res[name] = "%s: %s" % (type(e).__name__, str(e)[:200])
+
+
+@ray.remote
+def ident(x):
+    return x
+
+
+attempt("get", lambda: ray.get(ClientObjectRef(oid), timeout=10))
+attempt("future", lambda: ClientObjectRef(oid).future().result(timeout=10))
+attempt("wait", lambda: ray.wait([ClientObjectRef(oid)], timeout=1))
+attempt("arg", lambda: ray.get(ident.remote(ClientObjectRef(oid)), timeout=30))
+attempt("nested", lambda: ray.get(ident.remote([ClientObjectRef(oid)]), timeout=30))
+handle = ClientActorHandle(ClientActorRef(aid))
+attempt("call", lambda: ray.get(handle.ping.remote(), timeout=30))
+mine = ray.put("mine")
+res["own"] = ray.get(ident.remote(mine), timeout=30)
+print("RESULT" + json.dumps(res))
+ray.shutdown()
+"""
+
+
+def test_sessions_cannot_use_each_others_objects_or_actors(ray_client, pool):
+    """A session that names another session's object or actor by id is
+    refused with the stock server's errors (item 2)."""
+    import json
+
+    ray = ray_client
+
+    @ray.remote
+    class Echo:
+        def ping(self):
+            return "pong"
+
+    secret = ray.put("secret")
+    actor = Echo.remote()
+    assert ray.get(actor.ping.remote()) == "pong"
+    out = run_client_script(
+        pool, FOREIGN, timeout=120, env={"OID": secret.id.hex(), "AID": actor._actor_id.hex()}
+    )
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.split("RESULT", 1)[1].splitlines()[0])
+    assert res["get"].startswith("ValueError") and "not found for client" in res["get"], res
+    assert res["future"].startswith("ValueError") and "not found for client" in res["future"], res
+    assert res["wait"].startswith("Exception: Client Wait request failed"), res
+    assert res["arg"] != "ok" and res["nested"] != "ok", res
+    assert "doesn't have a handle" in res["call"], res
+    assert res["own"] == "mine"
+    # The owner still uses both.
+    assert ray.get(secret) == "secret" and ray.get(actor.ping.remote()) == "pong"
