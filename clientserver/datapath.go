@@ -306,6 +306,14 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError", err.Error())}
 	}
 	ss.track(oid)
+	if needsPutCheck(ss, chunks, size, clientRef) {
+		if errb := s.checkPut(ss, oid); errb != nil {
+			// The value does not load: the put fails, as on a stock head.
+			s.store.Release(oid, ss.holder())
+			ss.untrack(oid)
+			return &pb.PutResponse{Valid: false, Error: errb}
+		}
+	}
 	s.mu.Lock()
 	if len(clientRef) > 0 {
 		key := fmt.Sprintf("%x", clientRef)

@@ -105,6 +105,9 @@ type Server struct {
 	anchors   map[ids.ObjectID]bool
 	holdSeq   atomic.Uint64
 
+	// putCheckFn is the stored function put checks call (putcheck.go).
+	putCheckFn ids.ObjectID
+
 	// logSink carries server log records to the sessions' log streams.
 	logSink *logSink
 }

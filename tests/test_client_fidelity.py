@@ -441,3 +441,25 @@ def test_sessions_cannot_use_each_others_objects_or_actors(ray_client, pool):
     assert res["own"] == "mine"
     # The owner still uses both.
     assert ray.get(secret) == "secret" and ray.get(actor.ping.remote()) == "pong"
+
+
+def test_put_of_a_value_that_cannot_load_fails(ray_client):
+    """ray.put raises what loading the value raises, as the stock server
+    loads every put (item 6); the session keeps working."""
+    ray = ray_client
+
+    class DeserializationFailure:
+        def __getstate__(self):
+            return ""
+
+        def __setstate__(self, state):
+            raise ZeroDivisionError
+
+    class Fine:
+        def __init__(self):
+            self.x = 7
+
+    with pytest.raises(ZeroDivisionError):
+        ray.put(DeserializationFailure())
+    assert ray.get(ray.put(100)) == 100
+    assert ray.get(ray.put(Fine())).x == 7
