@@ -24,6 +24,9 @@ import sys
 import threading
 import traceback
 
+import gray_patches  # shipped beside this script
+from gray_patches import flush_std
+
 _HDR = struct.Struct("<I")
 # The first item of an anchor's value (see Runtime.anchor); the front end
 # recognises anchors by it.
@@ -121,48 +124,9 @@ class Runtime:
         self.ray = ray
         self.common = common
         self.client_pickler = client_pickler
-        self.GrayActorHandle = self._make_handle_class()
+        self.GrayActorHandle = gray_patches.handle_class(common)
 
     # ---- references -------------------------------------------------------
-
-    def _make_handle_class(self):
-        base = self.common.ClientActorHandle
-
-        class GrayActorHandle(base):
-            """An actor handle whose method table comes from the pool's KV,
-            where the actor published it when it was created."""
-
-            def _init_class_info(self):
-                import time
-
-                from ray.experimental import internal_kv
-
-                key = self.actor_ref.id.hex().encode()
-                deadline = time.time() + 300
-                while True:
-                    data = internal_kv._internal_kv_get(key, namespace=b"gray_actor_info")
-                    if data:
-                        break
-                    if time.time() > deadline:
-                        raise RuntimeError("actor %s never published its methods" % key.decode())
-                    time.sleep(0.05)
-                num_returns, params = pickle.loads(data)
-                self._method_num_returns = num_returns
-                self._method_signatures = {m: inspect.Signature(parameters=p) for m, p in params.items()}
-
-            @property
-            def _ray_method_num_returns(self):
-                if self._method_num_returns is None:
-                    self._init_class_info()
-                return self._method_num_returns
-
-            @property
-            def _ray_method_signatures(self):
-                if self._method_signatures is None:
-                    self._init_class_info()
-                return {m: list(sig.parameters.values()) for m, sig in self._method_signatures.items()}
-
-        return GrayActorHandle
 
     def handle_class(self, actor_ref):
         return self.GrayActorHandle(actor_ref)
@@ -430,7 +394,7 @@ class Runtime:
             args, kwargs = self.load_args(task, blobs)
             result = getattr(self.instance, task["method"])(*args, **kwargs)
             self.send_result(task, self.split_returns(task, result))
-        except ActorExit:
+        except gray_patches.ActorExit:
             self.exit_gracefully(task)
         except BaseException as e:  # noqa: BLE001
             self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
@@ -448,46 +412,13 @@ class Runtime:
                 if _inspect.isawaitable(result):
                     result = await result
                 self.send_result(task, self.split_returns(task, result))
-            except ActorExit:
+            except gray_patches.ActorExit:
                 self.exit_gracefully(task)
             except BaseException as e:  # noqa: BLE001
                 self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
 
     def exit_gracefully(self, task):
-        """An intentional actor exit (__ray_terminate__, exit_actor()): the
-        caller observes the actor's death, the process's atexit handlers run
-        (unlike ray.kill), and the actor is not restarted."""
-        import atexit
-
-        from ray.exceptions import ActorDiedError
-
-        err = ActorDiedError()
-        err.error_msg = (
-            "The actor is dead because its worker process exited intentionally: "
-            "exit_actor() or __ray_terminate__ was called."
-        )
-        self.send_error(task, err, user=False)
-        flush_std()
-        try:
-            # This process's own Ray client goes last: the handlers may use it.
-            import ray._private.worker as ray_worker
-
-            atexit.unregister(ray_worker.shutdown)
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            atexit._run_exitfuncs()
-        except BaseException:  # noqa: BLE001
-            pass
-        flush_std()
-        self.conn.flush()
-        try:
-            handle = self.handle_class(self.common.ClientActorRef(bytes.fromhex(self.actor_id)))
-            # The raylet ends this process and marks the actor dead for good.
-            self.ray.kill(handle, no_restart=True)
-        except BaseException:  # noqa: BLE001
-            pass
-        os._exit(0)
+        gray_patches.exit_gracefully(self, task)
 
     def task_error(self, name, tb, exc, actor_repr=None, dual=True):
         from ray.exceptions import RayTaskError
@@ -607,63 +538,6 @@ class Runtime:
                 self.current = None
 
 
-def _patch_refcounting(conn):
-    """Route this worker's reference counts to the raylet: a ref (or actor
-    handle) the worker deserializes is retained when its local count goes
-    0 -> 1 and released at 1 -> 0, over the same ordered socket as task
-    results, so objects a task or actor keeps stay alive and nothing is
-    freed before the result that holds it is stored."""
-    from ray.util.client import worker as client_worker
-
-    def call_retain(self, id):
-        self.reference_count[id] += 1
-        if self.reference_count[id] == 1:
-            conn.send({"t": "refs", "retain": [id.hex()]})
-
-    def call_release(self, id):
-        if self.closed:
-            return
-        self.reference_count[id] -= 1
-        if self.reference_count[id] == 0:
-            del self.reference_count[id]
-            conn.send({"t": "refs", "release": [id.hex()]})
-
-    client_worker.Worker.call_retain = call_retain
-    client_worker.Worker.call_release = call_release
-
-
-class ActorExit(SystemExit):
-    """Raised by ray.actor.exit_actor() inside a gray actor."""
-
-
-def _patch_exit_actor():
-    """ray.actor.exit_actor() checks for a core worker in WORKER_MODE, which a
-    gray worker is not; inside a gray actor it exits the actor gracefully."""
-    import ray.actor
-
-    def exit_actor():
-        if _RUNTIME is None or _RUNTIME.instance is None:
-            raise TypeError(
-                "exit_actor API is called on a non-actor worker. Call this API inside an actor method "
-                "if you'd like to exit the actor gracefully."
-            )
-        raise ActorExit(0)
-
-    ray.actor.exit_actor = exit_actor
-
-
-def _patch_gpu_ids():
-    """In client mode ray.get_gpu_ids() returns []; inside a gray task it
-    returns the GPUs the raylet assigned (its CUDA_VISIBLE_DEVICES)."""
-    from ray.util.client import api
-
-    def get_gpu_ids(self):
-        ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        return [int(x) for x in ids.split(",") if x.strip().isdigit()]
-
-    api._ClientAPI.get_gpu_ids = get_gpu_ids
-
-
 def user_traceback():
     """The current exception's traceback without this runtime's own frames,
     as Ray hides its worker internals."""
@@ -672,14 +546,6 @@ def user_traceback():
     while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == here:
         tb = tb.tb_next
     return "".join(traceback.format_exception(etype, exc, tb))
-
-
-def flush_std():
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def main():
@@ -699,15 +565,15 @@ def main():
     conn = Conn(a.socket)
     import ray
 
-    _patch_refcounting(conn)
+    gray_patches.patch_refcounting(conn)
 
     ray.init(
         "ray://" + a.address,
         _metadata=[("gray-worker-id", a.worker_id)],
         logging_level="WARNING",
     )
-    _patch_gpu_ids()
-    _patch_exit_actor()
+    gray_patches.patch_gpu_ids()
+    gray_patches.patch_exit_actor(lambda: _RUNTIME is not None and _RUNTIME.instance is not None)
     global _RUNTIME
     _RUNTIME = Runtime(conn, a.worker_id)
     _RUNTIME.serve()
