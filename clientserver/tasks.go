@@ -115,18 +115,19 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		s.store.Create(id, ss.holder())
 		ss.track(id)
 	}
-	unpin := s.pinArgs(pins)
+	// The arguments, and the actors of handles passed in, are kept from
+	// submission until the task is done.
+	unpin, dropActors := s.pinArgs(pins), s.holdActors(actors, "task")
+	done := func() { unpin(); dropActors() }
 	if err := s.cfg.Node.Submit(spec); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
 			ss.untrack(id)
 		}
-		unpin()
+		done()
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
 	}
-	// Handles passed in keep their actors alive until the task is done.
-	s.whenDone(returns, s.holdActors(actors, "task"))
-	s.whenDone(returns, unpin)
+	s.whenDone(returns, done)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
