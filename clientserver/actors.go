@@ -30,6 +30,7 @@ func (s *Server) scheduleActorTask(ss *session, t *pb.ClientTask, data [][]byte,
 			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
 				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name))
 		}
+		s.holdActor(info.ID, ss.holder()) // get_actor gives the session a handle
 		return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
 	}
 	return s.invalidTicket("builtins", "NotImplementedError", fmt.Sprintf("task type %v is not supported", t.Type))
@@ -53,7 +54,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	if err != nil || !s.store.Contains(cid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor class %s is not known to the server", t.Name))
 	}
-	deps, pins, env, err := s.prepare(ss, data, opts)
+	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
@@ -72,14 +73,17 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	if existing, err := s.cfg.Actors.Register(info); err != nil {
 		if errors.Is(err, gcs.ErrNameTaken) && opts.truthy("get_if_exists") {
+			s.holdActor(existing.ID, ss.holder())
 			return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), existing.ID[:]...)}}
 		}
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
 			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns))
 	}
+	resources := opts.resources(defaultActorCPUs)
+	env = withOMPThreads(env, resources)
 	spec := &raylet.ActorSpec{
 		ActorID: info.ID, JobID: job, Name: t.Name, ClassID: cid, Args: data, Deps: deps, Pins: pins,
-		SelfRefs: s.selfRefs(cid), Resources: opts.resources(defaultActorCPUs),
+		SelfRefs: s.selfRefs(cid), Resources: resources,
 		MaxConcurrency: opts.int("max_concurrency", 0), MaxRestarts: opts.int("max_restarts", 0),
 		MaxTaskRetries: opts.int("max_task_retries", 0), Env: env,
 	}
@@ -97,10 +101,14 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		spec.Baseline = t.BaselineOptions.PickledOptions
 	}
 	s.holdActor(info.ID, ss.holder())
+	unpin := s.pinArgs(pins)
+	// Handles passed to the constructor keep their actors alive until it ran.
+	dropArgs := s.holdActors(actors, "create")
 	s.mu.Lock()
-	s.actorMeta[info.ID] = &actorMeta{}
+	s.actorMeta[info.ID] = &actorMeta{unpinArgs: func() { unpin(); dropArgs() }}
 	s.mu.Unlock()
 	if err := s.cfg.Node.CreateActor(spec); err != nil {
+		s.creationDone(info.ID)
 		s.cfg.Actors.MarkDead(info.ID)
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not create actor: "+err.Error())
 	}
@@ -114,6 +122,22 @@ type actorMeta struct {
 	// numReturns per method from @ray.method(num_returns=...); 0 = default.
 	numReturns map[string]int
 	deferred   []deferredCall
+	// unpinArgs releases the creation arguments pinned since submission.
+	unpinArgs func()
+}
+
+// creationDone runs when an actor's creation task has finished (it is
+// ready, or dead): its arguments need no pin of ours any more.
+func (s *Server) creationDone(id ids.ActorID) {
+	s.mu.Lock()
+	var unpin func()
+	if m := s.actorMeta[id]; m != nil {
+		unpin, m.unpinArgs = m.unpinArgs, nil
+	}
+	s.mu.Unlock()
+	if unpin != nil {
+		unpin()
+	}
 }
 
 type deferredCall struct {
@@ -122,6 +146,9 @@ type deferredCall struct {
 	t     *pb.ClientTask
 	data  [][]byte
 	opts  options
+	// deps and pins are the call's argument refs, pinned since submission.
+	deps, pins []ids.ObjectID
+	unpin      func()
 }
 
 // callActor submits a method call, or defers it (keeping per-actor order)
@@ -134,10 +161,25 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor %s is not known to the server", aid.Hex())), false
 	}
+	if ss.workerID == "" && !s.actorHeldBy(aid, ss.holder()) {
+		// The session never got a handle on it (another session's actor).
+		return s.invalidTicket("builtins", "Exception", "Can't run an actor the server doesn't have a handle for"), false
+	}
+	// The argument refs are resolved and pinned now, at submission, as the
+	// stock server deserializes them: the client may release a temporary
+	// ref (a.f.remote(g.remote())) right after this request.
+	deps, pins, actors, err := s.refsOf(ss, data)
+	if err != nil {
+		return s.invalidTicket("builtins", "ValueError", err.Error()), false
+	}
+	// The call and the handles passed to it keep their actors alive until
+	// it is done, as Ray keeps an actor while calls to it are pending.
+	pinned, dropActors := s.pinArgs(pins), s.holdActors(append(actors, aid), "call")
+	unpin := func() { pinned(); dropActors() }
 	s.mu.Lock()
 	m := s.actorMeta[aid]
 	if m != nil && ((!m.ready && !m.dead) || len(m.deferred) > 0) {
-		m.deferred = append(m.deferred, deferredCall{ss: ss, reqID: reqID, t: t, data: data, opts: opts})
+		m.deferred = append(m.deferred, deferredCall{ss: ss, reqID: reqID, t: t, data: data, opts: opts, deps: deps, pins: pins, unpin: unpin})
 		s.mu.Unlock()
 		return nil, true
 	}
@@ -149,14 +191,12 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := opts["num_returns"]; ok {
 		n = opts.numReturns()
 	}
-	return s.submitCall(ss, aid, t, data, n, opts.str("concurrency_group", "")), false
+	return s.submitCall(ss, aid, t, data, deps, pins, unpin, n, opts.str("concurrency_group", "")), false
 }
 
-func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, numReturns int, group string) *pb.ClientTaskTicket {
-	deps, pins, err := s.refsOf(data)
-	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
-	}
+// submitCall submits a method call whose argument objects are pinned until
+// unpin, which it calls when the call has finished.
+func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, deps, pins []ids.ObjectID, unpin func(), numReturns int, group string) *pb.ClientTaskTicket {
 	call := &raylet.ActorCall{
 		TaskID: ids.NewTaskID(aid), ActorID: aid, JobID: s.jobOf(ss), Method: t.Name,
 		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns, ConcurrencyGroup: group,
@@ -164,13 +204,17 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 	returns := call.ReturnIDs()
 	for _, id := range returns {
 		s.store.Create(id, ss.holder())
+		ss.track(id)
 	}
 	if err := s.cfg.Node.SubmitActorTask(call); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
+			ss.untrack(id)
 		}
+		unpin()
 		return s.invalidTicket("ray.exceptions", "RayActorError", err.Error())
 	}
+	s.whenDone(returns, unpin)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
@@ -187,6 +231,13 @@ func (s *Server) holdActor(id ids.ActorID, holder string) {
 		s.actorHolders[id] = h
 	}
 	h[holder] = true
+}
+
+// actorHeldBy reports whether holder holds a handle on the actor.
+func (s *Server) actorHeldBy(id ids.ActorID, holder string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.actorHolders[id][holder]
 }
 
 // releaseActor drops the session's handle; a non-detached actor with no
@@ -268,6 +319,7 @@ func (s *Server) ActorReady(id ids.ActorID, info []byte) {
 	m.ready = true
 	m.numReturns = counts
 	s.mu.Unlock()
+	s.creationDone(id)
 	s.flushDeferred(id)
 }
 
@@ -279,6 +331,7 @@ func (s *Server) ActorDead(id ids.ActorID) {
 		m.dead = true
 	}
 	s.mu.Unlock()
+	s.creationDone(id)
 	s.flushDeferred(id)
 }
 
@@ -303,7 +356,7 @@ func (s *Server) flushDeferred(id ids.ActorID) {
 		if _, ok := d.opts["num_returns"]; ok {
 			n = d.opts.numReturns()
 		}
-		ticket := s.submitCall(d.ss, id, d.t, d.data, n, d.opts.str("concurrency_group", ""))
+		ticket := s.submitCall(d.ss, id, d.t, d.data, d.deps, d.pins, d.unpin, n, d.opts.str("concurrency_group", ""))
 		d.ss.send(&pb.DataResponse{ReqId: d.reqID, Type: &pb.DataResponse_TaskTicket{TaskTicket: ticket}}, true)
 	}
 }

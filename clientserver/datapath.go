@@ -305,6 +305,15 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		}
 		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError", err.Error())}
 	}
+	ss.track(oid)
+	if needsPutCheck(ss, chunks, size, clientRef) {
+		if errb := s.checkPut(ss, oid); errb != nil {
+			// The value does not load: the put fails, as on a stock head.
+			s.store.Release(oid, ss.holder())
+			ss.untrack(oid)
+			return &pb.PutResponse{Valid: false, Error: errb}
+		}
+	}
 	s.mu.Lock()
 	if len(clientRef) > 0 {
 		key := fmt.Sprintf("%x", clientRef)
@@ -317,6 +326,9 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		s.objMeta[oid] = &objectMeta{selfRefs: selfRefs}
 	}
 	s.mu.Unlock()
+	if actors := actorStubs(stubs); len(actors) > 0 {
+		s.objectHoldsActors(oid, actors, ss.workerID != "" && isAnchor(chunks))
+	}
 	s.log.Debug("put", "object", oid.String(), "size", size)
 	return &pb.PutResponse{Id: oid[:], Valid: true}
 }
@@ -363,6 +375,9 @@ func (s *Server) release(ss *session, r *pb.ReleaseRequest) *pb.ReleaseResponse 
 	for i, raw := range r.Ids {
 		if oid, err := ids.ObjectFromBytes(raw); err == nil {
 			ok[i] = s.store.Release(oid, ss.holder())
+			if ss.workerID == "" {
+				ss.untrack(oid)
+			}
 			continue
 		}
 		if aid, err := ids.ActorFromBytes(raw); err == nil {

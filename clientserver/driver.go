@@ -322,16 +322,18 @@ func (s *Server) Logstream(stream pb.RayletLogStreamer_LogstreamServer) error {
 		return status.Error(codes.NotFound, fmt.Sprintf("no session for client %s", clientID))
 	}
 	id, ch := ss.subscribeLogs()
-	defer ss.unsubscribeLogs(id)
+	s.updateLogMin()
+	defer func() {
+		ss.unsubscribeLogs(id)
+		s.updateLogMin()
+	}()
 	go func() {
 		for {
 			req, err := stream.Recv()
 			if err != nil {
 				return
 			}
-			ss.mu.Lock()
-			ss.logLevel = req.Loglevel
-			ss.mu.Unlock()
+			s.setLogLevel(ss, req.Enabled, req.Loglevel)
 		}
 	}()
 	for {
@@ -364,6 +366,11 @@ func (s *Server) PublishWorkerLog(job ids.JobID, line string, stderr bool) {
 	}
 	s.mu.Unlock()
 	for _, ss := range targets {
-		ss.publishLog(d)
+		ss.mu.Lock()
+		on := ss.logEnabled
+		ss.mu.Unlock()
+		if on {
+			ss.publishLog(d)
+		}
 	}
 }

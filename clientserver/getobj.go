@@ -2,7 +2,10 @@ package clientserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -31,15 +34,17 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 	return ss, nil
 }
 
-func (s *Server) parseIDs(raw [][]byte, clientID string) ([]ids.ObjectID, error) {
+// parseIDs reads the object ids of a get or wait: each must be one the
+// session holds (the stock server looks them up in the client's own refs).
+func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 	out := make([]ids.ObjectID, len(raw))
 	for i, b := range raw {
 		oid, err := ids.ObjectFromBytes(b)
 		if err != nil {
 			return nil, err
 		}
-		if !s.store.Contains(oid) {
-			return nil, fmt.Errorf("ClientObjectRef %s is not found for client %s", oid.Hex(), clientID)
+		if !s.store.Contains(oid) || !ss.holds(oid) {
+			return nil, notHeldError{fmt.Sprintf("ClientObjectRef %s is not found for client %s", oid.Hex(), ss.clientID)}
 		}
 		out[i] = oid
 	}
@@ -71,9 +76,12 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	if err != nil {
 		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
 	}
-	list, err := s.parseIDs(req.Ids, ss.clientID)
+	list, err := s.parseIDs(req.Ids, ss)
 	if err != nil {
 		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
 	}
 	timeout := time.Duration(float64(req.Timeout) * float64(time.Second))
 	if timeout <= 0 {
@@ -199,37 +207,48 @@ func sendChunks(segs [][]byte, start int, reuse bool, send func(*pb.GetResponse)
 }
 
 // asyncGet answers a Datapath get (ref.future(), await ref): when the object
-// is ready its single value is pushed in chunks under the request's id.
+// is ready its single value is pushed in chunks under the request's id, from
+// the request's start chunk. A request re-sent after a reconnect replaces
+// the one still running for the same id (which stops at its next chunk).
 func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
+	ctx, cancel := context.WithCancel(s.ctx)
 	ss.mu.Lock()
-	if ss.asyncGets[reqID] {
-		ss.mu.Unlock()
-		return
+	op := &asyncGetOp{out: ss.out, ctx: ctx, cancel: cancel}
+	if old := ss.asyncGets[reqID]; old != nil {
+		old.cancel()
 	}
-	ss.asyncGets[reqID] = true
+	ss.asyncGets[reqID] = op
 	ss.mu.Unlock()
 	done := func() {
+		cancel()
 		ss.mu.Lock()
-		delete(ss.asyncGets, reqID)
+		if ss.asyncGets[reqID] == op {
+			delete(ss.asyncGets, reqID)
+		}
 		ss.mu.Unlock()
 	}
-	sendErr := func(b []byte) {
-		ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: &pb.GetResponse{Valid: false, Error: b}}}, false)
+	send := func(r *pb.GetResponse) bool {
+		if op.ctx.Err() != nil {
+			return false
+		}
+		return ss.sendOn(op.out, &pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: r}})
 	}
-	list, err := s.parseIDs(g.Ids, ss.clientID)
+	sendErr := func(b []byte) { send(&pb.GetResponse{Valid: false, Error: b}) }
+	list, err := s.parseIDs(g.Ids, ss)
 	if err == nil && len(list) != 1 {
 		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
 	}
 	if err != nil {
-		done()
 		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
+		done()
 		return
 	}
+	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 	go func() {
 		defer done()
-		obj, err := s.store.Wait(s.ctx, list[0])
+		obj, err := s.store.Wait(op.ctx, list[0])
 		if err != nil || obj == nil {
-			if s.ctx.Err() == nil {
+			if op.ctx.Err() == nil {
 				sendErr(s.errorPickle("ray.exceptions", "ObjectLostError", list[0].Hex(), "", ""))
 			}
 			return
@@ -240,11 +259,16 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		}
 		s.borrow(ss, obj)
 		_ = sendChunks(obj.Chunks, int(g.StartChunkId), false, func(c *pb.GetResponse) error {
-			ss.send(&pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: c}}, false)
+			if !send(c) {
+				return errAsyncGetReplaced
+			}
 			return nil
 		})
 	}()
 }
+
+// errAsyncGetReplaced stops an async get whose stream was replaced.
+var errAsyncGetReplaced = errors.New("async get answered on a newer stream")
 
 // WaitObject implements ray.wait: the first num_returns ready refs, in the
 // order given.
@@ -253,13 +277,18 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	list, err := s.parseIDs(req.ObjectIds, ss.clientID)
+	list, err := s.parseIDs(req.ObjectIds, ss)
 	if err != nil {
 		return &pb.WaitResponse{Valid: false}, nil
 	}
+	if len(list) == 0 {
+		return &pb.WaitResponse{Valid: true}, nil
+	}
 	want := int(req.NumReturns)
-	if want > len(list) {
-		want = len(list)
+	if err := checkWait(list, want); err != nil {
+		// The stock server answers ray.wait's ValueError with valid=false.
+		s.log.Debug("wait refused", "client", ss.clientID, "err", err)
+		return &pb.WaitResponse{Valid: false}, nil
 	}
 	wctx := ctx
 	if req.Timeout >= 0 {
@@ -308,10 +337,56 @@ wait:
 	return resp, nil
 }
 
+func hexList(list []ids.ObjectID) string {
+	parts := make([]string, len(list))
+	for i, id := range list {
+		parts[i] = id.Hex()
+	}
+	return strings.Join(parts, ",")
+}
+
+// checkWait applies ray.wait's argument rules: unique refs, and
+// 0 < num_returns <= len(refs).
+func checkWait(list []ids.ObjectID, want int) error {
+	seen := make(map[ids.ObjectID]bool, len(list))
+	for _, id := range list {
+		if seen[id] {
+			return fmt.Errorf("%w: wait requires a list of unique object refs", ErrBadWait)
+		}
+		seen[id] = true
+	}
+	if want <= 0 {
+		return fmt.Errorf("%w: invalid number of objects to return %d", ErrBadWait, want)
+	}
+	if want > len(list) {
+		return fmt.Errorf("%w: num_returns %d is greater than the %d refs given", ErrBadWait, want, len(list))
+	}
+	return nil
+}
+
+// ErrNotHeld is a request naming an object the session holds no reference
+// to (another session's, or one it released).
+var ErrNotHeld = errors.New("object not held by the session")
+
+// notHeldError is ErrNotHeld with the stock server's message.
+type notHeldError struct{ msg string }
+
+func (e notHeldError) Error() string        { return e.msg }
+func (e notHeldError) Is(target error) bool { return target == ErrNotHeld }
+
+// ErrBadWait is a ray.wait whose arguments Ray rejects.
+var ErrBadWait = errors.New("invalid ray.wait arguments")
+
 // borrow makes a session that receives a value holding refs a holder of
 // those refs, as the stock server registers every ref it sends a client.
 func (s *Server) borrow(ss *session, o *objectstore.Object) {
 	for _, c := range o.Contained {
-		s.store.HoldOnce(c, ss.holder())
+		if s.isAnchorObject(c) {
+			continue // the session holds the anchor's actors instead
+		}
+		if s.store.HoldOnce(c, ss.holder()) {
+			ss.track(c)
+		}
 	}
+	s.borrowActors(ss, o)
 }

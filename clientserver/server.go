@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -97,6 +98,18 @@ type Server struct {
 	// actorHolders are the sessions holding a handle on each actor.
 	actorHolders map[ids.ActorID]map[string]bool
 	actorMeta    map[ids.ActorID]*actorMeta
+
+	// objActors are the actors each stored object's value holds a handle
+	// on (see actorrefs.go); holdSeq numbers pending-work holders.
+	objActors map[ids.ObjectID][]ids.ActorID
+	anchors   map[ids.ObjectID]bool
+	holdSeq   atomic.Uint64
+
+	// putCheckFn is the stored function put checks call (putcheck.go).
+	putCheckFn ids.ObjectID
+
+	// logSink carries server log records to the sessions' log streams.
+	logSink *logSink
 }
 
 // objectMeta is what the front end remembers about a put payload.
@@ -122,9 +135,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxMessageSize == 0 {
 		cfg.MaxMessageSize = math.MaxInt32
 	}
+	sink := newLogSink()
 	return &Server{
 		cfg:        cfg,
-		log:        cfg.Logger.With("component", "clientserver"),
+		log:        slog.New(&logTee{inner: cfg.Logger.Handler(), sink: sink}).With("component", "clientserver"),
+		logSink:    sink,
 		store:      cfg.Store,
 		sessions:   map[string]*session{},
 		clientRefs: map[string]ids.ObjectID{},
@@ -133,6 +148,8 @@ func New(cfg Config) (*Server, error) {
 
 		actorHolders: map[ids.ActorID]map[string]bool{},
 		actorMeta:    map[ids.ActorID]*actorMeta{},
+		objActors:    map[ids.ObjectID][]ids.ActorID{},
+		anchors:      map[ids.ObjectID]bool{},
 	}, nil
 }
 
@@ -165,6 +182,8 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.ReadBufferSize(1<<20),
 		grpc.WriteBufferSize(1<<20),
 	)
+	go s.publishServerLogs(s.ctx)
+	go s.sweepLoop()
 	pb.RegisterRayletDriverServer(s.grpc, s)
 	pb.RegisterRayletDataStreamerServer(s.grpc, s)
 	pb.RegisterRayletLogStreamerServer(s.grpc, s)

@@ -1,6 +1,7 @@
 package clientserver
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -32,11 +33,15 @@ type session struct {
 	// Reliable delivery across reconnects (OrderedResponseCache semantics).
 	cache     map[int32]*pb.DataResponse
 	inflight  map[int32]bool
-	asyncGets map[int32]bool
+	asyncGets map[int32]*asyncGetOp
 	out       *outbox
 
 	// clientRefs are the client-side ref ids of payloads this session put.
 	clientRefs []string
+	// held are the objects a driver session holds a reference to (it put
+	// them, submitted the task returning them, or received a value
+	// containing them); it may use no others, as with the stock server.
+	held map[ids.ObjectID]struct{}
 
 	putChunks  map[int32]*chunkBuf
 	taskChunks map[int32]*taskChunkBuf
@@ -44,6 +49,8 @@ type session struct {
 	logs     map[int]chan *pb.LogData
 	logSeq   int
 	logLevel int32
+	// logEnabled is the client's last LogSettingsRequest.enabled.
+	logEnabled bool
 }
 
 func newSession(clientID, workerID string) *session {
@@ -53,11 +60,13 @@ func newSession(clientID, workerID string) *session {
 		grace:      30 * time.Second,
 		cache:      map[int32]*pb.DataResponse{},
 		inflight:   map[int32]bool{},
-		asyncGets:  map[int32]bool{},
+		asyncGets:  map[int32]*asyncGetOp{},
+		held:       map[ids.ObjectID]struct{}{},
 		putChunks:  map[int32]*chunkBuf{},
 		taskChunks: map[int32]*taskChunkBuf{},
 		logs:       map[int]chan *pb.LogData{},
 		logLevel:   20,
+		logEnabled: true,
 	}
 }
 
@@ -69,6 +78,36 @@ func (ss *session) holder() string {
 		return raylet.WorkerHolder(ss.workerID)
 	}
 	return "session:" + ss.clientID
+}
+
+// track records that the session holds id.
+func (ss *session) track(id ids.ObjectID) {
+	if ss.workerID != "" {
+		return
+	}
+	ss.mu.Lock()
+	ss.held[id] = struct{}{}
+	ss.mu.Unlock()
+}
+
+// untrack records that the session released id.
+func (ss *session) untrack(id ids.ObjectID) {
+	ss.mu.Lock()
+	delete(ss.held, id)
+	ss.mu.Unlock()
+}
+
+// holds reports whether the session may use id. Worker sessions act for
+// the job of their task, whose references the worker reports to its raylet
+// (not to this front end), so they may use any.
+func (ss *session) holds(id ids.ObjectID) bool {
+	if ss.workerID != "" {
+		return true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_, ok := ss.held[id]
+	return ok
 }
 
 // chunkBuf collects the chunks of one put.
@@ -129,6 +168,29 @@ func (ss *session) send(r *pb.DataResponse, cacheable bool) {
 	if out != nil {
 		out.push(r)
 	}
+}
+
+// asyncGetOp is one async get being answered. It answers on the stream it
+// arrived on only: after a reconnect the client re-sends the request from
+// the first chunk it lacks, and that request's op takes over.
+type asyncGetOp struct {
+	out    *outbox
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// sendOn delivers an uncached response on out, the stream a request came
+// in on; false when that stream has been replaced (a reconnect) and the
+// response would land in the middle of the new stream's answers.
+func (ss *session) sendOn(out *outbox, r *pb.DataResponse) bool {
+	ss.mu.Lock()
+	current := ss.out == out
+	ss.mu.Unlock()
+	if !current || out == nil {
+		return false
+	}
+	out.push(r)
+	return true
 }
 
 // ack drops cached responses up to and including reqID.

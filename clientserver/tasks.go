@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/gray-cluster/gray/internal/ids"
@@ -78,13 +80,15 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	if !s.store.Contains(fid) {
 		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex()))
 	}
-	deps, pins, env, err := s.prepare(ss, data, opts)
+	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
 		return s.invalidTicket("builtins", "ValueError", err.Error())
 	}
 	pins = append(pins, fid)
 	numReturns := opts.numReturns()
 	job := s.jobOf(ss)
+	resources := opts.resources(defaultTaskCPUs)
+	env = withOMPThreads(env, resources)
 	s.log.Debug("task", "name", t.Name, "options", opts, "env", env.Key(), "deps", len(deps))
 	spec := &raylet.TaskSpec{
 		TaskID:          ids.NewTaskID(ids.NilActorFor(job)),
@@ -96,7 +100,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		Pins:            pins,
 		SelfRefs:        s.selfRefs(fid),
 		NumReturns:      numReturns,
-		Resources:       opts.resources(defaultTaskCPUs),
+		Resources:       resources,
 		MaxRetries:      opts.int("max_retries", defaultTaskRetries),
 		RetryExceptions: opts.truthy("retry_exceptions"),
 		Env:             env,
@@ -109,13 +113,21 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	returns := spec.ReturnIDs()
 	for _, id := range returns {
 		s.store.Create(id, ss.holder())
+		ss.track(id)
 	}
+	// The arguments, and the actors of handles passed in, are kept from
+	// submission until the task is done.
+	unpin, dropActors := s.pinArgs(pins), s.holdActors(actors, "task")
+	done := func() { unpin(); dropActors() }
 	if err := s.cfg.Node.Submit(spec); err != nil {
 		for _, id := range returns {
 			s.store.Release(id, ss.holder())
+			ss.untrack(id)
 		}
+		done()
 		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
 	}
+	s.whenDone(returns, done)
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))
@@ -126,21 +138,23 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 // prepare reads what a task or actor creation needs from its arguments and
 // options: the refs to resolve first, the objects to keep alive, and its
 // runtime env.
-func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, env raylet.RuntimeEnv, err error) {
-	if deps, pins, err = s.refsOf(data); err != nil {
-		return nil, nil, env, err
+func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, actors []ids.ActorID, env raylet.RuntimeEnv, err error) {
+	if deps, pins, actors, err = s.refsOf(ss, data); err != nil {
+		return nil, nil, nil, env, err
 	}
 	env, err = s.taskEnv(ss, opts)
-	return deps, pins, env, err
+	return deps, pins, actors, env, err
 }
 
-// refsOf scans argument data for the refs to resolve and to keep alive.
-func (s *Server) refsOf(data [][]byte) (deps, pins []ids.ObjectID, err error) {
+// refsOf scans argument data for the refs to resolve and to keep alive, and
+// the actors whose handles it carries.
+func (s *Server) refsOf(ss *session, data [][]byte) (deps, pins []ids.ObjectID, actors []ids.ActorID, err error) {
 	args, err := scanArgs(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("could not read the arguments: %w", err)
+		return nil, nil, nil, fmt.Errorf("could not read the arguments: %w", err)
 	}
-	return s.argRefs(args)
+	deps, pins, err = s.argRefs(ss, args)
+	return deps, pins, actorStubs(args.All), err
 }
 
 func scanArgs(data [][]byte) (pickle.TaskArgs, error) {
@@ -159,7 +173,7 @@ func scanArgs(data [][]byte) (pickle.TaskArgs, error) {
 
 // argRefs returns the top-level object refs (resolved before the task runs)
 // and every object the task's arguments refer to.
-func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err error) {
+func (s *Server) argRefs(ss *session, args pickle.TaskArgs) (deps, pins []ids.ObjectID, err error) {
 	seen := map[ids.ObjectID]bool{}
 	for _, tl := range args.TopLevel {
 		if tl.Stub.Type != "Object" {
@@ -169,7 +183,7 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 		if err != nil {
 			return nil, nil, err
 		}
-		if !s.store.Contains(oid) {
+		if !s.store.Contains(oid) || !ss.holds(oid) {
 			return nil, nil, fmt.Errorf("ObjectRef %s passed as an argument is not known to the server (was it released?)", oid.Hex())
 		}
 		if !seen[oid] {
@@ -185,6 +199,9 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 			if err != nil {
 				return nil, nil, err
 			}
+			if st.Type == "Object" && !ss.holds(oid) {
+				return nil, nil, fmt.Errorf("ObjectRef %s passed inside an argument is not known to the server (was it released?)", oid.Hex())
+			}
 			if !pinned[oid] {
 				pinned[oid] = true
 				pins = append(pins, oid)
@@ -192,6 +209,25 @@ func (s *Server) argRefs(args pickle.TaskArgs) (deps, pins []ids.ObjectID, err e
 		}
 	}
 	return deps, pins, nil
+}
+
+// ompThreads is the variable Ray sets from a task's CPUs in its worker.
+const ompThreads = "OMP_NUM_THREADS"
+
+// withOMPThreads sets OMP_NUM_THREADS to the whole CPUs a task or actor
+// holds, as Ray's workers do unless the variable is set already. The worker
+// runtime defaults it to 1 (Ray's value for fewer than two CPUs), so only
+// larger counts change the worker's environment (and so its pool key).
+func withOMPThreads(env raylet.RuntimeEnv, resources map[string]float64) raylet.RuntimeEnv {
+	n := int(math.Floor(resources["CPU"]))
+	if _, set := env.EnvVars[ompThreads]; set || n < 2 {
+		return env
+	}
+	if env.EnvVars == nil {
+		env.EnvVars = map[string]string{}
+	}
+	env.EnvVars[ompThreads] = strconv.Itoa(n)
+	return env
 }
 
 // selfRefs resolves the client-side ids a function pickle refers to itself by.

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 )
 
-//go:embed runtime/gray_worker.py runtime/gray_pg.py
+//go:embed runtime/gray_worker.py runtime/gray_pg.py runtime/gray_patches.py
 var files embed.FS
 
 // WriteScript writes the runtime into dir and returns its path.
@@ -18,7 +18,7 @@ func WriteScript(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("worker: create %s: %w", dir, err)
 	}
-	for _, name := range []string{"gray_worker.py", "gray_pg.py"} {
+	for _, name := range []string{"gray_worker.py", "gray_pg.py", "gray_patches.py"} {
 		b, err := files.ReadFile("runtime/" + name)
 		if err != nil {
 			return "", err

@@ -24,7 +24,13 @@ import sys
 import threading
 import traceback
 
+import gray_patches  # shipped beside this script
+from gray_patches import flush_std
+
 _HDR = struct.Struct("<I")
+# The first item of an anchor's value (see Runtime.anchor); the front end
+# recognises anchors by it.
+_ANCHOR_MARKER = "gray-actor-anchor"
 _RUNTIME = None
 
 
@@ -48,9 +54,18 @@ class Conn:
     def send(self, header, blobs=()):
         self.out.put((header, blobs))
 
+    def flush(self, timeout=10):
+        """Wait until everything sent so far is written to the socket."""
+        ev = threading.Event()
+        self.out.put((None, ev))
+        ev.wait(timeout)
+
     def _writer(self):
         while True:
             header, blobs = self.out.get()
+            if header is None:
+                blobs.set()
+                continue
             header["blobs"] = [len(b) for b in blobs]
             h = json.dumps(header).encode()
             try:
@@ -95,6 +110,7 @@ class Runtime:
         self.rpc_seq = 0
         self.rpc_waiters = {}
         self.instance = None
+        self.actor_id = None
         self.actor_name = "Actor"
         self.is_async = False
         self.pool = None
@@ -108,48 +124,9 @@ class Runtime:
         self.ray = ray
         self.common = common
         self.client_pickler = client_pickler
-        self.GrayActorHandle = self._make_handle_class()
+        self.GrayActorHandle = gray_patches.handle_class(common)
 
     # ---- references -------------------------------------------------------
-
-    def _make_handle_class(self):
-        base = self.common.ClientActorHandle
-
-        class GrayActorHandle(base):
-            """An actor handle whose method table comes from the pool's KV,
-            where the actor published it when it was created."""
-
-            def _init_class_info(self):
-                import time
-
-                from ray.experimental import internal_kv
-
-                key = self.actor_ref.id.hex().encode()
-                deadline = time.time() + 300
-                while True:
-                    data = internal_kv._internal_kv_get(key, namespace=b"gray_actor_info")
-                    if data:
-                        break
-                    if time.time() > deadline:
-                        raise RuntimeError("actor %s never published its methods" % key.decode())
-                    time.sleep(0.05)
-                num_returns, params = pickle.loads(data)
-                self._method_num_returns = num_returns
-                self._method_signatures = {m: inspect.Signature(parameters=p) for m, p in params.items()}
-
-            @property
-            def _ray_method_num_returns(self):
-                if self._method_num_returns is None:
-                    self._init_class_info()
-                return self._method_num_returns
-
-            @property
-            def _ray_method_signatures(self):
-                if self._method_signatures is None:
-                    self._init_class_info()
-                return {m: list(sig.parameters.values()) for m, sig in self._method_signatures.items()}
-
-        return GrayActorHandle
 
     def handle_class(self, actor_ref):
         return self.GrayActorHandle(actor_ref)
@@ -208,7 +185,9 @@ class Runtime:
         return TaskUnpickler(io.BytesIO(data))
 
     def dumps(self, value):
-        contained = []
+        """Pickle a result; also returns the refs it contains and the actor
+        handles (or methods) it carries."""
+        contained, handles = [], []
         base = self.client_pickler.ClientPickler
 
         class RecordingPickler(base):
@@ -216,11 +195,25 @@ class Runtime:
                 stub = super().persistent_id(obj)
                 if stub is not None and stub.type in ("Object", "RemoteFunc", "RemoteActor"):
                     contained.append(stub.ref_id.hex())
+                elif stub is not None and stub.type in ("Actor", "RemoteMethod"):
+                    handles.append(obj)
                 return stub
 
         with io.BytesIO() as f:
             RecordingPickler("", f, protocol=5).dump(value)
-            return f.getvalue(), contained
+            data = f.getvalue()
+        # The pickler class is freed only by the cycle collector: its closure
+        # must not keep the handles (and so their actors) alive.
+        found = list(handles)
+        handles.clear()
+        return data, contained, found
+
+    def anchor(self, handles):
+        """Put an anchor for the actor handles a result carries: the result
+        contains the anchor, and the pool keeps the actors alive while the
+        anchor exists, so an actor this worker created and returns outlives
+        this worker's own handle (as a returned handle does in Ray)."""
+        return self.ray.put((_ANCHOR_MARKER, handles))
 
     # ---- execution --------------------------------------------------------
 
@@ -259,9 +252,13 @@ class Runtime:
         return list(result)
 
     def send_result(self, task, values):
-        out_blobs, contained = [], []
+        out_blobs, contained, anchors = [], [], []
         for v in values:
-            b, refs = self.dumps(v)
+            b, refs, handles = self.dumps(v)
+            if handles:
+                a = self.anchor(handles)
+                anchors.append(a)
+                refs.append(a.id.hex())
             out_blobs.append(b)
             contained.append(refs)
         flush_std()
@@ -269,7 +266,7 @@ class Runtime:
             # Keep the returned refs alive until the raylet has stored the
             # result (which then holds them); it acks that.
             with self.cv:
-                self.unacked[task["task_id"]] = values
+                self.unacked[task["task_id"]] = (values, anchors)
         self.conn.send({"t": "done", "task_id": task["task_id"], "contained": contained}, out_blobs)
 
     def fail(self, task, name, exc, tb, actor_repr=None):
@@ -305,6 +302,7 @@ class Runtime:
         try:
             cls = self.unpickler(blobs[task["fn_blob"]], task).load()
             args, kwargs = self.load_args(task, blobs)
+            self.actor_id = task.get("actor_id")
             self.actor_name = getattr(cls, "__name__", name)
             self.instance = cls(*args, **kwargs)
             methods = _inspect.getmembers(cls, lambda m: _inspect.isfunction(m) or _inspect.ismethod(m))
@@ -390,10 +388,14 @@ class Runtime:
 
     def call_sync(self, task, blobs):
         name = "%s.%s" % (self.actor_name, task["method"])
+        if task["method"] == "__ray_terminate__":
+            self.exit_gracefully(task)
         try:
             args, kwargs = self.load_args(task, blobs)
             result = getattr(self.instance, task["method"])(*args, **kwargs)
             self.send_result(task, self.split_returns(task, result))
+        except gray_patches.ActorExit:
+            self.exit_gracefully(task)
         except BaseException as e:  # noqa: BLE001
             self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
 
@@ -401,6 +403,8 @@ class Runtime:
         import inspect as _inspect
 
         name = "%s.%s" % (self.actor_name, task["method"])
+        if task["method"] == "__ray_terminate__":
+            self.exit_gracefully(task)
         async with self.sems[self.group_of(task)]:
             try:
                 args, kwargs = self.load_args(task, blobs)
@@ -408,8 +412,13 @@ class Runtime:
                 if _inspect.isawaitable(result):
                     result = await result
                 self.send_result(task, self.split_returns(task, result))
+            except gray_patches.ActorExit:
+                self.exit_gracefully(task)
             except BaseException as e:  # noqa: BLE001
                 self.fail(task, name, e, user_traceback(), actor_repr=repr(self.instance))
+
+    def exit_gracefully(self, task):
+        gray_patches.exit_gracefully(self, task)
 
     def task_error(self, name, tb, exc, actor_repr=None, dual=True):
         from ray.exceptions import RayTaskError
@@ -529,43 +538,6 @@ class Runtime:
                 self.current = None
 
 
-def _patch_refcounting(conn):
-    """Route this worker's reference counts to the raylet: a ref (or actor
-    handle) the worker deserializes is retained when its local count goes
-    0 -> 1 and released at 1 -> 0, over the same ordered socket as task
-    results, so objects a task or actor keeps stay alive and nothing is
-    freed before the result that holds it is stored."""
-    from ray.util.client import worker as client_worker
-
-    def call_retain(self, id):
-        self.reference_count[id] += 1
-        if self.reference_count[id] == 1:
-            conn.send({"t": "refs", "retain": [id.hex()]})
-
-    def call_release(self, id):
-        if self.closed:
-            return
-        self.reference_count[id] -= 1
-        if self.reference_count[id] == 0:
-            del self.reference_count[id]
-            conn.send({"t": "refs", "release": [id.hex()]})
-
-    client_worker.Worker.call_retain = call_retain
-    client_worker.Worker.call_release = call_release
-
-
-def _patch_gpu_ids():
-    """In client mode ray.get_gpu_ids() returns []; inside a gray task it
-    returns the GPUs the raylet assigned (its CUDA_VISIBLE_DEVICES)."""
-    from ray.util.client import api
-
-    def get_gpu_ids(self):
-        ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        return [int(x) for x in ids.split(",") if x.strip().isdigit()]
-
-    api._ClientAPI.get_gpu_ids = get_gpu_ids
-
-
 def user_traceback():
     """The current exception's traceback without this runtime's own frames,
     as Ray hides its worker internals."""
@@ -576,20 +548,15 @@ def user_traceback():
     return "".join(traceback.format_exception(etype, exc, tb))
 
 
-def flush_std():
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--socket", required=True)
     p.add_argument("--address", required=True)
     p.add_argument("--worker-id", required=True)
     a = p.parse_args()
+    # Ray sets OMP_NUM_THREADS from a task's CPUs unless it is set: 1 below
+    # two CPUs; the front end passes larger counts in the task's environment.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     wd = os.environ.get("GRAY_WORKING_DIR")
     if wd:
@@ -598,14 +565,15 @@ def main():
     conn = Conn(a.socket)
     import ray
 
-    _patch_refcounting(conn)
+    gray_patches.patch_refcounting(conn)
 
     ray.init(
         "ray://" + a.address,
         _metadata=[("gray-worker-id", a.worker_id)],
         logging_level="WARNING",
     )
-    _patch_gpu_ids()
+    gray_patches.patch_gpu_ids()
+    gray_patches.patch_exit_actor(lambda: _RUNTIME is not None and _RUNTIME.instance is not None)
     global _RUNTIME
     _RUNTIME = Runtime(conn, a.worker_id)
     _RUNTIME.serve()
