@@ -78,7 +78,27 @@ class Ray:
         self.address = "127.0.0.1:%d" % port
 
     def stop(self):
-        subprocess.run([self.ray, "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+        # Only this cluster's processes (they name its temp dir), not every
+        # Ray process on the machine as `ray stop` would.
+        import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
+        import psutil
+        mine = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(self.tmp in a for a in proc.info["cmdline"] or []):
+                    mine += [proc] + proc.children(recursive=True)
+            except psutil.Error:
+                pass
+        for proc in mine:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        for proc in psutil.wait_procs(mine, timeout=10)[1]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

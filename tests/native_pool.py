@@ -58,7 +58,30 @@ class StockRay(_Driver):
             return f.read()
 
     def stop(self):
-        subprocess.run([self.ray, "stop"], env=self.env, capture_output=True)
+        # Not `ray stop`: that ends every Ray process on the machine. This
+        # cluster's processes all name its private temp dir on their
+        # command lines (or are children of one that does).
+        import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
+        import psutil
+        mine = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(self.tmp in arg for arg in proc.info["cmdline"] or []):
+                    mine.append(proc)
+                    mine.extend(proc.children(recursive=True))
+            except psutil.Error:
+                pass
+        for proc in mine:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(mine, timeout=10)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -129,15 +129,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	meta, _ := json.Marshal(map[string]any{"ray_version": RayVersion, "python_version": n.cfg.PythonVersion, "ray_init_cluster": false})
 	n.cfg.KV.Put([]byte("cluster"), []byte("CLUSTER_METADATA"), meta, true)
 
-	n.gcs, err = gcsserver.New(gcsserver.Config{KV: n.cfg.KV, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID, Logger: n.log.With("part", "gcs")})
+	n.gcs, err = gcsserver.New(gcsserver.Config{
+		KV: n.cfg.KV, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID,
+		SystemConfig: nodemanager.SystemConfigJSON(nil), Logger: n.log.With("part", "gcs"),
+	})
 	if err != nil {
 		return err
 	}
 	if err := n.listenGCS(); err != nil {
 		return err
 	}
-	n.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(512<<20), grpc.MaxSendMsgSize(512<<20))
-	n.gcs.Register(n.grpc)
+	n.grpc = n.gcs.NewGRPCServer()
 	for _, l := range n.lis {
 		go n.grpc.Serve(l)
 	}

@@ -35,9 +35,14 @@ func defaultSystemConfig() map[string]any {
 
 // SystemConfigJSON is the GetSystemConfig reply: the defaults with
 // Config.SystemConfig applied.
-func (r *Raylet) SystemConfigJSON() string {
+func (r *Raylet) SystemConfigJSON() string { return SystemConfigJSON(r.cfg.SystemConfig) }
+
+// SystemConfigJSON is the RayConfig JSON core workers get from
+// GetSystemConfig (and the GCS from GetInternalConfig): the defaults with
+// overrides applied (a nil value deletes a key).
+func SystemConfigJSON(overrides map[string]any) string {
 	m := defaultSystemConfig()
-	for k, v := range r.cfg.SystemConfig {
+	for k, v := range overrides {
 		if v == nil {
 			delete(m, k)
 			continue
