@@ -13,93 +13,19 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "native_workload.py")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gray:
-    name = "gray"
-
-    def __init__(self, gray, cpus, tmp):
-        self.tmp = tempfile.mkdtemp(prefix="gb", dir="/tmp")
-        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
-        self.log = open(os.path.join(tmp, "gray.log"), "a")
-        self.cmd = [gray, "start", "--head", "--port", str(free_port()), "--status-port", "0",
-                    "--node-port", "-1", "--gcs-port", str(free_port()), "--num-cpus", str(cpus),
-                    "--python", sys.executable, "--state-dir", os.path.join(self.tmp, "state")]
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
-        deadline = time.time() + 60
-        self.address = None
-        while self.address is None and time.time() < deadline:
-            with open(self.log.name) as f:
-                for line in f:
-                    if line.strip().startswith("Native Ray:"):
-                        self.address = line.split('address="', 1)[1].split('"', 1)[0]
-            time.sleep(0.2)
-        if self.address is None:
-            raise RuntimeError("gray did not start; see " + self.log.name)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-class Ray:
-    name = "ray"
-
-    def __init__(self, cpus, tmp):
-        self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
-        self.tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
-        self.env = dict(os.environ, RAY_TMPDIR=self.tmp)
-        port = free_port()
-        self.cmd = [self.ray, "start", "--head", "--port", str(port), "--num-cpus", str(cpus),
-                    "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", os.path.join(self.tmp, "ray")]
-        with open(os.path.join(tmp, "ray.log"), "a") as log:
-            subprocess.run(self.cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        self.address = "127.0.0.1:%d" % port
-
-    def stop(self):
-        # Only this cluster's processes (they name its temp dir), not every
-        # Ray process on the machine as `ray stop` would.
-        import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
-        import psutil
-        mine = []
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(self.tmp in a for a in proc.info["cmdline"] or []):
-                    mine += [proc] + proc.children(recursive=True)
-            except psutil.Error:
-                pass
-        for proc in mine:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        for proc in psutil.wait_procs(mine, timeout=10)[1]:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+# The clusters are the native test suite's: a gray head serving native Ray,
+# and a stock `ray start --head`, each in a private temp dir.
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from native_pool import NativePool, StockRay  # noqa: E402
 
 
 def run(system, scale, tmp, i):
@@ -124,7 +50,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="native-bench-")
     results = {"gray": [], "ray": []}
     for i in range(a.repeats):
-        for make in (lambda: Gray(os.path.abspath(a.gray), a.cpus, tmp), lambda: Ray(a.cpus, tmp)):
+        for make in (lambda: NativePool(os.path.abspath(a.gray), num_cpus=a.cpus), lambda: StockRay(num_cpus=a.cpus)):
             system = make()
             try:
                 r = run(system, a.scale, tmp, i)
