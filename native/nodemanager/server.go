@@ -103,6 +103,7 @@ type Raylet struct {
 
 	gcs     *gcsClient
 	workers *clientPool
+	pkgs    *pkgCache // runtime_env working_dir / py_modules packages
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -258,6 +259,11 @@ func (r *Raylet) Start(ctx context.Context) error {
 	}
 	r.gcs = gc
 	r.workers = newClientPool()
+	if r.pkgs == nil {
+		r.pkgs = newPkgCache(filepath.Join(r.cfg.SessionDir, "runtime_resources"), func(ctx context.Context, uri string) ([]byte, error) {
+			return gc.kvGet(ctx, nil, []byte(uri))
+		}, r.log)
+	}
 	r.owners = newOwnerNotifier(r)
 
 	lis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.NodeIP, strconv.Itoa(r.cfg.NodeManagerPort)))
