@@ -111,16 +111,24 @@ func (c *pkgCache) dir(ctx context.Context, kind, uri string) (string, error) {
 	}
 }
 
+// unpackURI fetches and unpacks a gcs:// package into
+// <root>/<kind>/<name without .zip>. Packages are unpacked into a temporary
+// directory and renamed into place, so a directory under the final name is
+// always complete; gcs:// names are content hashes, so one found there
+// (another raylet of the session unpacked it) is used as it is.
 func (c *pkgCache) unpackURI(ctx context.Context, kind, uri, name string) (string, error) {
+	base := filepath.Join(c.root, kind)
+	final := filepath.Join(base, strings.TrimSuffix(name, ".zip"))
+	if st, err := os.Stat(final); err == nil && st.IsDir() {
+		return final, nil
+	}
 	data, err := c.fetch(ctx, uri)
 	if err != nil {
 		return "", fmt.Errorf("%w %s: fetching it from the GCS: %w", ErrPackage, uri, err)
 	}
-	base := filepath.Join(c.root, kind)
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", fmt.Errorf("%w %s: %v", ErrPackage, uri, err)
 	}
-	final := filepath.Join(base, strings.TrimSuffix(name, ".zip"))
 	tmp, err := os.MkdirTemp(base, ".unpack-")
 	if err != nil {
 		return "", fmt.Errorf("%w %s: %v", ErrPackage, uri, err)
@@ -130,9 +138,11 @@ func (c *pkgCache) unpackURI(ctx context.Context, kind, uri, name string) (strin
 		return "", fmt.Errorf("%w %s: %w", ErrPackage, uri, err)
 	}
 	_ = os.Chmod(tmp, 0o755)
-	_ = os.RemoveAll(final) // a stale copy (the stock agent overwrites too)
 	if err := os.Rename(tmp, final); err != nil {
 		os.RemoveAll(tmp)
+		if st, serr := os.Stat(final); serr == nil && st.IsDir() {
+			return final, nil // unpacked meanwhile by another raylet
+		}
 		return "", fmt.Errorf("%w %s: %v", ErrPackage, uri, err)
 	}
 	c.log.Info("runtime_env package unpacked", "uri", uri, "dir", final, "bytes", len(data))

@@ -303,3 +303,23 @@ func TestLeaseWorkingDirFromGCS(t *testing.T) {
 		t.Errorf("missing package: %v", rep3)
 	}
 }
+
+// A package directory already in runtime_resources (another raylet of the
+// session unpacked it) is used without fetching: gcs:// names are content
+// hashes and directories appear there only complete.
+func TestPkgCacheReusesUnpackedDir(t *testing.T) {
+	root := t.TempDir()
+	done := filepath.Join(root, workingDirFiles, "_ray_pkg_done")
+	if err := os.MkdirAll(done, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := &countingFetch{pkgs: map[string][]byte{}, calls: map[string]int{}}
+	c := newPkgCache(root, f.fetch, testlog.New(t))
+	d, err := c.dir(context.Background(), workingDirFiles, "gcs://_ray_pkg_done.zip")
+	if err != nil || d != done {
+		t.Fatalf("%q %v", d, err)
+	}
+	if n := f.n("gcs://_ray_pkg_done.zip"); n != 0 {
+		t.Errorf("%d fetches", n)
+	}
+}

@@ -2,9 +2,12 @@
 // the NodeManagerService gRPC server, the worker<->raylet unix socket, the
 // pool of default_worker.py processes it starts, lease scheduling on the
 // node's resources, object pinning in the local plasma store, and worker
-// log forwarding to drivers. It talks to the GCS only through Ray's GCS
-// gRPC services (RegisterNode, AddJob, MarkJobFinished, ReportWorkerFailure,
-// GcsPublish, ReportJobError).
+// log forwarding to drivers, and the runtime_env set-ups it can do itself
+// (env_vars; working_dir and py_modules packages the driver uploaded to
+// the GCS KV, unpacked under <session_dir>/runtime_resources). It talks to
+// the GCS only through Ray's GCS gRPC services (RegisterNode, AddJob,
+// MarkJobFinished, ReportWorkerFailure, GcsPublish, ReportJobError,
+// InternalKVGet).
 package nodemanager
 
 import (
