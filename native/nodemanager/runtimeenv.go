@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 )
@@ -29,6 +30,9 @@ type runtimeEnv struct {
 
 	workingDir string   // working_dir URI ("" = none)
 	pyModules  []string // py_modules URIs, in the runtime_env's order
+	// setupTimeout bounds fetching and unpacking the packages
+	// (config.setup_timeout_seconds; 0 = none).
+	setupTimeout time.Duration
 
 	// Filled by Raylet.prepareRuntimeEnv once the packages are on disk.
 	cwd        string   // the worker's working directory
@@ -37,6 +41,10 @@ type runtimeEnv struct {
 
 // needsPackages reports whether the env refers to packages to set up.
 func (e runtimeEnv) needsPackages() bool { return e.workingDir != "" || len(e.pyModules) > 0 }
+
+// defaultRuntimeEnvSetupTimeout is stock Ray's default
+// config.setup_timeout_seconds.
+const defaultRuntimeEnvSetupTimeout = 600 * time.Second
 
 // runtimeEnvFields the raylet sets up or may ignore: env_vars becomes the
 // worker's environment; working_dir and py_modules are unpacked from the
@@ -94,6 +102,25 @@ func parseRuntimeEnv(spec *commonpb.LeaseSpec) (runtimeEnv, error) {
 		for _, u := range re.pyModules {
 			if err := checkPackageURI("py_modules", u); err != nil {
 				return runtimeEnv{}, err
+			}
+		}
+	}
+	re.setupTimeout = defaultRuntimeEnvSetupTimeout
+	if raw, ok := env["config"]; ok && string(raw) != "null" {
+		var cfg struct {
+			SetupTimeoutSeconds *float64 `json:"setup_timeout_seconds"`
+		}
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			return runtimeEnv{}, fmt.Errorf("%w: config must be an object: %v", ErrRuntimeEnv, err)
+		}
+		if t := cfg.SetupTimeoutSeconds; t != nil {
+			switch {
+			case *t == -1:
+				re.setupTimeout = 0
+			case *t > 0:
+				re.setupTimeout = time.Duration(*t * float64(time.Second))
+			default:
+				return runtimeEnv{}, fmt.Errorf("%w: config.setup_timeout_seconds must be positive or -1, not %v", ErrRuntimeEnv, *t)
 			}
 		}
 	}
@@ -168,7 +195,13 @@ func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtime
 	if r.pkgs == nil {
 		return env, fmt.Errorf("%w: no package cache", ErrRuntimeEnv)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	cancel := context.CancelFunc(func() {})
+	if env.setupTimeout > 0 {
+		ctx, cancel = context.WithTimeoutCause(ctx, env.setupTimeout,
+			fmt.Errorf("runtime_env set-up took longer than config.setup_timeout_seconds (%v)", env.setupTimeout))
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, cancel) // the raylet closing ends set-up
 	defer stop()
@@ -176,20 +209,28 @@ func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtime
 	for _, u := range env.pyModules {
 		d, err := r.pkgs.dir(ctx, pyModulesFiles, u)
 		if err != nil {
-			return env, fmt.Errorf("%w: py_modules: %w", ErrRuntimeEnv, err)
+			return env, fmt.Errorf("%w: py_modules: %w", ErrRuntimeEnv, setupErr(ctx, err))
 		}
 		path = append(path, d)
 	}
 	if env.workingDir != "" {
 		d, err := r.pkgs.dir(ctx, workingDirFiles, env.workingDir)
 		if err != nil {
-			return env, fmt.Errorf("%w: working_dir: %w", ErrRuntimeEnv, err)
+			return env, fmt.Errorf("%w: working_dir: %w", ErrRuntimeEnv, setupErr(ctx, err))
 		}
 		env.cwd = d
 		path = append(path, d)
 	}
 	env.pythonPath = path
 	return env, nil
+}
+
+// setupErr names why set-up was cut short when ctx ended it.
+func setupErr(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && ctx.Err() != nil && !errors.Is(err, c) {
+		return fmt.Errorf("%w (%v)", err, c)
+	}
+	return err
 }
 
 // workerPythonPath is the PYTHONPATH of a worker started with env over

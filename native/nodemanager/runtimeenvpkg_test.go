@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,5 +322,33 @@ func TestPkgCacheReusesUnpackedDir(t *testing.T) {
 	}
 	if n := f.n("gcs://_ray_pkg_done.zip"); n != 0 {
 		t.Errorf("%d fetches", n)
+	}
+}
+
+// A package set-up that outlasts config.setup_timeout_seconds fails with a
+// runtime env error saying so.
+func TestPrepareRuntimeEnvTimeout(t *testing.T) {
+	env, err := parseRuntimeEnv(leaseWithEnv(`{"working_dir": "gcs://_ray_pkg_slow.zip", "config": {"setup_timeout_seconds": 1}}`))
+	if err != nil || env.setupTimeout != time.Second {
+		t.Fatalf("%+v %v", env, err)
+	}
+	if e, _ := parseRuntimeEnv(leaseWithEnv(`{"working_dir": "gcs://_ray_pkg_slow.zip", "config": {"setup_timeout_seconds": -1}}`)); e.setupTimeout != 0 {
+		t.Errorf("-1: %v", e.setupTimeout)
+	}
+	if _, err := parseRuntimeEnv(leaseWithEnv(`{"working_dir": "gcs://_ray_pkg_slow.zip", "config": {"setup_timeout_seconds": 0}}`)); !errors.Is(err, ErrRuntimeEnv) {
+		t.Errorf("0: %v", err)
+	}
+	f := &countingFetch{pkgs: map[string][]byte{}, calls: map[string]int{}, gate: make(chan struct{})}
+	r := &Raylet{ctx: context.Background(), pkgs: newPkgCache(t.TempDir(), f.fetch, testlog.New(t))}
+	env.setupTimeout = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { _, err := r.prepareRuntimeEnv(context.Background(), env); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrRuntimeEnv) || !strings.Contains(err.Error(), "setup_timeout_seconds") {
+			t.Errorf("err %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("set-up did not time out")
 	}
 }
