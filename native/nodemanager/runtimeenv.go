@@ -195,7 +195,7 @@ func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtime
 	if r.pkgs == nil {
 		return env, fmt.Errorf("%w: no package cache", ErrRuntimeEnv)
 	}
-	cancel := context.CancelFunc(func() {})
+	var cancel context.CancelFunc
 	if env.setupTimeout > 0 {
 		ctx, cancel = context.WithTimeoutCause(ctx, env.setupTimeout,
 			fmt.Errorf("runtime_env set-up took longer than config.setup_timeout_seconds (%v)", env.setupTimeout))
