@@ -537,3 +537,144 @@ def test_runtime_env_vars(native):
             pass
         ray.shutdown()
     """)
+
+
+def test_runtime_env_working_dir(native):
+    out = native.check("""
+        import os, sys, tempfile, ray
+        wd = tempfile.mkdtemp(prefix="wd")
+        with open(os.path.join(wd, "wd_helper_mod.py"), "w") as f:
+            f.write("VALUE = 'from working_dir'\\n")
+        with open(os.path.join(wd, "data.txt"), "w") as f:
+            f.write("hello")
+        os.makedirs(os.path.join(wd, "sub"))
+        with open(os.path.join(wd, "sub", "nested.txt"), "w") as f:
+            f.write("nested")
+        with open(os.path.join(wd, "skip.log"), "w") as f:
+            f.write("excluded")
+        ray.init(address=ADDRESS, runtime_env={"working_dir": wd, "excludes": ["*.log"]})
+
+        @ray.remote
+        def probe():
+            import wd_helper_mod
+            cwd = os.getcwd()
+            return (wd_helper_mod.VALUE, sorted(os.listdir(cwd)), open("data.txt").read(),
+                    open(os.path.join("sub", "nested.txt")).read(), cwd,
+                    os.environ.get("PYTHONPATH", "").split(os.pathsep))
+
+        val, listing, data, nested, cwd, pp = ray.get(probe.remote())
+        assert val == "from working_dir", val
+        assert listing == ["data.txt", "sub", "wd_helper_mod.py"], listing
+        assert (data, nested) == ("hello", "nested")
+        # The worker runs in the node's unpacked copy, not the driver's directory.
+        assert cwd != wd and "/runtime_resources/working_dir_files/_ray_pkg_" in cwd, cwd
+        assert pp[0] == cwd, pp
+
+        @ray.remote
+        class A:
+            def where(self):
+                import wd_helper_mod
+                return os.getcwd(), wd_helper_mod.VALUE
+
+        assert ray.get(A.remote().where.remote()) == (cwd, "from working_dir")
+        print("CWD", cwd)
+        ray.shutdown()
+    """)
+    assert "CWD" in out
+
+
+def test_runtime_env_py_modules(native):
+    native.check("""
+        import os, tempfile, ray
+        root = tempfile.mkdtemp(prefix="pm")
+        pkg = os.path.join(root, "gray_pm_pkg")
+        os.makedirs(os.path.join(pkg, "sub"))
+        with open(os.path.join(pkg, "__init__.py"), "w") as f:
+            f.write("from .inner import f\\n")
+        with open(os.path.join(pkg, "inner.py"), "w") as f:
+            f.write("def f():\\n    return 'pm-ok'\\n")
+        with open(os.path.join(pkg, "sub", "__init__.py"), "w") as f:
+            f.write("G = 7\\n")
+        wd = tempfile.mkdtemp(prefix="wd")
+        with open(os.path.join(wd, "wd_only_mod.py"), "w") as f:
+            f.write("W = 1\\n")
+        ray.init(address=ADDRESS, runtime_env={"py_modules": [pkg]})
+
+        @ray.remote
+        def use():
+            import gray_pm_pkg, gray_pm_pkg.sub
+            return gray_pm_pkg.f(), gray_pm_pkg.sub.G, gray_pm_pkg.__file__
+
+        f, g, path = ray.get(use.remote())
+        assert (f, g) == ("pm-ok", 7)
+        assert "/runtime_resources/py_modules_files/_ray_pkg_" in path, path
+        assert path.endswith(os.path.join("gray_pm_pkg", "__init__.py")), path
+        ray.shutdown()
+
+        # py_modules and working_dir together; an actor gets both too.
+        ray.init(address=ADDRESS, runtime_env={"py_modules": [pkg], "working_dir": wd})
+
+        @ray.remote
+        class B:
+            def both(self):
+                import gray_pm_pkg, wd_only_mod
+                pp = os.environ["PYTHONPATH"].split(os.pathsep)
+                return (gray_pm_pkg.f(), wd_only_mod.W, os.path.exists("wd_only_mod.py"),
+                        pp.index(os.getcwd()) > pp.index(os.path.dirname(os.path.dirname(gray_pm_pkg.__file__))))
+
+        assert ray.get(B.remote().both.remote()) == ("pm-ok", 1, True, True)
+        ray.shutdown()
+    """)
+
+
+def test_runtime_env_task_working_dir(native):
+    native.check("""
+        import os, tempfile, ray
+        from ray._private.runtime_env.packaging import get_uri_for_directory, upload_package_if_needed
+        dirs = []
+        for tag in ("one", "two"):
+            d = tempfile.mkdtemp(prefix="wd" + tag)
+            with open(os.path.join(d, "which_dir_mod.py"), "w") as f:
+                f.write("TAG = %r\\n" % tag)
+            dirs.append(d)
+        ray.init(address=ADDRESS)
+        # Task and actor options take URIs: upload the directory as ray.init would.
+        uri = get_uri_for_directory(dirs[0], include_gitignore=True)
+        upload_package_if_needed(uri, tempfile.mkdtemp(), dirs[0], include_gitignore=True)
+        assert uri.startswith("gcs://_ray_pkg_") and uri.endswith(".zip"), uri
+
+        @ray.remote
+        def tag():
+            try:
+                import which_dir_mod
+            except ImportError:
+                return None, os.getcwd()
+            return which_dir_mod.TAG, os.getcwd()
+
+        t1, cwd1 = ray.get(tag.options(runtime_env={"working_dir": uri}).remote())
+        t2, cwd2 = ray.get(tag.options(runtime_env={"working_dir": "local://" + dirs[1]}).remote())
+        assert (t1, t2) == ("one", "two"), (t1, t2)
+        assert os.path.basename(cwd1) == uri[len("gcs://"):-len(".zip")], (cwd1, uri)
+        assert cwd2 == dirs[1], cwd2
+        # A task without one runs in a worker that has neither.
+        t0, cwd0 = ray.get(tag.remote())
+        assert t0 is None and cwd0 not in (cwd1, cwd2), (t0, cwd0)
+        # The same working_dir again: the same unpacked copy.
+        assert ray.get(tag.options(runtime_env={"working_dir": uri}).remote()) == ("one", cwd1)
+
+        @ray.remote(runtime_env={"working_dir": uri})
+        class C:
+            def tag(self):
+                import which_dir_mod
+                return which_dir_mod.TAG, os.getcwd()
+        assert ray.get(C.remote().tag.remote()) == ("one", cwd1)
+
+        # Remote packages are not downloaded by gray: a runtime env error, not a hang.
+        try:
+            ray.get(tag.options(runtime_env={"working_dir": "https://127.0.0.1:1/nope.zip"}).remote(), timeout=120)
+            raise SystemExit("no error")
+        except ray.exceptions.RuntimeEnvSetupError as e:
+            if os.environ.get("NATIVE_TARGET") != "ray":
+                assert "working_dir" in str(e) and "https://" in str(e), str(e)
+        ray.shutdown()
+    """)

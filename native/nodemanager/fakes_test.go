@@ -188,6 +188,16 @@ type fakeGCS struct {
 
 	mu    sync.Mutex
 	nodes []*raypb.GcsNodeInfo
+	kv    map[string][]byte // namespace + "\x00" + key
+}
+
+func (g *fakeGCS) kvPut(ns, key string, v []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.kv == nil {
+		g.kv = map[string][]byte{}
+	}
+	g.kv[ns+"\x00"+key] = v
 }
 
 func (g *fakeGCS) RegisterNode(ctx context.Context, req *raypb.RegisterNodeRequest) (*raypb.RegisterNodeReply, error) {
@@ -247,6 +257,12 @@ func (g *fakeGCS) ReportJobError(ctx context.Context, req *raypb.ReportJobErrorR
 
 func (g *fakeGCS) InternalKVGet(ctx context.Context, req *raypb.InternalKVGetRequest) (*raypb.InternalKVGetReply, error) {
 	g.rec.add("InternalKVGet", req)
+	g.mu.Lock()
+	v, ok := g.kv[string(req.GetNamespace())+"\x00"+string(req.GetKey())]
+	g.mu.Unlock()
+	if ok {
+		return &raypb.InternalKVGetReply{Status: &raypb.GcsStatus{}, Value: v}, nil
+	}
 	return &raypb.InternalKVGetReply{Status: &raypb.GcsStatus{Code: 17, Message: "Failed to find the key"}}, nil
 }
 

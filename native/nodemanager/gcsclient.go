@@ -2,6 +2,7 @@ package nodemanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -20,6 +21,7 @@ type gcsClient struct {
 	job    raypb.JobInfoGcsServiceClient
 	worker raypb.WorkerInfoGcsServiceClient
 	obs    raypb.ObservabilityPubSubServiceClient
+	kv     raypb.InternalKVGcsServiceClient
 }
 
 func newGCSClient(addr, clusterIDHex string) (*gcsClient, error) {
@@ -39,6 +41,7 @@ func newGCSClient(addr, clusterIDHex string) (*gcsClient, error) {
 		job:    raypb.NewJobInfoGcsServiceClient(conn),
 		worker: raypb.NewWorkerInfoGcsServiceClient(conn),
 		obs:    raypb.NewObservabilityPubSubServiceClient(conn),
+		kv:     raypb.NewInternalKVGcsServiceClient(conn),
 	}, nil
 }
 
@@ -108,6 +111,29 @@ func (g *gcsClient) reportJobError(ctx context.Context, e *raypb.ErrorTableData)
 	}
 	return statusErr("ReportJobError", rep.GetStatus())
 }
+
+// errKVMissing is a key the GCS internal KV does not hold.
+var errKVMissing = errors.New("not in the GCS internal KV")
+
+// kvGet reads one key of the GCS internal KV (namespace "" = none, as the
+// driver stores runtime_env packages).
+func (g *gcsClient) kvGet(ctx context.Context, namespace, key []byte) ([]byte, error) {
+	rep, err := g.kv.InternalKVGet(ctx, &raypb.InternalKVGetRequest{Namespace: namespace, Key: key},
+		grpc.MaxCallRecvMsgSize(maxPackageBytes+1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if c := rep.GetStatus().GetCode(); c == gcsStatusNotFound {
+		return nil, fmt.Errorf("%q: %w", key, errKVMissing)
+	}
+	if err := statusErr("InternalKVGet", rep.GetStatus()); err != nil {
+		return nil, err
+	}
+	return rep.GetValue(), nil
+}
+
+// gcsStatusNotFound is Ray's StatusCode::NotFound.
+const gcsStatusNotFound = 17
 
 // clientPool caches gRPC connections to core workers by address.
 type clientPool struct {

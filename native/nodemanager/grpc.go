@@ -64,8 +64,15 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, FailureType: raypb.RequestWorkerLeaseReply_SCHEDULING_FAILED,
 			SchedulingFailureMessage: "gray raylet: RequestWorkerLease without lease_spec"}, nil
 	}
+	if s := spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv(); s != "" && s != "{}" {
+		r.log.Debug("lease runtime_env", "lease_id", hex.EncodeToString(spec.GetLeaseId()), "runtime_env", s)
+	}
 	env, err := parseRuntimeEnv(spec)
+	if err == nil {
+		env, err = r.prepareRuntimeEnv(ctx, env)
+	}
 	if err != nil {
+		r.log.Warn("runtime_env refused", "lease_id", hex.EncodeToString(spec.GetLeaseId()), "err", err)
 		return &raypb.RequestWorkerLeaseReply{Canceled: true,
 			FailureType:              raypb.RequestWorkerLeaseReply_SCHEDULING_CANCELLED_RUNTIME_ENV_SETUP_FAILED,
 			SchedulingFailureMessage: err.Error()}, nil

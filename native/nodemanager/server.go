@@ -2,9 +2,12 @@
 // the NodeManagerService gRPC server, the worker<->raylet unix socket, the
 // pool of default_worker.py processes it starts, lease scheduling on the
 // node's resources, object pinning in the local plasma store, and worker
-// log forwarding to drivers. It talks to the GCS only through Ray's GCS
-// gRPC services (RegisterNode, AddJob, MarkJobFinished, ReportWorkerFailure,
-// GcsPublish, ReportJobError).
+// log forwarding to drivers, and the runtime_env set-ups it can do itself
+// (env_vars; working_dir and py_modules packages the driver uploaded to
+// the GCS KV, unpacked under <session_dir>/runtime_resources). It talks to
+// the GCS only through Ray's GCS gRPC services (RegisterNode, AddJob,
+// MarkJobFinished, ReportWorkerFailure, GcsPublish, ReportJobError,
+// InternalKVGet).
 package nodemanager
 
 import (
@@ -103,6 +106,7 @@ type Raylet struct {
 
 	gcs     *gcsClient
 	workers *clientPool
+	pkgs    *pkgCache // runtime_env working_dir / py_modules packages
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -258,6 +262,11 @@ func (r *Raylet) Start(ctx context.Context) error {
 	}
 	r.gcs = gc
 	r.workers = newClientPool()
+	if r.pkgs == nil {
+		r.pkgs = newPkgCache(filepath.Join(r.cfg.SessionDir, "runtime_resources"), func(ctx context.Context, uri string) ([]byte, error) {
+			return gc.kvGet(ctx, nil, []byte(uri))
+		}, r.log)
+	}
 	r.owners = newOwnerNotifier(r)
 
 	lis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.NodeIP, strconv.Itoa(r.cfg.NodeManagerPort)))

@@ -232,7 +232,13 @@ func (r *Raylet) execWorker(w *worker) {
 	)
 	cmd.Env = append(cmd.Env, r.cfg.WorkerEnv...)
 	cmd.Env = append(cmd.Env, w.env.vars...) // the runtime_env's env_vars win
-	cmd.Dir = r.cfg.WorkerDir                // "": the raylet's own working directory, as stock
+	if pp, ok := workerPythonPath(w.env, append(os.Environ(), r.cfg.WorkerEnv...)); ok {
+		cmd.Env = append(cmd.Env, "PYTHONPATH="+pp)
+	}
+	cmd.Dir = r.cfg.WorkerDir // "": the raylet's own working directory, as stock
+	if w.env.cwd != "" {
+		cmd.Dir = w.env.cwd // the runtime_env's working_dir
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// The 2.60 core worker redirects its own stdout/stderr into
 	// logs/worker-<id>-<job>-<pid>.out/.err once it is up; what it prints
