@@ -678,3 +678,41 @@ def test_runtime_env_task_working_dir(native):
                 assert "working_dir" in str(e) and "https://" in str(e), str(e)
         ray.shutdown()
     """)
+
+
+def test_worker_dying_with_plasma_buffers_releases_them(native):
+    # A task maps a 64 MiB object from plasma (zero copy) and dies holding
+    # it; once the driver drops its ref, the store must free it: the dead
+    # worker's reference is released, nothing stays in use.
+    native.check("""
+        import os, time, grpc, numpy as np, ray
+        from ray.core.generated import node_manager_pb2 as nm, node_manager_pb2_grpc as nmg
+        ray.init(address=ADDRESS)
+        node = ray.nodes()[0]
+        stub = nmg.NodeManagerServiceStub(grpc.insecure_channel(
+            "%s:%d" % (node["NodeManagerAddress"], node["NodeManagerPort"])))
+
+        def used():
+            return stub.GetNodeStats(nm.GetNodeStatsRequest(), timeout=30).store_stats.object_store_bytes_used
+
+        base = used()
+        ref = ray.put(np.ones(64 << 20, dtype=np.uint8))
+        assert used() >= base + (64 << 20)
+
+        @ray.remote(max_retries=0)
+        def hold_and_die(arr):
+            assert arr.nbytes == 64 << 20   # a view of the plasma buffer
+            os._exit(1)
+
+        try:
+            ray.get(hold_and_die.remote(ref))
+            raise SystemExit("no error")
+        except ray.exceptions.WorkerCrashedError:
+            pass
+        del ref
+        deadline = time.time() + 60
+        while used() > base + (1 << 20) and time.time() < deadline:
+            time.sleep(0.2)
+        assert used() <= base + (1 << 20), (base, used())
+        ray.shutdown()
+    """)
