@@ -3,6 +3,7 @@ package head
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/gray-cluster/gray/native/node"
 )
@@ -34,6 +35,9 @@ func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersio
 		Resources: res, Labels: h.cfg.Labels, GPUIDs: gpuIDs, ObjectStoreMemory: h.cfg.ObjectStoreMemory,
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout,
 		KV: h.KV, NextJobID: h.Jobs.NextID, Logger: h.log,
+		// A head whose Ray Client port is on loopback serves this machine
+		// only; so does its native node, though it listens on the node IP.
+		LocalOnly: loopbackHost(h.cfg.ClientAddr),
 	})
 	if err != nil {
 		return fmt.Errorf("native node: %w", err)
@@ -43,6 +47,18 @@ func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersio
 	}
 	h.Native = n
 	return nil
+}
+
+func loopbackHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // GCSAddress is the native GCS address ("" when native mode is off).

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/native/gcsserver"
+	"github.com/gray-cluster/gray/native/localpeer"
 	"github.com/gray-cluster/gray/native/nodemanager"
 	"github.com/gray-cluster/gray/native/plasma"
 	"github.com/gray-cluster/gray/native/session"
@@ -53,6 +54,9 @@ type Config struct {
 	ObjectStoreMemory int64
 	PrestartWorkers   int
 	IdleWorkerTimeout time.Duration
+	// LocalOnly serves the GCS and raylet ports to peers on this machine
+	// only (they listen on the node IP, which drivers dial).
+	LocalOnly bool
 	// KV is the internal KV shared with the Ray Client front end.
 	KV gcs.KV
 	// NextJobID allocates job numbers shared with the Ray Client front end
@@ -178,6 +182,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Resources: res, GPUIDs: n.cfg.GPUIDs, Labels: n.cfg.Labels, Python: n.cfg.Python,
 		IsHead: true, NumPrestartWorkers: n.cfg.PrestartWorkers, IdleWorkerTimeout: n.cfg.IdleWorkerTimeout,
 		Store: nodemanager.PlasmaStore(n.store), Logger: n.log.With("part", "raylet"),
+		WrapListener: n.wrap,
 	})
 	if err != nil {
 		return err
@@ -200,7 +205,7 @@ func (n *Node) listenGCS() error {
 	if err != nil {
 		return fmt.Errorf("node: GCS port: %w", err)
 	}
-	n.lis = append(n.lis, first)
+	n.lis = append(n.lis, n.wrap(first))
 	port := first.Addr().(*net.TCPAddr).Port
 	n.gcsAddr = net.JoinHostPort(n.cfg.NodeIP, strconv.Itoa(port))
 	if ip := net.ParseIP(n.cfg.NodeIP); ip != nil && !ip.IsLoopback() {
@@ -211,6 +216,14 @@ func (n *Node) listenGCS() error {
 		n.lis = append(n.lis, lo)
 	}
 	return nil
+}
+
+// wrap applies LocalOnly to a listener.
+func (n *Node) wrap(l net.Listener) net.Listener {
+	if !n.cfg.LocalOnly {
+		return l
+	}
+	return localpeer.Wrap(l, n.log)
 }
 
 // GCSAddress is host:port of the GCS, what `ray.init(address=...)` takes.

@@ -91,6 +91,9 @@ type Config struct {
 
 	Store  ObjectStore
 	Logger *slog.Logger
+	// WrapListener, when set, wraps the NodeManagerService listener (the
+	// head uses it to keep a local-only node to local peers).
+	WrapListener func(net.Listener) net.Listener
 }
 
 // Raylet is one node manager.
@@ -270,6 +273,9 @@ func (r *Raylet) Start(ctx context.Context) error {
 	r.owners = newOwnerNotifier(r)
 
 	lis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.NodeIP, strconv.Itoa(r.cfg.NodeManagerPort)))
+	if err == nil && r.cfg.WrapListener != nil {
+		lis = r.cfg.WrapListener(lis)
+	}
 	if err != nil {
 		r.cleanupStart()
 		return fmt.Errorf("nodemanager: listen: %w", err)
