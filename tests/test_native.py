@@ -716,3 +716,29 @@ def test_worker_dying_with_plasma_buffers_releases_them(native):
         assert used() <= base + (1 << 20), (base, used())
         ray.shutdown()
     """)
+
+
+def test_ray_status(native):
+    # The stock `ray status` CLI against the GCS: nodes, usage, demands.
+    out = native.check("""
+        import os, subprocess, sys, time, ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote(num_cpus=1)
+        def busy():
+            time.sleep(6)
+
+        refs = [busy.remote() for _ in range(4)]   # 2 run, 2 wait
+        cli = os.path.join(os.path.dirname(sys.executable), "ray")
+        deadline = time.time() + 30
+        while True:
+            r = subprocess.run([cli, "status", "--address", ADDRESS], capture_output=True, text=True, timeout=60)
+            if "2.0/2.0 CPU" in r.stdout or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        print(r.stdout)
+        ray.get(refs)
+        ray.shutdown()
+    """)
+    assert "Node status" in out and "2.0/2.0 CPU" in out, out
+    assert "{'CPU': 1.0}" in out and "pending" in out, out

@@ -132,6 +132,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.cfg.KV.Put([]byte("session"), []byte("session_name"), []byte(n.layout.Name), true)
 	meta, _ := json.Marshal(map[string]any{"ray_version": RayVersion, "python_version": n.cfg.PythonVersion, "ray_init_cluster": false})
 	n.cfg.KV.Put([]byte("cluster"), []byte("CLUSTER_METADATA"), meta, true)
+	// The GCS serves the autoscaler v2 state (GetClusterStatus); this key
+	// tells `ray status` and the libraries to read it.
+	n.cfg.KV.Put([]byte("__autoscaler"), []byte("__autoscaler_v2_enabled"), []byte("1"), true)
 
 	n.gcs, err = gcsserver.New(gcsserver.Config{
 		KV: n.cfg.KV, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID,
