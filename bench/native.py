@@ -5,7 +5,8 @@ and on a stock `ray start --head`, on the same machine, alternating.
     python bench/native.py --gray bin/gray [--cpus 2] [--repeats 3] [--scale 1.0] [--out bench/results]
 
 Writes <out>/<date>-native-<machine>.md with medians, spreads and gray/Ray
-ratios (higher is better for every metric).
+ratios (higher is better for every metric but the control plane's CPU time:
+gray's process against stock Ray's raylet and GCS server).
 """
 
 import argparse
@@ -28,15 +29,39 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from native_pool import NativePool, StockRay  # noqa: E402
 
 
+CONTROL_PLANE = ("gray", "raylet", "gcs_server")
+
+
+def control_plane_cpu(system):
+    """CPU seconds used so far by the cluster's control plane: gray's one
+    process, or stock Ray's raylet and GCS (not workers, not the driver)."""
+    import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
+    import psutil
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if proc.info["name"] in CONTROL_PLANE and any(system.tmp in a for a in cmd):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def run(system, scale, tmp, i):
     out = os.path.join(tmp, "%s-%d.json" % (system.name, i))
     cmd = [sys.executable, WORKLOAD, system.address, "--json", out, "--scale", str(scale)]
+    before = control_plane_cpu(system)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=system.env)
+    cpu = control_plane_cpu(system) - before
     if p.returncode != 0:
         sys.stderr.write("%s run %d failed:\n%s\n%s\n" % (system.name, i, p.stdout[-3000:], p.stderr[-5000:]))
         return None
     with open(out) as f:
-        return json.load(f)
+        res = json.load(f)
+    res.append({"name": "control-plane CPU for the whole workload (s, lower is better)", "unit": "s", "value": cpu})
+    return res
 
 
 def main():
@@ -82,6 +107,8 @@ def main():
         g, gs, gn = stats("gray", name)
         r, rs, rn = stats("ray", name)
         ratio = "%.2f×" % (g / r) if g and r else "–"
+        if name.startswith("control-plane"):
+            ratio = "%.2f× (lower is better)" % (g / r) if g and r else "–"
         fmt = lambda m, s, n: "–" if m is None else "%.3g ± %.2g (n=%d)" % (m, s, n)
         lines.append("| %s | %s | %s | %s |" % (name, fmt(g, gs, gn), fmt(r, rs, rn), ratio))
     with open(path, "w") as f:

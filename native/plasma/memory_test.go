@@ -218,7 +218,7 @@ func segmentBytes(t *testing.T, s *Store) int64 {
 }
 
 func TestFreedMemoryGoesBackToTheKernel(t *testing.T) {
-	s := newStore(t, Config{Capacity: 16 << 20})
+	s := newStore(t, Config{Capacity: 16 << 20, ReleaseFreedPages: true})
 	before := segmentBytes(t, s)
 	if err := s.Put(oid(1), fill(8<<20, 1), nil, Owner{}); err != nil {
 		t.Fatal(err)

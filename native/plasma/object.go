@@ -110,7 +110,9 @@ func (s *Store) freeLocked(o *object) {
 
 func (s *Store) freeMemLocked(o *object) {
 	s.alloc.release(o.offset, o.allocSize)
-	s.seg.punch(o.offset, o.allocSize)
+	if s.cfg.ReleaseFreedPages {
+		s.seg.punch(o.offset, o.allocSize)
+	}
 	s.used -= o.allocSize
 	o.offset = -1
 }

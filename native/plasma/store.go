@@ -98,6 +98,11 @@ type Config struct {
 	// OOMGrace is how long a create may wait for space (the client polling
 	// with PlasmaCreateRetryRequest) before it gets OutOfMemory; 0 = 3 s.
 	OOMGrace time.Duration
+	// ReleaseFreedPages gives the pages of freed objects of 1 MiB or more
+	// back to the kernel. Off (as in stock Ray's store) freed memory stays
+	// committed up to the high-water mark and the next object reuses it
+	// without page faults: puts of large objects run about twice as fast.
+	ReleaseFreedPages bool
 }
 
 var (
