@@ -255,8 +255,13 @@ func (h *Head) Start(ctx context.Context) error {
 	}
 	if h.cfg.Native.Enabled {
 		if err := h.startNative(ctx, res, pyVersion); err != nil {
-			h.Close()
-			return err
+			if h.cfg.Native.Required {
+				h.Close()
+				return err
+			}
+			// The default port may be another program's (Redis, a stock
+			// Ray): the pool still serves ray://.
+			h.log.Warn("native Ray is off: it could not start (give --gcs-port to choose a port, or -1 to silence this)", "err", err)
 		}
 	}
 	if h.cfg.StatusAddr != "" {

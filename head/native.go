@@ -15,6 +15,9 @@ type NativeConfig struct {
 	Enabled bool
 	// GCSPort is the GCS gRPC port (0 picks one).
 	GCSPort int
+	// Required makes a native node that cannot start (its port taken) fail
+	// the head; otherwise the head goes on serving ray:// without it.
+	Required bool
 	// TempDir is Ray's temp dir for the session directory ("" = /tmp/ray).
 	TempDir string
 	// NodeID is the native raylet's 28-byte id (nil = random); the CLI

@@ -221,7 +221,8 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if stateDir == "" {
 		stateDir = defaultStateDir("head", fmt.Sprintf("%s:%d", o.host, o.port))
 	}
-	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir}
+	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir,
+		Required: cmd.Flags().Changed("gcs-port")}
 	if native.Enabled {
 		id, err := nativeNodeID(o)
 		if err != nil {
