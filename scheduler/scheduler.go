@@ -261,9 +261,16 @@ type cluster struct {
 	byID  map[string]*node
 }
 
+// compileQuantities checks a node's totals or availability. A negative
+// availability is a node oversubscribed for a moment (a worker that was
+// blocked in ray.get took its CPU back while another task held it, as Ray
+// allows): it has nothing available, which is not an invalid snapshot.
 func compileQuantities(id, what string, m map[string]float64) (map[string]amount, error) {
 	out := make(map[string]amount, len(m))
 	for name, v := range m {
+		if v < 0 && what == "available" && !math.IsInf(v, 0) {
+			v = 0
+		}
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 			return nil, fmt.Errorf("%w: node %q %s %q = %v", ErrInvalid, id, what, name, v)
 		}

@@ -328,6 +328,21 @@ func TestSelectInvalid(t *testing.T) {
 	}
 }
 
+// A node whose unblocked workers took their CPUs back beyond its total has
+// negative availability for a while: it takes no new work, and a request
+// that fits elsewhere goes there; it is no reason to fail the request.
+func TestOversubscribedNodeHasNothingAvailable(t *testing.T) {
+	s := snap(cpuNode("a", 2, -1), cpuNode("b", 2, 1))
+	d, err := Select(s, Request{Resources: cpu(1)}, rng(0))
+	if err != nil || d.NodeID != "b" || d.Queued {
+		t.Fatalf("got %+v, %v; want b now", d, err)
+	}
+	d, err = Select(snap(cpuNode("a", 2, -1)), Request{Resources: cpu(1)}, rng(0))
+	if err != nil || d.NodeID != "a" || !d.Queued {
+		t.Fatalf("alone: got %+v, %v; want queued on a", d, err)
+	}
+}
+
 func TestKindStrings(t *testing.T) {
 	got := []string{Default.String(), Spread.String(), NodeAffinity.String(), Kind(7).String(),
 		Pack.String(), BundleSpread.String(), StrictPack.String(), StrictSpread.String(), BundleStrategy(9).String()}
