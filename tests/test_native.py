@@ -742,3 +742,18 @@ def test_ray_status(native):
     """)
     assert "Node status" in out and "2.0/2.0 CPU" in out, out
     assert "{'CPU': 1.0}" in out and "pending" in out, out
+
+
+def test_wait_more_ready_than_asked(native):
+    # Ten objects ready, two asked for: two ready, eight remaining (the
+    # stock core worker aborts if its raylet reports more than it asked).
+    native.check("""
+        import ray
+        ray.init(address=ADDRESS)
+        refs = [ray.put(i) for i in range(10)]
+        big = [ray.put(bytes(200 * 1024)) for _ in range(10)]   # in plasma
+        for group in (refs, big, refs + big):
+            ready, rest = ray.wait(group, num_returns=2, timeout=30)
+            assert len(ready) == 2 and len(rest) == len(group) - 2, (len(ready), len(rest))
+        ray.shutdown()
+    """)

@@ -214,9 +214,11 @@ func (r *Raylet) wait(c *client, m waitRequest) {
 			got[id] = true
 		}
 	}
+	// At most num_required found, in request order, as the stock raylet
+	// replies: the core worker checks it (and aborts when there are more).
 	var found, remaining [][]byte
 	for i, id := range ids {
-		if got[id] {
+		if got[id] && len(found) < n {
 			found = append(found, m.IDs[i])
 		} else {
 			remaining = append(remaining, m.IDs[i])

@@ -115,6 +115,16 @@ func TestWaitRequest(t *testing.T) {
 	if found, remaining = parseWaitReplyBody(body); len(found) != 2 || len(remaining) != 0 {
 		t.Fatalf("found %x remaining %x", found, remaining)
 	}
+	// More sealed than required: only num_required come back as found
+	// (the stock core worker aborts on more).
+	sock.send(msgWaitRequest, buildIDsMessage(msgWaitRequest, [][]byte{a[:], b[:]}, 1, 5000, nil))
+	body, err = sock.expect(msgWaitReply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found, remaining = parseWaitReplyBody(body); len(found) != 1 || !bytes.Equal(found[0], a[:]) || len(remaining) != 1 {
+		t.Fatalf("one required of two sealed: found %x remaining %x", found, remaining)
+	}
 	// Timeout: reply with what is there.
 	c := oid(3)
 	start := time.Now()
