@@ -757,3 +757,27 @@ def test_wait_more_ready_than_asked(native):
             assert len(ready) == 2 and len(rest) == len(group) - 2, (len(ready), len(rest))
         ray.shutdown()
     """)
+
+
+def test_finished_jobs_exports_are_dropped(native):
+    # Each driver exports its actor classes to the KV; a finished job's go
+    # (Ray's own test_actor_class_name counts them).
+    prog = """
+        import ray
+        from ray.experimental.internal_kv import _internal_kv_list
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        class Foo:
+            def f(self):
+                return 1
+
+        assert ray.get(Foo.remote().f.remote()) == 1
+        print("KEYS", len(_internal_kv_list(b"ActorClass", namespace=b"fun")))
+        ray.shutdown()
+    """
+    counts = []
+    for _ in range(3):
+        out = native.check(prog)
+        counts.append(int(out.split("KEYS")[1].split()[0]))
+    assert counts == [1, 1, 1], counts

@@ -139,6 +139,9 @@ func (s *Server) destroyActorLocked(a *actor, cause *commonpb.ActorDeathCause, f
 	s.publishActorLocked(a)
 	s.replyCreatorsLocked(a, &raypb.CreateActorReply{Status: errStatus(codeSchedulingCancelled, "Actor creation cancelled."), DeathCause: a.data.GetDeathCause()})
 	s.onActorDestroyedLocked(a)
+	if a.detached() {
+		s.dropJobFunctionsLocked(a.data.GetJobId())
+	}
 	s.pruneActorsLocked()
 }
 

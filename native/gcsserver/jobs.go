@@ -44,6 +44,7 @@ func (s *Server) finishJobLocked(jobID []byte) {
 	s.log.Info("job finished", "job_id", hexID(jobID))
 	s.publishJobLocked(j)
 	s.onJobFinishedLocked(jobID)
+	s.dropJobFunctionsLocked(jobID)
 }
 
 // jobDeadLocked reports whether a known job has finished.
