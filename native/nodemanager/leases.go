@@ -121,7 +121,7 @@ func (r *Raylet) scheduleLocked() {
 			kept = append(kept, l)
 			continue
 		}
-		w := r.idleWorkerLocked(l.jobHex, l.env.key)
+		w := r.idleWorkerLocked(l.jobHex, l.env.key, l.req["GPU"] > 0)
 		if w == nil {
 			// Count it as running so that later leases see the rest.
 			if a, ok := r.pool.Allocate(l.req); ok {
@@ -156,11 +156,13 @@ func (r *Raylet) scheduleLocked() {
 }
 
 // idleWorkerLocked finds an idle worker bound to job, else an unbound one,
-// among those started with the runtime env envKey.
-func (r *Raylet) idleWorkerLocked(job, envKey string) *worker {
+// among those started with the runtime env envKey. As in Ray, a worker
+// that ran GPU work serves only GPU work and one that ran CPU work only
+// CPU work (a CUDA context or CUDA_VISIBLE_DEVICES must not leak).
+func (r *Raylet) idleWorkerLocked(job, envKey string, gpu bool) *worker {
 	var unbound *worker
 	for _, w := range r.byID {
-		if w.state != wsIdle || w.exiting || w.env.key != envKey {
+		if w.state != wsIdle || w.exiting || w.env.key != envKey || (w.ranGPU != nil && *w.ranGPU != gpu) {
 			continue
 		}
 		if w.jobHex == job {
@@ -174,6 +176,10 @@ func (r *Raylet) idleWorkerLocked(job, envKey string) *worker {
 }
 
 func (r *Raylet) grantLocked(l *lease, w *worker, a Allocation) {
+	if w.ranGPU == nil {
+		gpu := l.req["GPU"] > 0
+		w.ranGPU = &gpu
+	}
 	w.state = wsLeased
 	w.lease = l
 	w.jobHex = l.jobHex

@@ -91,6 +91,29 @@ func TestLeaseJobBinding(t *testing.T) {
 	}
 }
 
+// A worker that ran CPU work never runs GPU work and the other way round,
+// as in Ray's worker pool.
+func TestLeaseGPUWorkersApart(t *testing.T) {
+	tn := newTestNode(t, true, func(c *Config) {
+		c.Resources = map[string]float64{"CPU": 4, "GPU": 1}
+		c.GPUIDs = []int{0}
+	})
+	ctx := context.Background()
+	cpu := waitLease(t, tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
+	tn.nextSpawn(t)
+	tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(1, nil, owner1, nil).LeaseId})
+	gpu := waitLease(t, tn.requestAsync(ctx, leaseSpec(2, jobID(1), owner1, map[string]float64{"CPU": 1, "GPU": 1}), false))
+	tn.nextSpawn(t)
+	if bytes.Equal(cpu.GetWorkerAddress().GetWorkerId(), gpu.GetWorkerAddress().GetWorkerId()) {
+		t.Fatal("a CPU task's worker ran a GPU task")
+	}
+	tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(2, nil, owner1, nil).LeaseId})
+	again := waitLease(t, tn.requestAsync(ctx, leaseSpec(3, jobID(1), owner1, map[string]float64{"CPU": 1}), false))
+	if !bytes.Equal(cpu.GetWorkerAddress().GetWorkerId(), again.GetWorkerAddress().GetWorkerId()) {
+		t.Fatal("the idle CPU worker was not reused for CPU work")
+	}
+}
+
 func TestLeaseInfeasibleRejectAndRuntimeEnv(t *testing.T) {
 	tn := newTestNode(t, true, nil)
 	ctx := context.Background()

@@ -47,6 +47,7 @@ type worker struct {
 	pid      int
 	jobHex   string     // nilJobHex while unbound
 	env      runtimeEnv // what it was started with; it serves only leases with the same
+	ranGPU   *bool      // nil until its first lease: then GPU work or CPU work only
 	port     int32      // the port handed out at registration
 	ip       string
 	state    workerState
