@@ -58,7 +58,8 @@ include proto/proto.mk
 # Side-by-side benchmark against stock Ray (results in bench/results/):
 # the Ray Client microbenchmark workloads, then task throughput with 1/4/16
 # providers, the control-plane scale test with thousands of simulated
-# providers, and transfers/latency over emulated WAN links.
+# providers, transfers/latency over emulated WAN links, and native mode
+# (stock ray.init(address=...) drivers on gray's GCS/raylet/plasma vs stock).
 bench: build venv
 	$(VENV)/bin/pip install -q matplotlib
 	$(GO) build -o bin/graysim ./cmd/graysim
@@ -67,3 +68,4 @@ bench: build venv
 	$(PY) bench/providers.py --gray $(GRAY)
 	$(PY) bench/scale.py --gray $(GRAY) --graysim bin/graysim
 	$(PY) bench/wan.py --gray-bin $(GRAY) --graywan-bin bin/graywan
+	$(PY) bench/native.py --gray $(GRAY)
