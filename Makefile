@@ -27,12 +27,17 @@ $(VENV)/.installed-3:
 	touch $@
 
 # System packages the tests need, installed with apt-get when missing:
-# redis-server, which the Redis ledger backend's tests (billing/ledger) start.
+# redis-server, which the Redis ledger backend's tests (billing/ledger) start;
+# chromium-headless-shell, the real browser the dashboard tests drive.
 ci-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -q && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
+	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium-headless-shell; }
 
 test: ci-deps build venv test-go test-py
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/clientserver"
+	"github.com/gray-cluster/gray/dashboard"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/raylet"
@@ -94,6 +95,7 @@ func (h *Head) startStatus() error {
 	})
 	h.billingHandlers(mux)
 	mux.Handle("/metrics", h.metricsHandler())
+	mux.Handle(dashboard.PagePath, dashboard.Handler())
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()
 	return nil
