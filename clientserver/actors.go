@@ -9,6 +9,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 )
 
@@ -27,13 +28,13 @@ func (s *Server) scheduleActorTask(ss *session, t *pb.ClientTask, data [][]byte,
 		}
 		info, ok := s.cfg.Actors.Lookup(ns, t.Name)
 		if !ok {
-			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
-				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name))
+			return s.invalidTicket(rayerr.ValueError(fmt.Sprintf(
+				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name)))
 		}
 		s.holdActor(info.ID, ss.holder()) // get_actor gives the session a handle
 		return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
 	}
-	return s.invalidTicket("builtins", "NotImplementedError", fmt.Sprintf("task type %v is not supported", t.Type))
+	return s.invalidTicket(rayerr.NotImplemented(fmt.Sprintf("task type %v is not supported", t.Type)))
 }
 
 // namespaceOf is the namespace a session's requests act in.
@@ -52,11 +53,11 @@ func (s *Server) namespaceOf(ss *session) string {
 func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts options) *pb.ClientTaskTicket {
 	cid, err := ids.ObjectFromBytes(t.PayloadId)
 	if err != nil || !s.store.Contains(cid) {
-		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor class %s is not known to the server", t.Name))
+		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("actor class %s is not known to the server", t.Name)))
 	}
 	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
+		return s.invalidTicket(rayerr.ValueError(err.Error()))
 	}
 	pins = append(pins, cid)
 	job := s.jobOf(ss)
@@ -76,8 +77,8 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 			s.holdActor(existing.ID, ss.holder())
 			return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), existing.ID[:]...)}}
 		}
-		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf(
-			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns))
+		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf(
+			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns)))
 	}
 	resources := opts.resources(defaultActorCPUs)
 	env = withOMPThreads(env, resources)
@@ -110,7 +111,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	if err := s.cfg.Node.CreateActor(spec); err != nil {
 		s.creationDone(info.ID)
 		s.cfg.Actors.MarkDead(info.ID)
-		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not create actor: "+err.Error())
+		return s.invalidTicket(rayerr.SystemError("could not create actor: " + err.Error()))
 	}
 	return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
 }
@@ -156,21 +157,21 @@ type deferredCall struct {
 func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]byte, opts options) (*pb.ClientTaskTicket, bool) {
 	aid, err := ids.ActorFromBytes(t.PayloadId)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "bad actor id: "+err.Error()), false
+		return s.invalidTicket(rayerr.ValueError("bad actor id: " + err.Error())), false
 	}
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
-		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("actor %s is not known to the server", aid.Hex())), false
+		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("actor %s is not known to the server", aid.Hex()))), false
 	}
 	if ss.workerID == "" && !s.actorHeldBy(aid, ss.holder()) {
 		// The session never got a handle on it (another session's actor).
-		return s.invalidTicket("builtins", "Exception", "Can't run an actor the server doesn't have a handle for"), false
+		return s.invalidTicket(rayerr.Plain("Can't run an actor the server doesn't have a handle for")), false
 	}
 	// The argument refs are resolved and pinned now, at submission, as the
 	// stock server deserializes them: the client may release a temporary
 	// ref (a.f.remote(g.remote())) right after this request.
 	deps, pins, actors, err := s.refsOf(ss, data)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error()), false
+		return s.invalidTicket(rayerr.ValueError(err.Error())), false
 	}
 	// The call and the handles passed to it keep their actors alive until
 	// it is done, as Ray keeps an actor while calls to it are pending.
@@ -212,7 +213,7 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 			ss.untrack(id)
 		}
 		unpin()
-		return s.invalidTicket("ray.exceptions", "RayActorError", err.Error())
+		return s.invalidTicket(rayerr.ActorError(err.Error()))
 	}
 	s.whenDone(returns, unpin)
 	ticket := &pb.ClientTaskTicket{Valid: true}

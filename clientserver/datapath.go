@@ -2,7 +2,6 @@ package clientserver
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/rayerr"
 )
 
 func mdValue(md metadata.MD, key string) string {
@@ -273,8 +273,7 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		delete(ss.putChunks, reqID)
 		ss.mu.Unlock()
 		if buf == nil || len(buf.chunks) != int(p.TotalChunks)-1 {
-			return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError",
-				fmt.Sprintf("put request %d is missing chunks", reqID))}
+			return &pb.PutResponse{Valid: false, Error: s.errorPickle(rayerr.ValueError(fmt.Sprintf("put request %d is missing chunks", reqID)))}
 		}
 		chunks = append(buf.chunks, p.Data)
 		size = buf.size + int64(len(p.Data))
@@ -285,8 +284,7 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 	obj := &objectstore.Object{ID: oid, Chunks: chunks, Size: size}
 	stubs, err := scanChunks(chunks)
 	if err != nil {
-		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError",
-			"could not read the pickled object: "+err.Error())}
+		return &pb.PutResponse{Valid: false, Error: s.errorPickle(rayerr.ValueError("could not read the pickled object: " + err.Error()))}
 	}
 	var selfRefs []string
 	for _, st := range stubs {
@@ -300,10 +298,7 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		}
 	}
 	if err := s.store.Put(obj, ss.holder()); err != nil {
-		if errors.Is(err, objectstore.ErrFull) {
-			return &pb.PutResponse{Valid: false, Error: s.errorPickle("ray.exceptions", "ObjectStoreFullError", err.Error())}
-		}
-		return &pb.PutResponse{Valid: false, Error: s.errorPickle("builtins", "ValueError", err.Error())}
+		return &pb.PutResponse{Valid: false, Error: s.errorPickle(rayerr.Of(err, rayerr.ValueError))}
 	}
 	ss.track(oid)
 	if needsPutCheck(ss, chunks, size, clientRef) {
@@ -387,13 +382,8 @@ func (s *Server) release(ss *session, r *pb.ReleaseRequest) *pb.ReleaseResponse 
 	return &pb.ReleaseResponse{Ok: ok}
 }
 
-func (s *Server) errorPickle(module, name string, args ...any) []byte {
-	b, err := pickle.Call(module, name, args...)
-	if err != nil {
-		s.log.Error("cannot pickle error", "name", name, "err", err)
-	}
-	return b
-}
+// errorPickle is the pickled exception e, for a reply's error field.
+func (s *Server) errorPickle(e rayerr.Exception) []byte { return e.Pickle() }
 
 // jobOf is the job a session's requests act for.
 func (s *Server) jobOf(ss *session) ids.JobID {

@@ -16,6 +16,7 @@ import (
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/rayerr"
 )
 
 // sessionFor finds the session named by the call's client_id metadata.
@@ -74,11 +75,11 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	fail := func(b []byte) error { return stream.Send(&pb.GetResponse{Valid: false, Error: b}) }
 	ss, err := s.sessionFor(ctx)
 	if err != nil {
-		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
 	}
 	list, err := s.parseIDs(req.Ids, ss)
 	if err != nil {
-		return fail(s.errorPickle("builtins", "ValueError", err.Error()))
+		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
@@ -97,9 +98,9 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		if wctx.Err() != nil {
-			return fail(s.errorPickle("ray.exceptions", "GetTimeoutError", "Get timed out: some object(s) not ready."))
+			return fail(s.errorPickle(rayerr.GetTimeout()))
 		}
-		return fail(s.errorPickle("ray.exceptions", "ObjectLostError", err.Error(), "", ""))
+		return fail(s.errorPickle(rayerr.ObjectLost(err.Error())))
 	}
 	values := make([][][]byte, len(objs))
 	for i, o := range objs {
@@ -239,7 +240,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
 	}
 	if err != nil {
-		sendErr(s.errorPickle("builtins", "ValueError", err.Error()))
+		sendErr(s.errorPickle(rayerr.ValueError(err.Error())))
 		done()
 		return
 	}
@@ -249,7 +250,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		obj, err := s.store.Wait(op.ctx, list[0])
 		if err != nil || obj == nil {
 			if op.ctx.Err() == nil {
-				sendErr(s.errorPickle("ray.exceptions", "ObjectLostError", list[0].Hex(), "", ""))
+				sendErr(s.errorPickle(rayerr.ObjectLost(list[0].Hex())))
 			}
 			return
 		}

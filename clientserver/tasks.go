@@ -11,6 +11,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 )
 
@@ -34,8 +35,8 @@ func (s *Server) collectTask(ss *session, reqID int32, t *pb.ClientTask) {
 	buf.chunks = append(buf.chunks, t.Data)
 }
 
-func (s *Server) invalidTicket(module, name, msg string) *pb.ClientTaskTicket {
-	return &pb.ClientTaskTicket{Valid: false, Error: s.errorPickle(module, name, msg)}
+func (s *Server) invalidTicket(e rayerr.Exception) *pb.ClientTaskTicket {
+	return &pb.ClientTaskTicket{Valid: false, Error: s.errorPickle(e)}
 }
 
 // schedule turns a ClientTask into work and answers with its return ids.
@@ -49,17 +50,17 @@ func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) (*pb.Clien
 		delete(ss.taskChunks, reqID)
 		ss.mu.Unlock()
 		if buf == nil || len(buf.chunks) != int(t.TotalChunks)-1 {
-			return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("task request %d is missing chunks", reqID)), false
+			return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("task request %d is missing chunks", reqID))), false
 		}
 		data = append(buf.chunks, t.Data)
 	}
 	opts, err := taskOptions(t)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "could not read task options: "+err.Error()), false
+		return s.invalidTicket(rayerr.ValueError("could not read task options: " + err.Error())), false
 	}
 	if s.cfg.Billing != nil {
 		if err := s.cfg.Billing.Admit(s.jobOf(ss).Hex()); err != nil {
-			return s.invalidTicket("builtins", "RuntimeError", err.Error()), false
+			return s.invalidTicket(rayerr.RuntimeError(err.Error())), false
 		}
 	}
 	switch t.Type {
@@ -75,14 +76,14 @@ func (s *Server) schedule(ss *session, reqID int32, t *pb.ClientTask) (*pb.Clien
 func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, opts options) *pb.ClientTaskTicket {
 	fid, err := ids.ObjectFromBytes(t.PayloadId)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", "bad function id: "+err.Error())
+		return s.invalidTicket(rayerr.ValueError("bad function id: " + err.Error()))
 	}
 	if !s.store.Contains(fid) {
-		return s.invalidTicket("builtins", "ValueError", fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex()))
+		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("function %s (object %s) is not known to the server", t.Name, fid.Hex())))
 	}
 	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
-		return s.invalidTicket("builtins", "ValueError", err.Error())
+		return s.invalidTicket(rayerr.ValueError(err.Error()))
 	}
 	pins = append(pins, fid)
 	numReturns := opts.numReturns()
@@ -125,7 +126,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 			ss.untrack(id)
 		}
 		done()
-		return s.invalidTicket("ray.exceptions", "RaySystemError", "could not submit task: "+err.Error())
+		return s.invalidTicket(rayerr.SystemError("could not submit task: " + err.Error()))
 	}
 	s.whenDone(returns, done)
 	ticket := &pb.ClientTaskTicket{Valid: true}

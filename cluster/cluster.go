@@ -19,6 +19,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
 )
@@ -457,7 +458,7 @@ func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
 // Cancel asks every node to cancel the task (only the one running it knows it).
 func (c *Cluster) Cancel(id ids.TaskID, force bool) error {
 	if w, ok := c.unpark(func(w pendingWork) bool { return w.task != nil && w.task.TaskID == id }); ok {
-		c.fail(w.task.ReturnIDs(), c.errorValue("ray.exceptions", "TaskCancelledError", nil))
+		c.fail(w.task.ReturnIDs(), c.errorValue(rayerr.TaskCancelled()))
 		return nil
 	}
 	var last error = raylet.ErrUnknownTask
@@ -552,7 +553,7 @@ func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
 	}
 	if a.dead {
 		c.mu.Unlock()
-		c.fail(call.ReturnIDs(), c.errorValue("ray.exceptions", "ActorDiedError"))
+		c.fail(call.ReturnIDs(), c.errorValue(rayerr.ActorDied()))
 		return nil
 	}
 	if !a.placed {
@@ -564,7 +565,7 @@ func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
 	c.mu.Unlock()
 	if m == nil {
 		// Its node died and it was not restarted.
-		c.fail(call.ReturnIDs(), c.errorValue("ray.exceptions", "ActorDiedError"))
+		c.fail(call.ReturnIDs(), c.errorValue(rayerr.ActorDied()))
 		return nil
 	}
 	return m.m.SubmitActorTask(call)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
 )
@@ -551,11 +552,10 @@ func (c *Cluster) releaseStaleGroups(id ids.NodeID) {
 // TaskUnschedulableError.
 func (c *Cluster) unschedulable(spec *raylet.TaskSpec, err error) {
 	if errors.Is(err, ErrGroupRemoved) {
-		c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskPlacementGroupRemoved"))
+		c.fail(spec.ReturnIDs(), c.errorValue(rayerr.PlacementGroupRemoved()))
 		return
 	}
-	c.fail(spec.ReturnIDs(), c.errorValue("ray.exceptions", "TaskUnschedulableError",
-		fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err)))
+	c.fail(spec.ReturnIDs(), c.errorValue(rayerr.TaskUnschedulable(fmt.Sprintf("The task %s cannot be scheduled: %v", spec.Name, err))))
 }
 
 // RemoveJobPlacementGroups removes the groups a finished job created,

@@ -8,8 +8,8 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
 )
@@ -143,8 +143,7 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 			c.cfg.OnHolderGone(h)
 		}
 	}
-	nodeDied := c.errorValue("ray.exceptions", "NodeDiedError",
-		fmt.Sprintf("The node %s running this task died (%s).", id.Hex(), reason))
+	nodeDied := c.errorValue(rayerr.NodeDied(fmt.Sprintf("The node %s running this task died (%s).", id.Hex(), reason)))
 	for _, t := range lost.Tasks {
 		if t.MaxRetries == 0 {
 			c.fail(t.ReturnIDs(), nodeDied)
@@ -165,7 +164,7 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 	// Lost calls of actors that restart go to the front of their queue, in
 	// their order, before the actor is created again (so calls made during
 	// the restart come after them); the rest fail.
-	died := c.errorValue("ray.exceptions", "ActorDiedError")
+	died := c.errorValue(rayerr.ActorDied())
 	requeue := map[ids.ActorID][]*raylet.ActorCall{}
 	for _, call := range lost.Calls {
 		// max_task_retries is per call: each resend spends one.
@@ -203,7 +202,7 @@ func (c *Cluster) actorGone(id ids.ActorID) {
 		queued = a.takeQueued()
 	}
 	c.mu.Unlock()
-	died := c.errorValue("ray.exceptions", "ActorDiedError")
+	died := c.errorValue(rayerr.ActorDied())
 	for _, call := range queued {
 		c.fail(call.ReturnIDs(), died)
 	}
@@ -212,13 +211,8 @@ func (c *Cluster) actorGone(id ids.ActorID) {
 	}
 }
 
-func (c *Cluster) errorValue(module, name string, args ...any) []byte {
-	b, err := pickle.Call(module, name, args...)
-	if err != nil {
-		c.log.Error("cannot pickle error", "name", name, "err", err)
-	}
-	return b
-}
+// errorValue is an object value that raises e on the client.
+func (c *Cluster) errorValue(e rayerr.Exception) []byte { return e.Pickle() }
 
 // fail seals results as an error value.
 func (c *Cluster) fail(returns []ids.ObjectID, value []byte) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/rayerr"
 )
 
 // ErrUnknownActor is returned for calls to an actor this raylet never hosted.
@@ -158,7 +159,7 @@ func (r *Raylet) KillActor(id ids.ActorID, noRestart bool) error {
 	if w != nil {
 		w.kill()
 	} else if state == ActorPending {
-		r.actorDied(a, r.errorPickle("ray.exceptions", "ActorDiedError"))
+		r.actorDied(a, r.errorPickle(rayerr.ActorDied()))
 	}
 	return nil
 }
@@ -245,7 +246,7 @@ func (r *Raylet) actorLifecycle(a *actor) {
 			a.state = ActorRestarting
 		}
 		a.mu.Unlock()
-		died := r.errorPickle("ray.exceptions", "ActorDiedError")
+		died := r.errorPickle(rayerr.ActorDied())
 		for _, c := range failed {
 			r.finishCall(c, died)
 		}
@@ -272,7 +273,7 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 		err = r.pool.waitReady(r.ctx, w)
 	}
 	if err != nil {
-		return w, nil, r.errorPickle("ray.exceptions", "ActorDiedError")
+		return w, nil, r.errorPickle(rayerr.ActorDied())
 	}
 	cls, err := r.store.Get(s.ClassID)
 	if err != nil || cls == nil {
@@ -299,13 +300,13 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 	}
 	header["deps"] = deps
 	if err := w.send(header, blobs); err != nil {
-		return w, nil, r.errorPickle("ray.exceptions", "ActorDiedError")
+		return w, nil, r.errorPickle(rayerr.ActorDied())
 	}
 	select {
 	case f := <-w.frames:
 		res := decodeResult(f)
 		if res.err != nil {
-			return w, nil, r.errorPickle("ray.exceptions", "ActorDiedError")
+			return w, nil, r.errorPickle(rayerr.ActorDied())
 		}
 		if res.errBlob != nil {
 			return w, nil, [][]byte{res.errBlob}
@@ -316,7 +317,7 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 		}
 		return w, info, nil
 	case <-w.dead:
-		return w, nil, r.errorPickle("ray.exceptions", "ActorDiedError")
+		return w, nil, r.errorPickle(rayerr.ActorDied())
 	}
 }
 

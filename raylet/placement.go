@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/rayerr"
 )
 
 // Sentinel errors of placement group reservations.
@@ -111,7 +112,7 @@ func (r *Raylet) ReleaseBundles(pgID string) error {
 	// Tasks still queued in the group can never run here (actors waiting
 	// in it are killed by the head).
 	for _, t := range orphans {
-		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskPlacementGroupRemoved"))
+		r.finishWithError(t, r.errorPickle(rayerr.PlacementGroupRemoved()))
 	}
 	if res != nil {
 		r.log.Debug("bundles released", "pg", pgID)

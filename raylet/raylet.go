@@ -18,8 +18,8 @@ import (
 
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/worker"
 )
 
@@ -299,7 +299,7 @@ func (r *Raylet) run(t *task) {
 	w, err := r.pool.acquire(r.ctx, env)
 	if err != nil {
 		r.releaseResources(t)
-		r.finishWithError(t, r.errorPickle("ray.exceptions", "RaySystemError", "could not start a worker: "+err.Error()))
+		r.finishWithError(t, r.errorPickle(rayerr.SystemError("could not start a worker: "+err.Error())))
 		return
 	}
 	r.mu.Lock()
@@ -307,7 +307,7 @@ func (r *Raylet) run(t *task) {
 		r.mu.Unlock()
 		r.pool.release(w)
 		r.releaseResources(t)
-		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+		r.finishWithError(t, r.errorPickle(rayerr.TaskCancelled()))
 		return
 	}
 	t.worker = w
@@ -339,7 +339,7 @@ func (r *Raylet) run(t *task) {
 		r.pool.discard(w)
 		r.releaseResources(t)
 		if cancelled {
-			r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+			r.finishWithError(t, r.errorPickle(rayerr.TaskCancelled()))
 			return
 		}
 		if t.attempt < t.spec.MaxRetries || t.spec.MaxRetries < 0 {
@@ -347,7 +347,7 @@ func (r *Raylet) run(t *task) {
 			r.retry(t)
 			return
 		}
-		r.finishWithError(t, r.errorPickle("ray.exceptions", "WorkerCrashedError"))
+		r.finishWithError(t, r.errorPickle(rayerr.WorkerCrashed()))
 	}
 }
 
@@ -377,14 +377,8 @@ func (r *Raylet) releaseResources(t *task) {
 	r.kick()
 }
 
-func (r *Raylet) errorPickle(module, name string, args ...any) [][]byte {
-	b, err := pickle.Call(module, name, args...)
-	if err != nil {
-		r.log.Error("cannot pickle error", "name", name, "err", err)
-		return nil
-	}
-	return [][]byte{b}
-}
+// errorPickle is a task's result chunks that raise e on the client.
+func (r *Raylet) errorPickle(e rayerr.Exception) [][]byte { return [][]byte{e.Pickle()} }
 
 func (r *Raylet) finishOK(t *task, res result) {
 	for i, id := range t.spec.ReturnIDs() {
@@ -443,7 +437,7 @@ func (r *Raylet) Cancel(id ids.TaskID, force bool) error {
 	r.mu.Unlock()
 	switch {
 	case state == stateWaitingDeps || state == stateQueued:
-		r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
+		r.finishWithError(t, r.errorPickle(rayerr.TaskCancelled()))
 	case state == stateRunning && w != nil:
 		if force {
 			w.kill()

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/internal/pickle"
+	"github.com/gray-cluster/gray/rayerr"
 )
 
 // Pool timing.
@@ -507,7 +507,7 @@ func decodeResult(f *frame) result {
 }
 
 func lostError(id ids.ObjectID) []byte {
-	b, _ := pickle.Call("ray.exceptions", "ObjectLostError", id.Hex(), "", "")
+	b := rayerr.ObjectLost(id.Hex()).Pickle()
 	return b
 }
 
