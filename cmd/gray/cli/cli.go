@@ -4,7 +4,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,13 +23,18 @@ func pidFile() string { return filepath.Join(os.TempDir(), "gray", "gray.pid") }
 // Root returns the gray command tree.
 func Root() *cobra.Command {
 	root := &cobra.Command{Use: "gray", Short: "A Ray-compatible GPU pool", SilenceUsage: true}
-	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd())
+	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd(), tokenCmd())
+	addClientFlags(root)
 	return root
 }
 
-func recordPid(statusAddr string) {
+// recordPid appends "pid statusAddr [stateDir scheme]" (see localPool).
+func recordPid(statusAddr string, more ...string) {
 	_ = os.MkdirAll(filepath.Dir(pidFile()), 0o755)
-	line := fmt.Sprintf("%d %s\n", os.Getpid(), statusAddr)
+	if statusAddr == "" && len(more) > 0 {
+		statusAddr = "-"
+	}
+	line := strings.Join(append([]string{strconv.Itoa(os.Getpid()), statusAddr}, more...), " ") + "\n"
 	f, err := os.OpenFile(pidFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err == nil {
 		_, _ = f.WriteString(line)
@@ -47,7 +51,7 @@ func readPids() [][2]string {
 			continue
 		}
 		addr := ""
-		if len(parts) > 1 {
+		if len(parts) > 1 && parts[1] != "-" {
 			addr = parts[1]
 		}
 		out = append(out, [2]string{parts[0], addr})
@@ -58,9 +62,10 @@ func readPids() [][2]string {
 func forgetPid() {
 	me := strconv.Itoa(os.Getpid())
 	var keep []string
-	for _, p := range readPids() {
-		if p[0] != me {
-			keep = append(keep, p[0]+" "+p[1])
+	b, _ := os.ReadFile(pidFile())
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] != me {
+			keep = append(keep, strings.Join(f, " "))
 		}
 	}
 	if len(keep) == 0 {
@@ -107,16 +112,9 @@ func statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show nodes, resources and sessions of a running pool",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			addr = statusAddr(addr)
-			client := &http.Client{Timeout: 5 * time.Second}
-			resp, err := client.Get("http://" + addr + "/api/gray/status")
-			if err != nil {
-				return fmt.Errorf("no gray pool answers at %s: %w", addr, err)
-			}
-			defer resp.Body.Close()
 			var st head.Status
-			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-				return fmt.Errorf("bad status reply: %w", err)
+			if err := getJSON(statusAddr(addr), "/api/gray/status", &st); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
