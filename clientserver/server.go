@@ -5,9 +5,9 @@ package clientserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"crypto/tls"
 	"math"
 	"net"
 	"sync"
@@ -193,10 +193,10 @@ func (s *Server) Start(ctx context.Context) error {
 		// The stock client pings every 30 s even when idle.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Minute}),
-		grpc.InitialWindowSize(16<<20),
-		grpc.InitialConnWindowSize(64<<20),
-		grpc.ReadBufferSize(1<<20),
-		grpc.WriteBufferSize(1<<20),
+		grpc.InitialWindowSize(16 << 20),
+		grpc.InitialConnWindowSize(64 << 20),
+		grpc.ReadBufferSize(1 << 20),
+		grpc.WriteBufferSize(1 << 20),
 	}
 	if s.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))

@@ -33,22 +33,40 @@ func addClientFlags(root *cobra.Command) {
 	f.StringVar(&clientFlags.caFile, "tls-ca", "", "CA bundle to verify a TLS head with (default: $RAY_TLS_CA_CERT, or the pool's own)")
 }
 
-// localPool is a head started on this machine, from the pid file: its
-// status address, state dir and HTTP scheme.
-type localPool struct{ statusAddr, stateDir, scheme string }
+// localPool is a head started on this machine: its status address, state
+// dir and HTTP scheme, kept in a small file per status address.
+type localPool struct {
+	StatusAddr string `json:"status_addr"`
+	StateDir   string `json:"state_dir"`
+	Scheme     string `json:"scheme"`
+}
+
+func localPoolFile(statusAddr string) string {
+	name := strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(statusAddr)
+	return filepath.Join(filepath.Dir(pidFile()), "pools", name+".json")
+}
+
+// recordLocalPool notes a head for the CLI on this machine; the returned
+// func removes the note.
+func recordLocalPool(statusAddr, stateDir, scheme string) func() {
+	if statusAddr == "" {
+		return func() {}
+	}
+	path := localPoolFile(statusAddr)
+	b, _ := json.Marshal(localPool{StatusAddr: statusAddr, StateDir: stateDir, Scheme: scheme})
+	if os.MkdirAll(filepath.Dir(path), 0o755) != nil || os.WriteFile(path, b, 0o644) != nil {
+		return func() {}
+	}
+	return func() { _ = os.Remove(path) }
+}
 
 func findLocalPool(addr string) (localPool, bool) {
-	b, _ := os.ReadFile(pidFile())
-	var found localPool
-	ok := false
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[1] != addr {
-			continue
-		}
-		found, ok = localPool{statusAddr: f[1], stateDir: f[2], scheme: f[3]}, true
+	var p localPool
+	b, err := os.ReadFile(localPoolFile(addr))
+	if err != nil || json.Unmarshal(b, &p) != nil || p.StatusAddr != addr {
+		return localPool{}, false
 	}
-	return found, ok
+	return p, true
 }
 
 // callerToken is the token the CLI calls with ("" for none).
@@ -71,7 +89,7 @@ func callerToken(pool localPool, isLocal bool) (string, error) {
 		return strings.TrimSpace(string(b)), nil
 	}
 	if isLocal {
-		if b, err := os.ReadFile(filepath.Join(pool.stateDir, auth.OperatorTokenFile)); err == nil {
+		if b, err := os.ReadFile(filepath.Join(pool.StateDir, auth.OperatorTokenFile)); err == nil {
 			return strings.TrimSpace(string(b)), nil
 		}
 	}
@@ -83,7 +101,7 @@ func callerToken(pool localPool, isLocal bool) (string, error) {
 func apiCall(addr, method, path string, q url.Values, timeout time.Duration) ([]byte, error) {
 	pool, isLocal := findLocalPool(addr)
 	scheme := "http"
-	if isLocal && pool.scheme == "https" {
+	if isLocal && pool.Scheme == "https" {
 		scheme = "https"
 	}
 	client := &http.Client{Timeout: timeout}
@@ -92,7 +110,7 @@ func apiCall(addr, method, path string, q url.Values, timeout time.Duration) ([]
 		caFile = os.Getenv("RAY_TLS_CA_CERT")
 	}
 	if caFile == "" && isLocal && scheme == "https" {
-		caFile = filepath.Join(pool.stateDir, head.TLSCAFile)
+		caFile = filepath.Join(pool.StateDir, head.TLSCAFile)
 	}
 	if caFile != "" {
 		scheme = "https"

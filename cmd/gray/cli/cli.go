@@ -28,13 +28,9 @@ func Root() *cobra.Command {
 	return root
 }
 
-// recordPid appends "pid statusAddr [stateDir scheme]" (see localPool).
-func recordPid(statusAddr string, more ...string) {
+func recordPid(statusAddr string) {
 	_ = os.MkdirAll(filepath.Dir(pidFile()), 0o755)
-	if statusAddr == "" && len(more) > 0 {
-		statusAddr = "-"
-	}
-	line := strings.Join(append([]string{strconv.Itoa(os.Getpid()), statusAddr}, more...), " ") + "\n"
+	line := fmt.Sprintf("%d %s\n", os.Getpid(), statusAddr)
 	f, err := os.OpenFile(pidFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err == nil {
 		_, _ = f.WriteString(line)
@@ -51,7 +47,7 @@ func readPids() [][2]string {
 			continue
 		}
 		addr := ""
-		if len(parts) > 1 && parts[1] != "-" {
+		if len(parts) > 1 {
 			addr = parts[1]
 		}
 		out = append(out, [2]string{parts[0], addr})
@@ -62,10 +58,9 @@ func readPids() [][2]string {
 func forgetPid() {
 	me := strconv.Itoa(os.Getpid())
 	var keep []string
-	b, _ := os.ReadFile(pidFile())
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] != me {
-			keep = append(keep, strings.Join(f, " "))
+	for _, p := range readPids() {
+		if p[0] != me {
+			keep = append(keep, p[0]+" "+p[1])
 		}
 	}
 	if len(keep) == 0 {

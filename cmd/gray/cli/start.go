@@ -267,8 +267,10 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if trust.TLSAuto || trust.TLSCert != "" {
 		scheme = "https"
 	}
-	recordPid(statusAddr, stateDir, scheme)
+	recordPid(statusAddr)
 	defer forgetPid()
+	forget := recordLocalPool(statusAddr, stateDir, scheme)
+	defer forget()
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
 	printTrust(out, h, trust, stateDir)
