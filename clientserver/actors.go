@@ -26,7 +26,7 @@ func (s *Server) scheduleActorTask(ss *session, t *pb.ClientTask, data [][]byte,
 		if ns == "" {
 			ns = s.namespaceOf(ss)
 		}
-		info, ok := s.cfg.Actors.Lookup(ns, t.Name)
+		info, ok := s.cfg.Actors.Lookup(s.accountOf(ss), ns, t.Name)
 		if !ok {
 			return s.invalidTicket(rayerr.ValueError(fmt.Sprintf(
 				"Failed to look up actor with name '%s'. This could because 1. You are trying to look up a named actor you didn't create. 2. The named actor died. 3. You did not use a namespace matching the namespace of the actor.", t.Name)))
@@ -70,7 +70,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	info := gcs.ActorInfo{
 		ID: ids.NewActorID(job), JobID: job, ClassName: t.Name, Name: opts.str("name", ""),
-		Namespace: ns, Detached: opts.str("lifetime", "") == "detached", Owner: owner,
+		Namespace: ns, Detached: opts.str("lifetime", "") == "detached", Owner: owner, Account: s.accountOf(ss),
 	}
 	if existing, err := s.cfg.Actors.Register(info); err != nil {
 		if errors.Is(err, gcs.ErrNameTaken) && opts.truthy("get_if_exists") {
@@ -162,7 +162,7 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
 		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("actor %s is not known to the server", aid.Hex()))), false
 	}
-	if ss.workerID == "" && !s.actorHeldBy(aid, ss.holder()) {
+	if (ss.workerID == "" && !s.actorHeldBy(aid, ss.holder())) || !s.actorAllowed(ss, aid) {
 		// The session never got a handle on it (another session's actor).
 		return s.invalidTicket(rayerr.Plain("Can't run an actor the server doesn't have a handle for")), false
 	}
@@ -250,8 +250,8 @@ func (s *Server) releaseActor(ss *session, id ids.ActorID) bool {
 // killActor implements ray.kill.
 func (s *Server) killActor(ss *session, a *pb.TerminateRequest_ActorTerminate) bool {
 	aid, err := ids.ActorFromBytes(a.Id)
-	if err != nil {
-		return false
+	if err != nil || !s.actorAllowed(ss, aid) {
+		return false // another account's actor is not this session's to kill
 	}
 	return s.cfg.Node.KillActor(aid, a.NoRestart) == nil
 }
@@ -277,8 +277,12 @@ func (s *Server) endSessionActors(ss *session) {
 // listNamedActors answers ray.util.list_named_actors.
 func (s *Server) listNamedActors(ss *session, all bool) string {
 	ns := s.namespaceOf(ss)
+	acct := s.accountOf(ss)
 	var out []any
 	for _, a := range s.cfg.Actors.Named() {
+		if a.Account != acct {
+			continue // other accounts' actors are not even listed
+		}
 		if all {
 			out = append(out, map[string]string{"name": a.Name, "namespace": a.Namespace})
 		} else if a.Namespace == ns {

@@ -33,7 +33,8 @@ func (s *Server) Datapath(stream pb.RayletDataStreamer_DatapathServer) error {
 		return status.Error(codes.InvalidArgument, "missing client_id metadata")
 	}
 	reconnecting := mdValue(md, "reconnecting") == "True"
-	ss, err := s.attach(clientID, mdValue(md, "gray-worker-id"), reconnecting)
+	c, _ := callerFrom(stream.Context())
+	ss, err := s.attach(clientID, c, reconnecting)
 	if err != nil {
 		return err
 	}
@@ -87,15 +88,20 @@ func (s *Server) sendLoop(stream pb.RayletDataStreamer_DatapathServer, out *outb
 }
 
 // attach finds or creates the session for a new data stream.
-func (s *Server) attach(clientID, workerID string, reconnecting bool) (*session, error) {
+func (s *Server) attach(clientID string, c caller, reconnecting bool) (*session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.sessions[clientID]
 	if reconnecting && (!ok || ss.ended) {
 		return nil, status.Error(codes.NotFound, "Attempted to reconnect to a session that has already been cleaned up.")
 	}
+	if ok && (ss.workerID != c.workerID || ss.account != c.id.Account) {
+		// Another identity's client id: no session to share.
+		return nil, status.Error(codes.PermissionDenied, errNotYours.Error())
+	}
 	if !ok {
-		ss = newSession(clientID, workerID)
+		ss = newSession(clientID, c.workerID)
+		ss.account = c.id.Account
 		s.sessions[clientID] = ss
 	}
 	ss.mu.Lock()

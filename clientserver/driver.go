@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/gray-cluster/gray/auth"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
@@ -40,11 +41,13 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if ss.workerID == "" {
 		job := s.cfg.Jobs.Start(ss.clientID, namespace, time.Now())
 		ss.job = job.ID
+		account := ss.account
+		if account == "" {
+			account = auth.DefaultAccount
+		}
+		s.setJobAccount(job.ID, account)
 		if s.cfg.Billing != nil {
-			account := env.EnvVars["GRAY_ACCOUNT"]
-			if account == "" {
-				account = "default"
-			}
+			// The account is the token's, never one the client names.
 			if err := s.cfg.Billing.OpenSession(job.ID.Hex(), account); err != nil {
 				s.log.Warn("billing: cannot open session escrow", "job", job.ID.Hex(), "account", account, "err", err)
 			}
@@ -287,7 +290,7 @@ func (s *Server) terminate(ss *session, r *pb.TerminateRequest) *pb.TerminateRes
 	switch t := r.TerminateType.(type) {
 	case *pb.TerminateRequest_TaskObject:
 		oid, err := ids.ObjectFromBytes(t.TaskObject.Id)
-		if err != nil {
+		if err != nil || !s.sameAccount(ss, oid) {
 			return &pb.TerminateResponse{Ok: false}
 		}
 		if err := s.cfg.Node.Cancel(oid.Task(), t.TaskObject.Force); err != nil {

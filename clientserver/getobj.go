@@ -32,6 +32,9 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 	if ss == nil {
 		return nil, fmt.Errorf("no session for client %s", clientID)
 	}
+	if err := s.checkOwner(ctx, ss); err != nil {
+		return nil, err
+	}
 	return ss, nil
 }
 
@@ -44,7 +47,7 @@ func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !s.store.Contains(oid) || !ss.holds(oid) {
+		if !s.store.Contains(oid) || !s.mayUse(ss, oid) {
 			return nil, notHeldError{fmt.Sprintf("ClientObjectRef %s is not found for client %s", oid.Hex(), ss.clientID)}
 		}
 		out[i] = oid

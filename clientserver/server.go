@@ -5,6 +5,7 @@ package clientserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -14,8 +15,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/gray-cluster/gray/auth"
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
@@ -45,8 +48,8 @@ type Node interface {
 }
 
 // SessionBilling is the pool's accounting as the front end sees it: each
-// client session has an escrow (keyed by its job id in hex), opened from its
-// account (runtime_env env var GRAY_ACCOUNT, or "default").
+// client session has an escrow (keyed by its job id in hex), opened from the
+// account of the token it authenticated with ("default" with auth off).
 type SessionBilling interface {
 	OpenSession(session, account string) error
 	CloseSession(session string) (int64, error)
@@ -74,6 +77,13 @@ type Config struct {
 	Logger      *slog.Logger
 	// MaxMessageSize bounds one gRPC message (the client allows 2 GiB).
 	MaxMessageSize int
+	// Auth authenticates every call (nil: auth disabled, one account).
+	Auth *auth.Authenticator
+	// WorkerKey returns the worker credential key of a node (auth.
+	// NodeWorkerKey); in token mode a worker runtime's session needs it.
+	WorkerKey func(ids.NodeID) []byte
+	// TLS, when set, serves the port over TLS.
+	TLS *tls.Config
 }
 
 // Server serves Ray Client sessions.
@@ -110,6 +120,9 @@ type Server struct {
 
 	// logSink carries server log records to the sessions' log streams.
 	logSink *logSink
+
+	// jobAccounts is the account that started each job (for isolation).
+	jobAccounts map[ids.JobID]string
 }
 
 // objectMeta is what the front end remembers about a put payload.
@@ -150,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		actorMeta:    map[ids.ActorID]*actorMeta{},
 		objActors:    map[ids.ObjectID][]ids.ActorID{},
 		anchors:      map[ids.ObjectID]bool{},
+		jobAccounts:  map[ids.JobID]string{},
 	}, nil
 }
 
@@ -171,17 +185,23 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.ctx, s.stop = context.WithCancel(ctx)
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.MaxRecvMsgSize(s.cfg.MaxMessageSize),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		// The stock client pings every 30 s even when idle.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Minute}),
-		grpc.InitialWindowSize(16<<20),
-		grpc.InitialConnWindowSize(64<<20),
-		grpc.ReadBufferSize(1<<20),
-		grpc.WriteBufferSize(1<<20),
-	)
+		grpc.InitialWindowSize(16 << 20),
+		grpc.InitialConnWindowSize(64 << 20),
+		grpc.ReadBufferSize(1 << 20),
+		grpc.WriteBufferSize(1 << 20),
+	}
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	go s.publishServerLogs(s.ctx)
 	go s.sweepLoop()
 	pb.RegisterRayletDriverServer(s.grpc, s)
@@ -234,7 +254,7 @@ func (s *Server) Sessions() []SessionInfo {
 		if ss.workerID != "" {
 			continue
 		}
-		out = append(out, SessionInfo{ClientID: ss.clientID, JobID: ss.job.Hex(), Namespace: ss.namespace})
+		out = append(out, SessionInfo{ClientID: ss.clientID, JobID: ss.job.Hex(), Namespace: ss.namespace, Account: ss.account})
 	}
 	return out
 }
@@ -242,4 +262,5 @@ func (s *Server) Sessions() []SessionInfo {
 // SessionInfo describes one client session.
 type SessionInfo struct {
 	ClientID, JobID, Namespace string
+	Account                    string `json:",omitempty"`
 }

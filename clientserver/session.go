@@ -17,6 +17,8 @@ import (
 type session struct {
 	clientID string
 	workerID string
+	// account is the driver's account (its token's); "" for a worker.
+	account string
 
 	mu          sync.Mutex
 	job         ids.JobID

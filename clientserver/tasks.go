@@ -184,7 +184,7 @@ func (s *Server) argRefs(ss *session, args pickle.TaskArgs) (deps, pins []ids.Ob
 		if err != nil {
 			return nil, nil, err
 		}
-		if !s.store.Contains(oid) || !ss.holds(oid) {
+		if !s.store.Contains(oid) || !s.mayUse(ss, oid) {
 			return nil, nil, fmt.Errorf("ObjectRef %s passed as an argument is not known to the server (was it released?)", oid.Hex())
 		}
 		if !seen[oid] {
@@ -200,7 +200,7 @@ func (s *Server) argRefs(ss *session, args pickle.TaskArgs) (deps, pins []ids.Ob
 			if err != nil {
 				return nil, nil, err
 			}
-			if st.Type == "Object" && !ss.holds(oid) {
+			if st.Type == "Object" && !s.mayUse(ss, oid) {
 				return nil, nil, fmt.Errorf("ObjectRef %s passed inside an argument is not known to the server (was it released?)", oid.Hex())
 			}
 			if !pinned[oid] {

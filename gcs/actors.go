@@ -19,7 +19,10 @@ type ActorInfo struct {
 	ClassName string
 	Name      string
 	Namespace string
-	Detached  bool
+	// Account is the account whose session created it: names are unique,
+	// and looked up, within one account.
+	Account  string
+	Detached bool
 	// Owner is the client session that created it (non-detached actors die
 	// with it).
 	Owner string
@@ -30,12 +33,12 @@ type ActorInfo struct {
 type Actors struct {
 	mu     sync.Mutex
 	byID   map[ids.ActorID]*ActorInfo
-	byName map[[2]string]ids.ActorID // (namespace, name)
+	byName map[[3]string]ids.ActorID // (account, namespace, name)
 }
 
 // NewActors returns an empty actor table.
 func NewActors() *Actors {
-	return &Actors{byID: map[ids.ActorID]*ActorInfo{}, byName: map[[2]string]ids.ActorID{}}
+	return &Actors{byID: map[ids.ActorID]*ActorInfo{}, byName: map[[3]string]ids.ActorID{}}
 }
 
 // Register adds an actor. A named actor whose name is taken fails with
@@ -44,7 +47,7 @@ func (a *Actors) Register(info ActorInfo) (ActorInfo, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if info.Name != "" {
-		key := [2]string{info.Namespace, info.Name}
+		key := [3]string{info.Account, info.Namespace, info.Name}
 		if id, ok := a.byName[key]; ok {
 			return *a.byID[id], fmt.Errorf("%w: %q in namespace %q", ErrNameTaken, info.Name, info.Namespace)
 		}
@@ -66,11 +69,11 @@ func (a *Actors) Get(id ids.ActorID) (ActorInfo, bool) {
 	return *r, true
 }
 
-// Lookup finds a live named actor.
-func (a *Actors) Lookup(namespace, name string) (ActorInfo, bool) {
+// Lookup finds a live named actor of an account.
+func (a *Actors) Lookup(account, namespace, name string) (ActorInfo, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	id, ok := a.byName[[2]string{namespace, name}]
+	id, ok := a.byName[[3]string{account, namespace, name}]
 	if !ok {
 		return ActorInfo{}, false
 	}
@@ -87,7 +90,7 @@ func (a *Actors) MarkDead(id ids.ActorID) {
 	}
 	r.Dead = true
 	if r.Name != "" {
-		delete(a.byName, [2]string{r.Namespace, r.Name})
+		delete(a.byName, [3]string{r.Account, r.Namespace, r.Name})
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gagliardetto/solana-go"
 
+	"github.com/gray-cluster/gray/auth"
 	"github.com/gray-cluster/gray/billing/accounting"
 	"github.com/gray-cluster/gray/billing/ledger"
 	"github.com/gray-cluster/gray/billing/settlement"
@@ -211,16 +212,20 @@ func (h *Head) Deposit(account string, amount int64, id string) error {
 }
 
 func (h *Head) billingHandlers(mux *http.ServeMux) {
-	mux.HandleFunc("/api/gray/billing", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/api/gray/billing", func(w http.ResponseWriter, r *http.Request) {
 		st, err := h.Billing()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		if id, _ := auth.FromContext(r.Context()); !id.Operator {
+			// A user sees only its own balance, and no payouts.
+			st.Balances, st.Payouts = ownBalances(st.Balances, id.Account), nil
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(st)
 	})
-	mux.HandleFunc("/api/gray/billing/deposit", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/gray/billing/deposit", auth.RequireOperator(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
@@ -234,13 +239,18 @@ func (h *Head) billingHandlers(mux *http.ServeMux) {
 		if id == "" {
 			id = fmt.Sprintf("deposit:%d", time.Now().UnixNano())
 		}
-		if err := h.Deposit(r.URL.Query().Get("account"), amount, id); err != nil {
+		account := r.URL.Query().Get("account")
+		if err := auth.ValidAccount(account); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := h.Deposit(account, amount, id); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("/api/gray/billing/payout", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("/api/gray/billing/payout", auth.RequireOperator(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
@@ -250,7 +260,7 @@ func (h *Head) billingHandlers(mux *http.ServeMux) {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
+	})))
 }
 
 // sessionBilling is the accounting the front end meters sessions with (nil

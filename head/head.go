@@ -5,6 +5,7 @@ package head
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gray-cluster/gray/auth"
 	"github.com/gray-cluster/gray/clientserver"
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
@@ -89,6 +91,8 @@ type Config struct {
 	DeadAfter    time.Duration
 	// Native runs Ray's own protocols on the head machine too.
 	Native NativeConfig
+	// Auth is token authentication, TLS and the metrics listener.
+	Auth AuthConfig
 }
 
 // Head is a running pool head with its local raylet.
@@ -113,6 +117,12 @@ type Head struct {
 	billing *billing
 	// Native is the native Ray node (nil unless Config.Native.Enabled).
 	Native *node.Node
+
+	auth       *auth.Authenticator
+	poolSecret string
+	tlsConf    *tls.Config
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 }
 
 // New validates the configuration and builds the components.
@@ -149,6 +159,12 @@ func (h *Head) Start(ctx context.Context) error {
 	}
 	ctx, h.cancel = context.WithCancel(ctx)
 	if err := h.startBilling(ctx); err != nil {
+		return err
+	}
+	if err := h.startAuth(); err != nil {
+		return err
+	}
+	if h.tlsConf, err = h.serverTLS(); err != nil {
 		return err
 	}
 	if h.cfg.NoSpill {
@@ -200,7 +216,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout, Logger: h.log,
 		OnActorDead: callbacks.actorDead, OnActorRef: callbacks.actorRef, OnHolderGone: callbacks.holderGone,
-		OnActorReady: callbacks.actorReady, Logs: callbacks.logs,
+		OnActorReady: callbacks.actorReady, Logs: callbacks.logs, WorkerKey: h.workerKey(nodeID),
 	})
 	if err != nil {
 		return err
@@ -224,6 +240,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
+		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
 	})
 	if err != nil {
 		return err
@@ -300,6 +317,10 @@ func (h *Head) Close() error {
 	if h.http != nil {
 		_ = h.http.Close()
 	}
+	if h.metricsSrv != nil {
+		_ = h.metricsSrv.Close()
+	}
+	_ = h.auth.Close()
 	if h.Native != nil {
 		_ = h.Native.Close()
 	}

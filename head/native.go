@@ -40,7 +40,9 @@ func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersio
 		KV: h.KV, NextJobID: h.Jobs.NextID, Logger: h.log,
 		// A head whose Ray Client port is on loopback serves this machine
 		// only; so does its native node, though it listens on the node IP.
-		LocalOnly: loopbackHost(h.cfg.ClientAddr),
+		// In token mode it serves this machine only too: stock native
+		// drivers carry no gray token (see README, native GCS and tokens).
+		LocalOnly: loopbackHost(h.cfg.ClientAddr) || h.auth.Enabled(),
 	})
 	if err != nil {
 		return fmt.Errorf("native node: %w", err)

@@ -1,6 +1,7 @@
 package head
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -88,15 +89,25 @@ func (h *Head) startStatus() error {
 	if err != nil {
 		return fmt.Errorf("status endpoint: %w", err)
 	}
+	if h.tlsConf != nil {
+		ln = tls.NewListener(ln, h.tlsConf)
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/api/gray/status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/api/gray/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(h.Snapshot())
+		_ = json.NewEncoder(w).Encode(h.snapshotFor(r.Context()))
 	})
 	h.billingHandlers(mux)
-	mux.Handle("/metrics", h.metricsHandler())
+	if h.cfg.Auth.MetricsAddr != "" {
+		if err := h.startMetrics(h.cfg.Auth.MetricsAddr); err != nil {
+			ln.Close()
+			return err
+		}
+	} else {
+		mux.Handle("/metrics", h.metricsHandler())
+	}
 	mux.Handle(dashboard.PagePath, dashboard.Handler())
-	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	h.http = &http.Server{Handler: h.httpHandler(mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()
 	return nil
 }

@@ -300,7 +300,7 @@ func (p *Provider) Start(ctx context.Context) error {
 	p.raylet, err = raylet.New(raylet.Config{
 		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: resources, Store: p.objects,
 		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
-		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog,
+		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog, WorkerKey: p.workerKey(),
 		OnActorDead: func(id ids.ActorID) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_ActorDead{ActorDead: &pb.ActorDead{ActorId: id.Bytes()}}})
 		},

@@ -177,6 +177,10 @@ func (r *Raylet) holds(pg string, from map[string]float64) bool {
 // handleRPC answers a worker's request (placement group helpers) by asking
 // the cluster's placement group table.
 func (r *Raylet) handleRPC(w *workerProc, f *frame) {
+	if f.str("op") == opWorkerCred {
+		r.workerCred(w, f)
+		return
+	}
 	reply := map[string]any{"t": "rpc_reply", "rpc_id": f.Header["rpc_id"]}
 	w.mu.Lock()
 	job := w.job

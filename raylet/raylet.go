@@ -71,6 +71,9 @@ type Config struct {
 	// PlacementGroups answers workers' placement group operations (nil:
 	// they fail).
 	PlacementGroups PlacementGroups
+	// WorkerKey signs the credential each worker presents to the Ray
+	// Client front end with its nested calls (nil: workers get none).
+	WorkerKey []byte
 }
 
 // Raylet schedules tasks on one node.

@@ -62,8 +62,9 @@ def billed(gray_bin):
     json.dump(list(bytes(payer)), key)
     key.close()
     ledger = os.path.join(tempfile.mkdtemp(prefix="gray-ledger-"), "ledger.db")
+    # Token mode: a session spends the account of its token.
     head = Pool(gray_bin, num_cpus=0, extra=[
-        "--ledger", ledger, "--fee-bps", "200", "--solana-rpc", svm.url, "--payer-key", key.name,
+        "--auth-mode", "token", "--ledger", ledger, "--fee-bps", "200", "--solana-rpc", svm.url, "--payer-key", key.name,
         "--usdc-mint", str(mint), "--payout-interval", "1h", "--min-payout", "0.000001",
     ])
     provider = None
@@ -82,13 +83,18 @@ def billing(gray_bin, head):
     return json.loads(gray(gray_bin, "billing", "--json", "--address", "127.0.0.1:%d" % head.status_port))
 
 
-def run_as(head, account, source, timeout=120):
-    env = dict(os.environ, GRAY_ADDRESS="ray://" + head.address, GRAY_ACCOUNT=account)
-    prog = (
-        "import os, ray, time\n"
-        "ray.init(os.environ['GRAY_ADDRESS'], runtime_env={'env_vars': {'GRAY_ACCOUNT': os.environ['GRAY_ACCOUNT']}})\n"
-        + source
-    )
+_tokens = {}
+
+
+def run_as(gray_bin, head, account, source, timeout=120):
+    """Runs source in a stock client authenticated with a token of account
+    (created with the operator token the CLI finds on this machine)."""
+    key = (head.status_port, account)
+    if key not in _tokens:
+        _tokens[key] = gray(gray_bin, "token", "create", "--address", "127.0.0.1:%d" % head.status_port,
+                            "--account", account).strip()
+    env = dict(os.environ, GRAY_ADDRESS="ray://" + head.address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=_tokens[key])
+    prog = "import os, ray, time\nray.init(os.environ['GRAY_ADDRESS'])\n" + source
     return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -100,7 +106,7 @@ def test_usage_is_charged_and_paid_out_in_usdc(gray_bin, billed):
     gray(gray_bin, "billing", "deposit", "--address", status, "--account", "alice", "--usd", "20", "--id", "alice-1")
     assert billing(gray_bin, head)["balances_micro_usd"]["client:alice"] == 20 * USD
 
-    out = run_as(head, "alice", (
+    out = run_as(gray_bin, head, "alice", (
         "@ray.remote(num_cpus=1)\n"
         "def f(i):\n"
         "    time.sleep(1)\n"
@@ -152,7 +158,7 @@ def test_spent_escrow_refuses_new_work(gray_bin, billed):
     head, _, _, _ = billed
     status = "127.0.0.1:%d" % head.status_port
     gray(gray_bin, "billing", "deposit", "--address", status, "--account", "bob", "--usd", "0.5")
-    out = run_as(head, "bob", (
+    out = run_as(gray_bin, head, "bob", (
         "@ray.remote(num_cpus=1)\n"
         "def f():\n"
         "    time.sleep(1.5)\n"

@@ -1,7 +1,9 @@
 """Who can reach a native node. Its GCS and raylet listen on the node IP
 (stock drivers dial it even when given 127.0.0.1), but a head started for
 this machine only (the default `--host 127.0.0.1`) closes connections from
-other hosts; `--host 0.0.0.0` opens them. The other host is a network
+other hosts; `--host 0.0.0.0` opens them, unless the head runs in token
+mode (its default then): stock native drivers carry no gray token, so a
+token-mode head serves native Ray to local drivers only. The other host is a network
 namespace on this machine, reaching the node IP through a veth pair."""
 
 import os
@@ -61,9 +63,14 @@ def probe(ns, host, port):
     return r.stdout.strip()
 
 
-@pytest.mark.parametrize("host,want", [("127.0.0.1", "CLOSED"), ("0.0.0.0", "OPEN")])
-def test_other_hosts_reach_the_gcs_only_when_the_head_is_open(gray_bin, other_host, host, want):
-    p = NativePool(gray_bin, extra=("--host", host))
+@pytest.mark.parametrize("host,mode,want", [
+    ("127.0.0.1", None, "CLOSED"),
+    ("0.0.0.0", "disabled", "OPEN"),
+    ("0.0.0.0", None, "CLOSED"),  # token mode by default off loopback
+])
+def test_other_hosts_reach_the_gcs_only_when_the_head_is_open(gray_bin, other_host, host, mode, want):
+    extra = ("--host", host) + (("--auth-mode", mode) if mode else ())
+    p = NativePool(gray_bin, extra=extra)
     try:
         ip, port = p.address.rsplit(":", 1)
         assert probe(other_host, ip, port) == want, p.logs()[-3000:]

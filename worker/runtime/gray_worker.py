@@ -520,9 +520,13 @@ class Runtime:
             pass
         os._exit(0)
 
-    def serve(self):
+    def start(self):
+        """Say ready to the raylet and start reading its frames; tasks that
+        arrive before serve() wait in the queue."""
         threading.Thread(target=self.reader, daemon=True, name="gray-reader").start()
         self.conn.send({"t": "ready", "worker_id": self.worker_id, "pid": os.getpid()})
+
+    def serve(self):
         handlers = {"task": self.run_task, "actor_create": self.create_actor, "call": self.call_sync}
         while True:
             with self.cv:
@@ -567,15 +571,26 @@ def main():
 
     gray_patches.patch_refcounting(conn)
 
+    global _RUNTIME
+    runtime = Runtime(conn, a.worker_id)
+    runtime.start()
+    # The credential the front end checks before this worker may act for
+    # the job of its task (the raylet signs the id it started us with).
+    metadata = [("gray-worker-id", a.worker_id)]
+    cred = runtime.rpc("worker_cred")
+    if cred:
+        metadata.append(("gray-worker-cred", cred))
+    # The worker authenticates with its credential, never a user's token.
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        os.environ.pop(var, None)
     ray.init(
         "ray://" + a.address,
-        _metadata=[("gray-worker-id", a.worker_id)],
+        _metadata=metadata,
         logging_level="WARNING",
     )
     gray_patches.patch_gpu_ids()
     gray_patches.patch_exit_actor(lambda: _RUNTIME is not None and _RUNTIME.instance is not None)
-    global _RUNTIME
-    _RUNTIME = Runtime(conn, a.worker_id)
+    _RUNTIME = runtime
     _RUNTIME.serve()
 
 

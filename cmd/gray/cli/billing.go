@@ -3,12 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"net/url"
 	"sort"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -32,20 +29,6 @@ func statusAddr(addr string) string {
 	return addr
 }
 
-func post(addr, path string, q url.Values) error {
-	client := &http.Client{Timeout: 5 * time.Minute}
-	resp, err := client.Post("http://"+addr+path+"?"+q.Encode(), "text/plain", nil)
-	if err != nil {
-		return fmt.Errorf("no gray pool answers at %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	return nil
-}
-
 func billingCmd() *cobra.Command {
 	var addr string
 	var asJSON bool
@@ -53,15 +36,9 @@ func billingCmd() *cobra.Command {
 		Use:   "billing",
 		Short: "Show balances (clients, escrows, providers, protocol) and payouts of a pool",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client := &http.Client{Timeout: 5 * time.Second}
-			resp, err := client.Get("http://" + statusAddr(addr) + "/api/gray/billing")
-			if err != nil {
-				return fmt.Errorf("no gray pool answers at %s: %w", statusAddr(addr), err)
-			}
-			defer resp.Body.Close()
 			var st head.BillingStatus
-			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-				return fmt.Errorf("bad billing reply: %w", err)
+			if err := getJSON(statusAddr(addr), "/api/gray/billing", &st); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -98,7 +75,7 @@ func billingCmd() *cobra.Command {
 	var usd float64
 	deposit := &cobra.Command{
 		Use:   "deposit",
-		Short: "Credit a client account (runtime_env GRAY_ACCOUNT) with USD",
+		Short: "Credit a client account (the account of its tokens, see `gray token`) with USD (operator token needed)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if usd <= 0 || math.IsNaN(usd) || math.IsInf(usd, 0) {
 				return fmt.Errorf("--usd must be positive")
@@ -114,7 +91,7 @@ func billingCmd() *cobra.Command {
 			return nil
 		},
 	}
-	deposit.Flags().StringVar(&account, "account", "default", "client account")
+	deposit.Flags().StringVar(&account, "account", "default", "client account (\"default\" is everyone's when the head runs with --auth-mode disabled)")
 	deposit.Flags().Float64Var(&usd, "usd", 0, "amount in USD")
 	deposit.Flags().StringVar(&id, "id", "", "idempotency key (a deposit with a used id changes nothing)")
 	payout := &cobra.Command{

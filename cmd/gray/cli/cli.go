@@ -4,7 +4,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,7 +23,8 @@ func pidFile() string { return filepath.Join(os.TempDir(), "gray", "gray.pid") }
 // Root returns the gray command tree.
 func Root() *cobra.Command {
 	root := &cobra.Command{Use: "gray", Short: "A Ray-compatible GPU pool", SilenceUsage: true}
-	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd())
+	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd(), tokenCmd())
+	addClientFlags(root)
 	return root
 }
 
@@ -107,16 +107,9 @@ func statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show nodes, resources and sessions of a running pool",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			addr = statusAddr(addr)
-			client := &http.Client{Timeout: 5 * time.Second}
-			resp, err := client.Get("http://" + addr + "/api/gray/status")
-			if err != nil {
-				return fmt.Errorf("no gray pool answers at %s: %w", addr, err)
-			}
-			defer resp.Body.Close()
 			var st head.Status
-			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-				return fmt.Errorf("bad status reply: %w", err)
+			if err := getJSON(statusAddr(addr), "/api/gray/status", &st); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {

@@ -77,6 +77,12 @@ type startFlags struct {
 	gcsPort   int
 	tempDir   string
 	nodeIDHex string
+	// trust (head)
+	authMode    string
+	tls         string
+	tlsCert     string
+	tlsKey      string
+	metricsAddr string
 }
 
 func startCmd() *cobra.Command {
@@ -179,6 +185,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.nodeIDHex, "node_id", "", "native raylet node id (set by gray itself when it re-executes as gray-raylet)")
 	_ = f.MarkHidden("node_id")
 	f.StringVar(&o.payoutAddress, "payout-address", "", "Solana wallet (base58) this provider is paid to (provider)")
+	addTrustFlags(f, &o)
 	return cmd
 }
 
@@ -230,8 +237,12 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		}
 		native.NodeID = id
 	}
+	trust, err := trustConfig(o)
+	if err != nil {
+		return err
+	}
 	h, err := head.New(head.Config{
-		Native:     native,
+		Native: native, Auth: trust,
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
@@ -252,10 +263,17 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		return err
 	}
 	defer h.Close()
+	scheme := "http"
+	if trust.TLSAuto || trust.TLSCert != "" {
+		scheme = "https"
+	}
 	recordPid(statusAddr)
 	defer forgetPid()
+	forget := recordLocalPool(statusAddr, stateDir, scheme)
+	defer forget()
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
+	printTrust(out, h, trust, stateDir)
 	if statusAddr != "" {
 		fmt.Fprintf(out, "  Status:       gray status --address %s\n", statusAddr)
 	}
