@@ -28,12 +28,17 @@ $(VENV)/.installed-3:
 
 # System packages the tests need, installed with apt-get when missing:
 # redis-server, which the Redis ledger backend's tests (billing/ledger) start;
-# chromium-headless-shell, the real browser the dashboard tests drive.
+# chromium-headless-shell, the real browser the dashboard tests drive;
+# openssl, which the TLS tests make a client certificate with.
 ci-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -q && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
+	@command -v openssl >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl; }
 	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || { \
 		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -q && \
