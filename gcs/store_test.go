@@ -182,6 +182,13 @@ func genValue(r *rand.Rand) []byte {
 // every prefix the generator uses) and Get.
 func checkTables(t *testing.T, s Store, m model, where string) {
 	t.Helper()
+	if err := diffTables(s, m); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+}
+
+// diffTables says how s differs from m (nil when it does not).
+func diffTables(s Store, m model) error {
 	for _, table := range modelTables {
 		want := m[table]
 		got := map[string]string{}
@@ -192,18 +199,18 @@ func checkTables(t *testing.T, s Store, m model, where string) {
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("%s: Scan(%s): %v", where, table, err)
+			return fmt.Errorf("Scan(%s): %w", table, err)
 		}
 		if !maps.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
-			t.Fatalf("%s: table %s = %s, want %s", where, table, show(got), show(want))
+			return fmt.Errorf("table %s = %s, want %s", table, show(got), show(want))
 		}
 		if !slices.IsSorted(order) {
-			t.Fatalf("%s: Scan(%s) out of order: %q", where, table, order)
+			return fmt.Errorf("Scan(%s) out of order: %q", table, order)
 		}
 		for _, p := range append([]string{""}, modelKeys...) {
 			keys, err := s.Keys(bg, table, []byte(p))
 			if err != nil {
-				t.Fatalf("%s: Keys(%s, %q): %v", where, table, p, err)
+				return fmt.Errorf("Keys(%s, %q): %w", table, p, err)
 			}
 			var wantKeys []string
 			for k := range want {
@@ -213,17 +220,18 @@ func checkTables(t *testing.T, s Store, m model, where string) {
 			}
 			slices.Sort(wantKeys)
 			if gotKeys := strs(keys); !slices.Equal(gotKeys, wantKeys) {
-				t.Fatalf("%s: Keys(%s, %q) = %q, want %q", where, table, p, gotKeys, wantKeys)
+				return fmt.Errorf("Keys(%s, %q) = %q, want %q", table, p, gotKeys, wantKeys)
 			}
 		}
 		for _, k := range modelKeys {
 			v, ok, err := s.Get(bg, table, []byte(k))
 			wv, wok := want[k]
 			if err != nil || ok != wok || string(v) != wv || (ok && v == nil) {
-				t.Fatalf("%s: Get(%s, %q) = %d bytes, %v, %v; want %d bytes, %v", where, table, k, len(v), ok, err, len(wv), wok)
+				return fmt.Errorf("Get(%s, %q) = %d bytes, %v, %v; want %d bytes, %v", table, k, len(v), ok, err, len(wv), wok)
 			}
 		}
 	}
+	return nil
 }
 
 func show(m map[string]string) string {
