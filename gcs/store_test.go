@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/gray-cluster/gray/internal/testredis"
 )
 
@@ -399,4 +401,51 @@ func TestLexRange(t *testing.T) {
 			t.Errorf("lexRange(%q) = %q, %q; want %q, %q", tc.prefix, lo, hi, tc.lo, tc.hi)
 		}
 	}
+}
+
+// A store written by another schema version, or whose keys someone else
+// overwrote with other types, is ErrCorrupt, and a batch on it writes
+// nothing.
+func TestStoreCorrupt(t *testing.T) {
+	t.Run("bolt", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), StoreFile)
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucket(boltMeta)
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("version"), []byte("99"))
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenBoltStore(path); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("open of a version-99 file: %v", err)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		url := redisNamespaceURL(t)
+		s := mustOpen(t, func() (Store, error) { return OpenRedisStore(bg, url) })
+		rs := s.(*RedisStore)
+		if err := rs.c.Set(bg, rs.valuesKey("kv"), "not a hash", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(bg, Put("jobs", []byte("k"), []byte("v")), Put("kv", []byte("k"), []byte("v"))); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Apply over a string key: %v", err)
+		}
+		if _, ok, err := s.Get(bg, "jobs", []byte("k")); ok || err != nil {
+			t.Fatalf("the failed batch wrote its first op: %v, %v", ok, err)
+		}
+		if err := rs.c.HSet(bg, rs.prefix+"meta", "version", "99").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenRedisStore(bg, url); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("open of a version-99 namespace: %v", err)
+		}
+	})
 }
