@@ -53,6 +53,8 @@ test-go:
 	$(GO) vet ./...
 	GRAY_PYTHON=$(abspath $(PY)) $(GO) test ./...
 
+# Likewise the Redis head-restart test (tests/test_head_restart.py).
+test-py: export GRAY_REQUIRE_REDIS := 1
 test-py: build venv
 	GRAY_BIN=$(abspath $(GRAY)) $(PY) -m pytest -q $(PYTEST_ARGS) tests
 

@@ -314,7 +314,9 @@ func (s *Server) ActorReady(id ids.ActorID, info []byte) {
 	} else {
 		s.log.Warn("unreadable actor method table", "actor", id.Hex(), "err", err)
 	}
-	s.cfg.KV.Put([]byte(actorInfoNamespace), []byte(id.Hex()), info, true)
+	if _, err := s.cfg.KV.Put(s.ctx, []byte(actorInfoNamespace), []byte(id.Hex()), info, true); err != nil {
+		s.log.Warn("cannot publish an actor's method table", "actor", id.Hex(), "err", err)
+	}
 	s.mu.Lock()
 	m := s.actorMeta[id]
 	if m == nil {

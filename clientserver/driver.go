@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"time"
@@ -39,7 +40,10 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 		return &pb.InitResponse{Ok: true}
 	}
 	if ss.workerID == "" {
-		job := s.cfg.Jobs.Start(ss.clientID, namespace, time.Now())
+		job, err := s.cfg.Jobs.Start(s.ctx, ss.clientID, namespace, time.Now())
+		if err != nil {
+			return &pb.InitResponse{Ok: false, Msg: "could not start a job: " + err.Error()}
+		}
 		ss.job = job.ID
 		account := ss.account
 		if account == "" {
@@ -225,8 +229,11 @@ func (s *Server) nodes() []map[string]any {
 }
 
 // KVGet reads the internal KV; a missing key leaves value unset.
-func (s *Server) KVGet(_ context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
-	v, ok := s.cfg.KV.Get(r.Namespace, r.Key)
+func (s *Server) KVGet(ctx context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
+	v, ok, err := s.cfg.KV.Get(ctx, r.Namespace, r.Key)
+	if err != nil {
+		return nil, kvError(err)
+	}
 	if !ok {
 		return &pb.KVGetResponse{}, nil
 	}
@@ -244,7 +251,11 @@ func (s *Server) KVPut(ctx context.Context, r *pb.KVPutRequest) (*pb.KVPutRespon
 			return prev, nil
 		}
 	}
-	resp := &pb.KVPutResponse{AlreadyExists: s.cfg.KV.Put(r.Namespace, r.Key, r.Value, r.Overwrite)}
+	existed, err := s.cfg.KV.Put(ctx, r.Namespace, r.Key, r.Value, r.Overwrite)
+	if err != nil {
+		return nil, kvError(err)
+	}
+	resp := &pb.KVPutResponse{AlreadyExists: existed}
 	if key != "" {
 		s.mu.Lock()
 		if len(s.kvDedupe) > 10000 {
@@ -266,18 +277,41 @@ func dedupeKey(ctx context.Context) string {
 }
 
 // KVDel deletes a key or a prefix.
-func (s *Server) KVDel(_ context.Context, r *pb.KVDelRequest) (*pb.KVDelResponse, error) {
-	return &pb.KVDelResponse{DeletedNum: int32(s.cfg.KV.Del(r.Namespace, r.Key, r.DelByPrefix))}, nil
+func (s *Server) KVDel(ctx context.Context, r *pb.KVDelRequest) (*pb.KVDelResponse, error) {
+	n, err := s.cfg.KV.Del(ctx, r.Namespace, r.Key, r.DelByPrefix)
+	if err != nil {
+		return nil, kvError(err)
+	}
+	return &pb.KVDelResponse{DeletedNum: int32(n)}, nil
 }
 
 // KVList lists keys by prefix.
-func (s *Server) KVList(_ context.Context, r *pb.KVListRequest) (*pb.KVListResponse, error) {
-	return &pb.KVListResponse{Keys: s.cfg.KV.Keys(r.Namespace, r.Prefix)}, nil
+func (s *Server) KVList(ctx context.Context, r *pb.KVListRequest) (*pb.KVListResponse, error) {
+	keys, err := s.cfg.KV.Keys(ctx, r.Namespace, r.Prefix)
+	if err != nil {
+		return nil, kvError(err)
+	}
+	return &pb.KVListResponse{Keys: keys}, nil
 }
 
 // KVExists tests a key.
-func (s *Server) KVExists(_ context.Context, r *pb.KVExistsRequest) (*pb.KVExistsResponse, error) {
-	return &pb.KVExistsResponse{Exists: s.cfg.KV.Exists(r.Namespace, r.Key)}, nil
+func (s *Server) KVExists(ctx context.Context, r *pb.KVExistsRequest) (*pb.KVExistsResponse, error) {
+	ok, err := s.cfg.KV.Exists(ctx, r.Namespace, r.Key)
+	if err != nil {
+		return nil, kvError(err)
+	}
+	return &pb.KVExistsResponse{Exists: ok}, nil
+}
+
+// kvError is the gRPC status of a KV call the store failed: a key or value
+// the store refuses is the caller's error (the client raises it at once);
+// anything else is the store's, which the client retries as a lost
+// connection and raises once its reconnect grace period is over.
+func kvError(err error) error {
+	if errors.Is(err, gcs.ErrBadKey) || errors.Is(err, gcs.ErrBadOp) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
 }
 
 // PinRuntimeEnvURI keeps an uploaded package; packages live for the pool's life.

@@ -2,6 +2,7 @@ package clientserver_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
@@ -281,7 +282,7 @@ func TestKVPutRetryAppliedOnce(t *testing.T) {
 	if second.AlreadyExists != first.AlreadyExists {
 		t.Errorf("retried put answered %v, want the first answer %v", second, first)
 	}
-	if v, _ := h.KV.Get(nil, []byte("k")); string(v) != "first" {
+	if v, _, _ := h.KV.Get(context.Background(), nil, []byte("k")); string(v) != "first" {
 		t.Errorf("retried put was applied again: value %q", v)
 	}
 	// Another req_id is a new request.
@@ -289,7 +290,7 @@ func TestKVPutRetryAppliedOnce(t *testing.T) {
 	if err != nil || !third.AlreadyExists {
 		t.Fatalf("put with a new req_id = %v, %v", third, err)
 	}
-	if v, _ := h.KV.Get(nil, []byte("k")); string(v) != "third" {
+	if v, _, _ := h.KV.Get(context.Background(), nil, []byte("k")); string(v) != "third" {
 		t.Errorf("put with a new req_id not applied: value %q", v)
 	}
 }

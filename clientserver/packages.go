@@ -21,7 +21,10 @@ func (s *Server) unpackPackage(uri string) (string, error) {
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return dir, nil
 	}
-	data, ok := s.cfg.KV.Get(nil, []byte(uri))
+	data, ok, err := s.cfg.KV.Get(s.ctx, nil, []byte(uri))
+	if err != nil {
+		return "", fmt.Errorf("runtime_env package %s: %w", uri, err)
+	}
 	if !ok {
 		return "", fmt.Errorf("runtime_env package %s was not uploaded", uri)
 	}

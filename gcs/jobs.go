@@ -1,6 +1,9 @@
 package gcs
 
 import (
+	"context"
+	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,38 +20,80 @@ type JobInfo struct {
 	Alive     bool
 }
 
-// Jobs is the job table.
+// Jobs is the job table. Its counter is kept in a Store (when it has one)
+// before a number is handed out, so that job numbers never repeat after a
+// restart: native drivers' exports in the KV are keyed by them. The
+// records themselves are still in memory.
 type Jobs struct {
-	mu   sync.Mutex
-	next uint32
-	jobs map[ids.JobID]*JobInfo
+	mu    sync.Mutex
+	next  uint32
+	jobs  map[ids.JobID]*JobInfo
+	store Store // nil: the counter is in memory only
 }
 
-// NewJobs returns an empty job table.
+// CountersTable is the Store table of counters; JobCounterKey holds the
+// next job number, big-endian.
+const (
+	CountersTable = "counters"
+	JobCounterKey = "job"
+)
+
+// NewJobs returns an empty job table whose counter lives in memory.
 func NewJobs() *Jobs { return &Jobs{next: 1, jobs: map[ids.JobID]*JobInfo{}} }
 
-// Start registers a new job and returns its id.
-func (j *Jobs) Start(clientID, namespace string, now time.Time) JobInfo {
+// OpenJobs returns an empty job table whose counter is kept in s,
+// continuing from the number stored there.
+func OpenJobs(ctx context.Context, s Store) (*Jobs, error) {
+	j := NewJobs()
+	j.store = s
+	v, ok, err := s.Get(ctx, CountersTable, []byte(JobCounterKey))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("jobs: read counter: %w", err)
+	case ok && len(v) != 4:
+		return nil, fmt.Errorf("jobs: %w: job counter is %d bytes", ErrCorrupt, len(v))
+	case ok:
+		j.next = max(binary.BigEndian.Uint32(v), 1)
+	}
+	return j, nil
+}
+
+// allocLocked hands out the next job number, stored first.
+func (j *Jobs) allocLocked(ctx context.Context) (uint32, error) {
+	n := j.next
+	if j.store != nil {
+		next := binary.BigEndian.AppendUint32(nil, n+1)
+		if _, err := j.store.Apply(ctx, Put(CountersTable, []byte(JobCounterKey), next)); err != nil {
+			return 0, fmt.Errorf("jobs: store counter: %w", err)
+		}
+	}
+	j.next = n + 1
+	return n, nil
+}
+
+// Start registers a new job and returns its record.
+func (j *Jobs) Start(ctx context.Context, clientID, namespace string, now time.Time) (JobInfo, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	id := ids.JobFromInt(j.next)
-	j.next++
+	n, err := j.allocLocked(ctx)
+	if err != nil {
+		return JobInfo{}, err
+	}
+	id := ids.JobFromInt(n)
 	info := &JobInfo{ID: id, Namespace: namespace, ClientID: clientID, StartTime: now, Alive: true}
 	j.jobs[id] = info
-	return *info
+	return *info, nil
+}
+
+// NextID reserves a job number for a job recorded elsewhere (a native
+// driver's, in the native GCS), so that no two jobs share one.
+func (j *Jobs) NextID(ctx context.Context) (uint32, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.allocLocked(ctx)
 }
 
 // Finish marks a job as ended.
-// NextID reserves a job number for a job recorded elsewhere (a native
-// driver's, in the native GCS), so that no two jobs share one.
-func (j *Jobs) NextID() uint32 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	id := j.next
-	j.next++
-	return id
-}
-
 func (j *Jobs) Finish(id ids.JobID, now time.Time) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

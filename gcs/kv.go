@@ -1,105 +1,100 @@
 // Package gcs holds the cluster's state of record: internal KV, jobs and the
-// node table. Storage sits behind small interfaces so that an embedded store
-// or Redis can back it.
+// node table. The durable tables live in a Store (bbolt by default, Redis
+// for heads that share one, or memory), so that a head restarted on the
+// same state finds them again.
 package gcs
 
 import (
-	"sort"
-	"strings"
-	"sync"
+	"context"
+	"encoding/binary"
+	"fmt"
 )
 
-// KV is Ray's internal key-value store, partitioned by namespace.
+// KV is Ray's internal key-value store, partitioned by namespace (a nil
+// and an empty namespace are the same). Errors are the store's: a write
+// that returned nil is durable as far as the store promises.
 type KV interface {
 	// Get returns a copy of the value; it is non-nil (possibly empty) when
 	// the key exists, so that callers can tell an empty value from none.
-	Get(ns, key []byte) ([]byte, bool)
+	Get(ctx context.Context, ns, key []byte) ([]byte, bool, error)
 	// Put stores value and reports whether the key already existed; with
 	// overwrite false an existing value is kept.
-	Put(ns, key, value []byte, overwrite bool) (existed bool)
+	Put(ctx context.Context, ns, key, value []byte, overwrite bool) (existed bool, err error)
 	// Del deletes key (or every key with that prefix) and returns the count.
-	Del(ns, key []byte, byPrefix bool) int
-	Exists(ns, key []byte) bool
+	Del(ctx context.Context, ns, key []byte, byPrefix bool) (int, error)
+	Exists(ctx context.Context, ns, key []byte) (bool, error)
 	// Keys lists the full keys starting with prefix, sorted.
-	Keys(ns, prefix []byte) [][]byte
+	Keys(ctx context.Context, ns, prefix []byte) ([][]byte, error)
 }
 
-// MemKV is an in-memory KV.
-type MemKV struct {
-	mu   sync.RWMutex
-	data map[string]map[string][]byte
+// KVTable is the Store table of the internal KV. Its keys are the
+// namespace's length (uvarint), the namespace, then the KV key, so that a
+// namespace's keys are one range in key order.
+const KVTable = "kv"
+
+// StoreKV is the internal KV kept in a Store.
+type StoreKV struct {
+	s Store
 }
 
-// NewMemKV returns an empty in-memory KV.
-func NewMemKV() *MemKV { return &MemKV{data: map[string]map[string][]byte{}} }
+// NewStoreKV returns the KV kept in s.
+func NewStoreKV(s Store) *StoreKV { return &StoreKV{s: s} }
 
-func (m *MemKV) Get(ns, key []byte) ([]byte, bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	v, ok := m.data[string(ns)][string(key)]
-	if !ok {
-		return nil, false
-	}
-	return append([]byte{}, v...), true
+// NewMemKV returns an empty KV in memory.
+func NewMemKV() *StoreKV { return NewStoreKV(NewMemStore()) }
+
+func kvKey(ns, key []byte) []byte {
+	out := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(ns)+len(key)), uint64(len(ns)))
+	out = append(out, ns...)
+	return append(out, key...)
 }
 
-func (m *MemKV) Put(ns, key, value []byte, overwrite bool) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := m.data[string(ns)]
-	if t == nil {
-		t = map[string][]byte{}
-		m.data[string(ns)] = t
+func (k *StoreKV) Get(ctx context.Context, ns, key []byte) ([]byte, bool, error) {
+	v, ok, err := k.s.Get(ctx, KVTable, kvKey(ns, key))
+	if err != nil {
+		return nil, false, fmt.Errorf("kv get: %w", err)
 	}
-	_, existed := t[string(key)]
-	if existed && !overwrite {
-		return true
-	}
-	t[string(key)] = append([]byte{}, value...)
-	return existed
+	return v, ok, nil
 }
 
-func (m *MemKV) Del(ns, key []byte, byPrefix bool) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := m.data[string(ns)]
-	if !byPrefix {
-		if _, ok := t[string(key)]; ok {
-			delete(t, string(key))
-			return 1
-		}
-		return 0
+func (k *StoreKV) Put(ctx context.Context, ns, key, value []byte, overwrite bool) (bool, error) {
+	op := Put(KVTable, kvKey(ns, key), value)
+	if !overwrite {
+		op.Kind = OpInsert
 	}
-	n := 0
-	for k := range t {
-		if strings.HasPrefix(k, string(key)) {
-			delete(t, k)
-			n++
-		}
+	res, err := k.s.Apply(ctx, op)
+	if err != nil {
+		return false, fmt.Errorf("kv put: %w", err)
 	}
-	return n
+	return res[0] == 1, nil
 }
 
-func (m *MemKV) Exists(ns, key []byte) bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	_, ok := m.data[string(ns)][string(key)]
-	return ok
+func (k *StoreKV) Del(ctx context.Context, ns, key []byte, byPrefix bool) (int, error) {
+	op := Delete(KVTable, kvKey(ns, key))
+	if byPrefix {
+		op.Kind = OpDeletePrefix
+	}
+	res, err := k.s.Apply(ctx, op)
+	if err != nil {
+		return 0, fmt.Errorf("kv del: %w", err)
+	}
+	return res[0], nil
 }
 
-func (m *MemKV) Keys(ns, prefix []byte) [][]byte {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	var keys []string
-	for k := range m.data[string(ns)] {
-		if strings.HasPrefix(k, string(prefix)) {
-			keys = append(keys, k)
-		}
+func (k *StoreKV) Exists(ctx context.Context, ns, key []byte) (bool, error) {
+	_, ok, err := k.Get(ctx, ns, key)
+	return ok, err
+}
+
+func (k *StoreKV) Keys(ctx context.Context, ns, prefix []byte) ([][]byte, error) {
+	full := kvKey(ns, prefix)
+	keys, err := k.s.Keys(ctx, KVTable, full)
+	if err != nil {
+		return nil, fmt.Errorf("kv keys: %w", err)
 	}
-	sort.Strings(keys)
-	out := make([][]byte, len(keys))
-	for i, k := range keys {
-		out[i] = []byte(k)
+	skip := len(full) - len(prefix)
+	for i, key := range keys {
+		keys[i] = key[skip:]
 	}
-	return out
+	return keys, nil
 }

@@ -60,6 +60,9 @@ type Config struct {
 	NodeAddr string
 	// StateDir keeps the pool CA and join secret across restarts.
 	StateDir string
+	// GCSStorage is where the GCS tables are kept: "bolt", "memory", a
+	// redis:// URL, or "" for bolt under StateDir when it can be used.
+	GCSStorage string
 	// JoinSecret is the secret part of the join token (default: generated
 	// once and kept in StateDir).
 	JoinSecret string
@@ -100,7 +103,7 @@ type Head struct {
 	cfg     Config
 	log     *slog.Logger
 	Store   *objectstore.Store
-	KV      *gcs.MemKV
+	KV      gcs.KV
 	Jobs    *gcs.Jobs
 	Actors  *gcs.Actors
 	Raylet  *raylet.Raylet
@@ -115,6 +118,8 @@ type Head struct {
 	nodes   nodeListener
 	gossip  *membership.Membership
 	billing *billing
+	// gcsStore keeps the durable GCS tables (KV, job counter).
+	gcsStore gcs.Store
 	// Native is the native Ray node (nil unless Config.Native.Enabled).
 	Native *node.Node
 
@@ -175,8 +180,9 @@ func (h *Head) Start(ctx context.Context) error {
 		}
 		h.Store = objectstore.NewWithSpill(h.cfg.ObjectStoreMemory, h.cfg.SpillDir)
 	}
-	h.KV = gcs.NewMemKV()
-	h.Jobs = gcs.NewJobs()
+	if err := h.openGCS(ctx); err != nil {
+		return err
+	}
 	h.Actors = gcs.NewActors()
 	nodeID := ids.NewNodeID()
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
@@ -333,6 +339,7 @@ func (h *Head) Close() error {
 	if h.Store != nil {
 		_ = h.Store.Close()
 	}
+	h.closeGCS()
 	return nil
 }
 

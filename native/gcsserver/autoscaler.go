@@ -28,7 +28,7 @@ func (x *autoscalerService) clusterStateLocked() *autoscalerpb.ClusterResourceSt
 		ClusterResourceStateVersion:    x.version,
 		LastSeenAutoscalerStateVersion: x.state.GetAutoscalerStateVersion(),
 	}
-	if v, ok := s.cfg.KV.Get([]byte("session"), []byte("session_name")); ok {
+	if v, ok, _ := s.cfg.KV.Get(s.ctx, []byte("session"), []byte("session_name")); ok {
 		out.ClusterSessionName = string(v)
 	}
 	for _, id := range s.nodeOrder {

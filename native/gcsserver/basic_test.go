@@ -85,7 +85,7 @@ func TestKV(t *testing.T) {
 	if d.GetDeletedNum() != 2 {
 		t.Fatalf("del by prefix = %d", d.GetDeletedNum())
 	}
-	if _, ok := e.kv.Get(ns, []byte("b:1")); !ok {
+	if _, ok, _ := e.kv.Get(context.Background(), ns, []byte("b:1")); !ok {
 		t.Fatal("del by prefix removed another key")
 	}
 	cfg, _ := e.kvc.GetInternalConfig(e.cctx(), &raypb.GetInternalConfigRequest{})

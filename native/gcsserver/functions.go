@@ -1,7 +1,9 @@
 package gcsserver
 
 import (
+	"context"
 	"encoding/hex"
+	"strings"
 
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 )
@@ -26,8 +28,43 @@ func (s *Server) dropJobFunctionsLocked(jobID []byte) {
 			return
 		}
 	}
-	job := hex.EncodeToString(jobID)
+	s.dropExports(s.ctx, hex.EncodeToString(jobID))
+}
+
+func (s *Server) dropExports(ctx context.Context, jobHex string) {
 	for _, kind := range functionTableKinds {
-		s.cfg.KV.Del([]byte(functionTableNamespace), []byte(kind+":"+job+":"), true)
+		if _, err := s.cfg.KV.Del(ctx, []byte(functionTableNamespace), []byte(kind+":"+jobHex+":"), true); err != nil {
+			s.log.Warn("cannot drop a finished job's exports", "job_id", jobHex, "err", err)
+		}
+	}
+}
+
+// dropStaleExports drops the exports of jobs this server does not know as
+// alive: a KV kept across a head restart holds the previous run's, and
+// those jobs cannot come back (job numbers never repeat).
+func (s *Server) dropStaleExports(ctx context.Context) {
+	jobs := map[string]bool{}
+	for _, kind := range functionTableKinds {
+		keys, err := s.cfg.KV.Keys(ctx, []byte(functionTableNamespace), []byte(kind+":"))
+		if err != nil {
+			s.log.Warn("cannot list exported functions", "err", err)
+			return
+		}
+		for _, k := range keys {
+			if job, _, ok := strings.Cut(strings.TrimPrefix(string(k), kind+":"), ":"); ok {
+				jobs[job] = true
+			}
+		}
+	}
+	for job := range jobs {
+		id, err := hex.DecodeString(job)
+		s.mu.Lock()
+		j := s.jobs[string(id)]
+		alive := err == nil && j != nil && !j.GetIsDead()
+		s.mu.Unlock()
+		if !alive {
+			s.log.Info("dropping exports of a job of a previous run", "job_id", job)
+			s.dropExports(ctx, job)
+		}
 	}
 }

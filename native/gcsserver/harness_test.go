@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m, "gcsserver") }
 type env struct {
 	t    *testing.T
 	srv  *Server
-	kv   *gcs.MemKV
+	kv   *gcs.StoreKV
 	addr string
 	cid  []byte
 	cc   *grpc.ClientConn

@@ -58,11 +58,14 @@ type jobService struct {
 	s *Server
 }
 
-func (x *jobService) GetNextJobID(context.Context, *raypb.GetNextJobIDRequest) (*raypb.GetNextJobIDReply, error) {
+func (x *jobService) GetNextJobID(ctx context.Context, _ *raypb.GetNextJobIDRequest) (*raypb.GetNextJobIDReply, error) {
 	s := x.s
 	var n uint32
 	if s.cfg.NextJobID != nil {
-		n = s.cfg.NextJobID()
+		var err error
+		if n, err = s.cfg.NextJobID(ctx); err != nil {
+			return &raypb.GetNextJobIDReply{Status: errStatus(codeIOError, "%v", err)}, nil
+		}
 	} else {
 		s.mu.Lock()
 		n = s.nextJob

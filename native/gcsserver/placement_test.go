@@ -138,7 +138,7 @@ func TestResourcePollsAndAutoscalerState(t *testing.T) {
 	if d := u.GetResourceUsageData().GetResourceLoadByShape().GetResourceDemands(); len(d) != 1 || d[0].GetNumReadyRequestsQueued() != 3 {
 		t.Fatalf("load = %v", u)
 	}
-	e.kv.Put([]byte("session"), []byte("session_name"), []byte("session_x"), true)
+	e.kv.Put(context.Background(), []byte("session"), []byte("session_name"), []byte("session_x"), true)
 	st, _ := e.auto.GetClusterResourceState(e.cctx(), nil)
 	cs := st.GetClusterResourceState()
 	if len(cs.GetNodeStates()) != 1 || cs.GetNodeStates()[0].GetAvailableResources()["CPU"] != 0.5 || cs.GetClusterSessionName() != "session_x" ||

@@ -51,6 +51,7 @@ const ClusterIDSize = 28
 // Ray's StatusCode values that the GCS puts in GcsStatus.code.
 const (
 	codeInvalid             = 4
+	codeIOError             = 5
 	codeCreationTaskError   = 16
 	codeNotFound            = 17
 	codeSchedulingCancelled = 19
@@ -88,7 +89,7 @@ type Config struct {
 	SystemConfig string
 	// NextJobID, when set, allocates job numbers (so that the Ray Client
 	// front end and native drivers never share one); nil: 1, 2, 3, ...
-	NextJobID func() uint32
+	NextJobID func(context.Context) (uint32, error)
 	// Dial opens client connections to raylets and core workers (nil: an
 	// insecure grpc.NewClient).
 	Dial func(addr string) (*grpc.ClientConn, error)
@@ -275,6 +276,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.startOnce.Do(func() {
+		s.dropStaleExports(ctx)
 		s.mu.Lock()
 		s.stopWatch = context.AfterFunc(ctx, s.Close)
 		s.mu.Unlock()

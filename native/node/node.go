@@ -61,7 +61,7 @@ type Config struct {
 	KV gcs.KV
 	// NextJobID allocates job numbers shared with the Ray Client front end
 	// (nil: the GCS counts on its own).
-	NextJobID func() uint32
+	NextJobID func(context.Context) (uint32, error)
 	Logger    *slog.Logger
 }
 
@@ -129,12 +129,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// The session name is what a connecting driver reads first; the
 	// cluster metadata is what it checks its Ray and Python versions with.
-	n.cfg.KV.Put([]byte("session"), []byte("session_name"), []byte(n.layout.Name), true)
 	meta, _ := json.Marshal(map[string]any{"ray_version": RayVersion, "python_version": n.cfg.PythonVersion, "ray_init_cluster": false})
-	n.cfg.KV.Put([]byte("cluster"), []byte("CLUSTER_METADATA"), meta, true)
-	// The GCS serves the autoscaler v2 state (GetClusterStatus); this key
-	// tells `ray status` and the libraries to read it.
-	n.cfg.KV.Put([]byte("__autoscaler"), []byte("__autoscaler_v2_enabled"), []byte("1"), true)
+	for _, e := range []struct{ ns, key, value string }{
+		{"session", "session_name", n.layout.Name},
+		{"cluster", "CLUSTER_METADATA", string(meta)},
+		// The GCS serves the autoscaler v2 state (GetClusterStatus); this
+		// key tells `ray status` and the libraries to read it.
+		{"__autoscaler", "__autoscaler_v2_enabled", "1"},
+	} {
+		if _, err := n.cfg.KV.Put(ctx, []byte(e.ns), []byte(e.key), []byte(e.value), true); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 
 	n.gcs, err = gcsserver.New(gcsserver.Config{
 		KV: n.cfg.KV, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID,

@@ -48,12 +48,12 @@ func TestNodeLayoutAndRegistration(t *testing.T) {
 		}
 	}()
 
-	name, ok := kv.Get([]byte("session"), []byte("session_name"))
+	name, ok, _ := kv.Get(context.Background(), []byte("session"), []byte("session_name"))
 	if !ok || filepath.Join(tmp, string(name)) != n.SessionDir() {
 		t.Fatalf("session_name %q, session dir %s", name, n.SessionDir())
 	}
 	var meta map[string]any
-	raw, _ := kv.Get([]byte("cluster"), []byte("CLUSTER_METADATA"))
+	raw, _, _ := kv.Get(context.Background(), []byte("cluster"), []byte("CLUSTER_METADATA"))
 	if err := json.Unmarshal(raw, &meta); err != nil || meta["ray_version"] != RayVersion || meta["python_version"] != "3.11.7" {
 		t.Fatalf("CLUSTER_METADATA %s: %v", raw, err)
 	}

@@ -52,6 +52,7 @@ type startFlags struct {
 	gossipAdvertise string
 	joinToken       string
 	stateDir        string
+	gcsStorage      string
 	suspectAfter    time.Duration
 	deadAfter       time.Duration
 	address         string
@@ -158,6 +159,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.gossipAdvertise, "gossip-advertise", "", "HOST:PORT others reach this provider's gossip at (a port forward; default node IP and the bound port)")
 	f.StringVar(&o.joinToken, "join-secret", "", "secret part of the join token (head; default: generated and kept in --state-dir)")
 	f.StringVar(&o.stateDir, "state-dir", "", "where the pool CA (head) or node certificate (provider) is kept")
+	f.StringVar(&o.gcsStorage, "gcs-storage", "", "where the head keeps the GCS tables (KV, job counter): bolt (gcs.db under --state-dir), memory, or redis://host:port/N[?namespace=NAME] (default: bolt, or memory when the state dir cannot be written)")
 	f.DurationVar(&o.suspectAfter, "suspect-after", 5*time.Second, "silence after which a provider gets no new work (head)")
 	f.DurationVar(&o.deadAfter, "dead-after", 30*time.Second, "silence after which a provider is dead and its work recovered (head)")
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
@@ -247,6 +249,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
 		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill,
+		GCSStorage: o.gcsStorage,
 		VerifyGPUs: !o.noGPUVerify, JoinSecret: o.joinToken,
 		GPUVerifyInterval: o.gpuVerifyEvery, GPUSampleInterval: o.gpuSampleEvery,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
@@ -283,6 +286,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if h.NodeAddr() != "" {
 		fmt.Fprintf(out, "  Providers:    gray start --address=%s --token=%s\n", h.NodeAddr(), h.JoinToken())
 	}
+	fmt.Fprintf(out, "  GCS tables:   %s\n", h.GCSStorage())
 	fmt.Fprintln(out, "  Running in the foreground; stop with Ctrl-C or `gray stop`.")
 	<-ctx.Done()
 	return nil
