@@ -30,7 +30,7 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if namespace == "" {
 		namespace = uuid.NewString()
 	}
-	env, err := s.resolveRuntimeEnv(runtimeEnv)
+	env, err := s.resolveRuntimeEnv(s.kvAccountOf(ss), runtimeEnv)
 	if err != nil {
 		return &pb.InitResponse{Ok: false, Msg: err.Error()}
 	}
@@ -230,7 +230,7 @@ func (s *Server) nodes() []map[string]any {
 
 // KVGet reads the internal KV; a missing key leaves value unset.
 func (s *Server) KVGet(ctx context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
-	v, ok, err := s.cfg.KV.Get(ctx, r.Namespace, r.Key)
+	v, ok, err := s.cfg.KV.Get(ctx, s.kvNS(ctx, r.Namespace), r.Key)
 	if err != nil {
 		return nil, kvError(err)
 	}
@@ -251,7 +251,7 @@ func (s *Server) KVPut(ctx context.Context, r *pb.KVPutRequest) (*pb.KVPutRespon
 			return prev, nil
 		}
 	}
-	existed, err := s.cfg.KV.Put(ctx, r.Namespace, r.Key, r.Value, r.Overwrite)
+	existed, err := s.cfg.KV.Put(ctx, s.kvNS(ctx, r.Namespace), r.Key, r.Value, r.Overwrite)
 	if err != nil {
 		return nil, kvError(err)
 	}
@@ -278,7 +278,7 @@ func dedupeKey(ctx context.Context) string {
 
 // KVDel deletes a key or a prefix.
 func (s *Server) KVDel(ctx context.Context, r *pb.KVDelRequest) (*pb.KVDelResponse, error) {
-	n, err := s.cfg.KV.Del(ctx, r.Namespace, r.Key, r.DelByPrefix)
+	n, err := s.cfg.KV.Del(ctx, s.kvNS(ctx, r.Namespace), r.Key, r.DelByPrefix)
 	if err != nil {
 		return nil, kvError(err)
 	}
@@ -287,7 +287,7 @@ func (s *Server) KVDel(ctx context.Context, r *pb.KVDelRequest) (*pb.KVDelRespon
 
 // KVList lists keys by prefix.
 func (s *Server) KVList(ctx context.Context, r *pb.KVListRequest) (*pb.KVListResponse, error) {
-	keys, err := s.cfg.KV.Keys(ctx, r.Namespace, r.Prefix)
+	keys, err := s.cfg.KV.Keys(ctx, s.kvNS(ctx, r.Namespace), r.Prefix)
 	if err != nil {
 		return nil, kvError(err)
 	}
@@ -296,7 +296,7 @@ func (s *Server) KVList(ctx context.Context, r *pb.KVListRequest) (*pb.KVListRes
 
 // KVExists tests a key.
 func (s *Server) KVExists(ctx context.Context, r *pb.KVExistsRequest) (*pb.KVExistsResponse, error) {
-	ok, err := s.cfg.KV.Exists(ctx, r.Namespace, r.Key)
+	ok, err := s.cfg.KV.Exists(ctx, s.kvNS(ctx, r.Namespace), r.Key)
 	if err != nil {
 		return nil, kvError(err)
 	}

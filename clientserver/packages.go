@@ -11,17 +11,21 @@ import (
 )
 
 // unpackPackage extracts a runtime_env package the client uploaded into the
-// KV (key = its gcs:// URI) and returns the local directory.
-func (s *Server) unpackPackage(uri string) (string, error) {
+// KV of account (key = its gcs:// URI) and returns the local directory.
+func (s *Server) unpackPackage(account, uri string) (string, error) {
 	name := strings.TrimSuffix(strings.TrimPrefix(uri, "gcs://"), ".zip")
 	if name == "" || strings.ContainsAny(name, "/\\") || strings.Contains(name, "..") {
 		return "", fmt.Errorf("bad package uri %q", uri)
 	}
-	dir := filepath.Join(s.cfg.PackagesDir, name)
+	root := filepath.Join(s.cfg.PackagesDir, packageScope(account))
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, name)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return dir, nil
 	}
-	data, ok, err := s.cfg.KV.Get(s.ctx, nil, []byte(uri))
+	data, ok, err := s.cfg.KV.Get(s.ctx, scopeNamespace(account, nil), []byte(uri))
 	if err != nil {
 		return "", fmt.Errorf("runtime_env package %s: %w", uri, err)
 	}
@@ -32,7 +36,7 @@ func (s *Server) unpackPackage(uri string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("package %s is not a zip file: %w", uri, err)
 	}
-	tmp, err := os.MkdirTemp(s.cfg.PackagesDir, name+".tmp")
+	tmp, err := os.MkdirTemp(root, name+".tmp")
 	if err != nil {
 		return "", err
 	}

@@ -270,7 +270,7 @@ func (s *Server) taskEnv(ss *session, opts options) (raylet.RuntimeEnv, error) {
 	if re == nil {
 		return env, nil
 	}
-	task, err := s.resolveRuntimeEnv(re)
+	task, err := s.resolveRuntimeEnv(s.kvAccountOf(ss), re)
 	if err != nil {
 		return env, err
 	}
@@ -295,7 +295,8 @@ func (s *Server) sessionOfJob(job ids.JobID) *session {
 }
 
 // resolveRuntimeEnv reads env_vars and working_dir from a runtime_env dict.
-func (s *Server) resolveRuntimeEnv(re map[string]any) (raylet.RuntimeEnv, error) {
+// Packages are read from the KV of account (see kvscope.go).
+func (s *Server) resolveRuntimeEnv(account string, re map[string]any) (raylet.RuntimeEnv, error) {
 	env := raylet.RuntimeEnv{EnvVars: map[string]string{}}
 	if vars, ok := asDict(re["env_vars"]); ok {
 		for k, v := range vars {
@@ -310,7 +311,7 @@ func (s *Server) resolveRuntimeEnv(re map[string]any) (raylet.RuntimeEnv, error)
 		if !strings.HasPrefix(wd, "gcs://") {
 			return env, fmt.Errorf("runtime_env working_dir %q: only packages uploaded by the client are supported", wd)
 		}
-		dir, err := s.unpackPackage(wd)
+		dir, err := s.unpackPackage(account, wd)
 		if err != nil {
 			return env, err
 		}

@@ -344,3 +344,52 @@ print("RESULT" + json.dumps({"v": ray.get(outer.remote(3))}))
         if provider:
             provider.stop()
         head.stop()
+
+
+def test_accounts_have_their_own_kv_and_packages(gray_bin, tpool, tmp_path):
+    alice, bob = new_token(gray_bin, tpool, "kv-alice"), new_token(gray_bin, tpool, "kv-bob")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "whose.py").write_text("OWNER = 'alice'\n")
+    # The name the stock client gives alice's package (a hash of its content).
+    name = result(run(tpool, """
+from ray._private.runtime_env.packaging import get_uri_for_directory
+print("RESULT" + json.dumps(get_uri_for_directory(os.environ['WD'], include_gitignore=True)))
+""", token=alice, extra_env={"WD": str(wd)}))
+    assert name.startswith("gcs://_ray_pkg_"), name
+    # Bob plants a package under that name and writes a KV key.
+    planted = result(run(tpool, """
+import io, zipfile
+from ray.experimental import internal_kv
+ray.init(ADDR)
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w") as z:
+    z.writestr("whose.py", "OWNER = 'bob'\\n")
+internal_kv._internal_kv_put(os.environ["NAME"].encode(), buf.getvalue())
+internal_kv._internal_kv_put(b"shared-looking-key", b"bob's value")
+print("RESULT" + json.dumps(internal_kv._internal_kv_exists(os.environ["NAME"].encode())))
+""", token=bob, extra_env={"NAME": name}))
+    assert planted is True
+    # Alice's client still uploads her own package, her task imports her code,
+    # and she sees none of bob's entries.
+    res = result(run(tpool, """
+from ray.experimental import internal_kv
+ray.init(ADDR, runtime_env={"working_dir": os.environ["WD"]})
+@ray.remote
+def owner():
+    import whose
+    return whose.OWNER
+print("RESULT" + json.dumps({
+    "owner": ray.get(owner.remote()),
+    "bobs_key": (internal_kv._internal_kv_get(b"shared-looking-key") or b"").decode() or None,
+    "keys": [k.decode() for k in internal_kv._internal_kv_list(b"shared")],
+}))
+""", token=alice, extra_env={"WD": str(wd)}))
+    assert res == {"owner": "alice", "bobs_key": None, "keys": []}, res
+    # Bob still reads his own entry.
+    mine = result(run(tpool, """
+from ray.experimental import internal_kv
+ray.init(ADDR)
+print("RESULT" + json.dumps(internal_kv._internal_kv_get(b"shared-looking-key").decode()))
+""", token=bob))
+    assert mine == "bob's value"

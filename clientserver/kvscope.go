@@ -1,0 +1,79 @@
+package clientserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// With token auth, each account has its own internal KV: a client's
+// namespaces are stored under a prefix of its account, so that one tenant
+// can neither read another's entries nor plant a runtime_env package under
+// the content-hash name another tenant's client will look for (the client
+// skips the upload when that name exists). With auth off there is one
+// account and the KV is Ray's, shared with native drivers.
+
+// accountKVPrefix marks the namespaces of one account's KV.
+const accountKVPrefix = "@gray-account/"
+
+// scopeNamespace is the KV namespace a client's ns is stored under.
+func scopeNamespace(account string, ns []byte) []byte {
+	if account == "" {
+		return ns
+	}
+	out := make([]byte, 0, len(accountKVPrefix)+len(account)+1+len(ns))
+	out = append(out, accountKVPrefix...)
+	out = append(out, account...)
+	out = append(out, '/')
+	return append(out, ns...)
+}
+
+// kvAccount is the account whose KV a call reads and writes ("" with auth
+// off, or for calls from inside the server). A call from a worker acts for
+// the account of the job it runs; a worker with no job has none to act for
+// and gets a KV of its own that nothing else uses.
+func (s *Server) kvAccount(ctx context.Context) string {
+	if !s.cfg.Auth.Enabled() {
+		return ""
+	}
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return ""
+	}
+	if c.workerID == "" {
+		return c.id.Account
+	}
+	if job, ok := s.cfg.Node.WorkerJob(c.workerID); ok {
+		if acct := s.jobAccount(job); acct != "" {
+			return acct
+		}
+	}
+	return "\x00worker-without-job"
+}
+
+// kvNS is scopeNamespace for the caller of ctx.
+func (s *Server) kvNS(ctx context.Context, ns []byte) []byte {
+	return scopeNamespace(s.kvAccount(ctx), ns)
+}
+
+// packageScope names the per-account directory packages are unpacked into
+// ("" with auth off): a hash, so any account name makes a safe path.
+func packageScope(account string) string {
+	if account == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(account))
+	return "acct-" + hex.EncodeToString(sum[:8])
+}
+
+// kvAccountOf is the account a session's KV and packages belong to (""
+// with auth off).
+func (s *Server) kvAccountOf(ss *session) string {
+	if !s.cfg.Auth.Enabled() {
+		return ""
+	}
+	if acct := s.accountOf(ss); acct != "" {
+		return acct
+	}
+	return "\x00worker-without-job"
+}
