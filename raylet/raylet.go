@@ -20,6 +20,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/sandbox"
 	"github.com/gray-cluster/gray/worker"
 )
 
@@ -71,16 +72,21 @@ type Config struct {
 	// PlacementGroups answers workers' placement group operations (nil:
 	// they fail).
 	PlacementGroups PlacementGroups
+	// Sandbox, when set, runs every worker in a bubblewrap sandbox with
+	// cgroup limits from its work's resources (nil: plain processes).
+	Sandbox *SandboxConfig
 }
 
 // Raylet schedules tasks on one node.
 type Raylet struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Objects
-	pool   *pool
-	ctx    context.Context
-	cancel context.CancelFunc
+	cfg   Config
+	log   *slog.Logger
+	store Objects
+	pool  *pool
+	// sandbox starts workers when they are sandboxed (nil: off).
+	sandbox *sandbox.Launcher
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu        sync.Mutex
 	available map[string]float64
@@ -132,6 +138,9 @@ func (r *Raylet) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.startSandbox(r.ctx); err != nil {
+		return err
+	}
 	p, err := newPool(r, script)
 	if err != nil {
 		return err
@@ -156,6 +165,9 @@ func (r *Raylet) Close() error {
 	}
 	if r.pool != nil {
 		r.pool.close()
+	}
+	if r.sandbox != nil {
+		_ = r.sandbox.Close()
 	}
 	return nil
 }
@@ -296,7 +308,7 @@ func (r *Raylet) dispatch() {
 
 func (r *Raylet) run(t *task) {
 	env := withGPUs(t.spec.Env, t.gpuIDs)
-	w, err := r.pool.acquire(r.ctx, env)
+	w, err := r.pool.acquire(r.ctx, t.spec.JobID, env, t.gpuIDs)
 	if err != nil {
 		r.releaseResources(t)
 		r.finishWithError(t, r.errorPickle("ray.exceptions", "RaySystemError", "could not start a worker: "+err.Error()))
@@ -312,6 +324,7 @@ func (r *Raylet) run(t *task) {
 	}
 	t.worker = w
 	r.mu.Unlock()
+	w.limit(t.spec.Resources)
 	res := w.execute(t, r.store)
 	r.mu.Lock()
 	t.worker = nil
@@ -342,9 +355,14 @@ func (r *Raylet) run(t *task) {
 			r.finishWithError(t, r.errorPickle("ray.exceptions", "TaskCancelledError", nil))
 			return
 		}
+		oom, limits := w.outOfMemory()
 		if t.attempt < t.spec.MaxRetries || t.spec.MaxRetries < 0 {
-			r.log.Info("worker died; retrying task", "task", t.spec.Name, "attempt", t.attempt+1, "err", res.err)
+			r.log.Info("worker died; retrying task", "task", t.spec.Name, "attempt", t.attempt+1, "err", res.err, "out_of_memory", oom)
 			r.retry(t)
+			return
+		}
+		if oom {
+			r.finishWithError(t, r.oomError(t, limits))
 			return
 		}
 		r.finishWithError(t, r.errorPickle("ray.exceptions", "WorkerCrashedError"))
