@@ -167,7 +167,7 @@ func Plan(w Worker) ([]string, error) {
 			}
 			name := "nvidia" + strconv.Itoa(id)
 			if !have[name] {
-				return nil, fmt.Errorf("%w: no device node %s for assigned GPU %d", ErrBadSpec, filepath.Join(dev, name), id)
+				continue // nothing to give (a mock GPU, --gpu-mock)
 			}
 			a.add("--dev-bind", filepath.Join(dev, name), "/dev/"+name)
 		}
