@@ -77,8 +77,12 @@ func (w *workerProc) limit(resources map[string]float64) {
 	}
 	l := sandbox.LimitsFor(resources)
 	w.mu.Lock()
-	w.limits = l
+	same := w.limited && w.limits == l
+	w.limits, w.limited = l, true
 	w.mu.Unlock()
+	if same {
+		return // the common case: the same kind of task again
+	}
 	if err := w.box.SetLimits(l); err != nil {
 		w.pool.r.log.Info("worker is over the memory limit of its next task; killing it", "worker", w.id, "err", err)
 		w.mu.Lock()

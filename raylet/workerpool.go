@@ -67,11 +67,12 @@ type workerProc struct {
 	idleAt   time.Time
 
 	// box is the worker's sandbox (nil with the sandbox off); limits what
-	// its cgroup allows now; oom (set before dead closes) whether the OOM
+	// its cgroup allows now (once limited); oom (set before dead closes) whether the OOM
 	// killer killed it, overLimit whether it was killed for holding more
 	// than a new limit.
 	box       *sandbox.Proc
 	limits    cgroup.Limits
+	limited   bool // limits are applied
 	oom       bool
 	overLimit bool
 }
