@@ -102,6 +102,9 @@ func New(ctx context.Context, cfg Config) (*Launcher, error) {
 	if l.cg, err = cgroup.New(name, cfg.Cgroups); err != nil {
 		return nil, err
 	}
+	if n := l.cg.SweepStale("gray-"); n > 0 {
+		l.log.Info("sandbox: removed control groups of workers of daemons that are gone", "groups", n)
+	}
 	switch {
 	case !l.cg.Enabled():
 		l.log.Warn("sandbox: worker memory and CPU limits are NOT applied: no writable cgroup hierarchy (run as root, or delegate a cgroup v2 subtree with memory and cpu to this user)",

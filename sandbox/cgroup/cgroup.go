@@ -222,6 +222,62 @@ func newV1(name string, o Options, own map[string]string) (*Manager, error) {
 	return &Manager{Version: 1, dirs: dirs}, nil
 }
 
+// SweepStale removes the sibling parent groups left behind by daemons that
+// died without cleaning up (kill -9): those named prefix...-PID whose PID
+// no longer runs and whose worker groups are empty. It returns how many it
+// removed.
+func (m *Manager) SweepStale(prefix string) int {
+	if !m.Enabled() {
+		return 0
+	}
+	removed := 0
+	stale := map[string][]string{} // sibling name -> its dirs, one per hierarchy
+	for _, dir := range m.dirs {
+		parent := filepath.Dir(dir)
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if !e.IsDir() || !strings.HasPrefix(name, prefix) || filepath.Join(parent, name) == dir {
+				continue
+			}
+			i := strings.LastIndexByte(name, '-')
+			pid, err := strconv.Atoi(name[i+1:])
+			if i < 0 || err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue
+			}
+			stale[name] = append(stale[name], filepath.Join(parent, name))
+		}
+	}
+	for _, dirs := range stale {
+		ok := true
+		for _, d := range dirs {
+			children, _ := os.ReadDir(d)
+			for _, c := range children {
+				if !c.IsDir() {
+					continue
+				}
+				// Workers die with their daemon (bwrap --die-with-parent):
+				// a group that still has processes is not garbage (its
+				// daemon may run in another pid namespace), so it stays.
+				g := &Group{m: m, dirs: map[string]string{"": filepath.Join(d, c.Name())}}
+				if len(g.Procs()) > 0 || g.Remove() != nil {
+					ok = false
+				}
+			}
+			if os.Remove(d) != nil {
+				ok = false
+			}
+		}
+		if ok {
+			removed++
+		}
+	}
+	return removed
+}
+
 // Enabled reports whether limits are applied.
 func (m *Manager) Enabled() bool { return m != nil && m.Version != 0 }
 

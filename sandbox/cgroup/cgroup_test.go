@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -244,5 +245,44 @@ func TestRealLimit(t *testing.T) {
 	}
 	if n := g.OOMKills(); n < 1 {
 		t.Errorf("oom kills %d after %v", n, err)
+	}
+}
+
+// A daemon killed with -9 leaves its groups; the next one removes those of
+// daemons that are gone and keeps those of live ones.
+func TestSweepStale(t *testing.T) {
+	root := t.TempDir()
+	fakeFile(t, filepath.Join(root, "memory", "cgroup.procs"), "")
+	fakeFile(t, filepath.Join(root, "cpu", "cgroup.procs"), "")
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := "gray-abc-" + strconv.Itoa(dead.Process.Pid)
+	live := "gray-abc-" + strconv.Itoa(os.Getpid())
+	for _, c := range []string{"memory", "cpu"} {
+		for _, n := range []string{gone, live} {
+			if err := os.MkdirAll(filepath.Join(root, c, n, "w-1"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m, err := New("gray-new-1", Options{Root: root, Self: "4:memory:/\n1:cpu:/\n", PID: 1})
+	if err != nil || m.Version != 1 {
+		t.Fatalf("%v %+v", err, m)
+	}
+	if n := m.SweepStale("gray-"); n != 1 {
+		t.Errorf("swept %d, want 1", n)
+	}
+	for _, c := range []string{"memory", "cpu"} {
+		if _, err := os.Stat(filepath.Join(root, c, gone)); !os.IsNotExist(err) {
+			t.Errorf("%s/%s still there: %v", c, gone, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, c, live, "w-1")); err != nil {
+			t.Errorf("live daemon's group removed: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(root, c, "gray-new-1")); err != nil {
+			t.Errorf("own group removed: %v", err)
+		}
 	}
 }
