@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # go-nvml's cgo build warns about every NVML 13 deprecation; keep logs readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test test-go test-py venv pool clean bench ci-deps
+.PHONY: all build test test-go test-py venv pool clean bench ci-deps bwrap-dep
 
 all: build
 
@@ -29,7 +29,9 @@ $(VENV)/.installed-3:
 # System packages the tests need, installed with apt-get when missing:
 # redis-server, which the Redis ledger backend's tests (billing/ledger) start;
 # chromium-headless-shell, the real browser the dashboard tests drive;
-# openssl, which the TLS tests make a client certificate with.
+# openssl, which the TLS tests make a client certificate with; and
+# bubblewrap, which sandboxes the pools' workers (gray start refuses to
+# run without it unless --sandbox=off).
 ci-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
@@ -43,6 +45,13 @@ ci-deps:
 		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -q && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium-headless-shell; }
+	@$(MAKE) --no-print-directory bwrap-dep
+
+bwrap-dep:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; }
 
 test: ci-deps build venv test-go test-py
 
@@ -59,7 +68,7 @@ test-py: build venv
 	GRAY_BIN=$(abspath $(GRAY)) $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 # Start a single-machine pool (head + local provider) on 127.0.0.1:10001.
-pool: build venv
+pool: bwrap-dep build venv
 	$(GRAY) start --head --python $(abspath $(PY))
 
 clean:

@@ -96,6 +96,9 @@ type Config struct {
 	Native NativeConfig
 	// Auth is token authentication, TLS and the metrics listener.
 	Auth AuthConfig
+	// Sandbox runs the local provider's workers in sandboxes (nil: plain
+	// processes, only for trusted single-user pools).
+	Sandbox *raylet.SandboxConfig
 }
 
 // Head is a running pool head with its local raylet.
@@ -220,6 +223,7 @@ func (h *Head) Start(ctx context.Context) error {
 	rl, err := raylet.New(raylet.Config{
 		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Store: h.Store,
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
+		Sandbox:         h.cfg.Sandbox.Protecting(h.cfg.StateDir, h.cfg.SessionDir),
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout, Logger: h.log,
 		OnActorDead: callbacks.actorDead, OnActorRef: callbacks.actorRef, OnHolderGone: callbacks.holderGone,
 		OnActorReady: callbacks.actorReady, Logs: callbacks.logs, WorkerKey: h.workerKey(nodeID),

@@ -100,7 +100,11 @@ type Config struct {
 	// NoPeer disables the peer service: other providers get this one's
 	// objects through the head. It still pulls from other providers.
 	NoPeer bool
-	Logger *slog.Logger
+	// Sandbox runs workers in sandboxes (nil: plain processes, only for
+	// trusted single-user pools); the raylet adds the state dir and the
+	// session dir to what they must not see.
+	Sandbox *raylet.SandboxConfig
+	Logger  *slog.Logger
 }
 
 // Provider is a running provider daemon.
@@ -300,6 +304,7 @@ func (p *Provider) Start(ctx context.Context) error {
 	p.raylet, err = raylet.New(raylet.Config{
 		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: resources, Store: p.objects,
 		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
+		Sandbox:           p.cfg.Sandbox.Protecting(p.cfg.StateDir),
 		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog, WorkerKey: p.workerKey(),
 		OnActorDead: func(id ids.ActorID) {
 			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_ActorDead{ActorDead: &pb.ActorDead{ActorId: id.Bytes()}}})

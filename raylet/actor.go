@@ -264,13 +264,18 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 	s := a.spec
 	a.mu.Lock()
 	env := s.Env
+	var gpus []int
 	if a.gate != nil {
 		env = withGPUs(s.Env, a.gate.gpuIDs)
+		gpus = a.gate.gpuIDs
 	}
 	a.mu.Unlock()
-	w, err := r.pool.spawnDedicated(env)
+	w, err := r.pool.spawnDedicated(s.JobID, env, gpus)
 	if err == nil {
 		err = r.pool.waitReady(r.ctx, w)
+	}
+	if err == nil {
+		w.limit(s.Resources)
 	}
 	if err != nil {
 		return w, nil, r.errorPickle(rayerr.ActorDied())

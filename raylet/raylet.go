@@ -20,6 +20,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/sandbox"
 	"github.com/gray-cluster/gray/worker"
 )
 
@@ -74,16 +75,21 @@ type Config struct {
 	// WorkerKey signs the credential each worker presents to the Ray
 	// Client front end with its nested calls (nil: workers get none).
 	WorkerKey []byte
+	// Sandbox, when set, runs every worker in a bubblewrap sandbox with
+	// cgroup limits from its work's resources (nil: plain processes).
+	Sandbox *SandboxConfig
 }
 
 // Raylet schedules tasks on one node.
 type Raylet struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Objects
-	pool   *pool
-	ctx    context.Context
-	cancel context.CancelFunc
+	cfg   Config
+	log   *slog.Logger
+	store Objects
+	pool  *pool
+	// sandbox starts workers when they are sandboxed (nil: off).
+	sandbox *sandbox.Launcher
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu        sync.Mutex
 	available map[string]float64
@@ -135,6 +141,9 @@ func (r *Raylet) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.startSandbox(r.ctx); err != nil {
+		return err
+	}
 	p, err := newPool(r, script)
 	if err != nil {
 		return err
@@ -159,6 +168,9 @@ func (r *Raylet) Close() error {
 	}
 	if r.pool != nil {
 		r.pool.close()
+	}
+	if r.sandbox != nil {
+		_ = r.sandbox.Close()
 	}
 	return nil
 }
@@ -299,7 +311,7 @@ func (r *Raylet) dispatch() {
 
 func (r *Raylet) run(t *task) {
 	env := withGPUs(t.spec.Env, t.gpuIDs)
-	w, err := r.pool.acquire(r.ctx, env)
+	w, err := r.pool.acquire(r.ctx, t.spec.JobID, env, t.gpuIDs)
 	if err != nil {
 		r.releaseResources(t)
 		r.finishWithError(t, r.errorPickle(rayerr.SystemError("could not start a worker: "+err.Error())))
@@ -315,6 +327,7 @@ func (r *Raylet) run(t *task) {
 	}
 	t.worker = w
 	r.mu.Unlock()
+	w.limit(t.spec.Resources)
 	res := w.execute(t, r.store)
 	r.mu.Lock()
 	t.worker = nil
@@ -345,9 +358,14 @@ func (r *Raylet) run(t *task) {
 			r.finishWithError(t, r.errorPickle(rayerr.TaskCancelled()))
 			return
 		}
+		oom, limits := w.outOfMemory()
 		if t.attempt < t.spec.MaxRetries || t.spec.MaxRetries < 0 {
-			r.log.Info("worker died; retrying task", "task", t.spec.Name, "attempt", t.attempt+1, "err", res.err)
+			r.log.Info("worker died; retrying task", "task", t.spec.Name, "attempt", t.attempt+1, "err", res.err, "out_of_memory", oom)
 			r.retry(t)
+			return
+		}
+		if oom {
+			r.finishWithError(t, r.oomError(t, limits))
 			return
 		}
 		r.finishWithError(t, r.errorPickle(rayerr.WorkerCrashed()))

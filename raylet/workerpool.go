@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/sandbox"
+	"github.com/gray-cluster/gray/sandbox/cgroup"
 )
 
 // Pool timing.
@@ -63,6 +64,16 @@ type workerProc struct {
 	job      ids.JobID
 	taskName string
 	idleAt   time.Time
+
+	// box is the worker's sandbox (nil with the sandbox off); limits what
+	// its cgroup allows now (once limited); oom (set before dead closes) whether the OOM
+	// killer killed it, overLimit whether it was killed for holding more
+	// than a new limit.
+	box       *sandbox.Proc
+	limits    cgroup.Limits
+	limited   bool // limits are applied
+	oom       bool
+	overLimit bool
 }
 
 type result struct {
@@ -114,6 +125,16 @@ func (p *pool) handshake(c net.Conn) {
 		return
 	}
 	w.conn = c
+	if w.box != nil {
+		// The worker's own pid is its pid in its sandbox; tell it the one
+		// the node reports (status, log prefixes, os.kill from outside).
+		if pid := w.box.WorkerPID(); pid > 0 {
+			w.mu.Lock()
+			w.pid = pid
+			w.mu.Unlock()
+			_ = w.send(map[string]any{"t": "host_pid", "pid": pid}, nil)
+		}
+	}
 	go w.readLoop(br)
 	close(w.ready)
 }
@@ -140,17 +161,17 @@ func (w *workerProc) readLoop(br *bufio.Reader) {
 	}
 }
 
-// spawnDedicated starts a worker that will host one actor.
-func (p *pool) spawnDedicated(env RuntimeEnv) (*workerProc, error) {
-	return p.start(env, true)
+// spawnDedicated starts a worker that will host one actor of job, on gpus.
+func (p *pool) spawnDedicated(job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+	return p.start(job, env, gpus, true)
 }
 
-// spawn starts a pooled worker process for env.
-func (p *pool) spawn(env RuntimeEnv) (*workerProc, error) {
-	return p.start(env, false)
+// spawn starts a pooled worker process for job's work in env.
+func (p *pool) spawn(job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+	return p.start(job, env, gpus, false)
 }
 
-func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
+func (p *pool) start(job ids.JobID, env RuntimeEnv, gpus []int, dedicated bool) (*workerProc, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -159,14 +180,24 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 	p.seq++
 	id := p.r.cfg.NodeID.Hex()[:8] + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(p.seq)
 	w := &workerProc{
-		id: id, envKey: env.Key(), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated, pool: p,
+		id: id, envKey: p.poolKey(job, env), loaded: map[ids.ObjectID]bool{}, dedicated: dedicated, pool: p,
 		ready: make(chan struct{}), dead: make(chan struct{}), frames: make(chan *frame, 4),
 	}
 	p.all[id] = w
 	p.mu.Unlock()
 
-	cmd := exec.Command(p.r.cfg.Python, "-u", p.script,
-		"--socket", p.sockPath, "--address", p.r.cfg.ClientAddress, "--worker-id", id)
+	var cmd *exec.Cmd
+	if p.r.sandbox != nil {
+		box, err := p.sandboxed(w, env, gpus)
+		if err != nil {
+			p.forget(w)
+			return nil, fmt.Errorf("start worker: %w", err)
+		}
+		w.box, cmd = box, box.Cmd
+	} else {
+		cmd = exec.Command(p.r.cfg.Python, "-u", p.script,
+			"--socket", p.sockPath, "--address", p.r.cfg.ClientAddress, "--worker-id", id)
+	}
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "GRAY_NODE_IP="+p.r.cfg.NodeIP,
 		"RAY_CLIENT_RECONNECT_GRACE_PERIOD=30")
 	if _, set := env.EnvVars[cudaVisible]; !set && p.r.cfg.Resources["GPU"] > 0 {
@@ -188,15 +219,31 @@ func (p *pool) start(env RuntimeEnv, dedicated bool) (*workerProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if w.box != nil {
+		start = w.box.Start
+	}
+	if err := start(); err != nil {
+		if w.box != nil && cmd.Process != nil {
+			_ = cmd.Wait()
+			w.box.Finish()
+		}
 		p.forget(w)
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
+	w.mu.Lock()
 	w.cmd, w.pid = cmd, cmd.Process.Pid
+	w.mu.Unlock()
 	go p.pipeLogs(w, stdout, false)
 	go p.pipeLogs(w, stderr, true)
 	go func() {
 		_ = cmd.Wait()
+		if w.box != nil {
+			oom := w.box.Finish()
+			w.mu.Lock()
+			w.oom = oom
+			w.mu.Unlock()
+		}
 		close(w.dead)
 		if w.conn != nil {
 			w.conn.Close()
@@ -215,13 +262,13 @@ func (p *pool) pipeLogs(w *workerProc, rd io.Reader, stderr bool) {
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		w.mu.Lock()
-		job, name := w.job, w.taskName
+		job, name, pid := w.job, w.taskName, w.pid
 		w.mu.Unlock()
 		if name == "" {
 			p.r.log.Debug("worker output", "worker", w.id, "line", sc.Text())
 			continue
 		}
-		line := fmt.Sprintf("(%s pid=%d) %s\n", name, w.pid, sc.Text())
+		line := fmt.Sprintf("(%s pid=%d) %s\n", name, pid, sc.Text())
 		p.r.cfg.Logs(job, line, stderr)
 	}
 }
@@ -254,7 +301,7 @@ func (p *pool) onExit(w *workerProc) {
 // prestart launches n default workers that join the idle list when ready.
 func (p *pool) prestart(n int) {
 	for i := 0; i < n; i++ {
-		w, err := p.spawn(RuntimeEnv{})
+		w, err := p.spawn(ids.JobID{}, RuntimeEnv{}, nil)
 		if err != nil {
 			p.r.log.Warn("prestart worker failed", "err", err)
 			return
@@ -283,24 +330,37 @@ func (p *pool) waitReady(ctx context.Context, w *workerProc) error {
 	}
 }
 
-// acquire returns an idle worker for env, starting one when none is idle.
-func (p *pool) acquire(ctx context.Context, env RuntimeEnv) (*workerProc, error) {
-	key := env.Key()
+// acquire returns an idle worker for job's work in env, starting one
+// (on gpus) when none is idle.
+func (p *pool) acquire(ctx context.Context, job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+	key := p.poolKey(job, env)
 	p.mu.Lock()
-	for len(p.idle[key]) > 0 {
-		list := p.idle[key]
-		w := list[len(list)-1]
-		p.idle[key] = list[:len(list)-1]
-		select {
-		case <-w.dead:
-			continue
-		default:
+	for _, from := range p.candidates(key, env) {
+		for len(p.idle[from]) > 0 {
+			list := p.idle[from]
+			w := list[len(list)-1]
+			p.idle[from] = list[:len(list)-1]
+			select {
+			case <-w.dead:
+				continue
+			default:
+			}
+			refill := false
+			if from != key {
+				// An unbound prestarted worker now belongs to this job;
+				// start another to keep the pool warm for the next one.
+				w.envKey = key
+				refill = !p.closed
+			}
+			p.mu.Unlock()
+			if refill {
+				p.prestart(1)
+			}
+			return w, nil
 		}
-		p.mu.Unlock()
-		return w, nil
 	}
 	p.mu.Unlock()
-	w, err := p.spawn(env)
+	w, err := p.spawn(job, env, gpus)
 	if err != nil {
 		return nil, err
 	}
@@ -308,6 +368,15 @@ func (p *pool) acquire(ctx context.Context, env RuntimeEnv) (*workerProc, error)
 		return nil, err
 	}
 	return w, nil
+}
+
+// candidates are the idle lists a worker for key may come from: its own,
+// and with the sandbox on, for default-env work, the unbound prestarted one.
+func (p *pool) candidates(key string, env RuntimeEnv) []string {
+	if k := env.Key(); key != k && k == "" {
+		return []string{key, ""}
+	}
+	return []string{key}
 }
 
 // release returns a healthy worker to the idle list.
@@ -404,8 +473,13 @@ func WorkerHolder(id string) string { return "worker:" + id }
 
 func (w *workerProc) kill() {
 	if w.cmd != nil && w.cmd.Process != nil {
-		_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+		// The process group of the worker (or of its bwrap, whose
+		// sandbox dies with it).
+		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 		_ = w.cmd.Process.Kill()
+		if w.box != nil {
+			w.box.Kill()
+		}
 	}
 }
 
@@ -509,39 +583,4 @@ func decodeResult(f *frame) result {
 func lostError(id ids.ObjectID) []byte {
 	b := rayerr.ObjectLost(id.Hex()).Pickle()
 	return b
-}
-
-// WorkerInfo describes one worker process.
-type WorkerInfo struct {
-	ID        string `json:"id"`
-	PID       int    `json:"pid"`
-	Idle      bool   `json:"idle"`
-	Dedicated bool   `json:"dedicated"`
-}
-
-// Workers lists the pool's live worker processes.
-func (r *Raylet) Workers() []WorkerInfo {
-	if r.pool == nil {
-		return nil
-	}
-	p := r.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	idle := map[*workerProc]bool{}
-	for _, list := range p.idle {
-		for _, w := range list {
-			idle[w] = true
-		}
-	}
-	var out []WorkerInfo
-	for _, w := range p.all {
-		select {
-		case <-w.ready:
-		default:
-			continue // still starting
-		}
-		out = append(out, WorkerInfo{ID: w.id, PID: w.pid, Idle: idle[w], Dedicated: w.dedicated})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
 }

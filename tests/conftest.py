@@ -32,6 +32,24 @@ def gray_bin():
     return out
 
 
+# Tests hand files to workers and read what workers wrote through pytest's
+# tmp_path. Workers run sandboxed with a private /tmp, so pools share the
+# pytest base temp dir with them (--sandbox-share), as an operator shares a
+# data directory. Set by the autouse fixture below.
+SANDBOX_SHARES = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_tmp_with_workers(tmp_path_factory):
+    SANDBOX_SHARES[:] = [str(tmp_path_factory.getbasetemp())]
+
+
+def sandbox_share_args(extra=()):
+    if "--sandbox=off" in extra:
+        return []
+    return [a for s in SANDBOX_SHARES for a in ("--sandbox-share", s)]
+
+
 def stop_process(proc):
     """SIGTERM, then SIGKILL after 15 s."""
     if proc.poll() is None:
@@ -60,6 +78,7 @@ class Pool:
             "--node-port", "0",
             "--gcs-port", "-1",
             "--state-dir", tempfile.mkdtemp(prefix="gray-head-state-"),
+            *sandbox_share_args(extra),
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
@@ -100,8 +119,8 @@ class Pool:
 class Provider:
     """A gray provider process joined to a pool."""
 
-    def __init__(self, gray_bin, pool, num_cpus=2, region=None, extra=(), state_dir=None, address=None):
-        self.gray_bin, self.pool = gray_bin, pool
+    def __init__(self, gray_bin, pool, num_cpus=2, region=None, extra=(), state_dir=None, address=None, env=None):
+        self.gray_bin, self.pool, self.env = gray_bin, pool, env
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="gray-provider-state-")
         self.log = tempfile.NamedTemporaryFile(prefix="gray-provider-", suffix=".log", delete=False)
         cmd = [
@@ -113,13 +132,14 @@ class Provider:
             "--num-cpus", str(num_cpus),
             "--prestart-workers", "1",
             *(["--region", region] if region else []),
+            *sandbox_share_args(extra),
             *extra,
         ]
         self.cmd = cmd
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

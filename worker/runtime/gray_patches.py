@@ -150,3 +150,27 @@ def flush_std():
         sys.stderr.flush()
     except Exception:  # noqa: BLE001
         pass
+
+
+def use_host_pid(host_pid):
+    """In a sandbox the worker is a low pid in its own pid namespace. The
+    node reports its host pid (status, log prefixes) and users compare
+    os.getpid() across tasks and signal it from outside, so this process
+    answers os.getpid() with the host pid, and os.kill() of that pid means
+    itself. Forked children go back to the real functions."""
+    real_getpid, real_kill = os.getpid, os.kill
+    inner = real_getpid()
+    if host_pid == inner:
+        return
+
+    def getpid():
+        return host_pid if real_getpid() == inner else real_getpid()
+
+    def kill(pid, sig):
+        return real_kill(inner if pid == host_pid and real_getpid() == inner else pid, sig)
+
+    def restore():
+        os.getpid, os.kill = real_getpid, real_kill
+
+    os.getpid, os.kill = getpid, kill
+    os.register_at_fork(after_in_child=restore)

@@ -511,6 +511,8 @@ class Runtime:
                     if waiter is not None:
                         waiter[1] = header
                         waiter[0].set()
+                elif t == "host_pid":
+                    gray_patches.use_host_pid(header["pid"])
                 elif t == "ack":
                     with self.cv:
                         self.unacked.pop(header["task_id"], None)

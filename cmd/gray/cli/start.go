@@ -84,6 +84,7 @@ type startFlags struct {
 	tlsCert     string
 	tlsKey      string
 	metricsAddr string
+	sandbox     sandboxFlags
 }
 
 func startCmd() *cobra.Command {
@@ -186,6 +187,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.tempDir, "temp-dir", "", "Ray temp dir for the native session directory and ray_current_cluster (head; default as Ray: $RAY_TMPDIR/ray, $TMPDIR/ray or /tmp/ray)")
 	f.StringVar(&o.nodeIDHex, "node_id", "", "native raylet node id (set by gray itself when it re-executes as gray-raylet)")
 	_ = f.MarkHidden("node_id")
+	o.sandbox.register(f)
 	f.StringVar(&o.payoutAddress, "payout-address", "", "Solana wallet (base58) this provider is paid to (provider)")
 	addTrustFlags(f, &o)
 	return cmd
@@ -243,8 +245,12 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if err != nil {
 		return err
 	}
+	sb, err := o.sandbox.config(cmd.OutOrStdout(), logger)
+	if err != nil {
+		return err
+	}
 	h, err := head.New(head.Config{
-		Native: native, Auth: trust,
+		Native: native, Auth: trust, Sandbox: sb,
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
@@ -314,7 +320,12 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		return err
 	}
 	session := filepath.Join(os.TempDir(), "gray", fmt.Sprintf("provider_%s_%d", time.Now().Format("20060102_150405"), os.Getpid()))
+	sb, err := o.sandbox.config(cmd.OutOrStdout(), logger)
+	if err != nil {
+		return err
+	}
 	p, err := provider.New(provider.Config{
+		Sandbox:  sb,
 		HeadAddr: o.address, Token: o.token, StateDir: stateDir, NodeIP: o.nodeIP, Python: o.python,
 		Resources: res, Labels: labels, GPUs: noderes.Summary(devs), ObjectStoreMemory: o.objStore,
 		SessionDir: session, PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout,
