@@ -216,6 +216,11 @@ def test_task_pid_is_the_node_reported_pid(sandbox_pool):
 
         @ray.remote
         def pid():
+            import psutil
+            # Code that inspects itself with psutil sees this process.
+            me = psutil.Process()
+            assert me.pid == os.getpid() == psutil.Process(os.getpid()).pid, (me.pid, os.getpid())
+            assert psutil.pid_exists(os.getpid()) and me.memory_info().rss > 0
             return os.getpid()
 
         p = ray.get(pid.remote())

@@ -174,3 +174,38 @@ def use_host_pid(host_pid):
 
     os.getpid, os.kill = getpid, kill
     os.register_at_fork(after_in_child=restore)
+    _psutil_knows_host_pid(host_pid, inner, real_getpid)
+
+
+def _psutil_knows_host_pid(host_pid, inner, real_getpid):
+    """psutil reads /proc of the sandbox's pid namespace, where the host pid
+    does not exist: map it (and psutil.Process() with no pid, which asks the
+    patched os.getpid) to this process, so code that inspects itself with
+    psutil (Ray's own runtime_env hooks, memory monitors) keeps working."""
+    try:
+        import psutil
+    except ImportError:
+        return
+
+    def inner_pid(pid):
+        if real_getpid() != inner:
+            return pid  # a forked child: its pids are its own
+        if pid is None or pid == host_pid:
+            return inner
+        return pid
+
+    real_init = psutil.Process.__init__
+    real_exists = psutil.pid_exists
+
+    def init(self, pid=None):
+        real_init(self, inner_pid(pid))
+
+    real_pid = psutil.Process.pid
+
+    def pid(self):
+        p = real_pid.fget(self)
+        return host_pid if p == inner and real_getpid() == inner else p
+
+    psutil.Process.__init__ = init
+    psutil.Process.pid = property(pid)
+    psutil.pid_exists = lambda pid: real_exists(inner_pid(pid))
