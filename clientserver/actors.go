@@ -314,7 +314,15 @@ func (s *Server) ActorReady(id ids.ActorID, info []byte) {
 	} else {
 		s.log.Warn("unreadable actor method table", "actor", id.Hex(), "err", err)
 	}
-	if _, err := s.cfg.KV.Put(s.ctx, []byte(actorInfoNamespace), []byte(id.Hex()), info, true); err != nil {
+	// Published in the KV of the actor's account: that is where its
+	// account's workers look (kvscope.go).
+	ns := []byte(actorInfoNamespace)
+	if s.cfg.Auth.Enabled() {
+		if a, ok := s.cfg.Actors.Get(id); ok {
+			ns = scopeNamespace(a.Account, ns)
+		}
+	}
+	if _, err := s.cfg.KV.Put(s.ctx, ns, []byte(id.Hex()), info, true); err != nil {
 		s.log.Warn("cannot publish an actor's method table", "actor", id.Hex(), "err", err)
 	}
 	s.mu.Lock()

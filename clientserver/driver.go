@@ -230,6 +230,9 @@ func (s *Server) nodes() []map[string]any {
 
 // KVGet reads the internal KV; a missing key leaves value unset.
 func (s *Server) KVGet(ctx context.Context, r *pb.KVGetRequest) (*pb.KVGetResponse, error) {
+	if err := s.foreignActorInfo(ctx, r.Namespace, r.Key); err != nil {
+		return nil, err
+	}
 	v, ok, err := s.cfg.KV.Get(ctx, s.kvNS(ctx, r.Namespace), r.Key)
 	if err != nil {
 		return nil, kvError(err)

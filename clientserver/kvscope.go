@@ -4,6 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gray-cluster/gray/internal/ids"
 )
 
 // With token auth, each account has its own internal KV: a client's
@@ -76,4 +81,28 @@ func (s *Server) kvAccountOf(ss *session) string {
 		return acct
 	}
 	return "\x00worker-without-job"
+}
+
+// foreignActorInfo refuses a lookup of the method table of an
+// actor another account owns (a handle it was passed): that table is in
+// the owner's KV, so the worker would otherwise wait for it in vain.
+func (s *Server) foreignActorInfo(ctx context.Context, ns, key []byte) error {
+	if !s.cfg.Auth.Enabled() || string(ns) != actorInfoNamespace {
+		return nil
+	}
+	raw, err := hex.DecodeString(string(key))
+	if err != nil {
+		return nil
+	}
+	aid, err := ids.ActorFromBytes(raw)
+	if err != nil {
+		return nil
+	}
+	a, ok := s.cfg.Actors.Get(aid)
+	if !ok || a.Account == s.kvAccount(ctx) {
+		return nil
+	}
+	// NOT_FOUND, as for an actor that does not exist, is one the stock
+	// client raises at once instead of retrying.
+	return status.Errorf(codes.NotFound, "actor %s not found", aid.Hex())
 }

@@ -24,7 +24,14 @@ def handle_class(common):
             key = self.actor_ref.id.hex().encode()
             deadline = time.time() + 300
             while True:
-                data = internal_kv._internal_kv_get(key, namespace=b"gray_actor_info")
+                try:
+                    data = internal_kv._internal_kv_get(key, namespace=b"gray_actor_info")
+                except ConnectionError as e:
+                    # The front end answers NOT_FOUND for an actor of another
+                    # account (with token auth): no such actor here.
+                    if "not found" not in str(e):
+                        raise
+                    raise ValueError("Failed to look up actor %s: it does not exist" % key.decode()) from None
                 if data:
                     break
                 if time.time() > deadline:
