@@ -28,6 +28,10 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if namespace == "" {
 		namespace = uuid.NewString()
 	}
+	origin, fromJob := s.jobOrigin(ss)
+	if fromJob {
+		runtimeEnv = withJobEnv(runtimeEnv, origin.RuntimeEnv)
+	}
 	env, err := s.resolveRuntimeEnv(runtimeEnv)
 	if err != nil {
 		return &pb.InitResponse{Ok: false, Msg: err.Error()}
@@ -40,8 +44,14 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if ss.workerID == "" {
 		job := s.cfg.Jobs.Start(ss.clientID, namespace, time.Now())
 		ss.job = job.ID
+		if fromJob {
+			s.cfg.Jobs.SetSubmission(job.ID, origin.SubmissionID)
+		}
 		if s.cfg.Billing != nil {
 			account := env.EnvVars["GRAY_ACCOUNT"]
+			if fromJob && origin.Account != "" {
+				account = origin.Account // the submitter's
+			}
 			if account == "" {
 				account = "default"
 			}

@@ -2,6 +2,7 @@ package clientserver
 
 import (
 	"context"
+	"net"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type session struct {
 	clientID string
 	workerID string
+	peer     net.Addr // the client end of the first data stream
 
 	mu          sync.Mutex
 	job         ids.JobID

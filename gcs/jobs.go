@@ -12,9 +12,12 @@ type JobInfo struct {
 	ID        ids.JobID
 	Namespace string
 	ClientID  string
-	StartTime time.Time
-	EndTime   time.Time
-	Alive     bool
+	// SubmissionID is the Jobs API submission whose entrypoint runs this
+	// session ("" for a driver started by hand).
+	SubmissionID string
+	StartTime    time.Time
+	EndTime      time.Time
+	Alive        bool
 }
 
 // Jobs is the job table.
@@ -38,7 +41,15 @@ func (j *Jobs) Start(clientID, namespace string, now time.Time) JobInfo {
 	return *info
 }
 
-// Finish marks a job as ended.
+// SetSubmission links a job to the Jobs API submission that started it.
+func (j *Jobs) SetSubmission(id ids.JobID, submissionID string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if info, ok := j.jobs[id]; ok {
+		info.SubmissionID = submissionID
+	}
+}
+
 // NextID reserves a job number for a job recorded elsewhere (a native
 // driver's, in the native GCS), so that no two jobs share one.
 func (j *Jobs) NextID() uint32 {
@@ -49,6 +60,7 @@ func (j *Jobs) NextID() uint32 {
 	return id
 }
 
+// Finish marks a job as ended.
 func (j *Jobs) Finish(id ids.JobID, now time.Time) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -2,8 +2,6 @@ package head
 
 import (
 	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -83,10 +81,7 @@ func (h *Head) nodeStatus() []NodeStatus {
 const RegionLabel = "ray.io/availability-region"
 
 func (h *Head) startStatus() error {
-	ln, err := net.Listen("tcp", h.cfg.StatusAddr)
-	if err != nil {
-		return fmt.Errorf("status endpoint: %w", err)
-	}
+	ln := h.statusLn
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/gray/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -94,6 +89,7 @@ func (h *Head) startStatus() error {
 	})
 	h.billingHandlers(mux)
 	mux.Handle("/metrics", h.metricsHandler())
+	h.jobsAPI(mux)
 	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()
 	return nil

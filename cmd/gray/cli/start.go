@@ -133,7 +133,8 @@ func startCmd() *cobra.Command {
 	f.IntVar(&o.port, "port", 10001, "Ray Client port (head)")
 	f.StringVar(&o.host, "host", "127.0.0.1", "address to listen on (head)")
 	f.StringVar(&o.nodeIP, "node-ip-address", "127.0.0.1", "this node's IP as others reach it")
-	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status port (head; 0 disables)")
+	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status and Ray Jobs API port (head; 0 disables)")
+	f.IntVar(&o.statusPort, "dashboard-port", 8265, "Ray's name for --status-port")
 	f.Float64Var(&o.numCPUs, "num-cpus", -1, "CPUs to offer (default: all cores; 0 offers none)")
 	f.Float64Var(&o.numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
 	f.StringVar(&o.gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
@@ -258,6 +259,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	fmt.Fprintf(out, "gray pool is up.\n  Connect with: ray.init(\"ray://%s\")\n", h.ClientAddr())
 	if statusAddr != "" {
 		fmt.Fprintf(out, "  Status:       gray status --address %s\n", statusAddr)
+		fmt.Fprintf(out, "  Jobs:         RAY_API_SERVER_ADDRESS=http://%s ray job submit -- CMD\n", h.DashboardAddr())
 	}
 	if a := h.GCSAddress(); a != "" {
 		fmt.Fprintf(out, "  Native Ray:   ray.init(address=\"%s\")\n", a)
