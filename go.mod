@@ -22,6 +22,8 @@ require github.com/hashicorp/golang-lru/v2 v2.0.7
 
 require github.com/google/flatbuffers v25.12.19+incompatible
 
+require github.com/coder/websocket v1.8.15
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -169,6 +169,9 @@ func (s *Server) accountOf(ss *session) string {
 	return s.jobAccount(s.jobOf(ss))
 }
 
+// JobAccount is the account that started a job ("" if unknown).
+func (s *Server) JobAccount(job ids.JobID) string { return s.jobAccount(job) }
+
 // jobAccount is the account that started a job ("" if unknown).
 func (s *Server) jobAccount(job ids.JobID) string {
 	s.mu.Lock()

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gray-cluster/gray/internal/ids"
@@ -39,6 +40,9 @@ func (s *Server) Datapath(stream pb.RayletDataStreamer_DatapathServer) error {
 		return err
 	}
 	ss.mu.Lock()
+	if p, ok := peer.FromContext(stream.Context()); ok && ss.peer == nil {
+		ss.peer = p.Addr
+	}
 	out := newOutbox()
 	ss.out = out
 	ss.generation++

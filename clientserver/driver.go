@@ -30,6 +30,10 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if namespace == "" {
 		namespace = uuid.NewString()
 	}
+	origin, fromJob := s.jobOrigin(ss)
+	if fromJob {
+		runtimeEnv = withJobEnv(runtimeEnv, origin.RuntimeEnv)
+	}
 	env, err := s.resolveRuntimeEnv(s.kvAccountOf(ss), runtimeEnv)
 	if err != nil {
 		return &pb.InitResponse{Ok: false, Msg: err.Error()}
@@ -45,6 +49,9 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 			return &pb.InitResponse{Ok: false, Msg: "could not start a job: " + err.Error()}
 		}
 		ss.job = job.ID
+		if fromJob {
+			s.cfg.Jobs.SetSubmission(job.ID, origin.SubmissionID)
+		}
 		account := ss.account
 		if account == "" {
 			account = auth.DefaultAccount

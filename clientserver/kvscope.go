@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 )
 
@@ -18,20 +19,8 @@ import (
 // skips the upload when that name exists). With auth off there is one
 // account and the KV is Ray's, shared with native drivers.
 
-// accountKVPrefix marks the namespaces of one account's KV.
-const accountKVPrefix = "@gray-account/"
-
 // scopeNamespace is the KV namespace a client's ns is stored under.
-func scopeNamespace(account string, ns []byte) []byte {
-	if account == "" {
-		return ns
-	}
-	out := make([]byte, 0, len(accountKVPrefix)+len(account)+1+len(ns))
-	out = append(out, accountKVPrefix...)
-	out = append(out, account...)
-	out = append(out, '/')
-	return append(out, ns...)
-}
+func scopeNamespace(account string, ns []byte) []byte { return gcs.AccountNamespace(account, ns) }
 
 // kvAccount is the account whose KV a call reads and writes ("" with auth
 // off, or for calls from inside the server). A call from a worker acts for

@@ -74,7 +74,10 @@ type Config struct {
 	Billing SessionBilling
 	// PackagesDir is where working_dir packages are unpacked.
 	PackagesDir string
-	Logger      *slog.Logger
+	// JobOrigin, when set, tells a session opened by a Jobs API
+	// entrypoint (by its connection's peer address) from others.
+	JobOrigin func(peer net.Addr) (JobOrigin, bool)
+	Logger    *slog.Logger
 	// MaxMessageSize bounds one gRPC message (the client allows 2 GiB).
 	MaxMessageSize int
 	// Auth authenticates every call (nil: auth disabled, one account).

@@ -2,6 +2,7 @@ package clientserver
 
 import (
 	"context"
+	"net"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ type session struct {
 	workerID string
 	// account is the driver's account (its token's); "" for a worker.
 	account string
+	peer    net.Addr // the client end of the first data stream
 
 	mu          sync.Mutex
 	job         ids.JobID

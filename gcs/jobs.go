@@ -15,9 +15,12 @@ type JobInfo struct {
 	ID        ids.JobID
 	Namespace string
 	ClientID  string
-	StartTime time.Time
-	EndTime   time.Time
-	Alive     bool
+	// SubmissionID is the Jobs API submission whose entrypoint runs this
+	// session ("" for a driver started by hand).
+	SubmissionID string
+	StartTime    time.Time
+	EndTime      time.Time
+	Alive        bool
 }
 
 // Jobs is the job table. Its counter is kept in a Store (when it has one)
@@ -91,6 +94,15 @@ func (j *Jobs) NextID(ctx context.Context) (uint32, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.allocLocked(ctx)
+}
+
+// SetSubmission links a job to the Jobs API submission that started it.
+func (j *Jobs) SetSubmission(id ids.JobID, submissionID string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if info, ok := j.jobs[id]; ok {
+		info.SubmissionID = submissionID
+	}
 }
 
 // Finish marks a job as ended.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gray-cluster/gray/auth"
@@ -25,6 +26,7 @@ import (
 	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/noderes"
+	"github.com/gray-cluster/gray/jobs"
 	"github.com/gray-cluster/gray/membership"
 	"github.com/gray-cluster/gray/native/node"
 	"github.com/gray-cluster/gray/nodeserver"
@@ -131,6 +133,10 @@ type Head struct {
 	tlsConf    *tls.Config
 	metricsLn  net.Listener
 	metricsSrv *http.Server
+	// jobs runs Jobs API submissions (nil without a status port); set
+	// once the pool is up, read by Ray Client sessions as they start.
+	jobs     atomic.Pointer[jobs.Manager]
+	statusLn net.Listener
 }
 
 // New validates the configuration and builds the components.
@@ -242,15 +248,16 @@ func (h *Head) Start(ctx context.Context) error {
 	rl.SetPlacementGroups(h.Cluster)
 	host, _ := os.Hostname()
 	h.Cluster.AddLocal(rl, gcs.NodeInfo{IP: h.cfg.NodeIP, Hostname: host, Labels: h.cfg.Labels, GPUs: summary})
-	dashboard := ""
-	if h.cfg.StatusAddr != "" {
-		dashboard = h.cfg.StatusAddr
+	if err := h.listenStatus(); err != nil {
+		return err
 	}
+	dashboard := h.DashboardAddr()
 	cs, err = clientserver.New(clientserver.Config{
 		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
 		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
+		JobOrigin: h.jobOrigin,
 	})
 	if err != nil {
 		return err
@@ -292,6 +299,10 @@ func (h *Head) Start(ctx context.Context) error {
 		}
 	}
 	if h.cfg.StatusAddr != "" {
+		if err := h.startJobs(ctx); err != nil {
+			h.Close()
+			return err
+		}
 		if err := h.startStatus(); err != nil {
 			h.Close()
 			return err
@@ -324,8 +335,13 @@ func (h *Head) Close() error {
 		}
 		_ = h.billing.ledger.Close()
 	}
+	if m := h.jobs.Load(); m != nil {
+		_ = m.Close() // ends running entrypoints
+	}
 	if h.http != nil {
 		_ = h.http.Close()
+	} else if h.statusLn != nil {
+		_ = h.statusLn.Close()
 	}
 	if h.metricsSrv != nil {
 		_ = h.metricsSrv.Close()

@@ -3,8 +3,6 @@ package head
 import (
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -85,10 +83,7 @@ func (h *Head) nodeStatus() []NodeStatus {
 const RegionLabel = "ray.io/availability-region"
 
 func (h *Head) startStatus() error {
-	ln, err := net.Listen("tcp", h.cfg.StatusAddr)
-	if err != nil {
-		return fmt.Errorf("status endpoint: %w", err)
-	}
+	ln := h.statusLn
 	if h.tlsConf != nil {
 		ln = tls.NewListener(ln, h.tlsConf)
 	}
@@ -106,6 +101,7 @@ func (h *Head) startStatus() error {
 	} else {
 		mux.Handle("/metrics", h.metricsHandler())
 	}
+	h.jobsAPI(mux)
 	mux.Handle(dashboard.PagePath, dashboard.Handler())
 	h.http = &http.Server{Handler: h.httpHandler(mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()

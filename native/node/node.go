@@ -27,6 +27,7 @@ import (
 	"github.com/gray-cluster/gray/native/nodemanager"
 	"github.com/gray-cluster/gray/native/plasma"
 	"github.com/gray-cluster/gray/native/session"
+	"github.com/gray-cluster/gray/proto/ray/raypb"
 )
 
 // RayVersion is the Ray version native drivers and workers must run.
@@ -243,6 +244,14 @@ func (n *Node) SessionDir() string { return n.layout.Dir }
 
 // NodeID is the node's id.
 func (n *Node) NodeID() []byte { return n.cfg.NodeID }
+
+// Jobs is a snapshot of the native GCS job table (nil before Start).
+func (n *Node) Jobs() []*raypb.JobTableData {
+	if n.gcs == nil {
+		return nil
+	}
+	return n.gcs.Jobs()
+}
 
 // Close stops the raylet (and its workers), the store and the GCS.
 func (n *Node) Close() error {

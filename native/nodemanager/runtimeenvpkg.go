@@ -1,19 +1,17 @@
 package nodemanager
 
 import (
-	"archive/zip"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/gray-cluster/gray/internal/pkgzip"
 )
 
 // ErrPackage is a runtime_env package that could not be fetched or unpacked.
@@ -25,8 +23,8 @@ const (
 	maxPackageBytes = 512 << 20
 	// defaultMaxUnpackedBytes and defaultMaxPackageEntries bound what one
 	// package may unpack to.
-	defaultMaxUnpackedBytes  = 4 << 30
-	defaultMaxPackageEntries = 200_000
+	defaultMaxUnpackedBytes  = pkgzip.DefaultMaxUnpackedBytes
+	defaultMaxPackageEntries = pkgzip.DefaultMaxEntries
 )
 
 // Where packages are unpacked under <session_dir>/runtime_resources, as the
@@ -151,95 +149,9 @@ func (c *pkgCache) unpackURI(ctx context.Context, kind, uri, name string) (strin
 
 // errUnsafeZip is a zip member that would land outside the target
 // directory, or a zip past the size limits.
-var errUnsafeZip = errors.New("unsafe zip")
+var errUnsafeZip = pkgzip.ErrUnsafe
 
-// unzipInto extracts a zip into dir (which exists): members keep their
-// paths (a top-level directory stays, as the stock agent keeps it for
-// gcs:// packages), regular files keep their permission bits, symlinks
-// and other special members are written as plain files. A member path
-// that is absolute or climbs out of dir refuses the whole package, as do
-// more than maxEntries members or more than maxBytes unpacked.
+// unzipInto extracts a zip into dir (see pkgzip.Unzip).
 func unzipInto(data []byte, dir string, maxBytes int64, maxEntries int) error {
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return fmt.Errorf("not a zip: %w", err)
-	}
-	if len(zr.File) > maxEntries {
-		return fmt.Errorf("%w: %d members (limit %d)", errUnsafeZip, len(zr.File), maxEntries)
-	}
-	var total int64
-	for _, f := range zr.File {
-		rel, err := safeMemberPath(f.Name)
-		if err != nil {
-			return err
-		}
-		if rel == "" {
-			continue
-		}
-		target := filepath.Join(dir, filepath.FromSlash(rel))
-		if strings.HasSuffix(f.Name, "/") || f.Mode().IsDir() {
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		n, err := writeMember(f, target, maxBytes-total)
-		if err != nil {
-			return err
-		}
-		total += n
-	}
-	return nil
-}
-
-// safeMemberPath cleans a zip member name, refusing one that is absolute,
-// has a drive or backslash, or climbs out with "..".
-func safeMemberPath(name string) (string, error) {
-	if name == "" || strings.ContainsAny(name, "\\\x00") || strings.HasPrefix(name, "/") ||
-		(len(name) >= 2 && name[1] == ':') {
-		return "", fmt.Errorf("%w: member %q", errUnsafeZip, name)
-	}
-	clean := path.Clean(name)
-	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("%w: member %q climbs out of the package", errUnsafeZip, name)
-	}
-	if clean == "." {
-		return "", nil
-	}
-	return clean, nil
-}
-
-func writeMember(f *zip.File, target string, budget int64) (int64, error) {
-	if budget < 0 || f.UncompressedSize64 > uint64(budget) {
-		return 0, fmt.Errorf("%w: unpacks to more than the limit", errUnsafeZip)
-	}
-	rc, err := f.Open()
-	if err != nil {
-		return 0, fmt.Errorf("member %q: %w", f.Name, err)
-	}
-	defer rc.Close()
-	perm := f.Mode().Perm() | 0o600
-	if !f.Mode().IsRegular() {
-		perm = 0o644
-	}
-	out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return 0, err
-	}
-	// The header's size may lie: copy at most budget+1 bytes and check.
-	n, err := io.Copy(out, io.LimitReader(rc, budget+1))
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return n, fmt.Errorf("member %q: %w", f.Name, err)
-	}
-	if n > budget {
-		return n, fmt.Errorf("%w: unpacks to more than the limit", errUnsafeZip)
-	}
-	_ = os.Chmod(target, perm) // past the umask, as the stock agent's chmod
-	return n, nil
+	return pkgzip.Unzip(data, dir, maxBytes, maxEntries)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gray-cluster/gray/auth"
 	"github.com/gray-cluster/gray/billing/metering"
 	"github.com/gray-cluster/gray/gpu/watch"
 	"github.com/gray-cluster/gray/head"
@@ -141,7 +142,8 @@ func startCmd() *cobra.Command {
 	f.IntVar(&o.port, "port", 10001, "Ray Client port (head)")
 	f.StringVar(&o.host, "host", "127.0.0.1", "address to listen on (head)")
 	f.StringVar(&o.nodeIP, "node-ip-address", "127.0.0.1", "this node's IP as others reach it")
-	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status port (head; 0 disables)")
+	f.IntVar(&o.statusPort, "status-port", 8265, "HTTP status and Ray Jobs API port (head; 0 disables)")
+	f.IntVar(&o.statusPort, "dashboard-port", 8265, "Ray's name for --status-port")
 	f.Float64Var(&o.numCPUs, "num-cpus", -1, "CPUs to offer (default: all cores; 0 offers none)")
 	f.Float64Var(&o.numGPU, "num-gpus", -1, "GPUs to offer (default: what NVML finds)")
 	f.StringVar(&o.gpuMock, "gpu-mock", "", "offer a go-nvml mock machine's GPUs (dgxa100, dgxh100, dgxh200, dgxb200), for tests")
@@ -232,18 +234,29 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	if stateDir == "" {
 		stateDir = defaultStateDir("head", fmt.Sprintf("%s:%d", o.host, o.port))
 	}
+	trust, err := trustConfig(o)
+	if err != nil {
+		return err
+	}
 	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir,
 		Required: cmd.Flags().Changed("gcs-port")}
+	// The native GCS checks no tokens: every process on this machine
+	// (ray:// workers of any account included) could use it. With token
+	// auth it is off unless asked for by --gcs-port.
+	if trust.Mode == auth.Token && native.Enabled {
+		if !native.Required {
+			native.Enabled = false
+			fmt.Fprintln(cmd.OutOrStdout(), "Native Ray:   off (token auth: the native GCS has no token check; --gcs-port PORT turns it on for a trusted machine)")
+		} else {
+			fmt.Fprintln(cmd.OutOrStdout(), "WARNING: native Ray is on with token auth: its GCS checks no tokens, so any process on this machine, ray:// workers of every account included, can use it")
+		}
+	}
 	if native.Enabled {
 		id, err := nativeNodeID(o)
 		if err != nil {
 			return err
 		}
 		native.NodeID = id
-	}
-	trust, err := trustConfig(o)
-	if err != nil {
-		return err
 	}
 	sb, err := o.sandbox.config(cmd.OutOrStdout(), logger)
 	if err != nil {
@@ -285,6 +298,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	printTrust(out, h, trust, stateDir)
 	if statusAddr != "" {
 		fmt.Fprintf(out, "  Status:       gray status --address %s\n", statusAddr)
+		fmt.Fprintf(out, "  Jobs:         RAY_API_SERVER_ADDRESS=http://%s ray job submit -- CMD\n", h.DashboardAddr())
 	}
 	if a := h.GCSAddress(); a != "" {
 		fmt.Fprintf(out, "  Native Ray:   ray.init(address=\"%s\")\n", a)
