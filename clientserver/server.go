@@ -21,6 +21,7 @@ import (
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // ChunkSize is the Ray Client transfer chunk (OBJECT_TRANSFER_CHUNK_SIZE).
@@ -74,6 +75,8 @@ type Config struct {
 	Logger      *slog.Logger
 	// MaxMessageSize bounds one gRPC message (the client allows 2 GiB).
 	MaxMessageSize int
+	// Tasks, when set, records the tasks submitted (for the State API).
+	Tasks *taskhistory.History
 }
 
 // Server serves Ray Client sessions.
