@@ -28,6 +28,7 @@ import (
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // Config configures a pool head.
@@ -113,6 +114,8 @@ type Head struct {
 	billing *billing
 	// Native is the native Ray node (nil unless Config.Native.Enabled).
 	Native *node.Node
+	// tasks is the recent ray:// task history (for the State API).
+	tasks *taskhistory.History
 }
 
 // New validates the configuration and builds the components.
@@ -162,6 +165,7 @@ func (h *Head) Start(ctx context.Context) error {
 	h.KV = gcs.NewMemKV()
 	h.Jobs = gcs.NewJobs()
 	h.Actors = gcs.NewActors()
+	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
 	nodeID := ids.NewNodeID()
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
@@ -224,6 +228,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
+		Tasks: h.tasks,
 	})
 	if err != nil {
 		return err

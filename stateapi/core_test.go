@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func ids(rows []Row, col string) []string {
+func idsOf(rows []Row, col string) []string {
 	out := []string{}
 	for _, r := range rows {
 		out = append(out, r[col].(string))
@@ -56,7 +56,7 @@ func TestListFilters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g := ids(got.Result, "actor_id"); !reflect.DeepEqual(g, c.want) {
+			if g := idsOf(got.Result, "actor_id"); !reflect.DeepEqual(g, c.want) {
 				t.Fatalf("ids = %v, want %v", g, c.want)
 			}
 			if got.Total != 3 || got.NumAfterTruncation != 3 {
@@ -99,7 +99,7 @@ func TestBoolFilterAndDriverTasks(t *testing.T) {
 		want []string
 	}{{"True", []string{"b"}}, {"1", []string{"b"}}, {"false", []string{"a"}}} {
 		got, err := List(nodes, Snapshot{Rows: rows}, Query{Limit: 10, Filters: []Filter{{Key: "is_head_node", Equal: true, Value: c.v}}})
-		if err != nil || !reflect.DeepEqual(ids(got.Result, "node_id"), c.want) {
+		if err != nil || !reflect.DeepEqual(idsOf(got.Result, "node_id"), c.want) {
 			t.Fatalf("is_head_node=%s: %v %v", c.v, got.Result, err)
 		}
 	}
@@ -109,7 +109,7 @@ func TestBoolFilterAndDriverTasks(t *testing.T) {
 	tasks, _ := SchemaOf(Tasks)
 	trows := []Row{{"task_id": "1", "type": "DRIVER_TASK"}, {"task_id": "2", "type": "NORMAL_TASK"}}
 	got, _ := List(tasks, Snapshot{Rows: trows}, Query{Limit: 10, ExcludeDriver: true})
-	if !reflect.DeepEqual(ids(got.Result, "task_id"), []string{"2"}) {
+	if !reflect.DeepEqual(idsOf(got.Result, "task_id"), []string{"2"}) {
 		t.Fatalf("exclude_driver: %v", got.Result)
 	}
 	got, _ = List(tasks, Snapshot{Rows: trows}, Query{Limit: 10})
@@ -203,7 +203,7 @@ func TestRuntimeEnvOrder(t *testing.T) {
 	s, _ := SchemaOf(RuntimeEnvs)
 	rows := []Row{{"node_id": "old", "creation_time_ms": 1.0}, {"node_id": "none", "creation_time_ms": nil}, {"node_id": "new", "creation_time_ms": 5.0}}
 	got, _ := List(s, Snapshot{Rows: rows}, Query{Limit: 10})
-	if !reflect.DeepEqual(ids(got.Result, "node_id"), []string{"none", "new", "old"}) {
+	if !reflect.DeepEqual(idsOf(got.Result, "node_id"), []string{"none", "new", "old"}) {
 		t.Fatalf("order: %v", got.Result)
 	}
 }

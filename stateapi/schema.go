@@ -108,8 +108,10 @@ func (s Schema) filterable() []string {
 // col builders: b = base (always output), d = detail only; f = filterable.
 func bf(name string, k Kind) Column { return Column{Name: name, Kind: k, Filterable: true} }
 func b(name string, k Kind) Column  { return Column{Name: name, Kind: k} }
-func df(name string, k Kind) Column { return Column{Name: name, Kind: k, Filterable: true, Detail: true} }
-func d(name string, k Kind) Column  { return Column{Name: name, Kind: k, Detail: true} }
+func df(name string, k Kind) Column {
+	return Column{Name: name, Kind: k, Filterable: true, Detail: true}
+}
+func d(name string, k Kind) Column { return Column{Name: name, Kind: k, Detail: true} }
 
 // schemas are the 2.60.0 client's schemas (ActorState, TaskState, ...).
 var schemas = map[Resource]Schema{
