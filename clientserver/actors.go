@@ -11,6 +11,7 @@ import (
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // Ray's actor defaults: no CPU held while alive, no restarts.
@@ -215,7 +216,12 @@ func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data
 		unpin()
 		return s.invalidTicket(rayerr.ActorError(err.Error()))
 	}
-	s.whenDone(returns, unpin)
+	class := t.Name
+	if info, ok := s.cfg.Actors.Get(aid); ok {
+		class = info.ClassName + "." + t.Name
+	}
+	s.cfg.Tasks.Submitted(taskhistory.Record{TaskID: call.TaskID, JobID: call.JobID, ActorID: aid, Type: taskhistory.ActorTask, FuncName: class})
+	s.whenDone(returns, func() { unpin(); s.recordEnd(call.TaskID, returns) })
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))

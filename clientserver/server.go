@@ -24,6 +24,7 @@ import (
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // ChunkSize is the Ray Client transfer chunk (OBJECT_TRANSFER_CHUNK_SIZE).
@@ -87,6 +88,8 @@ type Config struct {
 	WorkerKey func(ids.NodeID) []byte
 	// TLS, when set, serves the port over TLS.
 	TLS *tls.Config
+	// Tasks, when set, records the tasks submitted (for the State API).
+	Tasks *taskhistory.History
 }
 
 // Server serves Ray Client sessions.

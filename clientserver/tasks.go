@@ -13,6 +13,7 @@ import (
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // Ray's defaults for normal tasks.
@@ -128,7 +129,11 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 		done()
 		return s.invalidTicket(rayerr.SystemError("could not submit task: " + err.Error()))
 	}
-	s.whenDone(returns, done)
+	s.cfg.Tasks.Submitted(taskhistory.Record{
+		TaskID: spec.TaskID, JobID: job, Type: taskhistory.NormalTask, Name: spec.Name, FuncName: t.Name,
+		Resources: resources, PlacementGroup: spec.PlacementGroup,
+	})
+	s.whenDone(returns, func() { done(); s.recordEnd(spec.TaskID, returns) })
 	ticket := &pb.ClientTaskTicket{Valid: true}
 	for _, id := range returns {
 		ticket.ReturnIds = append(ticket.ReturnIds, append([]byte(nil), id[:]...))

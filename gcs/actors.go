@@ -123,3 +123,15 @@ func (a *Actors) OwnedBy(owner string) []ActorInfo {
 	}
 	return out
 }
+
+// List returns every actor record, dead ones included, sorted by id.
+func (a *Actors) List() []ActorInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]ActorInfo, 0, len(a.byID))
+	for _, r := range a.byID {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.Hex() < out[j].ID.Hex() })
+	return out
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskhistory"
 )
 
 // Config configures a pool head.
@@ -137,6 +138,8 @@ type Head struct {
 	// once the pool is up, read by Ray Client sessions as they start.
 	jobs     atomic.Pointer[jobs.Manager]
 	statusLn net.Listener
+	// tasks is the recent ray:// task history (for the State API).
+	tasks *taskhistory.History
 }
 
 // New validates the configuration and builds the components.
@@ -193,6 +196,7 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	h.Actors = gcs.NewActors()
+	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
 	nodeID := ids.NewNodeID()
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
@@ -258,6 +262,7 @@ func (h *Head) Start(ctx context.Context) error {
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
 		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
 		JobOrigin: h.jobOrigin,
+		Tasks:     h.tasks,
 	})
 	if err != nil {
 		return err

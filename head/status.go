@@ -11,6 +11,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/stateapi"
 )
 
 // Status is what `gray status` shows.
@@ -26,6 +27,8 @@ type Status struct {
 	SpilledBytes  int64                        `json:"spilled_bytes"`
 	Spilled       int                          `json:"spilled_objects"`
 	Extra         map[string]map[string]string `json:"extra,omitempty"`
+	// Demands are the resource shapes waiting for room.
+	Demands []Demand `json:"demands,omitempty"`
 }
 
 // NodeStatus is one node's line in the status.
@@ -60,6 +63,7 @@ func (h *Head) Snapshot() Status {
 		ObjectBytes:   h.Store.Used(),
 		SpilledBytes:  h.Store.SpilledBytes(),
 		Spilled:       h.Store.Spilled(),
+		Demands:       h.demands(),
 	}
 }
 
@@ -102,6 +106,7 @@ func (h *Head) startStatus() error {
 		mux.Handle("/metrics", h.metricsHandler())
 	}
 	h.jobsAPI(mux)
+	mux.Handle(stateapi.Prefix, h.stateHandler())
 	mux.Handle(dashboard.PagePath, dashboard.Handler())
 	h.http = &http.Server{Handler: h.httpHandler(mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = h.http.Serve(ln) }()

@@ -397,3 +397,53 @@ ray.init(ADDR)
 print("RESULT" + json.dumps(internal_kv._internal_kv_get(b"shared-looking-key").decode()))
 """, token=bob))
     assert mine == "bob's value"
+
+
+def test_jobs_and_state_api_show_only_the_callers_account(gray_bin, tpool, tmp_path):
+    alice, bob = new_token(gray_bin, tpool, "jobs-alice"), new_token(gray_bin, tpool, "jobs-bob")
+    api = "http://127.0.0.1:%d" % tpool.status_port
+    (tmp_path / "entry.py").write_text(
+        "import ray\n"
+        "ray.init()\n"
+        "@ray.remote\n"
+        "def f(): return 6 * 7\n"
+        "print('answer', ray.get(f.remote()))\n"
+        "@ray.remote\n"
+        "class JobsProbe:\n"
+        "    def ping(self): return 1\n"
+        "a = JobsProbe.options(name='jobs-probe', lifetime='detached').remote()\n"
+        "ray.get(a.ping.remote())\n")
+    # Alice submits with the stock SDK; her entrypoint runs as her account.
+    sub = result(run(tpool, """
+import time
+from ray.job_submission import JobSubmissionClient
+c = JobSubmissionClient(os.environ["API"])
+sid = c.submit_job(entrypoint="python entry.py", runtime_env={"working_dir": os.environ["WD"]})
+deadline = time.time() + 120
+while time.time() < deadline and not c.get_job_status(sid).is_terminal():
+    time.sleep(0.5)
+print("RESULT" + json.dumps({"sid": sid, "status": str(c.get_job_status(sid).value), "logs": c.get_job_logs(sid)}))
+""", token=alice, extra_env={"API": api, "WD": str(tmp_path)}))
+    assert sub["status"] == "SUCCEEDED" and "answer 42" in sub["logs"], sub
+    look = """
+from ray.job_submission import JobSubmissionClient
+c = JobSubmissionClient(os.environ["API"])
+res = {"jobs": [j.submission_id for j in c.list_jobs()]}
+try:
+    c.get_job_info(os.environ["SID"])
+    res["info"] = "ok"
+except Exception as e:
+    res["info"] = type(e).__name__ + ": " + str(e)[:200]
+import urllib.request
+req = urllib.request.Request(os.environ["API"] + "/api/v0/actors?limit=1000",
+                             headers={"Authorization": "Bearer " + os.environ["RAY_AUTH_TOKEN"]})
+rows = json.load(urllib.request.urlopen(req))["data"]["result"]["result"]
+res["actors"] = [r["name"] for r in rows]
+print("RESULT" + json.dumps(res))
+"""
+    mine = result(run(tpool, look, token=alice, extra_env={"API": api, "SID": sub["sid"]}))
+    assert sub["sid"] in mine["jobs"] and mine["info"] == "ok" and "jobs-probe" in mine["actors"], mine
+    theirs = result(run(tpool, look, token=bob, extra_env={"API": api, "SID": sub["sid"]}))
+    assert sub["sid"] not in theirs["jobs"], theirs
+    assert "does not exist" in theirs["info"], theirs
+    assert "jobs-probe" not in theirs["actors"], theirs

@@ -134,3 +134,28 @@ func (x *autoscalerService) DrainNode(_ context.Context, req *autoscalerpb.Drain
 	n.drainTill = req.GetDeadlineTimestampMs()
 	return &autoscalerpb.DrainNodeReply{IsAccepted: true}, nil
 }
+
+// Demand is a resource shape waiting in the native cluster and how many
+// requests of it wait (queued tasks and actors, as the raylets report).
+type Demand struct {
+	Shape map[string]float64
+	Count int64
+}
+
+// Demands lists the pending demands `ray status` shows, from the last
+// raylet polls.
+func (s *Server) Demands() []Demand {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Demand
+	for _, d := range s.aggregateLoadLocked().GetResourceDemands() {
+		count := int64(d.GetNumReadyRequestsQueued() + d.GetNumInfeasibleRequestsQueued())
+		if count == 0 {
+			count = max(d.GetBacklogSize(), 0)
+		}
+		if count > 0 {
+			out = append(out, Demand{Shape: maps.Clone(d.GetShape()), Count: count})
+		}
+	}
+	return out
+}

@@ -165,3 +165,15 @@ type eventExportService struct {
 func (x *eventExportService) AddEvents(context.Context, *eventspb.AddEventsRequest) (*eventspb.AddEventsReply, error) {
 	return &eventspb.AddEventsReply{Status: &eventspb.AddEventsStatus{}}, nil
 }
+
+// TaskEvents returns a snapshot of the task event ring (oldest first) and
+// how many task attempts it dropped beyond its limit.
+func (s *Server) TaskEvents() ([]*raypb.TaskEvents, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*raypb.TaskEvents, 0, s.events.order.Len())
+	for el := s.events.order.Front(); el != nil; el = el.Next() {
+		out = append(out, proto.Clone(el.Value.(*raypb.TaskEvents)).(*raypb.TaskEvents))
+	}
+	return out, int(s.events.dropped)
+}

@@ -279,3 +279,10 @@ func (n *Node) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// GCS is the node's GCS server (read its tables through its snapshot
+// accessors); nil before Start.
+func (n *Node) GCS() *gcsserver.Server { return n.gcs }
+
+// Plasma is the node's object store; nil before Start.
+func (n *Node) Plasma() *plasma.Store { return n.store }

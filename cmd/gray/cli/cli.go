@@ -144,7 +144,7 @@ func statusCmd() *cobra.Command {
 				}
 				sort.Strings(keys)
 				for _, k := range keys {
-					fmt.Fprintf(out, "    %-22s %g / %g\n", k, n.Total[k]-n.Available[k], n.Total[k])
+					fmt.Fprintf(out, "    %-22s %s\n", k, usageLine(k, n.Total[k]-n.Available[k], n.Total[k]))
 				}
 				for _, g := range n.GPUDevices {
 					fmt.Fprintln(out, "    "+gpuLine(g))
@@ -161,7 +161,15 @@ func statusCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(out, "Workers: %d (%d idle)\n", len(st.Workers), idle)
-			fmt.Fprintf(out, "Objects: %d (%d bytes)\n", st.Objects, st.ObjectBytes)
+			fmt.Fprintf(out, "Objects: %d (%s in memory", st.Objects, bytesHuman(float64(st.ObjectBytes)))
+			if st.Spilled > 0 {
+				fmt.Fprintf(out, ", %d spilled: %s", st.Spilled, bytesHuman(float64(st.SpilledBytes)))
+			}
+			fmt.Fprintln(out, ")")
+			fmt.Fprintln(out, "Pending demands:")
+			for _, l := range demandLines(st.Demands) {
+				fmt.Fprintln(out, l)
+			}
 			return nil
 		},
 	}
