@@ -107,10 +107,15 @@ def test_actor_and_placement_group_pages_follow_the_state_api(dash_pool, browser
         pg = placement_group([{"CPU": 1}], name="probe-pg")
         ray.get(pg.ready())
         print("READY", flush=True)
-        sys.stdin.read() if False else __import__("time").sleep(120)
+        __import__("time").sleep(120)
     """)
     try:
-        assert driver.stdout.readline().strip() == "READY"
+        seen = []
+        for line in driver.stdout:
+            seen.append(line)
+            if line.strip() == "READY":
+                break
+        assert seen and seen[-1].strip() == "READY", "".join(seen)
         actors = get_json(base(dash_pool) + "/api/v0/actors?limit=100")["data"]["result"]["result"]
         probe = [a for a in actors if a.get("name") == "probe-actor"][0]
         browser.goto(base(dash_pool) + "/#/actors")
