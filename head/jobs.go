@@ -76,7 +76,12 @@ func (h *Head) startJobs(ctx context.Context) error {
 		nodeID = ids.NodeID{}
 		copy(nodeID[:], h.Native.NodeID())
 	}
+	var store jobs.Store // in memory without a GCS store
+	if h.gcsStore != nil {
+		store = jobs.NewGCSStore(h.gcsStore)
+	}
 	m, err := jobs.New(jobs.Config{
+		Store:  store,
 		LogDir: logDir, JobsDir: filepath.Join(h.cfg.SessionDir, "jobs"),
 		Packages: func(ctx context.Context, account, uri string) ([]byte, error) {
 			b, ok, err := h.KV.Get(ctx, h.accountKV(account), []byte(uri))

@@ -177,6 +177,28 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	m.ctx, m.cancel = context.WithCancel(ctx)
+	return m.endOrphans(ctx)
+}
+
+// endOrphans marks FAILED the jobs a durable store still has as pending or
+// running: their supervisor was the head process that stopped before they
+// ended, and no one watches them now.
+func (m *Manager) endOrphans(ctx context.Context) error {
+	recs, err := m.store.List(ctx)
+	if err != nil {
+		return fmt.Errorf("jobs: reading the job records: %w", err)
+	}
+	for _, r := range recs {
+		if r.Status.Terminal() {
+			continue
+		}
+		r.Status, r.ErrorType, r.EndTime = Failed, SupervisorDied, m.nowMs()
+		r.Message = "Job supervisor actor died: the head stopped while the job was pending or running, and a restarted head does not take jobs over."
+		if err := m.store.Put(ctx, r); err != nil {
+			return fmt.Errorf("jobs: ending job %s of the previous head: %w", r.SubmissionID, err)
+		}
+		m.log.Warn("job of the previous head run marked failed", "submission_id", r.SubmissionID)
+	}
 	return nil
 }
 
