@@ -33,8 +33,12 @@ func TestUDPEcho(t *testing.T) {
 		t.Fatalf("reply of %d bytes, want %d", len(got), len(big))
 	}
 	// The proxy counts a datagram once its write returned, which may be
-	// just after the client has read it.
-	eventually(t, "the last reply counted", func() bool { return p.Stats().Down.Forwarded >= 101 })
+	// just after the client has read it (or, upstream, after the server
+	// has answered it).
+	eventually(t, "the last datagrams counted", func() bool {
+		st := p.Stats()
+		return st.Up.Forwarded >= 101 && st.Down.Forwarded >= 101
+	})
 	if st := p.Stats(); st.Up.Forwarded != 101 || st.Down.Forwarded != 101 || st.Up.Dropped+st.Down.Dropped != 0 || st.Sessions != 1 {
 		t.Errorf("stats %+v", st)
 	}
