@@ -10,8 +10,8 @@ import (
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/rayerr"
-	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/taskhistory"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Ray's actor defaults: no CPU held while alive, no restarts.
@@ -83,7 +83,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	resources := opts.resources(defaultActorCPUs)
 	env = withOMPThreads(env, resources)
-	spec := &raylet.ActorSpec{
+	spec := &taskspec.ActorSpec{
 		ActorID: info.ID, JobID: job, Name: t.Name, ClassID: cid, Args: data, Deps: deps, Pins: pins,
 		SelfRefs: s.selfRefs(cid), Resources: resources,
 		MaxConcurrency: opts.int("max_concurrency", 0), MaxRestarts: opts.int("max_restarts", 0),
@@ -199,7 +199,7 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 // submitCall submits a method call whose argument objects are pinned until
 // unpin, which it calls when the call has finished.
 func (s *Server) submitCall(ss *session, aid ids.ActorID, t *pb.ClientTask, data [][]byte, deps, pins []ids.ObjectID, unpin func(), numReturns int, group string) *pb.ClientTaskTicket {
-	call := &raylet.ActorCall{
+	call := &taskspec.ActorCall{
 		TaskID: ids.NewTaskID(aid), ActorID: aid, JobID: s.jobOf(ss), Method: t.Name,
 		Args: data, Deps: deps, Pins: pins, NumReturns: numReturns, ConcurrencyGroup: group,
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TestSendChunksProperty checks that sendChunks re-cuts arbitrary segments
@@ -90,15 +90,15 @@ func TestSendChunksProperty(t *testing.T) {
 
 type fakeNode struct{}
 
-func (fakeNode) NodeID() ids.NodeID                  { return ids.NodeID{1} }
-func (fakeNode) Submit(*raylet.TaskSpec) error       { return nil }
-func (fakeNode) Cancel(ids.TaskID, bool) error       { return nil }
-func (fakeNode) Total() map[string]float64           { return map[string]float64{"CPU": 1} }
-func (fakeNode) Available() map[string]float64       { return map[string]float64{"CPU": 1} }
-func (fakeNode) WorkerJob(string) (ids.JobID, bool)  { return ids.JobID{}, false }
-func (fakeNode) WorkerBlocked(string) func()         { return func() {} }
-func (fakeNode) CreateActor(*raylet.ActorSpec) error { return nil }
-func (fakeNode) SubmitActorTask(*raylet.ActorCall) error {
+func (fakeNode) NodeID() ids.NodeID                    { return ids.NodeID{1} }
+func (fakeNode) Submit(*taskspec.TaskSpec) error       { return nil }
+func (fakeNode) Cancel(ids.TaskID, bool) error         { return nil }
+func (fakeNode) Total() map[string]float64             { return map[string]float64{"CPU": 1} }
+func (fakeNode) Available() map[string]float64         { return map[string]float64{"CPU": 1} }
+func (fakeNode) WorkerJob(string) (ids.JobID, bool)    { return ids.JobID{}, false }
+func (fakeNode) WorkerBlocked(string) func()           { return func() {} }
+func (fakeNode) CreateActor(*taskspec.ActorSpec) error { return nil }
+func (fakeNode) SubmitActorTask(*taskspec.ActorCall) error {
 	return nil
 }
 func (fakeNode) KillActor(ids.ActorID, bool) error { return nil }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func TestCheckWaitFollowsRayWait(t *testing.T) {
@@ -78,16 +78,16 @@ func TestLogTeeSendsRecordsAtTheRequestedLevel(t *testing.T) {
 
 func TestWithOMPThreads(t *testing.T) {
 	for cpus, want := range map[float64]string{0: "", 0.5: "", 1: "", 1.9: "", 2: "2", 3.5: "3", 16: "16"} {
-		env := withOMPThreads(raylet.RuntimeEnv{EnvVars: map[string]string{}}, map[string]float64{"CPU": cpus})
+		env := withOMPThreads(taskspec.RuntimeEnv{EnvVars: map[string]string{}}, map[string]float64{"CPU": cpus})
 		if got := env.EnvVars[ompThreads]; got != want {
 			t.Errorf("cpus %v: OMP_NUM_THREADS %q, want %q", cpus, got, want)
 		}
 	}
-	env := withOMPThreads(raylet.RuntimeEnv{EnvVars: map[string]string{ompThreads: "7"}}, map[string]float64{"CPU": 4})
+	env := withOMPThreads(taskspec.RuntimeEnv{EnvVars: map[string]string{ompThreads: "7"}}, map[string]float64{"CPU": 4})
 	if env.EnvVars[ompThreads] != "7" {
 		t.Errorf("a set OMP_NUM_THREADS was replaced: %q", env.EnvVars[ompThreads])
 	}
-	if env := withOMPThreads(raylet.RuntimeEnv{}, map[string]float64{"CPU": 2}); env.EnvVars[ompThreads] != "2" {
+	if env := withOMPThreads(taskspec.RuntimeEnv{}, map[string]float64{"CPU": 2}); env.EnvVars[ompThreads] != "2" {
 		t.Errorf("nil env vars: %v", env.EnvVars)
 	}
 }

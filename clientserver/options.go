@@ -7,7 +7,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // options are the merged @ray.remote and .options() keyword arguments.
@@ -224,8 +224,8 @@ func allFF(b []byte) bool {
 
 // scheduling returns the scheduling strategy and label selector options in
 // the form the head's placement uses.
-func (o options) scheduling() raylet.Scheduling {
-	var s raylet.Scheduling
+func (o options) scheduling() taskspec.Scheduling {
+	var s taskspec.Scheduling
 	switch st := o["scheduling_strategy"].(type) {
 	case string:
 		if st == "SPREAD" {

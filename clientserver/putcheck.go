@@ -7,7 +7,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // The stock server unpickles every ray.put value before storing it, so a
@@ -73,7 +73,7 @@ func (s *Server) checkPut(ss *session, oid ids.ObjectID) []byte {
 		return nil
 	}
 	job := s.jobOf(ss)
-	spec := &raylet.TaskSpec{
+	spec := &taskspec.TaskSpec{
 		TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, Name: "ray.put", FunctionID: fid,
 		Args: [][]byte{putCheckArgs(oid)}, Deps: []ids.ObjectID{oid}, Pins: []ids.ObjectID{oid, fid},
 		NumReturns: 1, Resources: map[string]float64{}, Env: env, BundleIndex: -1,

@@ -23,8 +23,8 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
-	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/taskhistory"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // ChunkSize is the Ray Client transfer chunk (OBJECT_TRANSFER_CHUNK_SIZE).
@@ -33,14 +33,14 @@ const ChunkSize = 5 << 20
 // Node is what the front end needs from the node that runs tasks.
 type Node interface {
 	NodeID() ids.NodeID
-	Submit(spec *raylet.TaskSpec) error
+	Submit(spec *taskspec.TaskSpec) error
 	Cancel(id ids.TaskID, force bool) error
 	Total() map[string]float64
 	Available() map[string]float64
 	// WorkerJob reports the job of the task a worker is running.
 	WorkerJob(workerID string) (ids.JobID, bool)
-	CreateActor(spec *raylet.ActorSpec) error
-	SubmitActorTask(call *raylet.ActorCall) error
+	CreateActor(spec *taskspec.ActorSpec) error
+	SubmitActorTask(call *taskspec.ActorCall) error
 	KillActor(id ids.ActorID, noRestart bool) error
 	// Nodes lists the cluster's nodes for ray.nodes().
 	Nodes() []gcs.NodeInfo

@@ -9,6 +9,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // session is the server side of one client_id: a Ray job with its own
@@ -25,7 +26,7 @@ type session struct {
 	mu          sync.Mutex
 	job         ids.JobID
 	namespace   string
-	env         raylet.RuntimeEnv
+	env         taskspec.RuntimeEnv
 	runtimeEnv  map[string]any
 	grace       time.Duration
 	initialized bool

@@ -12,8 +12,8 @@ import (
 	"github.com/gray-cluster/gray/internal/pickle"
 	pb "github.com/gray-cluster/gray/proto/rayclientpb"
 	"github.com/gray-cluster/gray/rayerr"
-	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/taskhistory"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Ray's defaults for normal tasks.
@@ -92,7 +92,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	resources := opts.resources(defaultTaskCPUs)
 	env = withOMPThreads(env, resources)
 	s.log.Debug("task", "name", t.Name, "options", opts, "env", env.Key(), "deps", len(deps))
-	spec := &raylet.TaskSpec{
+	spec := &taskspec.TaskSpec{
 		TaskID:          ids.NewTaskID(ids.NilActorFor(job)),
 		JobID:           job,
 		Name:            opts.str("name", t.Name),
@@ -144,7 +144,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 // prepare reads what a task or actor creation needs from its arguments and
 // options: the refs to resolve first, the objects to keep alive, and its
 // runtime env.
-func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, actors []ids.ActorID, env raylet.RuntimeEnv, err error) {
+func (s *Server) prepare(ss *session, data [][]byte, opts options) (deps, pins []ids.ObjectID, actors []ids.ActorID, env taskspec.RuntimeEnv, err error) {
 	if deps, pins, actors, err = s.refsOf(ss, data); err != nil {
 		return nil, nil, nil, env, err
 	}
@@ -224,7 +224,7 @@ const ompThreads = "OMP_NUM_THREADS"
 // holds, as Ray's workers do unless the variable is set already. The worker
 // runtime defaults it to 1 (Ray's value for fewer than two CPUs), so only
 // larger counts change the worker's environment (and so its pool key).
-func withOMPThreads(env raylet.RuntimeEnv, resources map[string]float64) raylet.RuntimeEnv {
+func withOMPThreads(env taskspec.RuntimeEnv, resources map[string]float64) taskspec.RuntimeEnv {
 	n := int(math.Floor(resources["CPU"]))
 	if _, set := env.EnvVars[ompThreads]; set || n < 2 {
 		return env
@@ -254,7 +254,7 @@ func (s *Server) selfRefs(fid ids.ObjectID) map[string]string {
 }
 
 // taskEnv merges the job's runtime_env with the task's.
-func (s *Server) taskEnv(ss *session, opts options) (raylet.RuntimeEnv, error) {
+func (s *Server) taskEnv(ss *session, opts options) (taskspec.RuntimeEnv, error) {
 	ss.mu.Lock()
 	base := ss.env
 	ss.mu.Unlock()
@@ -267,7 +267,7 @@ func (s *Server) taskEnv(ss *session, opts options) (raylet.RuntimeEnv, error) {
 			}
 		}
 	}
-	env := raylet.RuntimeEnv{WorkingDir: base.WorkingDir, EnvVars: map[string]string{}}
+	env := taskspec.RuntimeEnv{WorkingDir: base.WorkingDir, EnvVars: map[string]string{}}
 	for k, v := range base.EnvVars {
 		env.EnvVars[k] = v
 	}
@@ -301,8 +301,8 @@ func (s *Server) sessionOfJob(job ids.JobID) *session {
 
 // resolveRuntimeEnv reads env_vars and working_dir from a runtime_env dict.
 // Packages are read from the KV of account (see kvscope.go).
-func (s *Server) resolveRuntimeEnv(account string, re map[string]any) (raylet.RuntimeEnv, error) {
-	env := raylet.RuntimeEnv{EnvVars: map[string]string{}}
+func (s *Server) resolveRuntimeEnv(account string, re map[string]any) (taskspec.RuntimeEnv, error) {
+	env := taskspec.RuntimeEnv{EnvVars: map[string]string{}}
 	if vars, ok := asDict(re["env_vars"]); ok {
 		for k, v := range vars {
 			str, ok := v.(string)

@@ -10,6 +10,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TestUnschedulableActorDies: an actor with hard affinity to an unknown
@@ -36,12 +37,12 @@ func TestUnschedulableActorDies(t *testing.T) {
 func TestQueuedActorCallsDeliveredInOrder(t *testing.T) {
 	h := newHarness(t)
 	small := h.add(0, cpu(2), nil)
-	act := h.actor("A", cpu(32), 0, 0, raylet.Scheduling{})
+	act := h.actor("A", cpu(32), 0, 0, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	if n := h.pendingLen(); n != 1 {
 		t.Fatalf("%d parked, want 1", n)
 	}
-	var calls []*raylet.ActorCall
+	var calls []*taskspec.ActorCall
 	for i := range 3 {
 		c := h.call(act, fmt.Sprintf("m%d", i))
 		calls = append(calls, c)
@@ -61,8 +62,8 @@ func TestQueuedActorCallsDeliveredInOrder(t *testing.T) {
 	// delivers the first queued call: those calls queue behind the others.
 	during := h.call(act, "during-create")
 	later := h.call(act, "during-delivery")
-	big.onCreate = func(*raylet.ActorSpec) { _ = h.c.SubmitActorTask(during) }
-	big.onCall = func(c *raylet.ActorCall) {
+	big.onCreate = func(*taskspec.ActorSpec) { _ = h.c.SubmitActorTask(during) }
+	big.onCall = func(c *taskspec.ActorCall) {
 		if c.TaskID == calls[0].TaskID {
 			_ = h.c.SubmitActorTask(later)
 		}
@@ -198,7 +199,7 @@ func TestChanged(t *testing.T) {
 		{"suspect again", func() { h.c.SetState(a.id, gcs.NodeSuspect) }, false},
 		{"alive", func() { h.c.SetState(a.id, gcs.NodeAlive) }, true},
 		{"unknown node", func() { h.c.SetState(nodeID(50), gcs.NodeSuspect) }, false},
-		{"submit", func() { _ = h.c.Submit(h.task("f", cpu(1), 0, raylet.Scheduling{})) }, false},
+		{"submit", func() { _ = h.c.Submit(h.task("f", cpu(1), 0, taskspec.Scheduling{})) }, false},
 		{"dead", func() { h.c.NodeDead(a.id, "x", Lost{}) }, true},
 		{"dead again", func() { h.c.NodeDead(a.id, "x", Lost{}) }, false},
 	} {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/gray-cluster/gray/gcs"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Regression tests for bugs found by reading the code.
@@ -16,16 +16,16 @@ import (
 func TestRestartKeepsLostCallsFirst(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(4), nil)
-	act := h.actor("A", cpu(1), 1, 1, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 1, 1, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	lost0, lost1 := h.call(act, "lost0"), h.call(act, "lost1")
 	_ = h.c.SubmitActorTask(lost0)
 	_ = h.c.SubmitActorTask(lost1)
 	b := newFake(1, cpu(4))
 	newer := h.call(act, "newer")
-	b.onCreate = func(*raylet.ActorSpec) { _ = h.c.SubmitActorTask(newer) }
+	b.onCreate = func(*taskspec.ActorSpec) { _ = h.c.SubmitActorTask(newer) }
 	h.c.Add(b, gcs.NodeInfo{})
-	h.c.NodeDead(a.id, "gone", Lost{Actors: []*raylet.ActorSpec{act}, Calls: []*raylet.ActorCall{lost0, lost1}})
+	h.c.NodeDead(a.id, "gone", Lost{Actors: []*taskspec.ActorSpec{act}, Calls: []*taskspec.ActorCall{lost0, lost1}})
 	var got []string
 	for _, o := range b.recorded() {
 		got = append(got, o.Kind+":"+o.Method)
@@ -40,7 +40,7 @@ func TestRestartKeepsLostCallsFirst(t *testing.T) {
 func TestCancelParkedTask(t *testing.T) {
 	h := newHarness(t)
 	h.add(0, cpu(4), nil)
-	spec := h.task("huge", cpu(64), 0, raylet.Scheduling{})
+	spec := h.task("huge", cpu(64), 0, taskspec.Scheduling{})
 	_ = h.c.Submit(spec)
 	if err := h.c.Cancel(spec.TaskID, false); err != nil {
 		t.Errorf("Cancel of a parked task: %v", err)
@@ -58,7 +58,7 @@ func TestCancelParkedTask(t *testing.T) {
 func TestKillParkedActor(t *testing.T) {
 	h := newHarness(t)
 	h.add(0, cpu(4), nil)
-	act := h.actor("A", cpu(64), 0, 0, raylet.Scheduling{})
+	act := h.actor("A", cpu(64), 0, 0, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	c := h.call(act, "m")
 	_ = h.c.SubmitActorTask(c)
@@ -79,13 +79,13 @@ func TestKillParkedActor(t *testing.T) {
 func TestActorCallRetriesSpentPerCall(t *testing.T) {
 	h := newHarness(t)
 	prev := h.add(0, cpu(1), nil)
-	act := h.actor("A", cpu(1), -1, 1, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), -1, 1, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	c := h.call(act, "m")
 	_ = h.c.SubmitActorTask(c)
 	for death := 1; death <= 3; death++ {
 		next := h.add(death, cpu(1), nil)
-		h.c.NodeDead(prev.id, fmt.Sprint("death ", death), Lost{Actors: []*raylet.ActorSpec{act}, Calls: []*raylet.ActorCall{c}})
+		h.c.NodeDead(prev.id, fmt.Sprint("death ", death), Lost{Actors: []*taskspec.ActorSpec{act}, Calls: []*taskspec.ActorCall{c}})
 		calls := next.recorded("call")
 		if death == 1 && len(calls) != 1 {
 			t.Fatalf("first death: call not retried")

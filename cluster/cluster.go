@@ -22,6 +22,7 @@ import (
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Sentinel errors.
@@ -35,14 +36,14 @@ var (
 // proxy for a provider's raylet.
 type Member interface {
 	NodeID() ids.NodeID
-	Submit(spec *raylet.TaskSpec) error
+	Submit(spec *taskspec.TaskSpec) error
 	Cancel(id ids.TaskID, force bool) error
 	Total() map[string]float64
 	Available() map[string]float64
 	WorkerJob(workerID string) (ids.JobID, bool)
 	WorkerBlocked(workerID string) func()
-	CreateActor(spec *raylet.ActorSpec) error
-	SubmitActorTask(call *raylet.ActorCall) error
+	CreateActor(spec *taskspec.ActorSpec) error
+	SubmitActorTask(call *taskspec.ActorCall) error
 	KillActor(id ids.ActorID, noRestart bool) error
 	// ReserveBundles reserves bundles (by index) of a placement group out of
 	// the node's available resources, all or none; bundles of the group the
@@ -104,15 +105,15 @@ type Cluster struct {
 }
 
 type placedActor struct {
-	spec   *raylet.ActorSpec
+	spec   *taskspec.ActorSpec
 	node   ids.NodeID
 	placed bool
 	dead   bool
 	// queued are calls made before the actor had a node.
-	queued []*raylet.ActorCall
+	queued []*taskspec.ActorCall
 }
 
-func (a *placedActor) takeQueued() []*raylet.ActorCall {
+func (a *placedActor) takeQueued() []*taskspec.ActorCall {
 	if a == nil {
 		return nil
 	}
@@ -373,7 +374,7 @@ func (c *Cluster) argBytes(deps []ids.ObjectID) map[string]int64 {
 	return out
 }
 
-func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, bundle int, deps []ids.ObjectID) (*member, error) {
+func (c *Cluster) place(res map[string]float64, s taskspec.Scheduling, pg string, bundle int, deps []ids.ObjectID) (*member, error) {
 	if pg != "" {
 		// Work in a placement group goes to the node holding its bundle.
 		return c.memberForBundle(pg, bundle, res)
@@ -418,7 +419,7 @@ func (c *Cluster) place(res map[string]float64, s raylet.Scheduling, pg string, 
 	return m, nil
 }
 
-func toStrategy(s raylet.Scheduling) scheduler.Strategy {
+func toStrategy(s taskspec.Scheduling) scheduler.Strategy {
 	st := scheduler.Strategy{NodeID: s.NodeID, Soft: s.Soft, LabelSelector: s.Labels}
 	switch s.Kind {
 	case "SPREAD":
@@ -433,7 +434,7 @@ func toStrategy(s raylet.Scheduling) scheduler.Strategy {
 
 // Submit places a task on a node; a task no node can take now waits at the
 // head until one can.
-func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
+func (c *Cluster) Submit(spec *taskspec.TaskSpec) error {
 	err := c.trySubmit(spec)
 	switch {
 	case err == nil:
@@ -447,7 +448,7 @@ func (c *Cluster) Submit(spec *raylet.TaskSpec) error {
 	return nil
 }
 
-func (c *Cluster) trySubmit(spec *raylet.TaskSpec) error {
+func (c *Cluster) trySubmit(spec *taskspec.TaskSpec) error {
 	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.BundleIndex, spec.Deps)
 	if err != nil {
 		return err
@@ -472,7 +473,7 @@ func (c *Cluster) Cancel(id ids.TaskID, force bool) error {
 
 // CreateActor places an actor on a node; one no node can take now waits at
 // the head until one can.
-func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
+func (c *Cluster) CreateActor(spec *taskspec.ActorSpec) error {
 	c.mu.Lock()
 	if a := c.actors[spec.ActorID]; a != nil {
 		// A restart: calls queued meanwhile stay queued, in order.
@@ -493,7 +494,7 @@ func (c *Cluster) CreateActor(spec *raylet.ActorSpec) error {
 	return nil
 }
 
-func (c *Cluster) tryCreateActor(spec *raylet.ActorSpec) error {
+func (c *Cluster) tryCreateActor(spec *taskspec.ActorSpec) error {
 	m, err := c.place(spec.Resources, spec.Scheduling, spec.PlacementGroup, spec.BundleIndex, spec.Deps)
 	if err != nil {
 		return err
@@ -544,7 +545,7 @@ func (c *Cluster) actorMember(id ids.ActorID) (*member, error) {
 
 // SubmitActorTask sends a call to the actor's node (or keeps it until the
 // actor has one).
-func (c *Cluster) SubmitActorTask(call *raylet.ActorCall) error {
+func (c *Cluster) SubmitActorTask(call *taskspec.ActorCall) error {
 	c.mu.Lock()
 	a := c.actors[call.ActorID]
 	if a == nil {

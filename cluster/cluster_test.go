@@ -9,7 +9,7 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TestPlacement places one task in a three-node cluster under each strategy
@@ -19,36 +19,36 @@ func TestPlacement(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		res  map[string]float64
-		s    func(a, b, c *fakeMember) raylet.Scheduling
+		s    func(a, b, c *fakeMember) taskspec.Scheduling
 		want int // index of the member (0, 1, 2)
 	}{
 		{name: "default, only one node has a GPU", res: map[string]float64{"GPU": 1}, want: 1},
 		{name: "default, only one node has 16 CPUs", res: cpu(16), want: 2},
 		{name: "default, custom resource", res: map[string]float64{"accel": 1}, want: 0},
 		{name: "hard affinity to a node with less room", res: cpu(1),
-			s: func(a, _, _ *fakeMember) raylet.Scheduling { return affinity(a.id, false) }, want: 0},
+			s: func(a, _, _ *fakeMember) taskspec.Scheduling { return affinity(a.id, false) }, want: 0},
 		{name: "hard affinity, target full now (queues there)", res: cpu(2),
-			s: func(_, b, _ *fakeMember) raylet.Scheduling { return affinity(b.id, false) }, want: 1},
+			s: func(_, b, _ *fakeMember) taskspec.Scheduling { return affinity(b.id, false) }, want: 1},
 		{name: "soft affinity to a node that fits", res: cpu(1),
-			s: func(_, _, c *fakeMember) raylet.Scheduling { return affinity(c.id, true) }, want: 2},
+			s: func(_, _, c *fakeMember) taskspec.Scheduling { return affinity(c.id, true) }, want: 2},
 		{name: "soft affinity to a node that can never fit", res: cpu(8),
-			s: func(a, _, _ *fakeMember) raylet.Scheduling { return affinity(a.id, true) }, want: 2},
+			s: func(a, _, _ *fakeMember) taskspec.Scheduling { return affinity(a.id, true) }, want: 2},
 		{name: "label selector r2", res: cpu(1),
-			s: func(_, _, _ *fakeMember) raylet.Scheduling {
-				return raylet.Scheduling{Labels: map[string]string{region: "r2"}}
+			s: func(_, _, _ *fakeMember) taskspec.Scheduling {
+				return taskspec.Scheduling{Labels: map[string]string{region: "r2"}}
 			},
 			want: 1},
 		{name: "label selector not r1 and not r2", res: cpu(1),
-			s: func(_, _, _ *fakeMember) raylet.Scheduling {
-				return raylet.Scheduling{Labels: map[string]string{region: "!in(r1,r2)"}}
+			s: func(_, _, _ *fakeMember) taskspec.Scheduling {
+				return taskspec.Scheduling{Labels: map[string]string{region: "!in(r1,r2)"}}
 			},
 			want: 2},
 		{name: "node-id label", res: cpu(1),
-			s: func(a, _, _ *fakeMember) raylet.Scheduling {
-				return raylet.Scheduling{Labels: map[string]string{"ray.io/node-id": a.id.Hex()}}
+			s: func(a, _, _ *fakeMember) taskspec.Scheduling {
+				return taskspec.Scheduling{Labels: map[string]string{"ray.io/node-id": a.id.Hex()}}
 			}, want: 0},
 		{name: "spread, first of the rotation", res: cpu(1),
-			s: func(_, _, _ *fakeMember) raylet.Scheduling { return raylet.Scheduling{Kind: "SPREAD"} }, want: 0},
+			s: func(_, _, _ *fakeMember) taskspec.Scheduling { return taskspec.Scheduling{Kind: "SPREAD"} }, want: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -58,7 +58,7 @@ func TestPlacement(t *testing.T) {
 				h.add(2, cpu(16), map[string]string{region: "r3"}),
 			}
 			ms[1].setAvailable(map[string]float64{"CPU": 0, "GPU": 1})
-			var s raylet.Scheduling
+			var s taskspec.Scheduling
 			if tc.s != nil {
 				s = tc.s(ms[0], ms[1], ms[2])
 			}
@@ -90,13 +90,13 @@ func TestPlacement(t *testing.T) {
 func TestUnschedulableTaskFails(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		s    raylet.Scheduling
+		s    taskspec.Scheduling
 		res  map[string]float64
 	}{
 		{name: "hard affinity to an unknown node", s: affinity(nodeID(99), false), res: cpu(1)},
-		{name: "bad label key", s: raylet.Scheduling{Labels: map[string]string{"bad key!": "x"}}, res: cpu(1)},
+		{name: "bad label key", s: taskspec.Scheduling{Labels: map[string]string{"bad key!": "x"}}, res: cpu(1)},
 		{name: "negative resource", res: cpu(-1)},
-		{name: "affinity without a node id", s: raylet.Scheduling{Kind: "NODE_AFFINITY"}, res: cpu(1)},
+		{name: "affinity without a node id", s: taskspec.Scheduling{Kind: "NODE_AFFINITY"}, res: cpu(1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -144,7 +144,7 @@ func TestSpreadRotates(t *testing.T) {
 	var order []string
 	submit := func(n int) {
 		for range n {
-			spec := h.task("s", cpu(1), 0, raylet.Scheduling{Kind: "SPREAD"})
+			spec := h.task("s", cpu(1), 0, taskspec.Scheduling{Kind: "SPREAD"})
 			_ = h.c.Submit(spec)
 			for _, m := range []*fakeMember{a, b, c} {
 				if slices.Contains(m.submitted(), spec.TaskID) {
@@ -179,7 +179,7 @@ func TestSpreadPrefersNodesWithRoomNow(t *testing.T) {
 	b := h.add(1, cpu(4), nil)
 	a.setAvailable(cpu(0))
 	for range 3 {
-		_ = h.c.Submit(h.task("s", cpu(1), 0, raylet.Scheduling{Kind: "SPREAD"}))
+		_ = h.c.Submit(h.task("s", cpu(1), 0, taskspec.Scheduling{Kind: "SPREAD"}))
 	}
 	if na, nb := len(a.submitted()), len(b.submitted()); na != 0 || nb != 3 {
 		t.Fatalf("a got %d, b got %d; want 0 and 3", na, nb)
@@ -194,21 +194,21 @@ func TestSuspectNodeGetsNoWork(t *testing.T) {
 	b := h.add(1, cpu(64), nil)
 	h.c.SetState(b.id, gcs.NodeSuspect)
 
-	var specs []*raylet.TaskSpec
+	var specs []*taskspec.TaskSpec
 	for range 5 {
-		s := h.task("t", cpu(1), 0, raylet.Scheduling{})
+		s := h.task("t", cpu(1), 0, taskspec.Scheduling{})
 		specs = append(specs, s)
 		_ = h.c.Submit(s)
 	}
 	for range 5 {
-		_ = h.c.Submit(h.task("t", cpu(1), 0, raylet.Scheduling{Kind: "SPREAD"}))
+		_ = h.c.Submit(h.task("t", cpu(1), 0, taskspec.Scheduling{Kind: "SPREAD"}))
 	}
-	act := h.actor("A", cpu(1), 0, 0, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 0, 0, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	pinned := h.task("pinned", cpu(1), 0, affinity(b.id, false))
 	_ = h.c.Submit(pinned)
 	// Feasible only on b, which is suspect: it waits, without a warning.
-	big := h.task("big", cpu(32), 0, raylet.Scheduling{})
+	big := h.task("big", cpu(32), 0, taskspec.Scheduling{})
 	_ = h.c.Submit(big)
 
 	if got := b.recorded("submit", "create", "call"); len(got) != 0 {
@@ -243,7 +243,7 @@ func TestSuspectNodeGetsNoWork(t *testing.T) {
 		t.Errorf("%d parked after retry, want 0", n)
 	}
 	for range 4 {
-		_ = h.c.Submit(h.task("t", cpu(1), 0, raylet.Scheduling{Kind: "SPREAD"}))
+		_ = h.c.Submit(h.task("t", cpu(1), 0, taskspec.Scheduling{Kind: "SPREAD"}))
 	}
 	if got := len(b.submitted()); got < 3 {
 		t.Errorf("b got %d of the new spread tasks, want it in the rotation again", got-2)
@@ -256,7 +256,7 @@ func TestSuspectNodeGetsNoWork(t *testing.T) {
 func TestInfeasibleTaskParksAndWarnsOnce(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(4), nil)
-	spec := h.task("huge", cpu(64), 0, raylet.Scheduling{})
+	spec := h.task("huge", cpu(64), 0, taskspec.Scheduling{})
 	_ = h.c.Submit(spec)
 
 	if got := a.submitted(); len(got) != 0 {
@@ -311,8 +311,8 @@ func TestInfeasibleTaskParksAndWarnsOnce(t *testing.T) {
 // first node that joins while Run runs.
 func TestNoNodesParksWithoutWarning(t *testing.T) {
 	h := newHarness(t)
-	spec := h.task("f", cpu(1), 0, raylet.Scheduling{})
-	act := h.actor("A", cpu(1), 0, 0, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 0, taskspec.Scheduling{})
+	act := h.actor("A", cpu(1), 0, 0, taskspec.Scheduling{})
 	_ = h.c.Submit(spec)
 	_ = h.c.CreateActor(act)
 	if n := h.pendingLen(); n != 2 {
@@ -343,7 +343,7 @@ func TestMemberSubmitErrorParks(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(4), nil)
 	a.submitErr = errors.New("link down")
-	spec := h.task("f", cpu(1), 0, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 0, taskspec.Scheduling{})
 	if err := h.c.Submit(spec); err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -369,10 +369,10 @@ func TestActorPlacementAndCalls(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(2), nil)
 	b := h.add(1, map[string]float64{"CPU": 2, "GPU": 1}, nil)
-	act := h.actor("A", map[string]float64{"GPU": 1}, 0, 0, raylet.Scheduling{})
+	act := h.actor("A", map[string]float64{"GPU": 1}, 0, 0, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	c1, c2 := h.call(act, "m1"), h.call(act, "m2")
-	for _, c := range []*raylet.ActorCall{c1, c2} {
+	for _, c := range []*taskspec.ActorCall{c1, c2} {
 		if err := h.c.SubmitActorTask(c); err != nil {
 			t.Fatalf("SubmitActorTask: %v", err)
 		}
@@ -397,7 +397,7 @@ func TestActorPlacementAndCalls(t *testing.T) {
 	}
 
 	unknown := ids.NewActorID(job1)
-	if err := h.c.SubmitActorTask(&raylet.ActorCall{TaskID: ids.NewTaskID(unknown), ActorID: unknown}); !errors.Is(err, ErrUnknownActor) {
+	if err := h.c.SubmitActorTask(&taskspec.ActorCall{TaskID: ids.NewTaskID(unknown), ActorID: unknown}); !errors.Is(err, ErrUnknownActor) {
 		t.Errorf("call to an unknown actor: %v, want ErrUnknownActor", err)
 	}
 	if err := h.c.KillActor(unknown, false); !errors.Is(err, ErrUnknownActor) {

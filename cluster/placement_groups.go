@@ -12,8 +12,8 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
-	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Placement group states, named as in Ray's placement group table.
@@ -381,7 +381,7 @@ func (c *Cluster) Poke() {
 // PlacementGroupOp answers a worker's placement group operation (the
 // helpers of ray.util.placement_group); it implements
 // raylet.PlacementGroups.
-func (c *Cluster) PlacementGroupOp(ctx context.Context, job ids.JobID, req raylet.PGRequest) (any, error) {
+func (c *Cluster) PlacementGroupOp(ctx context.Context, job ids.JobID, req taskspec.PGRequest) (any, error) {
 	switch req.Op {
 	case "pg_create":
 		id, err := c.CreatePlacementGroup(job, req.Name, req.Strategy, req.Detached, req.Bundles)
@@ -550,7 +550,7 @@ func (c *Cluster) releaseStaleGroups(id ids.NodeID) {
 // unschedulable fails a task no node may ever take: Ray's
 // TaskPlacementGroupRemoved when its group was removed, else
 // TaskUnschedulableError.
-func (c *Cluster) unschedulable(spec *raylet.TaskSpec, err error) {
+func (c *Cluster) unschedulable(spec *taskspec.TaskSpec, err error) {
 	if errors.Is(err, ErrGroupRemoved) {
 		c.fail(spec.ReturnIDs(), c.errorValue(rayerr.PlacementGroupRemoved()))
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // createGroup creates a group through the cluster and returns its id.
@@ -126,7 +127,7 @@ func TestInfeasibleGroupWaitsForANode(t *testing.T) {
 		t.Errorf("wait(0) = %v, %v; want false", ok, err)
 	}
 	// Work in the pending group waits at the head.
-	spec := h.task("f", cpu(1), 0, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 0, taskspec.Scheduling{})
 	spec.PlacementGroup, spec.BundleIndex = pg, 2
 	_ = h.c.Submit(spec)
 	if n := h.pendingLen(); n != 1 {
@@ -202,14 +203,14 @@ func TestDeadNodesBundlesArePlacedAgain(t *testing.T) {
 			other = f
 		}
 	}
-	spec := h.task("f", cpu(1), 1, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 1, taskspec.Scheduling{})
 	spec.PlacementGroup, spec.BundleIndex = pg, 0
 	_ = h.c.Submit(spec)
 	if got := dead.submitted(); len(got) != 1 {
 		t.Fatalf("bundle 0's node got %v, want the task", got)
 	}
 
-	h.c.NodeDead(dead.id, "test", Lost{Tasks: []*raylet.TaskSpec{spec}})
+	h.c.NodeDead(dead.id, "test", Lost{Tasks: []*taskspec.TaskSpec{spec}})
 	if state, nodes := h.groupEntry(pg); state != PGRescheduling || nodes["0"] != nil || nodes["1"] == nil {
 		t.Fatalf("after the death: state %s nodes %v, want RESCHEDULING with bundle 1 only", state, nodes)
 	}
@@ -236,7 +237,7 @@ func TestRemoveReleasesEveryNode(t *testing.T) {
 	if got := holders(pg, fs...); len(got) != 3 {
 		t.Fatalf("SPREAD holders %v, want three nodes", got)
 	}
-	act := h.actor("A", cpu(1), 3, 0, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 3, 0, taskspec.Scheduling{})
 	act.PlacementGroup, act.BundleIndex = pg, 0
 	_ = h.c.CreateActor(act)
 	if err := h.c.RemovePlacementGroup(pg); err != nil {
@@ -263,7 +264,7 @@ func TestRemoveReleasesEveryNode(t *testing.T) {
 	if ok, _ := h.c.waitGroup(context.Background(), pg, -1); ok {
 		t.Errorf("wait on a removed group reports ready")
 	}
-	spec := h.task("late", cpu(1), 0, raylet.Scheduling{})
+	spec := h.task("late", cpu(1), 0, taskspec.Scheduling{})
 	spec.PlacementGroup = pg
 	_ = h.c.Submit(spec)
 	h.wantSealed("ray.exceptions.TaskPlacementGroupRemoved", spec.ReturnIDs()...)
@@ -283,19 +284,19 @@ func TestAnyBundleGoesToANodeOfTheGroup(t *testing.T) {
 			big = f
 		}
 	}
-	spec := h.task("f", cpu(2), 0, raylet.Scheduling{})
+	spec := h.task("f", cpu(2), 0, taskspec.Scheduling{})
 	spec.PlacementGroup = pg // bundle index -1
 	_ = h.c.Submit(spec)
 	if got := big.submitted(); !slices.Equal(got, []ids.TaskID{spec.TaskID}) {
 		t.Errorf("node of the 2-CPU bundle got %v, want the task", got)
 	}
-	act := h.actor("A", cpu(1), 0, 0, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 0, 0, taskspec.Scheduling{})
 	act.PlacementGroup, act.BundleIndex = pg, 1
 	_ = h.c.CreateActor(act)
 	if got := big.recorded("create"); len(got) != 1 {
 		t.Errorf("bundle 1's node got %d actors, want 1", len(got))
 	}
-	tooBig := h.task("g", cpu(3), 0, raylet.Scheduling{})
+	tooBig := h.task("g", cpu(3), 0, taskspec.Scheduling{})
 	tooBig.PlacementGroup = pg
 	_ = h.c.Submit(tooBig)
 	h.wantSealed("ray.exceptions.TaskUnschedulableError", tooBig.ReturnIDs()...)
@@ -305,7 +306,7 @@ func TestPlacementGroupOps(t *testing.T) {
 	h := newHarness(t)
 	h.add(0, cpu(2), nil)
 	ctx := context.Background()
-	res, err := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_create", Name: "g", Strategy: "PACK", Bundles: []map[string]float64{cpu(1)}})
+	res, err := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_create", Name: "g", Strategy: "PACK", Bundles: []map[string]float64{cpu(1)}})
 	if err != nil {
 		t.Fatalf("pg_create: %v", err)
 	}
@@ -313,22 +314,22 @@ func TestPlacementGroupOps(t *testing.T) {
 	if len(id) != 36 {
 		t.Errorf("id %q, want 18 bytes of hex", id)
 	}
-	if _, err := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_create", Name: "g", Bundles: []map[string]float64{cpu(1)}}); !errors.Is(err, ErrGroupName) {
+	if _, err := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_create", Name: "g", Bundles: []map[string]float64{cpu(1)}}); !errors.Is(err, ErrGroupName) {
 		t.Errorf("duplicate name: %v, want ErrGroupName", err)
 	}
-	if got, _ := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_get", Name: "g"}); got.(map[string]any)["id"] != id {
+	if got, _ := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_get", Name: "g"}); got.(map[string]any)["id"] != id {
 		t.Errorf("pg_get = %v", got)
 	}
-	if ok, err := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_wait", ID: id, Timeout: -1}); ok != true || err != nil {
+	if ok, err := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_wait", ID: id, Timeout: -1}); ok != true || err != nil {
 		t.Errorf("pg_wait = %v, %v", ok, err)
 	}
-	if _, err := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_create", Strategy: "BOGUS", Bundles: []map[string]float64{cpu(1)}}); err == nil {
+	if _, err := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_create", Strategy: "BOGUS", Bundles: []map[string]float64{cpu(1)}}); err == nil {
 		t.Errorf("bad strategy accepted")
 	}
-	if _, err := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_remove", ID: id}); err != nil {
+	if _, err := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_remove", ID: id}); err != nil {
 		t.Errorf("pg_remove: %v", err)
 	}
-	if got, _ := h.c.PlacementGroupOp(ctx, job1, raylet.PGRequest{Op: "pg_get", Name: "g"}); got != nil {
+	if got, _ := h.c.PlacementGroupOp(ctx, job1, taskspec.PGRequest{Op: "pg_get", Name: "g"}); got != nil {
 		t.Errorf("pg_get after removal = %v, want nil", got)
 	}
 }

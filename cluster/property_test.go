@@ -10,12 +10,12 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // propTask is the model's view of one submitted task.
 type propTask struct {
-	spec       *raylet.TaskSpec
+	spec       *taskspec.TaskSpec
 	maxRetries int // as submitted by the client
 	// on is the member running the current attempt (nil: none).
 	on *fakeMember
@@ -200,7 +200,7 @@ func (m *propModel) step() {
 		}
 		n := live[r.IntN(len(live))]
 		f := m.byNum[n]
-		var lost []*raylet.TaskSpec
+		var lost []*taskspec.TaskSpec
 		var lostPT []*propTask
 		left := map[*propTask]int{} // retries the lost attempt had left
 		for _, pt := range m.tasks {
@@ -250,7 +250,7 @@ func (m *propModel) step() {
 	default: // a client submits a task
 		res := cpu([]float64{0.5, 1, 2, 4, 8, 16}[r.IntN(6)])
 		retries := r.IntN(5) - 1
-		var s raylet.Scheduling
+		var s taskspec.Scheduling
 		switch r.IntN(3) {
 		case 1:
 			s.Kind = "SPREAD"

@@ -10,15 +10,15 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/rayerr"
-	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/scheduler"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Lost is what a dead node was doing for the cluster.
 type Lost struct {
-	Tasks  []*raylet.TaskSpec
-	Actors []*raylet.ActorSpec
-	Calls  []*raylet.ActorCall
+	Tasks  []*taskspec.TaskSpec
+	Actors []*taskspec.ActorSpec
+	Calls  []*taskspec.ActorCall
 	// Holders are the node's workers' holder keys in the head's store.
 	Holders []string
 }
@@ -26,8 +26,8 @@ type Lost struct {
 // pendingWork is a task or actor no node can take now; it is placed again
 // whenever the node table changes.
 type pendingWork struct {
-	task  *raylet.TaskSpec
-	actor *raylet.ActorSpec
+	task  *taskspec.TaskSpec
+	actor *taskspec.ActorSpec
 }
 
 // Run retries pending work whenever the node table changes, until ctx ends.
@@ -155,7 +155,7 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 		c.log.Info("retrying task of dead node", "task", t.TaskID.Hex(), "name", t.Name)
 		_ = c.Submit(t)
 	}
-	restart := map[ids.ActorID]*raylet.ActorSpec{}
+	restart := map[ids.ActorID]*taskspec.ActorSpec{}
 	for _, a := range lost.Actors {
 		if a.MaxRestarts != 0 {
 			restart[a.ActorID] = a
@@ -165,7 +165,7 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 	// their order, before the actor is created again (so calls made during
 	// the restart come after them); the rest fail.
 	died := c.errorValue(rayerr.ActorDied())
-	requeue := map[ids.ActorID][]*raylet.ActorCall{}
+	requeue := map[ids.ActorID][]*taskspec.ActorCall{}
 	for _, call := range lost.Calls {
 		// max_task_retries is per call: each resend spends one.
 		if a := restart[call.ActorID]; a != nil && (a.MaxTaskRetries < 0 || call.Attempts < a.MaxTaskRetries) {
@@ -196,7 +196,7 @@ func (c *Cluster) Recover(id ids.NodeID, reason string, lost Lost) {
 
 func (c *Cluster) actorGone(id ids.ActorID) {
 	c.mu.Lock()
-	var queued []*raylet.ActorCall
+	var queued []*taskspec.ActorCall
 	if a := c.actors[id]; a != nil {
 		a.dead = true
 		queued = a.takeQueued()

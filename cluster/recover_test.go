@@ -9,7 +9,7 @@ import (
 
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TestNodeDeadTasks: a dead node's tasks run elsewhere within their retries;
@@ -18,7 +18,7 @@ func TestNodeDeadTasks(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		maxRetries int
-		s          func(dead ids.NodeID) raylet.Scheduling
+		s          func(dead ids.NodeID) taskspec.Scheduling
 		res        map[string]float64
 		// wantRetries is the MaxRetries the survivor receives; wantErr the
 		// error the returns are sealed with instead ("" for none); parked
@@ -32,18 +32,18 @@ func TestNodeDeadTasks(t *testing.T) {
 		{name: "one retry", maxRetries: 1, wantRetries: 0},
 		{name: "unlimited", maxRetries: -1, wantRetries: -1},
 		{name: "spread", maxRetries: 1, wantRetries: 0,
-			s: func(ids.NodeID) raylet.Scheduling { return raylet.Scheduling{Kind: "SPREAD"} }},
+			s: func(ids.NodeID) taskspec.Scheduling { return taskspec.Scheduling{Kind: "SPREAD"} }},
 		{name: "soft affinity to the dead node", maxRetries: 1, wantRetries: 0,
-			s: func(d ids.NodeID) raylet.Scheduling { return affinity(d, true) }},
+			s: func(d ids.NodeID) taskspec.Scheduling { return affinity(d, true) }},
 		{name: "hard affinity to the dead node", maxRetries: 3,
-			s:       func(d ids.NodeID) raylet.Scheduling { return affinity(d, false) },
+			s:       func(d ids.NodeID) taskspec.Scheduling { return affinity(d, false) },
 			wantErr: "ray.exceptions.TaskUnschedulableError"},
 		{name: "no survivor can fit it", maxRetries: 1, res: cpu(8), parked: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			a := h.add(0, cpu(8), nil)
-			var s raylet.Scheduling
+			var s taskspec.Scheduling
 			if tc.s != nil {
 				s = tc.s(a.id)
 			}
@@ -57,7 +57,7 @@ func TestNodeDeadTasks(t *testing.T) {
 				t.Fatalf("a got %v, want the task", got)
 			}
 			b := h.add(1, cpu(4), nil)
-			h.c.NodeDead(a.id, "kill -9", Lost{Tasks: []*raylet.TaskSpec{spec}})
+			h.c.NodeDead(a.id, "kill -9", Lost{Tasks: []*taskspec.TaskSpec{spec}})
 
 			got := b.recorded("submit")
 			switch {
@@ -102,12 +102,12 @@ func TestNodeDeadTasks(t *testing.T) {
 func TestTaskRetryBudget(t *testing.T) {
 	h := newHarness(t)
 	n0 := h.add(0, cpu(1), nil)
-	spec := h.task("f", cpu(1), 2, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 2, taskspec.Scheduling{})
 	_ = h.c.Submit(spec)
 	prev := n0
 	for i, want := range []int{1, 0} {
 		next := h.add(i+1, cpu(1), nil)
-		h.c.NodeDead(prev.id, "died", Lost{Tasks: []*raylet.TaskSpec{spec}})
+		h.c.NodeDead(prev.id, "died", Lost{Tasks: []*taskspec.TaskSpec{spec}})
 		got := next.recorded("submit")
 		if len(got) != 1 || got[0].MaxRetries != want {
 			t.Fatalf("death %d: next node got %+v, want MaxRetries %d", i+1, got, want)
@@ -116,7 +116,7 @@ func TestTaskRetryBudget(t *testing.T) {
 		prev = next
 	}
 	last := h.add(9, cpu(1), nil)
-	h.c.NodeDead(prev.id, "died", Lost{Tasks: []*raylet.TaskSpec{spec}})
+	h.c.NodeDead(prev.id, "died", Lost{Tasks: []*taskspec.TaskSpec{spec}})
 	if got := last.recorded("submit"); len(got) != 0 {
 		t.Fatalf("task retried a third time: %+v", got)
 	}
@@ -142,9 +142,9 @@ func TestNodeDeadActors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			a := h.add(0, cpu(4), nil)
-			act := h.actor("Counter", cpu(1), tc.maxRestarts, tc.maxTaskRetries, raylet.Scheduling{})
+			act := h.actor("Counter", cpu(1), tc.maxRestarts, tc.maxTaskRetries, taskspec.Scheduling{})
 			_ = h.c.CreateActor(act)
-			var lost []*raylet.ActorCall
+			var lost []*taskspec.ActorCall
 			for i := range 3 {
 				c := h.call(act, fmt.Sprintf("m%d", i))
 				lost = append(lost, c)
@@ -154,7 +154,7 @@ func TestNodeDeadActors(t *testing.T) {
 				t.Fatalf("a got %d ops, want create and 3 calls", len(got))
 			}
 			b := h.add(1, cpu(4), nil)
-			h.c.NodeDead(a.id, "gone", Lost{Actors: []*raylet.ActorSpec{act}, Calls: lost})
+			h.c.NodeDead(a.id, "gone", Lost{Actors: []*taskspec.ActorSpec{act}, Calls: lost})
 
 			later := h.call(act, "later")
 			_ = h.c.SubmitActorTask(later)
@@ -222,16 +222,16 @@ func TestNodeDeadActors(t *testing.T) {
 func TestActorRestartBudget(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(1), nil)
-	act := h.actor("A", cpu(1), 1, -1, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 1, -1, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	b := h.add(1, cpu(1), nil)
-	h.c.NodeDead(a.id, "first", Lost{Actors: []*raylet.ActorSpec{act}})
+	h.c.NodeDead(a.id, "first", Lost{Actors: []*taskspec.ActorSpec{act}})
 	if got := b.recorded("create"); len(got) != 1 || got[0].MaxRestarts != 0 {
 		t.Fatalf("b creates %+v, want one with MaxRestarts 0", got)
 	}
 	c := h.add(2, cpu(1), nil)
 	call := h.call(act, "m")
-	h.c.NodeDead(b.id, "second", Lost{Actors: []*raylet.ActorSpec{act}, Calls: []*raylet.ActorCall{call}})
+	h.c.NodeDead(b.id, "second", Lost{Actors: []*taskspec.ActorSpec{act}, Calls: []*taskspec.ActorCall{call}})
 	if got := c.recorded(); len(got) != 0 {
 		t.Fatalf("actor restarted beyond its budget: %+v", got)
 	}
@@ -247,13 +247,13 @@ func TestActorRestartBudget(t *testing.T) {
 func TestRestartParkedQueuesLostCalls(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(8), nil)
-	act := h.actor("A", cpu(8), 1, 1, raylet.Scheduling{})
+	act := h.actor("A", cpu(8), 1, 1, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
 	c0, c1 := h.call(act, "c0"), h.call(act, "c1")
 	_ = h.c.SubmitActorTask(c0)
 	_ = h.c.SubmitActorTask(c1)
 	small := h.add(1, cpu(2), nil)
-	h.c.NodeDead(a.id, "gone", Lost{Actors: []*raylet.ActorSpec{act}, Calls: []*raylet.ActorCall{c0, c1}})
+	h.c.NodeDead(a.id, "gone", Lost{Actors: []*taskspec.ActorSpec{act}, Calls: []*taskspec.ActorCall{c0, c1}})
 	c2 := h.call(act, "c2")
 	_ = h.c.SubmitActorTask(c2)
 	if got := small.recorded(); len(got) != 0 {
@@ -284,7 +284,7 @@ func TestLostCallsOfOtherActorsFail(t *testing.T) {
 	act := h.actor("A", cpu(1), 5, 5, affinity(b.id, false))
 	_ = h.c.CreateActor(act)
 	c := h.call(act, "m")
-	h.c.NodeDead(a.id, "gone", Lost{Calls: []*raylet.ActorCall{c}})
+	h.c.NodeDead(a.id, "gone", Lost{Calls: []*taskspec.ActorCall{c}})
 	h.wantSealed("ray.exceptions.ActorDiedError", c.ReturnIDs()...)
 	if got := h.deadActors(); len(got) != 0 {
 		t.Errorf("OnActorDead %v", got)
@@ -329,11 +329,11 @@ func TestNodeDeadHolders(t *testing.T) {
 func TestRecoverWithoutDeath(t *testing.T) {
 	h := newHarness(t)
 	a := h.add(0, cpu(2), nil)
-	spec := h.task("f", cpu(1), 1, raylet.Scheduling{})
+	spec := h.task("f", cpu(1), 1, taskspec.Scheduling{})
 	_ = h.c.Submit(spec)
-	act := h.actor("A", cpu(1), 1, 1, raylet.Scheduling{})
+	act := h.actor("A", cpu(1), 1, 1, taskspec.Scheduling{})
 	_ = h.c.CreateActor(act)
-	h.c.Recover(a.id, "the provider restarted", Lost{Tasks: []*raylet.TaskSpec{spec}, Actors: []*raylet.ActorSpec{act}})
+	h.c.Recover(a.id, "the provider restarted", Lost{Tasks: []*taskspec.TaskSpec{spec}, Actors: []*taskspec.ActorSpec{act}})
 	if got := a.recorded("submit"); len(got) != 2 || got[1].MaxRetries != 0 {
 		t.Errorf("submits %+v, want the task again with MaxRetries 0", got)
 	}
@@ -353,9 +353,9 @@ func TestRecoverWithoutStore(t *testing.T) {
 	c := New(Config{Seed: 1})
 	f := newFake(0, cpu(1))
 	c.Add(f, gcs.NodeInfo{})
-	spec := &raylet.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job1)), NumReturns: 1}
-	act := &raylet.ActorSpec{ActorID: ids.NewActorID(job1)}
-	c.NodeDead(f.id, "x", Lost{Tasks: []*raylet.TaskSpec{spec}, Actors: []*raylet.ActorSpec{act},
-		Calls: []*raylet.ActorCall{{TaskID: ids.NewTaskID(act.ActorID), ActorID: act.ActorID, NumReturns: 1}}, Holders: []string{"w"}})
-	_ = c.Submit(&raylet.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job1)), NumReturns: 1, Scheduling: affinity(nodeID(7), false)})
+	spec := &taskspec.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job1)), NumReturns: 1}
+	act := &taskspec.ActorSpec{ActorID: ids.NewActorID(job1)}
+	c.NodeDead(f.id, "x", Lost{Tasks: []*taskspec.TaskSpec{spec}, Actors: []*taskspec.ActorSpec{act},
+		Calls: []*taskspec.ActorCall{{TaskID: ids.NewTaskID(act.ActorID), ActorID: act.ActorID, NumReturns: 1}}, Holders: []string{"w"}})
+	_ = c.Submit(&taskspec.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job1)), NumReturns: 1, Scheduling: affinity(nodeID(7), false)})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // op is one call a fakeMember received.
@@ -58,8 +59,8 @@ type fakeMember struct {
 	// onCreate and onCall run (without the fake's lock) after CreateActor
 	// and SubmitActorTask recorded their op: they stand for a concurrent
 	// client acting while the cluster is in the middle of delivering.
-	onCreate func(*raylet.ActorSpec)
-	onCall   func(*raylet.ActorCall)
+	onCreate func(*taskspec.ActorSpec)
+	onCall   func(*taskspec.ActorCall)
 	// check, when set, is called on every Submit/CreateActor/SubmitActorTask
 	// (property test: assert the member may take work now).
 	check func(kind string)
@@ -102,7 +103,7 @@ func (f *fakeMember) record(o op) {
 
 func (f *fakeMember) NodeID() ids.NodeID { return f.id }
 
-func (f *fakeMember) Submit(spec *raylet.TaskSpec) error {
+func (f *fakeMember) Submit(spec *taskspec.TaskSpec) error {
 	if f.check != nil {
 		f.check("submit")
 	}
@@ -161,7 +162,7 @@ func (f *fakeMember) WorkerBlocked(workerID string) func() {
 	}
 }
 
-func (f *fakeMember) CreateActor(spec *raylet.ActorSpec) error {
+func (f *fakeMember) CreateActor(spec *taskspec.ActorSpec) error {
 	if f.check != nil {
 		f.check("create")
 	}
@@ -172,7 +173,7 @@ func (f *fakeMember) CreateActor(spec *raylet.ActorSpec) error {
 	return nil
 }
 
-func (f *fakeMember) SubmitActorTask(call *raylet.ActorCall) error {
+func (f *fakeMember) SubmitActorTask(call *taskspec.ActorCall) error {
 	if f.check != nil {
 		f.check("call")
 	}
@@ -368,8 +369,8 @@ var job1 = ids.JobFromInt(1)
 
 // task builds a task spec with one return whose object exists (pending) in
 // the store, so that a failure can be sealed and observed.
-func (h *harness) task(name string, res map[string]float64, maxRetries int, s raylet.Scheduling) *raylet.TaskSpec {
-	spec := &raylet.TaskSpec{
+func (h *harness) task(name string, res map[string]float64, maxRetries int, s taskspec.Scheduling) *taskspec.TaskSpec {
+	spec := &taskspec.TaskSpec{
 		TaskID: ids.NewTaskID(ids.NilActorFor(job1)), JobID: job1, Name: name,
 		NumReturns: 1, Resources: res, MaxRetries: maxRetries, BundleIndex: -1, Scheduling: s,
 	}
@@ -379,15 +380,15 @@ func (h *harness) task(name string, res map[string]float64, maxRetries int, s ra
 	return spec
 }
 
-func (h *harness) actor(name string, res map[string]float64, maxRestarts, maxTaskRetries int, s raylet.Scheduling) *raylet.ActorSpec {
-	return &raylet.ActorSpec{
+func (h *harness) actor(name string, res map[string]float64, maxRestarts, maxTaskRetries int, s taskspec.Scheduling) *taskspec.ActorSpec {
+	return &taskspec.ActorSpec{
 		ActorID: ids.NewActorID(job1), JobID: job1, Name: name, Resources: res,
 		MaxRestarts: maxRestarts, MaxTaskRetries: maxTaskRetries, BundleIndex: -1, Scheduling: s,
 	}
 }
 
-func (h *harness) call(a *raylet.ActorSpec, method string) *raylet.ActorCall {
-	c := &raylet.ActorCall{TaskID: ids.NewTaskID(a.ActorID), ActorID: a.ActorID, JobID: job1, Method: method, NumReturns: 1}
+func (h *harness) call(a *taskspec.ActorSpec, method string) *taskspec.ActorCall {
+	c := &taskspec.ActorCall{TaskID: ids.NewTaskID(a.ActorID), ActorID: a.ActorID, JobID: job1, Method: method, NumReturns: 1}
 	for _, id := range c.ReturnIDs() {
 		h.store.Create(id, "driver")
 	}
@@ -465,6 +466,6 @@ func short(id ids.NodeID) string { return id.Hex()[:8] }
 
 func cpu(n float64) map[string]float64 { return map[string]float64{"CPU": n} }
 
-func affinity(id ids.NodeID, soft bool) raylet.Scheduling {
-	return raylet.Scheduling{Kind: "NODE_AFFINITY", NodeID: id.Hex(), Soft: soft}
+func affinity(id ids.NodeID, soft bool) taskspec.Scheduling {
+	return taskspec.Scheduling{Kind: "NODE_AFFINITY", NodeID: id.Hex(), Soft: soft}
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Placement group errors of a provider.
@@ -136,7 +136,7 @@ func (r *remote) failReservationsLocked() {
 func (s *Server) pgRequest(ctx context.Context, r *remote, m *pb.PGRequest) {
 	reply := &pb.PGReply{RequestId: m.RequestId}
 	job, err := ids.JobFromBytes(m.JobId)
-	var req raylet.PGRequest
+	var req taskspec.PGRequest
 	if err == nil {
 		err = json.Unmarshal(m.Request, &req)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Work sent to a provider names the other providers that hold its
@@ -48,7 +48,7 @@ func TestSubmitNamesHoldersOfDependencies(t *testing.T) {
 	}
 	r := s.remotes[puller].r
 	r.out = newSendQueue()
-	spec := &raylet.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1, Deps: []ids.ObjectID{dep, unknown, small}}
+	spec := &taskspec.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1, Deps: []ids.ObjectID{dep, unknown, small}}
 	if err := r.Submit(spec); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gray-cluster/gray/objectstore"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // ErrNodeGone is returned for work sent to a provider whose control channel
@@ -38,7 +39,7 @@ type remote struct {
 	workers   map[string]ids.JobID
 	holders   map[string]bool
 	tasks     map[ids.TaskID]*pendingResults
-	actors    map[ids.ActorID]*raylet.ActorSpec
+	actors    map[ids.ActorID]*taskspec.ActorSpec
 	calls     map[ids.TaskID]*pendingResults
 	seq       uint64
 	billing   Billing
@@ -74,8 +75,8 @@ func (r *remote) leased(lease string) {
 
 // pendingResults is a task or call whose results have not all arrived.
 type pendingResults struct {
-	task    *raylet.TaskSpec
-	call    *raylet.ActorCall
+	task    *taskspec.TaskSpec
+	call    *taskspec.ActorCall
 	pins    []ids.ObjectID
 	missing int
 	seq     uint64
@@ -85,7 +86,7 @@ func newRemote(id ids.NodeID, store *objectstore.Store) *remote {
 	return &remote{
 		id: id, store: store, total: map[string]float64{}, available: map[string]float64{},
 		workers: map[string]ids.JobID{}, holders: map[string]bool{},
-		tasks: map[ids.TaskID]*pendingResults{}, actors: map[ids.ActorID]*raylet.ActorSpec{},
+		tasks: map[ids.TaskID]*pendingResults{}, actors: map[ids.ActorID]*taskspec.ActorSpec{},
 		calls: map[ids.TaskID]*pendingResults{},
 	}
 }
@@ -109,7 +110,7 @@ func (r *remote) sendLocked(m *pb.HeadMessage) error {
 }
 
 // Submit pins the task's objects on the head and sends it.
-func (r *remote) Submit(spec *raylet.TaskSpec) error {
+func (r *remote) Submit(spec *taskspec.TaskSpec) error {
 	r.leased(spec.TaskID.Hex())
 	r.store.Pin(spec.Pins)
 	m := nodewire.Task(spec)
@@ -173,7 +174,7 @@ func (r *remote) WorkerBlocked(workerID string) func() {
 	}
 }
 
-func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
+func (r *remote) CreateActor(spec *taskspec.ActorSpec) error {
 	r.leased("actor-" + spec.ActorID.Hex())
 	r.store.Pin(spec.Pins)
 	m := nodewire.Actor(spec)
@@ -190,7 +191,7 @@ func (r *remote) CreateActor(spec *raylet.ActorSpec) error {
 	return nil
 }
 
-func (r *remote) SubmitActorTask(call *raylet.ActorCall) error {
+func (r *remote) SubmitActorTask(call *taskspec.ActorCall) error {
 	r.store.Pin(call.Pins)
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -26,6 +26,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/transport"
 )
@@ -80,7 +81,7 @@ type Server struct {
 	mu      sync.Mutex
 	remotes map[ids.NodeID]*nodeConn
 	dir     *directory
-	parts   assembly
+	parts   objstream.Assembly
 }
 
 // Holders lists the providers that hold a copy of an object (a hint).
@@ -424,7 +425,7 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 		}
 	case *pb.NodeMessage_Result:
 		sent := false
-		obj, err := ReceiveObject(func() (*pb.ObjectChunk, error) {
+		obj, err := objstream.ReceiveObject(func() (*pb.ObjectChunk, error) {
 			if sent {
 				return nil, fmt.Errorf("%w: inline result spans messages", errBadMessage)
 			}
@@ -477,7 +478,7 @@ func (s *Server) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 			s.checkLiveness()
-			s.parts.sweep(s.cfg.Now(), 10*time.Minute)
+			s.parts.Sweep(s.cfg.Now(), 10*time.Minute)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gray-cluster/gray/internal/nodewire"
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/raylet"
 )
@@ -92,12 +93,12 @@ const (
 
 // pullRange pulls [off, off+n) of id from the head over bulk connection
 // conn (the relay path).
-func (o *objects) pullRange(ctx context.Context, conn int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
+func (o *objects) pullRange(ctx context.Context, conn int, id ids.ObjectID, off, n int64) (*objstream.Range, error) {
 	stream, err := pb.NewHeadClient(o.p.stripe(conn)).PullObject(ctx, &pb.PullRequest{ObjectId: id.Bytes(), Offset: off, Length: n})
 	if err != nil {
 		return nil, err
 	}
-	return nodeserver.ReceiveRange(stream.Recv, 0)
+	return objstream.ReceiveRange(stream.Recv, 0)
 }
 
 // remember caches a pulled object, dropping the oldest ones to make room.
@@ -246,9 +247,9 @@ func (o *objects) pushRange(conn int, obj *objectstore.Object, off, n int64) err
 		return err
 	}
 	if off < 0 {
-		err = nodeserver.SendObject(obj, stream.Send)
+		err = objstream.SendObject(obj, stream.Send)
 	} else {
-		err = nodeserver.SendRange(obj, off, n, stream.Send)
+		err = objstream.SendRange(obj, off, n, stream.Send)
 	}
 	if err != nil {
 		return err

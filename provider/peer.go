@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/nodeserver"
+	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/transport"
 )
@@ -282,7 +282,7 @@ func (pn *peerNet) fail(c *peerClient, err error) {
 
 // pullRange pulls [off, off+n) of id from the holder over stream i. A
 // holder that goes silent for PeerStallTime is given up on.
-func (c *peerClient) pullRange(ctx context.Context, i int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
+func (c *peerClient) pullRange(ctx context.Context, i int, id ids.ObjectID, off, n int64) (*objstream.Range, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(PeerStallTime, func() { cancel(ErrPeerStalled) })
@@ -291,12 +291,12 @@ func (c *peerClient) pullRange(ctx context.Context, i int, id ids.ObjectID, off,
 	if err != nil {
 		return nil, err
 	}
-	r, err := nodeserver.ReceiveRange(func() (*pb.ObjectChunk, error) {
+	r, err := objstream.ReceiveRange(func() (*pb.ObjectChunk, error) {
 		m, err := stream.Recv()
 		stall.Reset(PeerStallTime)
 		return m, err
 	}, 0)
-	if err != nil && context.Cause(ctx) != nil && !errors.Is(err, nodeserver.ErrMissing) {
+	if err != nil && context.Cause(ctx) != nil && !errors.Is(err, objstream.ErrMissing) {
 		return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err)
 	}
 	return r, err
@@ -328,8 +328,8 @@ func (s *peerService) PeerPull(r *pb.PullRequest, stream pb.PeerObjects_PeerPull
 	if n == 0 || off+n > obj.Size {
 		n = obj.Size - off
 	}
-	if err := nodeserver.SendRange(obj, off, n, stream.Send); err != nil {
-		if errors.Is(err, nodeserver.ErrBadRange) {
+	if err := objstream.SendRange(obj, off, n, stream.Send); err != nil {
+		if errors.Is(err, objstream.ErrBadRange) {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		return err

@@ -9,6 +9,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // ErrChannelLost fails a placement group request whose answer can no
@@ -25,7 +26,7 @@ var _ raylet.PlacementGroups = (*Provider)(nil)
 
 // PlacementGroupOp forwards a worker's placement group operation to the
 // head's table over the control channel and waits for the answer.
-func (p *Provider) PlacementGroupOp(ctx context.Context, job ids.JobID, req raylet.PGRequest) (any, error) {
+func (p *Provider) PlacementGroupOp(ctx context.Context, job ids.JobID, req taskspec.PGRequest) (any, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/testcluster"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TestPlacementGroupAcrossProviders creates a STRICT_SPREAD group from a
@@ -20,7 +20,7 @@ func TestPlacementGroupAcrossProviders(t *testing.T) {
 	defer cancel()
 	job := ids.JobFromInt(7)
 	via := c.Providers[0]
-	res, err := via.PlacementGroupOp(ctx, job, raylet.PGRequest{
+	res, err := via.PlacementGroupOp(ctx, job, taskspec.PGRequest{
 		Op: "pg_create", Strategy: "STRICT_SPREAD", Name: "spread",
 		Bundles: []map[string]float64{{"CPU": 2}, {"CPU": 2}, {"CPU": 2}},
 	})
@@ -28,10 +28,10 @@ func TestPlacementGroupAcrossProviders(t *testing.T) {
 		t.Fatalf("pg_create via a provider: %v", err)
 	}
 	id, _ := res.(map[string]any)["id"].(string)
-	if ok, err := via.PlacementGroupOp(ctx, job, raylet.PGRequest{Op: "pg_wait", ID: id, Timeout: -1}); ok != true || err != nil {
+	if ok, err := via.PlacementGroupOp(ctx, job, taskspec.PGRequest{Op: "pg_wait", ID: id, Timeout: -1}); ok != true || err != nil {
 		t.Fatalf("pg_wait = %v, %v", ok, err)
 	}
-	table, err := c.Providers[1].PlacementGroupOp(ctx, job, raylet.PGRequest{Op: "pg_table", ID: id})
+	table, err := c.Providers[1].PlacementGroupOp(ctx, job, taskspec.PGRequest{Op: "pg_table", ID: id})
 	if err != nil {
 		t.Fatalf("pg_table: %v", err)
 	}
@@ -56,13 +56,13 @@ func TestPlacementGroupAcrossProviders(t *testing.T) {
 		delete(want, n.(string))
 	}
 
-	if _, err := via.PlacementGroupOp(ctx, job, raylet.PGRequest{Op: "pg_remove", ID: id}); err != nil {
+	if _, err := via.PlacementGroupOp(ctx, job, taskspec.PGRequest{Op: "pg_remove", ID: id}); err != nil {
 		t.Fatalf("pg_remove: %v", err)
 	}
 	for _, p := range c.Providers {
 		// The release went down p's control channel before this reply, and
 		// p handles the head's messages in order.
-		if _, err := p.PlacementGroupOp(ctx, job, raylet.PGRequest{Op: "pg_table", ID: id}); err != nil {
+		if _, err := p.PlacementGroupOp(ctx, job, taskspec.PGRequest{Op: "pg_table", ID: id}); err != nil {
 			t.Fatalf("pg_table: %v", err)
 		}
 		if got := p.Raylet().Available()["CPU"]; got != 2 {

@@ -10,7 +10,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/nodeserver"
+	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 )
 
@@ -99,14 +99,14 @@ func (o *objects) takeHints(id ids.ObjectID) []holder {
 }
 
 // rangeFunc pulls [off, off+n) of id over stripe i of some source.
-type rangeFunc func(ctx context.Context, i int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error)
+type rangeFunc func(ctx context.Context, i int, id ids.ObjectID, off, n int64) (*objstream.Range, error)
 
 // pullOne pulls an object: from the holders the head named, directly, and
 // from the head for whatever they could not give (all of it when none
 // could). It reports direct pulls to the head.
 func (o *objects) pullOne(id ids.ObjectID) error {
 	ctx := o.p.ctx
-	var parts []*nodeserver.Range
+	var parts []*objstream.Range
 	var t ObjectTransfer
 	hints := o.takeHints(id)
 	if len(hints) == 0 && o.p.peers != nil {
@@ -118,7 +118,7 @@ func (o *objects) pullOne(id ids.ObjectID) error {
 			return err
 		}
 		if first != nil {
-			parts = []*nodeserver.Range{first}
+			parts = []*objstream.Range{first}
 		}
 		hints = peers
 	}
@@ -138,7 +138,7 @@ func (o *objects) pullOne(id ids.ObjectID) error {
 				parts = got
 				break
 			}
-			if !errors.Is(err, nodeserver.ErrMissing) {
+			if !errors.Is(err, objstream.ErrMissing) {
 				o.p.peers.fail(c, err)
 			}
 			o.p.log.Info("direct pull failed; falling back", "object", id.Hex(), "peer", h.node, "have", t.Direct, "err", err)
@@ -156,7 +156,7 @@ func (o *objects) pullOne(id ids.ObjectID) error {
 		}
 		parts = got
 	}
-	obj, err := nodeserver.Assemble(parts)
+	obj, err := objstream.Assemble(parts)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (o *objects) pullOne(id ids.ObjectID) error {
 
 // askHead pulls the first piece of id from the head, allowing it to answer
 // with the providers that hold the object instead.
-func (o *objects) askHead(ctx context.Context, id ids.ObjectID) (*nodeserver.Range, []holder, error) {
+func (o *objects) askHead(ctx context.Context, id ids.ObjectID) (*objstream.Range, []holder, error) {
 	stream, err := pb.NewHeadClient(o.p.stripe(0)).PullObject(ctx, &pb.PullRequest{
 		ObjectId: id.Bytes(), Length: FirstPieceBytes, PeersOk: true,
 	})
@@ -200,7 +200,7 @@ func (o *objects) askHead(ctx context.Context, id ids.ObjectID) (*nodeserver.Ran
 		return nil, hs, nil
 	}
 	sent := false
-	r, err := nodeserver.ReceiveRange(func() (*pb.ObjectChunk, error) {
+	r, err := objstream.ReceiveRange(func() (*pb.ObjectChunk, error) {
 		if !sent {
 			sent = true
 			return m, nil
@@ -210,7 +210,7 @@ func (o *objects) askHead(ctx context.Context, id ids.ObjectID) (*nodeserver.Ran
 	return r, nil, err
 }
 
-func bytesIn(parts []*nodeserver.Range) int64 {
+func bytesIn(parts []*objstream.Range) int64 {
 	var n int64
 	for _, p := range parts {
 		n += int64(len(p.Data))
@@ -222,7 +222,7 @@ func bytesIn(parts []*nodeserver.Range) int64 {
 type span struct{ off, n int64 }
 
 // gaps lists what parts (of one object) leave uncovered, in order.
-func gaps(parts []*nodeserver.Range) []span {
+func gaps(parts []*objstream.Range) []span {
 	if len(parts) == 0 {
 		return nil
 	}
@@ -256,13 +256,13 @@ func rangeSize(n int64, k int) int64 {
 // with a first piece, which tells the size) with ranges from get, striped
 // over k streams in parallel. It returns every part it has, also on error,
 // so another source can fill the gaps.
-func pullStriped(ctx context.Context, get rangeFunc, k int, id ids.ObjectID, have []*nodeserver.Range) ([]*nodeserver.Range, error) {
+func pullStriped(ctx context.Context, get rangeFunc, k int, id ids.ObjectID, have []*objstream.Range) ([]*objstream.Range, error) {
 	if len(have) == 0 {
 		first, err := get(ctx, 0, id, 0, FirstPieceBytes)
 		if err != nil {
 			return nil, err
 		}
-		have = []*nodeserver.Range{first}
+		have = []*objstream.Range{first}
 	}
 	todo := gaps(have)
 	var left int64
@@ -295,7 +295,7 @@ func pullStriped(ctx context.Context, get rangeFunc, k int, id ids.ObjectID, hav
 					}
 				case r.Offset != off || int64(len(r.Data)) != n:
 					if firstErr == nil {
-						firstErr = nodeserver.ErrBadRange
+						firstErr = objstream.ErrBadRange
 					}
 				default:
 					have = append(have, r)

@@ -8,23 +8,23 @@ import (
 	"testing"
 
 	"github.com/gray-cluster/gray/internal/ids"
-	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 )
 
 // source serves ranges of obj like a holder or the head would, failing the
 // ranges fail says to.
 func source(t *testing.T, obj *objectstore.Object, fail func(off int64) error, served *atomic.Int64) rangeFunc {
-	return func(_ context.Context, _ int, id ids.ObjectID, off, n int64) (*nodeserver.Range, error) {
+	return func(_ context.Context, _ int, id ids.ObjectID, off, n int64) (*objstream.Range, error) {
 		if err := fail(off); err != nil {
 			return nil, err
 		}
 		var msgs []*pb.ObjectChunk
-		if err := nodeserver.SendRange(obj, off, n, func(m *pb.ObjectChunk) error { msgs = append(msgs, m); return nil }); err != nil {
+		if err := objstream.SendRange(obj, off, n, func(m *pb.ObjectChunk) error { msgs = append(msgs, m); return nil }); err != nil {
 			t.Fatal(err)
 		}
-		r, err := nodeserver.ReceiveRange(func() (*pb.ObjectChunk, error) { m := msgs[0]; msgs = msgs[1:]; return m, nil }, 0)
+		r, err := objstream.ReceiveRange(func() (*pb.ObjectChunk, error) { m := msgs[0]; msgs = msgs[1:]; return m, nil }, 0)
 		if err == nil {
 			served.Add(int64(len(r.Data)))
 		}
@@ -69,7 +69,7 @@ func TestPullResumesFromAnotherSource(t *testing.T) {
 	if g := gaps(parts); len(g) != 0 {
 		t.Fatalf("gaps left: %v", g)
 	}
-	got, err := nodeserver.Assemble(parts)
+	got, err := objstream.Assemble(parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,15 +86,15 @@ func TestPullResumesFromAnotherSource(t *testing.T) {
 }
 
 func TestGaps(t *testing.T) {
-	r := func(off, n int64) *nodeserver.Range {
-		return &nodeserver.Range{Total: 100, Offset: off, Data: make([]byte, n)}
+	r := func(off, n int64) *objstream.Range {
+		return &objstream.Range{Total: 100, Offset: off, Data: make([]byte, n)}
 	}
-	got := gaps([]*nodeserver.Range{r(50, 10), r(0, 20), r(90, 10)})
+	got := gaps([]*objstream.Range{r(50, 10), r(0, 20), r(90, 10)})
 	want := []span{{20, 30}, {60, 30}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("gaps %v, want %v", got, want)
 	}
-	if g := gaps([]*nodeserver.Range{r(0, 100)}); len(g) != 0 {
+	if g := gaps([]*objstream.Range{r(0, 100)}); len(g) != 0 {
 		t.Fatalf("a whole object has gaps %v", g)
 	}
 }

@@ -8,77 +8,22 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // ErrUnknownActor is returned for calls to an actor this raylet never hosted.
 var ErrUnknownActor = errors.New("unknown actor")
 
-// ActorSpec describes an actor to create.
-type ActorSpec struct {
-	ActorID  ids.ActorID
-	JobID    ids.JobID
-	Name     string // class name
-	ClassID  ids.ObjectID
-	Args     [][]byte
-	Deps     []ids.ObjectID
-	Pins     []ids.ObjectID
-	SelfRefs map[string]string
-	Baseline []byte
-	// Resources are held for the actor's lifetime.
-	Resources      map[string]float64
-	MaxConcurrency int
-	// MaxRestarts and MaxTaskRetries follow Ray: -1 means unlimited.
-	MaxRestarts    int
-	MaxTaskRetries int
-	Env            RuntimeEnv
-	PlacementGroup string
-	BundleIndex    int
-	// ConcurrencyGroups maps group names to their thread/coroutine limits.
-	ConcurrencyGroups map[string]int
-	Scheduling        Scheduling
-}
-
-// ActorCall is one method call.
-type ActorCall struct {
-	TaskID     ids.TaskID
-	ActorID    ids.ActorID
-	JobID      ids.JobID
-	Method     string
-	Args       [][]byte
-	Deps       []ids.ObjectID
-	Pins       []ids.ObjectID
-	NumReturns int
-	// ConcurrencyGroup overrides the method's declared group.
-	ConcurrencyGroup string
-
-	// Attempts counts the retries it has had (worker crashes, node deaths).
-	Attempts int
-}
-
-// ReturnIDs are the ids of the call's return objects.
-func (c *ActorCall) ReturnIDs() []ids.ObjectID { return c.TaskID.ReturnIDs(c.NumReturns) }
-
-// ActorState is an actor's lifecycle state, named as in Ray's actor table.
-type ActorState string
-
-// Actor states.
-const (
-	ActorPending    ActorState = "PENDING_CREATION"
-	ActorAlive      ActorState = "ALIVE"
-	ActorRestarting ActorState = "RESTARTING"
-	ActorDead       ActorState = "DEAD"
-)
-
 type actor struct {
-	spec *ActorSpec
+	spec *taskspec.ActorSpec
 
 	mu        sync.Mutex
 	cond      *sync.Cond
-	state     ActorState
+	state     taskspec.ActorState
 	worker    *workerProc
 	restarts  int
-	queue     []*ActorCall
-	inflight  map[ids.TaskID]*ActorCall
+	queue     []*taskspec.ActorCall
+	inflight  map[ids.TaskID]*taskspec.ActorCall
 	deathErr  [][]byte
 	noRestart bool
 	holding   bool // resources granted
@@ -87,8 +32,8 @@ type actor struct {
 
 // CreateActor schedules an actor: it waits for its arguments and resources,
 // then starts a dedicated worker that runs the constructor.
-func (r *Raylet) CreateActor(spec *ActorSpec) error {
-	a := &actor{spec: spec, state: ActorPending, inflight: map[ids.TaskID]*ActorCall{}}
+func (r *Raylet) CreateActor(spec *taskspec.ActorSpec) error {
+	a := &actor{spec: spec, state: taskspec.ActorPending, inflight: map[ids.TaskID]*taskspec.ActorCall{}}
 	a.cond = sync.NewCond(&a.mu)
 	r.mu.Lock()
 	if r.closed {
@@ -107,7 +52,7 @@ func (r *Raylet) CreateActor(spec *ActorSpec) error {
 }
 
 // ActorStateOf reports an actor's state.
-func (r *Raylet) ActorStateOf(id ids.ActorID) (ActorState, bool) {
+func (r *Raylet) ActorStateOf(id ids.ActorID) (taskspec.ActorState, bool) {
 	r.mu.Lock()
 	a := r.actors[id]
 	r.mu.Unlock()
@@ -120,7 +65,7 @@ func (r *Raylet) ActorStateOf(id ids.ActorID) (ActorState, bool) {
 }
 
 // SubmitActorTask queues a method call; its return objects must exist.
-func (r *Raylet) SubmitActorTask(c *ActorCall) error {
+func (r *Raylet) SubmitActorTask(c *taskspec.ActorCall) error {
 	r.mu.Lock()
 	a := r.actors[c.ActorID]
 	r.mu.Unlock()
@@ -129,7 +74,7 @@ func (r *Raylet) SubmitActorTask(c *ActorCall) error {
 	}
 	r.store.Pin(c.Pins)
 	a.mu.Lock()
-	if a.state == ActorDead {
+	if a.state == taskspec.ActorDead {
 		errb := a.deathErr
 		a.mu.Unlock()
 		r.finishCall(c, errb)
@@ -158,7 +103,7 @@ func (r *Raylet) KillActor(id ids.ActorID, noRestart bool) error {
 	a.mu.Unlock()
 	if w != nil {
 		w.kill()
-	} else if state == ActorPending {
+	} else if state == taskspec.ActorPending {
 		r.actorDied(a, r.errorPickle(rayerr.ActorDied()))
 	}
 	return nil
@@ -180,7 +125,7 @@ func (r *Raylet) actorLifecycle(a *actor) {
 		}
 	}
 	granted := make(chan struct{})
-	gate := &task{spec: &TaskSpec{TaskID: ids.NewTaskID(s.ActorID), JobID: s.JobID, Resources: s.Resources,
+	gate := &task{spec: &taskspec.TaskSpec{TaskID: ids.NewTaskID(s.ActorID), JobID: s.JobID, Resources: s.Resources,
 		PlacementGroup: s.PlacementGroup, BundleIndex: s.BundleIndex}, state: stateQueued, onGrant: func() { close(granted) },
 		lease: "actor-" + s.ActorID.Hex() + ":" + ids.NewTaskID(s.ActorID).Hex()[:16]}
 	a.mu.Lock()
@@ -197,7 +142,7 @@ func (r *Raylet) actorLifecycle(a *actor) {
 	}
 	a.mu.Lock()
 	a.holding = true
-	dead := a.state == ActorDead
+	dead := a.state == taskspec.ActorDead
 	a.mu.Unlock()
 	if dead {
 		r.releaseActorResources(a)
@@ -213,13 +158,13 @@ func (r *Raylet) actorLifecycle(a *actor) {
 			return
 		}
 		a.mu.Lock()
-		if a.state == ActorDead { // killed while starting
+		if a.state == taskspec.ActorDead { // killed while starting
 			a.mu.Unlock()
 			w.kill()
 			return
 		}
 		a.worker = w
-		a.state = ActorAlive
+		a.state = taskspec.ActorAlive
 		first := a.restarts == 0
 		a.cond.Broadcast()
 		a.mu.Unlock()
@@ -231,19 +176,19 @@ func (r *Raylet) actorLifecycle(a *actor) {
 		a.mu.Lock()
 		a.worker = nil
 		canRestart := !a.noRestart && (s.MaxRestarts < 0 || a.restarts < s.MaxRestarts)
-		var failed []*ActorCall
+		var failed []*taskspec.ActorCall
 		for id, c := range a.inflight {
 			delete(a.inflight, id)
 			if canRestart && (s.MaxTaskRetries < 0 || c.Attempts < s.MaxTaskRetries) {
 				c.Attempts++
-				a.queue = append([]*ActorCall{c}, a.queue...)
+				a.queue = append([]*taskspec.ActorCall{c}, a.queue...)
 				continue
 			}
 			failed = append(failed, c)
 		}
 		if canRestart {
 			a.restarts++
-			a.state = ActorRestarting
+			a.state = taskspec.ActorRestarting
 		}
 		a.mu.Unlock()
 		died := r.errorPickle(rayerr.ActorDied())
@@ -350,7 +295,7 @@ func (r *Raylet) actorReceive(a *actor, w *workerProc) {
 		case f := <-w.frames:
 			id := f.str("task_id")
 			a.mu.Lock()
-			var c *ActorCall
+			var c *taskspec.ActorCall
 			for tid, x := range a.inflight {
 				if tid.Hex() == id {
 					c = x
@@ -393,10 +338,10 @@ func (r *Raylet) actorReceive(a *actor, w *workerProc) {
 func (r *Raylet) actorSender(a *actor) {
 	for {
 		a.mu.Lock()
-		for len(a.queue) == 0 && a.state != ActorDead {
+		for len(a.queue) == 0 && a.state != taskspec.ActorDead {
 			a.cond.Wait()
 		}
-		if a.state == ActorDead {
+		if a.state == taskspec.ActorDead {
 			a.mu.Unlock()
 			return
 		}
@@ -404,10 +349,10 @@ func (r *Raylet) actorSender(a *actor) {
 		a.mu.Unlock()
 		depErr := r.waitCallDeps(c)
 		a.mu.Lock()
-		for a.state != ActorAlive && a.state != ActorDead {
+		for a.state != taskspec.ActorAlive && a.state != taskspec.ActorDead {
 			a.cond.Wait()
 		}
-		if a.state == ActorDead {
+		if a.state == taskspec.ActorDead {
 			a.mu.Unlock()
 			return // actorDied fails what is queued
 		}
@@ -443,7 +388,7 @@ func (r *Raylet) actorSender(a *actor) {
 	}
 }
 
-func (r *Raylet) waitCallDeps(c *ActorCall) [][]byte {
+func (r *Raylet) waitCallDeps(c *taskspec.ActorCall) [][]byte {
 	for _, d := range c.Deps {
 		obj, err := r.store.Wait(r.ctx, d)
 		if err != nil || obj == nil {
@@ -459,13 +404,13 @@ func (r *Raylet) waitCallDeps(c *ActorCall) [][]byte {
 // actorDied marks the actor dead and fails everything still waiting.
 func (r *Raylet) actorDied(a *actor, errb [][]byte) {
 	a.mu.Lock()
-	if a.state == ActorDead {
+	if a.state == taskspec.ActorDead {
 		a.mu.Unlock()
 		return
 	}
-	a.state = ActorDead
+	a.state = taskspec.ActorDead
 	a.deathErr = errb
-	pending := append([]*ActorCall(nil), a.queue...)
+	pending := append([]*taskspec.ActorCall(nil), a.queue...)
 	a.queue = nil
 	for id, c := range a.inflight {
 		pending = append(pending, c)
@@ -498,7 +443,7 @@ func (r *Raylet) releaseActorResources(a *actor) {
 	}
 }
 
-func (r *Raylet) finishCall(c *ActorCall, errb [][]byte) {
+func (r *Raylet) finishCall(c *taskspec.ActorCall, errb [][]byte) {
 	size := 0
 	for _, b := range errb {
 		size += len(b)

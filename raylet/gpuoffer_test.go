@@ -4,12 +4,13 @@ import (
 	"testing"
 
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // grant dispatches a grant of res that runs nothing (as a placement
 // group's reservation does) and returns it, granted or still queued.
 func grant(r *Raylet, res map[string]float64) *task {
-	t := &task{spec: &TaskSpec{Resources: res}, state: stateQueued, onGrant: func() {}}
+	t := &task{spec: &taskspec.TaskSpec{Resources: res}, state: stateQueued, onGrant: func() {}}
 	r.mu.Lock()
 	r.queue.push(t)
 	r.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Sentinel errors of placement group reservations.
@@ -22,25 +23,11 @@ var (
 	ErrNoPlacementGroups = errors.New("raylet: no placement group table")
 )
 
-// PGRequest is one placement group operation a worker asks for (the
-// helpers of ray.util.placement_group). Op is pg_create, pg_remove, pg_get,
-// pg_table or pg_wait.
-type PGRequest struct {
-	Op       string               `json:"op"`
-	ID       string               `json:"id,omitempty"`
-	Name     string               `json:"name,omitempty"`
-	Strategy string               `json:"strategy,omitempty"`
-	Bundles  []map[string]float64 `json:"bundles,omitempty"`
-	Detached bool                 `json:"detached,omitempty"`
-	// Timeout of pg_wait in seconds; negative waits until ctx ends.
-	Timeout float64 `json:"timeout"`
-}
-
 // PlacementGroups is the cluster's placement group table as a raylet's
 // workers reach it: the head's cluster itself, or a provider forwarding to
 // it. Results are JSON-encodable values for the worker.
 type PlacementGroups interface {
-	PlacementGroupOp(ctx context.Context, job ids.JobID, req PGRequest) (any, error)
+	PlacementGroupOp(ctx context.Context, job ids.JobID, req taskspec.PGRequest) (any, error)
 }
 
 // SetPlacementGroups sets the table workers' placement group operations go
@@ -123,7 +110,7 @@ func (r *Raylet) ReleaseBundles(pgID string) error {
 
 // grantFrom picks the resource pool a queued task draws from: the node, or
 // a bundle of its placement group. It reports nil if nothing fits now.
-func (r *Raylet) grantFrom(s *TaskSpec) map[string]float64 {
+func (r *Raylet) grantFrom(s *taskspec.TaskSpec) map[string]float64 {
 	if s.PlacementGroup == "" {
 		if fits(r.available, s.Resources) {
 			return r.available
@@ -150,7 +137,7 @@ func (r *Raylet) grantFrom(s *TaskSpec) map[string]float64 {
 
 // releaseTo gives resources back to where they were granted from (the node
 // if that bundle is no longer held).
-func (r *Raylet) releaseTo(s *TaskSpec, from map[string]float64) {
+func (r *Raylet) releaseTo(s *taskspec.TaskSpec, from map[string]float64) {
 	if from == nil {
 		return
 	}
@@ -185,7 +172,7 @@ func (r *Raylet) handleRPC(w *workerProc, f *frame) {
 	w.mu.Lock()
 	job := w.job
 	w.mu.Unlock()
-	req := PGRequest{Op: f.str("op"), ID: f.str("id"), Name: f.str("name"), Strategy: f.str("strategy")}
+	req := taskspec.PGRequest{Op: f.str("op"), ID: f.str("id"), Name: f.str("name"), Strategy: f.str("strategy")}
 	req.Detached, _ = f.Header["detached"].(bool)
 	req.Timeout, _ = f.Header["timeout"].(float64)
 	var err error

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func newTestRaylet(t *testing.T, res map[string]float64) *Raylet {
@@ -41,8 +42,8 @@ func TestBundleReservations(t *testing.T) {
 		t.Fatalf("a refused reservation took resources: available %v", got)
 	}
 
-	in := func(index int, cpus float64) *TaskSpec {
-		return &TaskSpec{PlacementGroup: "pg", BundleIndex: index, Resources: map[string]float64{"CPU": cpus}}
+	in := func(index int, cpus float64) *taskspec.TaskSpec {
+		return &taskspec.TaskSpec{PlacementGroup: "pg", BundleIndex: index, Resources: map[string]float64{"CPU": cpus}}
 	}
 	if from := r.grantFrom(in(0, 1)); from != nil {
 		t.Errorf("bundle 0 is not held here but a task was granted from %v", from)
@@ -80,7 +81,7 @@ func TestReleaseFailsQueuedTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk := func(pg string) *task {
-		spec := &TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1,
+		spec := &taskspec.TaskSpec{TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, NumReturns: 1,
 			PlacementGroup: pg, BundleIndex: -1, Resources: map[string]float64{"CPU": 2}}
 		r.cfg.Store.(*objectstore.Store).Create(spec.ReturnIDs()[0], "driver")
 		return &task{spec: spec, state: stateQueued, stop: make(chan struct{})}

@@ -3,10 +3,12 @@ package raylet
 import (
 	"fmt"
 	"testing"
+
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func queuedTask(res map[string]float64) *task {
-	return &task{spec: &TaskSpec{Resources: res, BundleIndex: -1}}
+	return &task{spec: &taskspec.TaskSpec{Resources: res, BundleIndex: -1}}
 }
 
 // TestDispatchQueueOrder: grants go oldest first across classes, a class

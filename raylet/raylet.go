@@ -21,6 +21,7 @@ import (
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/sandbox"
+	"github.com/gray-cluster/gray/taskspec"
 	"github.com/gray-cluster/gray/worker"
 )
 
@@ -205,7 +206,7 @@ func (r *Raylet) Available() map[string]float64 {
 }
 
 // Submit accepts a task. Its return objects must already exist in the store.
-func (r *Raylet) Submit(spec *TaskSpec) error {
+func (r *Raylet) Submit(spec *taskspec.TaskSpec) error {
 	t := &task{spec: spec, stop: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed {
@@ -563,11 +564,11 @@ func ackContained(w *workerProc, id ids.TaskID, res result) {
 const cudaVisible = "CUDA_VISIBLE_DEVICES"
 
 // withGPUs returns env with CUDA_VISIBLE_DEVICES set to the assigned ids.
-func withGPUs(env RuntimeEnv, gpuIDs []int) RuntimeEnv {
+func withGPUs(env taskspec.RuntimeEnv, gpuIDs []int) taskspec.RuntimeEnv {
 	if len(gpuIDs) == 0 {
 		return env
 	}
-	out := RuntimeEnv{WorkingDir: env.WorkingDir, EnvVars: map[string]string{}}
+	out := taskspec.RuntimeEnv{WorkingDir: env.WorkingDir, EnvVars: map[string]string{}}
 	for k, v := range env.EnvVars {
 		out.EnvVars[k] = v
 	}

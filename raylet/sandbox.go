@@ -11,6 +11,7 @@ import (
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/sandbox"
 	"github.com/gray-cluster/gray/sandbox/cgroup"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // SandboxConfig turns on sandboxed workers (package sandbox).
@@ -51,7 +52,7 @@ func (r *Raylet) startSandbox(ctx context.Context) error {
 // sandbox a worker serves one job only (its /tmp, its loaded modules and
 // whatever its code left running belong to that job); a prestarted worker
 // (job zero, default env) is unbound until its first task.
-func (p *pool) poolKey(job ids.JobID, env RuntimeEnv) string {
+func (p *pool) poolKey(job ids.JobID, env taskspec.RuntimeEnv) string {
 	k := env.Key()
 	if p.r.sandbox == nil || job == (ids.JobID{}) {
 		return k
@@ -60,7 +61,7 @@ func (p *pool) poolKey(job ids.JobID, env RuntimeEnv) string {
 }
 
 // sandboxed prepares a worker's sandbox and its command.
-func (p *pool) sandboxed(w *workerProc, env RuntimeEnv, gpus []int) (*sandbox.Proc, error) {
+func (p *pool) sandboxed(w *workerProc, env taskspec.RuntimeEnv, gpus []int) (*sandbox.Proc, error) {
 	argv := []string{p.r.cfg.Python, "-u", sandbox.InnerRuntime + "/" + filepath.Base(p.script),
 		"--socket", sandbox.InnerSocket, "--address", p.r.cfg.ClientAddress, "--worker-id", w.id}
 	return p.r.sandbox.Command(w.id, sandbox.Worker{

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // TaskRun is where one task or actor call stands on this raylet, for the
@@ -23,7 +24,7 @@ type TaskRun struct {
 // ActorRun is one hosted actor's state and process.
 type ActorRun struct {
 	ActorID  ids.ActorID
-	State    ActorState
+	State    taskspec.ActorState
 	WorkerID string
 	PID      int
 	Restarts int

@@ -20,6 +20,7 @@ import (
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/sandbox"
 	"github.com/gray-cluster/gray/sandbox/cgroup"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Pool timing.
@@ -162,16 +163,16 @@ func (w *workerProc) readLoop(br *bufio.Reader) {
 }
 
 // spawnDedicated starts a worker that will host one actor of job, on gpus.
-func (p *pool) spawnDedicated(job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+func (p *pool) spawnDedicated(job ids.JobID, env taskspec.RuntimeEnv, gpus []int) (*workerProc, error) {
 	return p.start(job, env, gpus, true)
 }
 
 // spawn starts a pooled worker process for job's work in env.
-func (p *pool) spawn(job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+func (p *pool) spawn(job ids.JobID, env taskspec.RuntimeEnv, gpus []int) (*workerProc, error) {
 	return p.start(job, env, gpus, false)
 }
 
-func (p *pool) start(job ids.JobID, env RuntimeEnv, gpus []int, dedicated bool) (*workerProc, error) {
+func (p *pool) start(job ids.JobID, env taskspec.RuntimeEnv, gpus []int, dedicated bool) (*workerProc, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -301,7 +302,7 @@ func (p *pool) onExit(w *workerProc) {
 // prestart launches n default workers that join the idle list when ready.
 func (p *pool) prestart(n int) {
 	for i := 0; i < n; i++ {
-		w, err := p.spawn(ids.JobID{}, RuntimeEnv{}, nil)
+		w, err := p.spawn(ids.JobID{}, taskspec.RuntimeEnv{}, nil)
 		if err != nil {
 			p.r.log.Warn("prestart worker failed", "err", err)
 			return
@@ -332,7 +333,7 @@ func (p *pool) waitReady(ctx context.Context, w *workerProc) error {
 
 // acquire returns an idle worker for job's work in env, starting one
 // (on gpus) when none is idle.
-func (p *pool) acquire(ctx context.Context, job ids.JobID, env RuntimeEnv, gpus []int) (*workerProc, error) {
+func (p *pool) acquire(ctx context.Context, job ids.JobID, env taskspec.RuntimeEnv, gpus []int) (*workerProc, error) {
 	key := p.poolKey(job, env)
 	p.mu.Lock()
 	for _, from := range p.candidates(key, env) {
@@ -372,7 +373,7 @@ func (p *pool) acquire(ctx context.Context, job ids.JobID, env RuntimeEnv, gpus 
 
 // candidates are the idle lists a worker for key may come from: its own,
 // and with the sandbox on, for default-env work, the unbound prestarted one.
-func (p *pool) candidates(key string, env RuntimeEnv) []string {
+func (p *pool) candidates(key string, env taskspec.RuntimeEnv) []string {
 	if k := env.Key(); key != k && k == "" {
 		return []string{key, ""}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // idleMember is a node that takes every task and never gets busier: what
@@ -24,16 +24,16 @@ type idleMember struct {
 
 var _ cluster.Member = (*idleMember)(nil)
 
-func (m *idleMember) NodeID() ids.NodeID                      { return m.id }
-func (m *idleMember) Submit(*raylet.TaskSpec) error           { return nil }
-func (m *idleMember) Cancel(ids.TaskID, bool) error           { return nil }
-func (m *idleMember) Total() map[string]float64               { return maps.Clone(m.total) }
-func (m *idleMember) Available() map[string]float64           { return maps.Clone(m.total) }
-func (m *idleMember) WorkerJob(string) (ids.JobID, bool)      { return ids.JobID{}, false }
-func (m *idleMember) WorkerBlocked(string) func()             { return func() {} }
-func (m *idleMember) CreateActor(*raylet.ActorSpec) error     { return nil }
-func (m *idleMember) SubmitActorTask(*raylet.ActorCall) error { return nil }
-func (m *idleMember) KillActor(ids.ActorID, bool) error       { return nil }
+func (m *idleMember) NodeID() ids.NodeID                        { return m.id }
+func (m *idleMember) Submit(*taskspec.TaskSpec) error           { return nil }
+func (m *idleMember) Cancel(ids.TaskID, bool) error             { return nil }
+func (m *idleMember) Total() map[string]float64                 { return maps.Clone(m.total) }
+func (m *idleMember) Available() map[string]float64             { return maps.Clone(m.total) }
+func (m *idleMember) WorkerJob(string) (ids.JobID, bool)        { return ids.JobID{}, false }
+func (m *idleMember) WorkerBlocked(string) func()               { return func() {} }
+func (m *idleMember) CreateActor(*taskspec.ActorSpec) error     { return nil }
+func (m *idleMember) SubmitActorTask(*taskspec.ActorCall) error { return nil }
+func (m *idleMember) KillActor(ids.ActorID, bool) error         { return nil }
 
 // BenchmarkClusterSubmit is the head's cost of placing one task (default
 // strategy) in a cluster of N idle nodes, without any networking: the part
@@ -51,7 +51,7 @@ func BenchmarkClusterSubmit(b *testing.B) {
 			job := ids.JobFromInt(1)
 			b.ReportAllocs()
 			for b.Loop() {
-				spec := &raylet.TaskSpec{
+				spec := &taskspec.TaskSpec{
 					TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, Name: "f", NumReturns: 1,
 					Resources: map[string]float64{"CPU": 1}, BundleIndex: -1,
 				}

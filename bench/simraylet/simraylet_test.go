@@ -12,7 +12,7 @@ import (
 	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/testcluster"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func TestFleetRegistersAndRunsTasks(t *testing.T) {
@@ -73,10 +73,10 @@ func TestFleetRegistersAndRunsTasks(t *testing.T) {
 	// A task pinned to a simulated node comes back as None from its push.
 	target := sims[0].ID.Hex()
 	job := ids.JobFromInt(1)
-	spec := &raylet.TaskSpec{
+	spec := &taskspec.TaskSpec{
 		TaskID: ids.NewTaskID(ids.NilActorFor(job)), JobID: job, Name: "f", NumReturns: 2,
 		Resources: map[string]float64{"CPU": 1}, BundleIndex: -1,
-		Scheduling: raylet.Scheduling{Kind: "NODE_AFFINITY", NodeID: target},
+		Scheduling: taskspec.Scheduling{Kind: "NODE_AFFINITY", NodeID: target},
 	}
 	for _, oid := range spec.ReturnIDs() {
 		h.Store.Create(oid, "test")

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
-	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // ErrBadID is returned for an id of the wrong length.
@@ -37,19 +37,19 @@ func ObjectIDs(raw [][]byte) ([]ids.ObjectID, error) {
 	return out, nil
 }
 
-func env(e raylet.RuntimeEnv) *pb.RuntimeEnv {
+func env(e taskspec.RuntimeEnv) *pb.RuntimeEnv {
 	return &pb.RuntimeEnv{EnvVars: e.EnvVars, WorkingDir: e.WorkingDir}
 }
 
-func fromEnv(e *pb.RuntimeEnv) raylet.RuntimeEnv {
+func fromEnv(e *pb.RuntimeEnv) taskspec.RuntimeEnv {
 	if e == nil {
-		return raylet.RuntimeEnv{}
+		return taskspec.RuntimeEnv{}
 	}
-	return raylet.RuntimeEnv{EnvVars: maps.Clone(e.EnvVars), WorkingDir: e.WorkingDir}
+	return taskspec.RuntimeEnv{EnvVars: maps.Clone(e.EnvVars), WorkingDir: e.WorkingDir}
 }
 
 // Task encodes a task spec.
-func Task(s *raylet.TaskSpec) *pb.TaskSpec {
+func Task(s *taskspec.TaskSpec) *pb.TaskSpec {
 	return &pb.TaskSpec{
 		TaskId: s.TaskID.Bytes(), JobId: s.JobID.Bytes(), Name: s.Name, FunctionId: s.FunctionID.Bytes(),
 		Args: s.Args, Deps: IDs(s.Deps), Pins: IDs(s.Pins), SelfRefs: s.SelfRefs, Baseline: s.Baseline,
@@ -60,7 +60,7 @@ func Task(s *raylet.TaskSpec) *pb.TaskSpec {
 }
 
 // FromTask decodes a task spec.
-func FromTask(m *pb.TaskSpec) (*raylet.TaskSpec, error) {
+func FromTask(m *pb.TaskSpec) (*taskspec.TaskSpec, error) {
 	tid, err1 := ids.TaskFromBytes(m.TaskId)
 	job, err2 := ids.JobFromBytes(m.JobId)
 	fn, err3 := ids.ObjectFromBytes(m.FunctionId)
@@ -69,7 +69,7 @@ func FromTask(m *pb.TaskSpec) (*raylet.TaskSpec, error) {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return nil, fmt.Errorf("%w: task: %v", ErrBadID, err)
 	}
-	s := &raylet.TaskSpec{
+	s := &taskspec.TaskSpec{
 		TaskID: tid, JobID: job, Name: m.Name, FunctionID: fn, Args: m.Args, Deps: deps, Pins: pins,
 		SelfRefs: m.SelfRefs, Baseline: m.Baseline, NumReturns: int(m.NumReturns), Resources: m.Resources,
 		MaxRetries: int(m.MaxRetries), RetryExceptions: m.RetryExceptions, Env: fromEnv(m.Env), BundleIndex: -1,
@@ -81,7 +81,7 @@ func FromTask(m *pb.TaskSpec) (*raylet.TaskSpec, error) {
 }
 
 // Actor encodes an actor spec.
-func Actor(s *raylet.ActorSpec) *pb.ActorSpec {
+func Actor(s *taskspec.ActorSpec) *pb.ActorSpec {
 	groups := make(map[string]int32, len(s.ConcurrencyGroups))
 	for k, v := range s.ConcurrencyGroups {
 		groups[k] = int32(v)
@@ -97,7 +97,7 @@ func Actor(s *raylet.ActorSpec) *pb.ActorSpec {
 }
 
 // FromActor decodes an actor spec.
-func FromActor(m *pb.ActorSpec) (*raylet.ActorSpec, error) {
+func FromActor(m *pb.ActorSpec) (*taskspec.ActorSpec, error) {
 	aid, err1 := ids.ActorFromBytes(m.ActorId)
 	job, err2 := ids.JobFromBytes(m.JobId)
 	cls, err3 := ids.ObjectFromBytes(m.ClassId)
@@ -110,7 +110,7 @@ func FromActor(m *pb.ActorSpec) (*raylet.ActorSpec, error) {
 	for k, v := range m.ConcurrencyGroups {
 		groups[k] = int(v)
 	}
-	s := &raylet.ActorSpec{
+	s := &taskspec.ActorSpec{
 		ActorID: aid, JobID: job, Name: m.Name, ClassID: cls, Args: m.Args, Deps: deps, Pins: pins,
 		SelfRefs: m.SelfRefs, Baseline: m.Baseline, Resources: m.Resources, MaxConcurrency: int(m.MaxConcurrency),
 		MaxRestarts: int(m.MaxRestarts), MaxTaskRetries: int(m.MaxTaskRetries), Env: fromEnv(m.Env),
@@ -123,7 +123,7 @@ func FromActor(m *pb.ActorSpec) (*raylet.ActorSpec, error) {
 }
 
 // Call encodes an actor call.
-func Call(c *raylet.ActorCall) *pb.ActorCall {
+func Call(c *taskspec.ActorCall) *pb.ActorCall {
 	return &pb.ActorCall{
 		TaskId: c.TaskID.Bytes(), ActorId: c.ActorID.Bytes(), JobId: c.JobID.Bytes(), Method: c.Method,
 		Args: c.Args, Deps: IDs(c.Deps), Pins: IDs(c.Pins), NumReturns: int32(c.NumReturns),
@@ -132,7 +132,7 @@ func Call(c *raylet.ActorCall) *pb.ActorCall {
 }
 
 // FromCall decodes an actor call.
-func FromCall(m *pb.ActorCall) (*raylet.ActorCall, error) {
+func FromCall(m *pb.ActorCall) (*taskspec.ActorCall, error) {
 	tid, err1 := ids.TaskFromBytes(m.TaskId)
 	aid, err2 := ids.ActorFromBytes(m.ActorId)
 	job, err3 := ids.JobFromBytes(m.JobId)
@@ -141,7 +141,7 @@ func FromCall(m *pb.ActorCall) (*raylet.ActorCall, error) {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return nil, fmt.Errorf("%w: call: %v", ErrBadID, err)
 	}
-	return &raylet.ActorCall{
+	return &taskspec.ActorCall{
 		TaskID: tid, ActorID: aid, JobID: job, Method: m.Method, Args: m.Args, Deps: deps, Pins: pins,
 		NumReturns: int(m.NumReturns), ConcurrencyGroup: m.ConcurrencyGroup,
 	}, nil

@@ -1707,7 +1707,7 @@ func (x *BundleRelease) GetPlacementGroup() string {
 }
 
 // PGRequest forwards a worker's placement group operation to the head's
-// placement group table; request is raylet.PGRequest as JSON.
+// placement group table; request is taskspec.PGRequest as JSON.
 type PGRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`

@@ -1,4 +1,8 @@
-package nodeserver
+// Package objstream is the codec of object streams between gray's nodes:
+// an object (or a byte range of one) as a sequence of ObjectChunk messages
+// whose first carries the header, read back with bounds checked against
+// the announced size, and the reassembly of objects pushed in ranges.
+package objstream
 
 import (
 	"errors"
@@ -14,8 +18,99 @@ import (
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 )
 
+// MessageSize bounds one object message; stored chunks are cut to it.
+const MessageSize = 1 << 20
+
+// SendObject writes an object as chunk messages: the first carries the
+// header, every stored chunk ends with end_of_chunk.
+func SendObject(obj *objectstore.Object, send func(*pb.ObjectChunk) error) error {
+	first := &pb.ObjectChunk{
+		ObjectId: obj.ID.Bytes(), TotalSize: obj.Size, IsError: obj.IsError, Contained: nodewire.IDs(obj.Contained),
+	}
+	if len(obj.Chunks) == 0 {
+		first.EndOfChunk = true
+		return send(first)
+	}
+	for _, c := range obj.Chunks {
+		for off := 0; off == 0 || off < len(c); off += MessageSize {
+			end := min(off+MessageSize, len(c))
+			m := &pb.ObjectChunk{Data: c[off:end], EndOfChunk: end == len(c)}
+			if first != nil {
+				first.Data, first.EndOfChunk = m.Data, m.EndOfChunk
+				m, first = first, nil
+			}
+			if err := send(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Sentinel errors for object streams.
+var (
+	ErrMissing   = errors.New("objstream: object missing")
+	ErrOversized = errors.New("objstream: object larger than announced")
+)
+
+// readHeader checks the first message of an object stream (whole or
+// ranged) and returns the object's id and the ids it contains.
+func readHeader(first *pb.ObjectChunk, limit int64) (ids.ObjectID, []ids.ObjectID, error) {
+	if first.Missing {
+		return ids.ObjectID{}, nil, ErrMissing
+	}
+	id, err := ids.ObjectFromBytes(first.ObjectId)
+	if err != nil {
+		return ids.ObjectID{}, nil, err
+	}
+	contained, err := nodewire.ObjectIDs(first.Contained)
+	if err != nil {
+		return ids.ObjectID{}, nil, err
+	}
+	if first.TotalSize < 0 || (limit > 0 && first.TotalSize > limit) {
+		return ids.ObjectID{}, nil, ErrOversized
+	}
+	return id, contained, nil
+}
+
+// ReceiveObject reads one object's messages. limit bounds the announced size.
+func ReceiveObject(recv func() (*pb.ObjectChunk, error), limit int64) (*objectstore.Object, error) {
+	first, err := recv()
+	if err != nil {
+		return nil, err
+	}
+	id, contained, err := readHeader(first, limit)
+	if err != nil {
+		return nil, err
+	}
+	obj := &objectstore.Object{ID: id, Size: first.TotalSize, IsError: first.IsError, Contained: contained}
+	var got int64
+	var cur []byte
+	m := first
+	for {
+		got += int64(len(m.Data))
+		if got > first.TotalSize {
+			return nil, ErrOversized
+		}
+		cur = append(cur, m.Data...)
+		if m.EndOfChunk {
+			obj.Chunks = append(obj.Chunks, cur)
+			cur = nil
+			if got == first.TotalSize {
+				return obj, nil
+			}
+		}
+		if m, err = recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
 // ErrBadRange is returned for a range outside its object.
-var ErrBadRange = errors.New("nodeserver: bad object range")
+var ErrBadRange = errors.New("objstream: bad object range")
 
 // Range is a piece of an object: the object's header and the bytes at
 // [Offset, Offset+len(Data)).
@@ -132,8 +227,8 @@ func Assemble(parts []*Range) (*objectstore.Object, error) {
 	return obj, nil
 }
 
-// assembly collects the ranges of objects pushed in pieces.
-type assembly struct {
+// Assembly collects the ranges of objects pushed in pieces.
+type Assembly struct {
 	mu      sync.Mutex
 	partial map[ids.ObjectID]*partialObject
 }
@@ -144,8 +239,8 @@ type partialObject struct {
 	since time.Time
 }
 
-// add files a range; it returns the object once its ranges cover it.
-func (a *assembly) add(r *Range, now time.Time) (*objectstore.Object, error) {
+// Add files a range; it returns the object once its ranges cover it.
+func (a *Assembly) Add(r *Range, now time.Time) (*objectstore.Object, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.partial == nil {
@@ -170,8 +265,8 @@ func (a *assembly) add(r *Range, now time.Time) (*objectstore.Object, error) {
 	return Assemble(p.parts)
 }
 
-// sweep drops partial objects older than ttl (their sender gave up).
-func (a *assembly) sweep(now time.Time, ttl time.Duration) {
+// Sweep drops partial objects older than ttl (their sender gave up).
+func (a *Assembly) Sweep(now time.Time, ttl time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, p := range a.partial {

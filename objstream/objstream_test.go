@@ -1,4 +1,4 @@
-package nodeserver
+package objstream
 
 import (
 	"bytes"
@@ -72,10 +72,10 @@ func TestRangesReassemble(t *testing.T) {
 			parts = append(parts, r)
 		}
 		rnd.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
-		var a assembly
+		var a Assembly
 		var got *objectstore.Object
 		for i, r := range parts {
-			o, err := a.add(r, time.Unix(0, 0))
+			o, err := a.Add(r, time.Unix(0, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
