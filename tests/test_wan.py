@@ -143,14 +143,14 @@ def expected_blob(seed, n):
     return (block * (n // len(block) + 1))[:n]
 
 
-def test_partition_r2_suspect_not_dead_nothing_lost(ray, wan):
+def test_partition_r2_suspect_not_dead_nothing_lost(ray, wan, tmp_path):
     """Cut r2's link (UDP and TCP) for 20 s while it runs 5-second tasks
     with max_retries=0: r2 may turn SUSPECT but never dead, every task
     finishes exactly once with the right result, and r2 gets work again
     after the heal."""
     _, links, providers = wan
     r2 = node_of(ray, providers["r2"])
-    log = os.path.join(tempfile.mkdtemp(prefix="gray-wan-"), "runs")
+    log = str(tmp_path / "runs")  # shared with the sandboxed workers
 
     @ray.remote(max_retries=0)
     def slow(i, path):
@@ -199,7 +199,7 @@ def test_partition_r2_suspect_not_dead_nothing_lost(ray, wan):
     assert ray.get(where.options(**in_region("r2")).remote(), timeout=60) == r2
 
 
-def test_killed_provider_work_recovered(ray, wan):
+def test_killed_provider_work_recovered(ray, wan, tmp_path):
     """kill -9 r1's provider while it runs tasks with max_retries=2: every
     result arrives, the lost ones rerun elsewhere once r1 is declared dead."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -207,7 +207,7 @@ def test_killed_provider_work_recovered(ray, wan):
     _, _, providers = wan
     victim = providers["r1"]
     r1 = node_of(ray, victim)
-    log = os.path.join(tempfile.mkdtemp(prefix="gray-wan-"), "runs")
+    log = str(tmp_path / "runs")  # shared with the sandboxed workers
 
     @ray.remote(max_retries=2)
     def work(i, path):
