@@ -11,7 +11,6 @@ kills a provider."""
 
 import hashlib
 import os
-import tempfile
 import time
 
 import pytest
