@@ -9,6 +9,7 @@ import (
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/raylet"
 	"github.com/gray-cluster/gray/taskhistory"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func TestPoolRows(t *testing.T) {
@@ -28,7 +29,7 @@ func TestPoolRows(t *testing.T) {
 		Placements: map[ids.ActorID]cluster.ActorPlacement{
 			local: {Node: head, Placed: true}, remote: {Node: prov, Placed: true}, dead: {Node: head, Placed: true},
 		},
-		ActorRuns: []raylet.ActorRun{{ActorID: local, State: raylet.ActorRestarting, PID: 7, WorkerID: "w1", Restarts: 1}},
+		ActorRuns: []raylet.ActorRun{{ActorID: local, State: taskspec.ActorRestarting, PID: 7, WorkerID: "w1", Restarts: 1}},
 		Runs:      []raylet.TaskRun{{TaskID: running, State: "RUNNING", WorkerID: "w2", PID: 8, Attempt: 1}},
 		Parked:    []cluster.Parked{{Task: parked}},
 		Tasks: []taskhistory.Record{
