@@ -59,6 +59,9 @@ type Config struct {
 	Logs         func(job ids.JobID, line string, stderr bool)
 	// OnGPUStatus is told when a provider's GPU status (or sample) arrived.
 	OnGPUStatus func(ids.NodeID)
+	// Native, when set, answers a provider that offers to host native Ray:
+	// the GCS address and the provider's pool address ("" = no).
+	Native func(node ids.NodeID, reg *pb.Register) (gcsAddr, ip string)
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -187,7 +190,11 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	out := newSendQueue()
 	peerAddr := peerAddress(stream.Context(), reg.PeerAddress)
 	nc, gen, reconnect := s.attach(id, reg, peerAddr, out, cancel)
-	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
+	registered := &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}
+	if reg.GetNative() && s.cfg.Native != nil {
+		registered.NativeGcsAddress, registered.NativeIp = s.cfg.Native(id, reg)
+	}
+	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: registered}}); err != nil {
 		s.detach(id, gen)
 		return err
 	}
