@@ -80,7 +80,10 @@ func poolIP(node string, taken func(string) bool) string {
 
 // join gives a provider that offered native Ray its pool address and
 // forwards its ports; it returns the address.
-func (np *nativePool) join(ctx context.Context, node ids.NodeID, reg *pb.Register) (string, error) {
+// A provider on the head's own machine needs no forwarders: its core
+// workers listen on all addresses, its pool address among them (and a
+// forwarder there would take the workers' ports).
+func (np *nativePool) join(ctx context.Context, node ids.NodeID, reg *pb.Register, local bool) (string, error) {
 	lo, hi := int(reg.GetNativePortMin()), int(reg.GetNativePortMax())
 	if lo <= 0 || hi < lo || hi > 65535 || hi-lo+1 > maxNativePorts {
 		return "", fmt.Errorf("native ports %d..%d: want 1..65535, at most %d", lo, hi, maxNativePorts)
@@ -93,6 +96,10 @@ func (np *nativePool) join(ctx context.Context, node ids.NodeID, reg *pb.Registe
 		np.byNode[id], np.byIP[ip] = ip, id
 	}
 	np.mu.Unlock()
+	if local {
+		np.log.Info("provider on this machine joined native Ray", "node", id, "pool_address", ip)
+		return ip, nil
+	}
 	for port := lo; port <= hi; port++ {
 		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		if _, err := np.fw.Forward(ctx, addr, addr); err != nil {
@@ -106,4 +113,33 @@ func (np *nativePool) join(ctx context.Context, node ids.NodeID, reg *pb.Registe
 func (np *nativePool) close() {
 	_ = np.fw.Close()
 	_ = np.hub.Close()
+}
+
+// sameMachine reports whether addr (a provider's QUIC source address) is
+// one of this machine's own addresses.
+func sameMachine(addr net.Addr) bool {
+	if addr == nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

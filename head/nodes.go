@@ -171,7 +171,9 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
 		OnHolderGone: cb.holderGone, Logs: cb.logs, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
-		Native: func(node ids.NodeID, reg *pb.Register) (string, string) { return h.nativeJoin(ctx, node, reg) },
+		Native: func(node ids.NodeID, reg *pb.Register, remote net.Addr) (string, string) {
+			return h.nativeJoin(ctx, node, reg, remote)
+		},
 	})
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	h.Nodes.Register(g)
@@ -193,7 +195,7 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 // nativeJoin answers a provider that offers to host native Ray: the GCS
 // address and its pool address ("", "" when the head serves no native Ray
 // or cannot forward the provider's ports).
-func (h *Head) nativeJoin(ctx context.Context, node ids.NodeID, reg *pb.Register) (gcsAddr, ip string) {
+func (h *Head) nativeJoin(ctx context.Context, node ids.NodeID, reg *pb.Register, remote net.Addr) (gcsAddr, ip string) {
 	if !reg.GetNative() || h.pool == nil {
 		return "", ""
 	}
@@ -201,7 +203,7 @@ func (h *Head) nativeJoin(ctx context.Context, node ids.NodeID, reg *pb.Register
 	if gcsAddr == "" {
 		return "", ""
 	}
-	ip, err := h.pool.join(ctx, node, reg)
+	ip, err := h.pool.join(ctx, node, reg, sameMachine(remote))
 	if err != nil {
 		h.log.Warn("provider cannot join native Ray", "node", node.Hex(), "err", err)
 		return "", ""

@@ -13,11 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gray-cluster/gray/billing/metering"
@@ -61,7 +63,8 @@ type Config struct {
 	OnGPUStatus func(ids.NodeID)
 	// Native, when set, answers a provider that offers to host native Ray:
 	// the GCS address and the provider's pool address ("" = no).
-	Native func(node ids.NodeID, reg *pb.Register) (gcsAddr, ip string)
+	// remote is the provider's address as the head sees it.
+	Native func(node ids.NodeID, reg *pb.Register, remote net.Addr) (gcsAddr, ip string)
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -192,7 +195,11 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	nc, gen, reconnect := s.attach(id, reg, peerAddr, out, cancel)
 	registered := &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}
 	if reg.GetNative() && s.cfg.Native != nil {
-		registered.NativeGcsAddress, registered.NativeIp = s.cfg.Native(id, reg)
+		var remote net.Addr
+		if p, ok := peer.FromContext(stream.Context()); ok {
+			remote = p.Addr
+		}
+		registered.NativeGcsAddress, registered.NativeIp = s.cfg.Native(id, reg, remote)
 	}
 	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: registered}}); err != nil {
 		s.detach(id, gen)

@@ -55,13 +55,11 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	ns.cancel = cancel
 	local := func(host string) bool { return host == ip || host == "127.0.0.1" || host == "localhost" }
+	// The pool address is a loopback address of this machine: the raylet
+	// listens on it, core workers on all addresses.
 	dialLocal := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		return d.DialContext(ctx, "tcp", addr)
 	}
 	ns.agent = tunnel.NewAgent(p.tr, p.cfg.HeadAddr, tunnel.AgentConfig{Hosts: []string{ip}, DialLocal: dialLocal, Logger: p.log})
 	if err := ns.agent.Start(ctx); err != nil {
@@ -85,7 +83,7 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 	go func() {
 		res := p.raylet.Total()
 		w, err := node.StartWorker(ctx, node.WorkerConfig{
-			GCSAddress: gcsAddr, Dial: dial, NodeIP: ip, ListenHost: "127.0.0.1",
+			GCSAddress: gcsAddr, Dial: dial, NodeIP: ip,
 			NodeManagerPort: p.cfg.Native.PortMin, MinWorkerPort: p.cfg.Native.PortMin + 1, MaxWorkerPort: p.cfg.Native.PortMax,
 			WorkerEnv: tunnel.Env(proxy.Addr(), nil), TempDir: p.cfg.Native.TempDir, NodeID: p.nativeNodeID(),
 			Python: p.cfg.Python, Resources: res, Labels: p.labels(), GPUIDs: gpuIDs(res["GPU"]),

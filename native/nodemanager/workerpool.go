@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 )
@@ -138,9 +136,11 @@ func (r *Raylet) allocPortLocked() (int, error) {
 		if r.usedPorts[p] {
 			continue
 		}
-		if !portFree(p) {
+		l, err := net.Listen("tcp", "0.0.0.0:"+strconv.Itoa(p))
+		if err != nil {
 			continue
 		}
+		l.Close()
 		r.usedPorts[p] = true
 		return p, nil
 	}
@@ -364,34 +364,4 @@ func jobHexOf(b []byte) string {
 		return nilJobHex
 	}
 	return hex.EncodeToString(b)
-}
-
-// portFree reports whether a core worker can listen on port p. Workers
-// listen on all addresses with SO_REUSEPORT (gRPC's default), so p is free
-// when such a bind succeeds and nothing answers on loopback: a head on the
-// same machine may hold p on this provider's pool address only (its
-// forwarder, also SO_REUSEPORT), which the worker can share; another
-// worker on all addresses answers on loopback and must not be shared.
-func portFree(p int) bool {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	l, err := lc.Listen(context.Background(), "tcp", ":"+strconv.Itoa(p))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), 200*time.Millisecond)
-	if err == nil {
-		c.Close()
-		return false
-	}
-	return true
 }
