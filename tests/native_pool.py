@@ -85,18 +85,18 @@ class StockRay(_Driver):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def make_target(gray_bin, **kw):
+def make_target(gray_bin, providers=False, **kw):
     """The cluster a native test drives: gray (default) or stock Ray when
     NATIVE_TARGET=ray."""
     if os.environ.get("NATIVE_TARGET") == "ray":
         return StockRay(gray_bin, **kw)
-    return NativePool(gray_bin, **kw)
+    return NativePool(gray_bin, providers=providers, **kw)
 
 
 class NativePool(_Driver):
     name = "gray"
 
-    def __init__(self, gray_bin, num_cpus=2, extra=()):
+    def __init__(self, gray_bin, num_cpus=2, extra=(), providers=False):
         # A short private temp dir: unix socket paths stay under 108 bytes,
         # and ray_current_cluster / session_latest are ours alone.
         self.tmp = tempfile.mkdtemp(prefix="grn", dir="/tmp")
@@ -106,7 +106,7 @@ class NativePool(_Driver):
         self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
         cmd = [
             gray_bin, "start", "--head",
-            "--port", str(self.port), "--status-port", "0", "--node-port", "-1",
+            "--port", str(self.port), "--status-port", "0", "--node-port", "0" if providers else "-1",
             "--gcs-port", str(self.gcs_port),
             "--python", sys.executable, "--num-cpus", str(num_cpus),
             "--prestart-workers", "1",
@@ -114,14 +114,24 @@ class NativePool(_Driver):
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
-        self.address = None
+        self.address = self.node_address = self.token = None
+        # Native ports for a provider of this pool: a free block, picked
+        # away from the ports tests take at random.
+        self.native_ports = 42000 + (os.getpid() % 500) * 32
         deadline = time.time() + 60
-        while time.time() < deadline and self.address is None:
+        while time.time() < deadline and (self.address is None or (providers and self.token is None)):
             if self.proc.poll() is not None:
                 raise RuntimeError("gray exited early:\n" + self.logs())
             for line in self.logs().splitlines():
                 if line.strip().startswith("Native Ray:"):
                     self.address = line.split('address="', 1)[1].split('"', 1)[0]
+                # "Providers:    gray start --address=HOST:PORT --token=TOKEN"
+                if line.strip().startswith("Providers:"):
+                    for word in line.split():
+                        if word.startswith("--address="):
+                            self.node_address = word.split("=", 1)[1]
+                        if word.startswith("--token="):
+                            self.token = word.split("=", 1)[1]
             time.sleep(0.1)
         if self.address is None:
             self.stop()

@@ -18,9 +18,11 @@ from native_pool import make_target
 
 
 class SecondNode:
-    """A second native node with 2 CPUs and the custom resource side=3."""
+    """A second native node with 2 CPUs and the custom resource side=3:
+    joined over TCP (`gray native-node`, kind "lan") or a provider that joined
+    over QUIC and hosts native Ray through gray's tunnel (kind "quic")."""
 
-    def __init__(self, gray_bin, head):
+    def __init__(self, gray_bin, head, kind):
         self.tmp = tempfile.mkdtemp(prefix="grm", dir="/tmp")
         self.log = open(os.path.join(self.tmp, "node.log"), "w+")
         env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
@@ -31,6 +33,18 @@ class SecondNode:
                             "--temp-dir", os.path.join(self.tmp, "ray")],
                            check=True, stdout=self.log, stderr=subprocess.STDOUT, env=env)
             self.proc = None
+        elif kind == "quic":
+            self.proc = subprocess.Popen(
+                [gray_bin, "start", "--address", head.node_address, "--token", head.token, "--native",
+                 "--native-ports", "%d-%d" % (head.native_ports, head.native_ports + 31),
+                 "--state-dir", os.path.join(self.tmp, "state"), "--python", sys.executable,
+                 "--num-cpus", "2", "--resources", '{"side": 3}', "--prestart-workers", "0"],
+                stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            deadline = time.time() + 60
+            while "native Ray node joined the head" not in self.logs():
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("provider did not join native Ray:\n" + self.logs())
+                time.sleep(0.1)
         else:
             self.proc = subprocess.Popen(
                 [gray_bin, "native-node", "--gcs-address", head.address, "--node-ip", "127.0.0.2",
@@ -52,10 +66,12 @@ class SecondNode:
             stop_process(self.proc)
 
 
-@pytest.fixture(scope="module")
-def cluster(gray_bin):
-    head = make_target(gray_bin, num_cpus=1)
-    node = SecondNode(gray_bin, head)
+@pytest.fixture(scope="module", params=["lan", "quic"])
+def cluster(gray_bin, request):
+    if request.param == "quic" and os.environ.get("NATIVE_TARGET") == "ray":
+        pytest.skip("stock Ray has no QUIC providers: the lan run is its comparison")
+    head = make_target(gray_bin, num_cpus=1, providers=request.param == "quic")
+    node = SecondNode(gray_bin, head, request.param)
     head.check("""
         import ray, time
         ray.init(address=ADDRESS)
