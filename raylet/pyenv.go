@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/pyenv"
 	"github.com/gray-cluster/gray/taskspec"
 )
 
@@ -38,6 +39,10 @@ func (r *Raylet) setupEnv(job ids.JobID, env taskspec.RuntimeEnv) error {
 	})
 	return err
 }
+
+// PythonEnvs is the raylet's builder of pip/uv environments (nil before
+// Start), which the head's Jobs API shares for entrypoints.
+func (r *Raylet) PythonEnvs() *pyenv.Builder { return r.pyenvs }
 
 // interpreter is the Python a worker for env runs (the runtime_env's
 // environment, built by setupEnv, or the node's) and the environment's
