@@ -264,6 +264,21 @@ def test_pip_runtime_env_runs_entrypoint_and_tasks_in_it(head, client):
     assert "Successfully installed six-1.16.0" in logs, logs
 
 
+def test_py_modules_reach_the_tasks_of_a_client_driver(head, client):
+    root = tempfile.mkdtemp(prefix="gray-jobpm-")
+    os.makedirs(os.path.join(root, "gray_job_pm"))
+    with open(os.path.join(root, "gray_job_pm", "__init__.py"), "w") as f:
+        f.write("V = 'job-pm'\n")
+    src = ("import ray; ray.init(); f = ray.remote(lambda: __import__('gray_job_pm').V); "
+           "print('TASK', ray.get(f.remote()))")
+    sid = client.submit_job(entrypoint="python -c " + shlex.quote(src),
+                            runtime_env={"py_modules": [os.path.join(root, "gray_job_pm")]})
+    info = terminal(client, sid)
+    logs = client.get_job_logs(sid)
+    assert info.status == "SUCCEEDED", (info.message, logs)
+    assert "TASK job-pm" in logs, logs
+
+
 def test_job_outlives_its_submitting_client(head, client):
     gate = tempfile.mktemp(prefix="gray-gate-")
     submitter = subprocess.Popen(
