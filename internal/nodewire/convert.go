@@ -41,8 +41,14 @@ func ObjectIDs(raw [][]byte) ([]ids.ObjectID, error) {
 }
 
 func env(e taskspec.RuntimeEnv) *pb.RuntimeEnv {
+	timeout := e.SetupTimeout.Milliseconds()
+	if e.SetupTimeout == taskspec.NoSetupTimeout {
+		timeout = -1
+	} else if e.SetupTimeout > 0 && timeout == 0 {
+		timeout = 1 // under a millisecond: still a bound
+	}
 	return &pb.RuntimeEnv{EnvVars: e.EnvVars, WorkingDir: e.WorkingDir, PyModules: e.PyModules,
-		PythonEnv: e.Python.Encode(), SetupTimeoutMs: e.SetupTimeout.Milliseconds()}
+		PythonEnv: e.Python.Encode(), SetupTimeoutMs: timeout}
 }
 
 // fromEnv decodes a runtime env. A pip/uv spec this raylet cannot read
