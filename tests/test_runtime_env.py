@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import Pool, run_client_script
+from conftest import Pool, Provider, connected, node_of, run_client_script
 from native_pool import make_target
 
 # The base venv has six 1.17.x: a pin to 1.16.0 is visible only if honoured.
@@ -179,6 +179,36 @@ print("RESULT", ray.get(f.remote()))
     assert "RESULT ('from py_modules', '1.15.0', ['__init__.py'])" in out.stdout, out.stdout
     # pip's output reached the driver as log lines.
     assert "Successfully installed six-1.15.0" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_provider_builds_the_env(gray_bin):
+    """The spec travels with the task: the provider's raylet builds the env
+    in its own session dir."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = Pool(gray_bin, num_cpus=1)
+    provider = None
+    try:
+        provider = Provider(gray_bin, head, num_cpus=1)
+        for ray in connected(head):
+            node = node_of(ray, provider)
+
+            @ray.remote(runtime_env={"pip": [PIN]})
+            def probe():
+                import sys
+
+                import six
+
+                return six.__version__, sys.prefix, ray.get_runtime_context().get_node_id()
+
+            st = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+            ver, prefix, where = ray.get(probe.options(scheduling_strategy=st).remote())
+            assert (ver, where) == ("1.16.0", node)
+            assert builds(provider, prefix) == 1 and builds(head, prefix) == 0
+    finally:
+        if provider:
+            provider.stop()
+        head.stop()
 
 
 @pytest.fixture(scope="module")
