@@ -255,16 +255,19 @@ func (s *Server) selfRefs(fid ids.ObjectID) map[string]string {
 // taskEnv merges the job's runtime_env with the task's.
 func (s *Server) taskEnv(ss *session, opts options) (taskspec.RuntimeEnv, error) {
 	ss.mu.Lock()
-	base := ss.env
+	base, baseErr := ss.env, ss.envErr
 	ss.mu.Unlock()
 	if ss.workerID != "" {
 		if job, ok := s.cfg.Node.WorkerJob(ss.workerID); ok {
 			if owner := s.sessionOfJob(job); owner != nil {
 				owner.mu.Lock()
-				base = owner.env
+				base, baseErr = owner.env, owner.envErr
 				owner.mu.Unlock()
 			}
 		}
+	}
+	if baseErr != nil {
+		return base, fmt.Errorf("the job's runtime_env: %w", baseErr)
 	}
 	env := base
 	env.EnvVars = map[string]string{}

@@ -155,6 +155,25 @@ def test_unsupported_fields_fail_setup(client):
     assert ray.get(f.remote()) == 1
 
 
+def test_unsupported_job_env_fails_tasks_not_the_connection(renv_pool):
+    src = """
+import os, ray
+ray.init(os.environ["GRAY_ADDRESS"], runtime_env={"conda": {"dependencies": ["six"]}})
+
+@ray.remote
+def f():
+    return 1
+
+try:
+    ray.get(f.remote())
+except ray.exceptions.RuntimeEnvSetupError as e:
+    print("SETUP FAILED", "conda" in str(e))
+"""
+    out = run_client_script(renv_pool, src)
+    assert out.returncode == 0, out.stderr
+    assert "SETUP FAILED True" in out.stdout, out.stdout + out.stderr
+
+
 def test_job_env_py_modules_pip_and_progress(renv_pool, tmp_path):
     pkg = tmp_path / "gray_renv_mod"
     pkg.mkdir()
