@@ -27,6 +27,7 @@ import (
 
 	nodepb "github.com/gray-cluster/gray/proto/nodepb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/pyenv"
 )
 
 var (
@@ -118,9 +119,10 @@ type Raylet struct {
 
 	gcs     *gcsClient
 	workers *clientPool
-	pkgs    *pkgCache   // runtime_env working_dir / py_modules packages
-	view    clusterView // the other nodes, for spillback
-	pulls   *puller     // objects being fetched from other nodes
+	pkgs    *pkgCache      // runtime_env working_dir / py_modules packages
+	pyenvs  *pyenv.Builder // runtime_env pip / uv environments
+	view    clusterView    // the other nodes, for spillback
+	pulls   *puller        // objects being fetched from other nodes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -280,6 +282,12 @@ func (r *Raylet) Start(ctx context.Context) error {
 		r.pkgs = newPkgCache(filepath.Join(r.cfg.SessionDir, "runtime_resources"), func(ctx context.Context, uri string) ([]byte, error) {
 			return gc.kvGet(ctx, nil, []byte(uri))
 		}, r.log)
+	}
+	if r.pyenvs == nil {
+		if r.pyenvs, err = pyenv.NewBuilder(filepath.Join(r.cfg.SessionDir, "runtime_resources", "pip"), r.cfg.Python, r.log); err != nil {
+			r.cleanupStart()
+			return fmt.Errorf("nodemanager: %w", err)
+		}
 	}
 	r.owners = newOwnerNotifier(r)
 	r.pulls = newPuller(r)

@@ -560,11 +560,17 @@ func (x *Registered) GetNativeIp() string {
 }
 
 type RuntimeEnv struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EnvVars       map[string]string      `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	WorkingDir    string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EnvVars    map[string]string      `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	WorkingDir string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	// Unpacked py_modules directories, first on the worker's sys.path.
+	PyModules []string `protobuf:"bytes,3,rep,name=py_modules,json=pyModules,proto3" json:"py_modules,omitempty"`
+	// The pip/uv environment to build (pyenv.Spec.Encode; "" = none).
+	PythonEnv string `protobuf:"bytes,4,opt,name=python_env,json=pythonEnv,proto3" json:"python_env,omitempty"`
+	// config.setup_timeout_seconds in milliseconds (0 = default, -1 = none).
+	SetupTimeoutMs int64 `protobuf:"varint,5,opt,name=setup_timeout_ms,json=setupTimeoutMs,proto3" json:"setup_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RuntimeEnv) Reset() {
@@ -609,6 +615,27 @@ func (x *RuntimeEnv) GetWorkingDir() string {
 		return x.WorkingDir
 	}
 	return ""
+}
+
+func (x *RuntimeEnv) GetPyModules() []string {
+	if x != nil {
+		return x.PyModules
+	}
+	return nil
+}
+
+func (x *RuntimeEnv) GetPythonEnv() string {
+	if x != nil {
+		return x.PythonEnv
+	}
+	return ""
+}
+
+func (x *RuntimeEnv) GetSetupTimeoutMs() int64 {
+	if x != nil {
+		return x.SetupTimeoutMs
+	}
+	return 0
 }
 
 type Placement struct {
@@ -3334,12 +3361,17 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x0eclient_address\x18\x01 \x01(\tR\rclientAddress\x12%\n" +
 	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\x12,\n" +
 	"\x12native_gcs_address\x18\x03 \x01(\tR\x10nativeGcsAddress\x12\x1b\n" +
-	"\tnative_ip\x18\x04 \x01(\tR\bnativeIp\"\xab\x01\n" +
+	"\tnative_ip\x18\x04 \x01(\tR\bnativeIp\"\x93\x02\n" +
 	"\n" +
 	"RuntimeEnv\x12@\n" +
 	"\benv_vars\x18\x01 \x03(\v2%.gray.node.v1.RuntimeEnv.EnvVarsEntryR\aenvVars\x12\x1f\n" +
 	"\vworking_dir\x18\x02 \x01(\tR\n" +
-	"workingDir\x1a:\n" +
+	"workingDir\x12\x1d\n" +
+	"\n" +
+	"py_modules\x18\x03 \x03(\tR\tpyModules\x12\x1d\n" +
+	"\n" +
+	"python_env\x18\x04 \x01(\tR\tpythonEnv\x12(\n" +
+	"\x10setup_timeout_ms\x18\x05 \x01(\x03R\x0esetupTimeoutMs\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
