@@ -208,8 +208,10 @@ func TestEnv(t *testing.T) {
 // stockPython is the repository's .venv interpreter (stock grpcio, as the
 // Ray wheel pins it), or "".
 func stockPython() string {
-	if p := os.Getenv("GRAY_RAY_PYTHON"); p != "" {
-		return p
+	for _, env := range []string{"GRAY_RAY_PYTHON", "GRAY_PYTHON"} { // GRAY_PYTHON: set by make test-go
+		if p := os.Getenv(env); p != "" {
+			return p
+		}
 	}
 	p, err := filepath.Abs("../.venv/bin/python")
 	if err != nil {
