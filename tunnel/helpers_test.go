@@ -23,7 +23,7 @@ import (
 // tests wait on events.
 const testTimeout = 90 * time.Second
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
@@ -54,7 +54,7 @@ type cluster struct {
 	provs    map[string]*prov // by node id
 	net      *transport.Network
 	ca       *transport.CA
-	newTr    func(t *testing.T, nodeID string) transport.Transport
+	newTr    func(t testing.TB, nodeID string) transport.Transport
 }
 
 // prov is one provider: its transport, agent, and a count of its local
@@ -72,7 +72,7 @@ type clusterOpts struct {
 	peekDelay time.Duration
 }
 
-func newCluster(t *testing.T, kind string, o clusterOpts) *cluster {
+func newCluster(t testing.TB, kind string, o clusterOpts) *cluster {
 	t.Helper()
 	ctx := testCtx(t)
 	c := &cluster{kind: kind, provs: make(map[string]*prov)}
@@ -80,7 +80,7 @@ func newCluster(t *testing.T, kind string, o clusterOpts) *cluster {
 	switch kind {
 	case "mem":
 		c.net = transport.NewNetwork()
-		c.newTr = func(t *testing.T, nodeID string) transport.Transport {
+		c.newTr = func(t testing.TB, nodeID string) transport.Transport {
 			tr := c.net.NewTransport("host-"+nodeID, nodeID)
 			t.Cleanup(func() { _ = tr.Close() })
 			return tr
@@ -92,7 +92,7 @@ func newCluster(t *testing.T, kind string, o clusterOpts) *cluster {
 			t.Fatal(err)
 		}
 		c.ca = ca
-		c.newTr = func(t *testing.T, nodeID string) transport.Transport {
+		c.newTr = func(t testing.TB, nodeID string) transport.Transport {
 			cfg := transport.Config{CA: ca.Pool(), HandshakeTimeout: 2 * time.Second, Logger: testlog.New(t)}
 			if nodeID != "" {
 				cert, err := ca.NewNodeCert(nodeID)
@@ -180,7 +180,7 @@ func newCluster(t *testing.T, kind string, o clusterOpts) *cluster {
 }
 
 // waitFor polls cond until it holds.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
+func waitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
@@ -195,7 +195,7 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 
 // echoServer listens on host:0 and echoes each conn, half-closing after
 // the client's EOF. It returns "host:port".
-func echoServer(t *testing.T, host string) string {
+func echoServer(t testing.TB, host string) string {
 	t.Helper()
 	return tcpServer(t, host, func(c *net.TCPConn) {
 		_, _ = io.Copy(c, c)
@@ -205,7 +205,7 @@ func echoServer(t *testing.T, host string) string {
 
 // tcpServer runs handle for each conn accepted on host:0 until cleanup,
 // which closes the listener and the conns and waits for the handlers.
-func tcpServer(t *testing.T, host string, handle func(*net.TCPConn)) string {
+func tcpServer(t testing.TB, host string, handle func(*net.TCPConn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {

@@ -208,8 +208,10 @@ func TestEnv(t *testing.T) {
 // stockPython is the repository's .venv interpreter (stock grpcio, as the
 // Ray wheel pins it), or "".
 func stockPython() string {
-	if p := os.Getenv("GRAY_RAY_PYTHON"); p != "" {
-		return p
+	for _, env := range []string{"GRAY_RAY_PYTHON", "GRAY_PYTHON"} { // GRAY_PYTHON: set by make test-go
+		if p := os.Getenv(env); p != "" {
+			return p
+		}
 	}
 	p, err := filepath.Abs("../.venv/bin/python")
 	if err != nil {
@@ -258,5 +260,38 @@ print(check(b"", timeout=60).hex())
 	}
 	if b.dials.Load() == 0 {
 		t.Fatal("the call did not go through provider B's agent")
+	}
+}
+
+// Half-close through the proxy: the client sends a request and its FIN, and
+// reads the whole answer up to the server's FIN, across the relay.
+func TestProxyHalfClose(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	c := newCluster(t, "quic", clusterOpts{})
+	px := startProxy(t, c.provs[nodeA])
+	target := tcpServer(t, vipB, func(conn *net.TCPConn) {
+		req, err := io.ReadAll(conn) // up to the client's FIN
+		if err != nil {
+			t.Errorf("server: %v", err)
+			return
+		}
+		_, _ = fmt.Fprintf(conn, "you sent %d bytes", len(req))
+		_ = conn.CloseWrite()
+	})
+	conn, err := connect(ctx, px.Addr(), target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "you sent 100000 bytes" {
+		t.Fatalf("answer %q, %v", got, err)
 	}
 }

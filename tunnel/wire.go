@@ -167,8 +167,8 @@ func writeErrStatus(w io.Writer, err error) error {
 }
 
 func statusOf(err error) byte {
-	for code, s := range statusErrs {
-		if errors.Is(err, s) {
+	for code := stBadRequest; code <= stClosed; code++ { // in a fixed order
+		if errors.Is(err, statusErrs[code]) {
 			return code
 		}
 	}
