@@ -85,7 +85,7 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		w, err := node.StartWorker(ctx, node.WorkerConfig{
 			GCSAddress: gcsAddr, Dial: dial, NodeIP: ip,
 			NodeManagerPort: p.cfg.Native.PortMin, MinWorkerPort: p.cfg.Native.PortMin + 1, MaxWorkerPort: p.cfg.Native.PortMax,
-			WorkerEnv: tunnel.Env(proxy.Addr(), nil), TempDir: p.cfg.Native.TempDir, NodeID: p.nativeNodeID(),
+			WorkerEnv: tunnel.Env(proxy.Addr(), []string{noProxyNone}), TempDir: p.cfg.Native.TempDir, NodeID: p.nativeNodeID(),
 			Python: p.cfg.Python, Resources: res, Labels: p.labels(), GPUIDs: gpuIDs(res["GPU"]),
 			ObjectStoreMemory: p.cfg.ObjectStoreMemory, PrestartWorkers: p.cfg.PrestartWorkers,
 			IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log,
@@ -100,6 +100,11 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		p.log.Info("native Ray node joined the head", "pool_address", ip, "gcs", gcsAddr)
 	}()
 }
+
+// noProxyNone is the one host the workers' gRPC may skip the proxy for: a
+// name that resolves nowhere, so that a no_proxy inherited from the
+// provider's environment (gRPC falls back to it) exempts nothing.
+const noProxyNone = "gray.invalid"
 
 // nativeNodeID is the native node's id: the provider's node id, padded to
 // Ray's 28 bytes, so both worlds name the provider alike.
