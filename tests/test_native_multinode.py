@@ -222,3 +222,51 @@ def test_wait_on_remote_objects(cluster):
         assert len(ready) == 4 and not rest
         assert [int(ray.get(r)[0]) for r in refs] == [0, 1, 2, 3]
     """)
+
+
+def test_provider_lost_fails_its_actor_and_the_pool_goes_on(gray_bin):
+    """kill -9 of a provider hosting native work: its actor's calls raise
+    RayActorError (ActorDiedError), its node is marked dead, and new work
+    runs on the head."""
+    if os.environ.get("NATIVE_TARGET") == "ray":
+        pytest.skip("QUIC providers are gray's")
+    head = make_target(gray_bin, num_cpus=1, providers=True)
+    node = SecondNode(gray_bin, head, "quic")
+    try:
+        head.check("""
+            import os, signal, time, ray
+            ray.init(address=ADDRESS)
+            deadline = time.time() + 60
+            while ray.cluster_resources().get("side") != 3:
+                assert time.time() < deadline, ray.cluster_resources()
+                time.sleep(0.1)
+
+            @ray.remote(resources={"side": 1}, max_restarts=0)
+            class Far:
+                def ping(self):
+                    return ray.get_runtime_context().get_node_id()
+
+            far = Far.remote()
+            there = ray.get(far.ping.remote(), timeout=60)
+            os.kill(PROVIDER_PID, signal.SIGKILL)
+            try:
+                for _ in range(600):
+                    ray.get(far.ping.remote(), timeout=60)
+                    time.sleep(0.1)
+                raise AssertionError("the actor kept answering")
+            except ray.exceptions.RayActorError as e:
+                print("actor error:", type(e).__name__)
+            deadline = time.time() + 90
+            while any(n["NodeID"] == there and n["Alive"] for n in ray.nodes()):
+                assert time.time() < deadline, "the provider's node is still alive"
+                time.sleep(0.2)
+
+            @ray.remote
+            def here():
+                return ray.get_runtime_context().get_node_id()
+
+            assert ray.get(here.remote(), timeout=60) != there
+        """.replace("PROVIDER_PID", str(node.proc.pid)), timeout=240)
+    finally:
+        node.stop()
+        head.stop()
