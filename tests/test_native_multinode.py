@@ -6,64 +6,10 @@ NATIVE_TARGET=ray the same tests run on stock Ray (a head and a second
 `ray start --address` node)."""
 
 import os
-import subprocess
-import sys
-import tempfile
-import time
 
 import pytest
 
-from conftest import stop_process
-from native_pool import make_target
-
-
-class SecondNode:
-    """A second native node with 2 CPUs and the custom resource side=3:
-    joined over TCP (`gray native-node`, kind "lan") or a provider that joined
-    over QUIC and hosts native Ray through gray's tunnel (kind "quic")."""
-
-    def __init__(self, gray_bin, head, kind):
-        self.tmp = tempfile.mkdtemp(prefix="grm", dir="/tmp")
-        self.log = open(os.path.join(self.tmp, "node.log"), "w+")
-        env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
-        if head.name == "ray":
-            ray = os.path.join(os.path.dirname(sys.executable), "ray")
-            subprocess.run([ray, "start", "--address", head.address, "--num-cpus", "2",
-                            "--resources", '{"side": 3}', "--node-ip-address", "127.0.0.2",
-                            "--temp-dir", os.path.join(self.tmp, "ray")],
-                           check=True, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-            self.proc = None
-        elif kind == "quic":
-            self.proc = subprocess.Popen(
-                [gray_bin, "start", "--address", head.node_address, "--token", head.token, "--native",
-                 "--native-ports", "%d-%d" % (head.native_ports, head.native_ports + 31),
-                 "--state-dir", os.path.join(self.tmp, "state"), "--python", sys.executable,
-                 "--num-cpus", "2", "--resources", '{"side": 3}', "--prestart-workers", "0"],
-                stdout=self.log, stderr=subprocess.STDOUT, env=env)
-            deadline = time.time() + 60
-            while "native Ray node joined the head" not in self.logs():
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("provider did not join native Ray:\n" + self.logs())
-                time.sleep(0.1)
-        else:
-            self.proc = subprocess.Popen(
-                [gray_bin, "native-node", "--gcs-address", head.address, "--node-ip", "127.0.0.2",
-                 "--python", sys.executable, "--num-cpus", "2", "--resources", '{"side": 3}'],
-                stdout=self.log, stderr=subprocess.STDOUT, env=env)
-            deadline = time.time() + 60
-            while "NODE_ID=" not in self.logs():
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("native-node did not start:\n" + self.logs())
-                time.sleep(0.1)
-
-    def logs(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc is not None:
-            stop_process(self.proc)
+from native_pool import SecondNode, make_target
 
 
 @pytest.fixture(scope="module", params=["lan", "quic"])
