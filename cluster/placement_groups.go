@@ -118,6 +118,7 @@ func (c *Cluster) CreatePlacementGroup(job ids.JobID, name, strategy string, det
 	}
 	c.groups[g.id] = g
 	c.mu.Unlock()
+	c.storeGroup(g)
 	c.placeGroup(g)
 	return g.id, nil
 }
@@ -192,6 +193,7 @@ func (c *Cluster) placeGroup(g *group) {
 	}
 	if !g.complete() {
 		c.mu.Unlock()
+		c.storeGroup(g)
 		c.Poke()
 		return
 	}
@@ -201,6 +203,7 @@ func (c *Cluster) placeGroup(g *group) {
 		close(g.ready)
 	}
 	c.mu.Unlock()
+	c.storeGroup(g)
 	c.log.Info("placement group created", "pg", g.id, "strategy", g.strategy, "nodes", perNode)
 	c.Poke()
 }
@@ -220,6 +223,7 @@ func (c *Cluster) rollback(g *group, ms []*member) {
 		}
 		c.mu.Unlock()
 	}
+	c.storeGroup(g)
 }
 
 // groupWaits records why a group stays pending (warning once when no
@@ -276,6 +280,7 @@ func (c *Cluster) RemovePlacementGroup(id string) error {
 			c.log.Warn("release bundles", "pg", id, "node", m.hex, "err", err)
 		}
 	}
+	c.storeGroup(g)
 	c.placing.Unlock()
 	// Like Ray, the group's actors die with it (its nodes fail the tasks
 	// still queued in it; running ones finish).
@@ -307,6 +312,12 @@ func (c *Cluster) retryGroups() {
 // groupsLostNode forgets the bundles a dead node held; their groups are
 // rescheduling until the bundles are placed again.
 func (c *Cluster) groupsLostNode(id ids.NodeID) {
+	var changed []*group
+	defer func() {
+		for _, g := range changed {
+			c.storeGroup(g)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, g := range c.groups {
@@ -315,6 +326,9 @@ func (c *Cluster) groupsLostNode(id ids.NodeID) {
 			if n == id {
 				g.nodes[i], lost = ids.NodeID{}, true
 			}
+		}
+		if lost {
+			changed = append(changed, g)
 		}
 		if lost && g.state == PGCreated {
 			g.state = PGRescheduling
@@ -517,6 +531,7 @@ func (c *Cluster) reassertGroups(id ids.NodeID) {
 				h.g.state = PGRescheduling
 			}
 			c.mu.Unlock()
+			c.storeGroup(h.g)
 			c.Poke()
 		}
 	}

@@ -195,7 +195,6 @@ func (h *Head) Start(ctx context.Context) error {
 	if err := h.openGCS(ctx); err != nil {
 		return err
 	}
-	h.Actors = gcs.NewActors()
 	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
 	nodeID := ids.NewNodeID()
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
@@ -248,6 +247,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Store: h.Store, Logger: h.log, OnActorDead: callbacks.actorDead, OnHolderGone: callbacks.holderGone,
 		Warn:   func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
 		Locate: h.locate,
+		Nodes:  gcs.NewNodeTable(h.gcsStore), Groups: gcs.NewGroupTable(h.gcsStore), OnActorPlaced: h.actorPlaced,
 	})
 	rl.SetPlacementGroups(h.Cluster)
 	host, _ := os.Hostname()
@@ -291,6 +291,10 @@ func (h *Head) Start(ctx context.Context) error {
 			h.Close()
 			return err
 		}
+	}
+	if err := h.restoreTables(ctx); err != nil {
+		h.Close()
+		return err
 	}
 	if h.cfg.Native.Enabled {
 		if err := h.startNative(ctx, res, pyVersion); err != nil {

@@ -143,7 +143,11 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 	// The CA goes after the leaf so that joining providers can check it
 	// against the pin in their token.
 	cert := tls.Certificate{Certificate: [][]byte{leaf.Certificate[0], ca.Cert.Raw}, PrivateKey: leaf.PrivateKey, Leaf: leaf.Leaf}
-	tr, err := transport.NewQUIC(transport.Config{Certificate: &cert, CA: ca.Pool(), AllowUnauthenticated: true, Logger: h.log})
+	tr, err := transport.NewQUIC(transport.Config{
+		Certificate: &cert, CA: ca.Pool(), AllowUnauthenticated: true, Logger: h.log,
+		// The head's leaf is new with every process; the CA's key is kept.
+		ResetKeyFrom: ca.Key,
+	})
 	if err != nil {
 		return err
 	}
