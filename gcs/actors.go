@@ -96,7 +96,7 @@ func (a *Actors) Lookup(account, namespace, name string) (ActorInfo, bool) {
 }
 
 // MarkDead records an actor's death and frees its name; a stored actor
-// leaves the store (the in-memory record stays, marked dead).
+// leaves the store first (the in-memory record stays, marked dead).
 func (a *Actors) MarkDead(ctx context.Context, id ids.ActorID) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -104,16 +104,15 @@ func (a *Actors) MarkDead(ctx context.Context, id ids.ActorID) error {
 	if !ok || r.Dead {
 		return nil
 	}
-	stored := a.persistedLocked(r)
+	if a.persistedLocked(r) {
+		if _, err := a.store.Apply(ctx, Delete(ActorsTable, id.Bytes())); err != nil {
+			return fmt.Errorf("actors: forget %s: %w", id.Hex(), err)
+		}
+	}
 	r.Dead = true
 	delete(a.placement, id)
 	if r.Name != "" {
 		delete(a.byName, [3]string{r.Account, r.Namespace, r.Name})
-	}
-	if stored {
-		if _, err := a.store.Apply(ctx, Delete(ActorsTable, id.Bytes())); err != nil {
-			return fmt.Errorf("actors: forget %s: %w", id.Hex(), err)
-		}
 	}
 	return nil
 }
