@@ -160,6 +160,9 @@ func (c *Cluster) RestoreActor(spec *taskspec.ActorSpec, node ids.NodeID, class 
 			c.log.Warn("restore actor class", "actor", spec.ActorID.Hex(), "err", err)
 		}
 	}
+	if !slices.Contains(spec.Pins, spec.ClassID) {
+		spec.Pins = append(spec.Pins, spec.ClassID)
+	}
 	if c.cfg.Store != nil {
 		// Pinned as its node's member pinned it when it was created (the
 		// member unpins it when the actor dies or its node does).
