@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/scheduler"
@@ -351,8 +352,10 @@ func (c *Cluster) memberForBundle(pg string, index int, res map[string]float64) 
 	case index >= len(g.bundles):
 		return nil, fmt.Errorf("%w: bundle index %d of a placement group with %d bundles", scheduler.ErrInvalid, index, len(g.bundles))
 	}
+	// A suspect node gets no new work: work for its bundles waits for it
+	// (or for the bundles to be placed again when it is dead).
 	if index >= 0 {
-		if m := c.members[g.nodes[index]]; m != nil && g.placed(index) {
+		if m := c.members[g.nodes[index]]; m != nil && g.placed(index) && m.info.State == gcs.NodeAlive {
 			return m, nil
 		}
 		return nil, errGroupPending
@@ -364,7 +367,7 @@ func (c *Cluster) memberForBundle(pg string, index int, res map[string]float64) 
 			continue
 		}
 		fitsSome = true
-		if m := c.members[g.nodes[i]]; m != nil && g.placed(i) {
+		if m := c.members[g.nodes[i]]; m != nil && g.placed(i) && m.info.State == gcs.NodeAlive {
 			g.next = i + 1
 			return m, nil
 		}
