@@ -500,6 +500,7 @@ func (c *Cluster) CreateActor(spec *taskspec.ActorSpec) error {
 		c.log.Warn("actor cannot be scheduled", "actor", spec.ActorID.Hex(), "err", err)
 		c.actorGone(spec.ActorID)
 	default:
+		c.actorPlaced(spec, ids.NodeID{}) // known, waiting for a node
 		c.park(pendingWork{actor: spec}, err)
 	}
 	return nil

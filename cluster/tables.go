@@ -147,7 +147,8 @@ func (c *Cluster) RestoreGroup(rec gcs.PlacementGroupRecord) error {
 }
 
 // RestoreActor puts a stored actor back: on its node, waiting (calls
-// queue) until that node reconnects and reports it alive (Reattach). An
+// queue) until that node reconnects and reports it alive (Reattach); one
+// that was waiting for a node is created again (it waits again). An
 // actor whose node is gone (the old head's, or a node already dead) is
 // recovered as a dead node's actor: restarted within its max_restarts, else
 // dead. class is its pickled class payload, stored again in the head's
@@ -176,6 +177,11 @@ func (c *Cluster) RestoreActor(spec *taskspec.ActorSpec, node ids.NodeID, class 
 			spec.MaxRestarts = 0
 			break
 		}
+	}
+	if node == (ids.NodeID{}) {
+		// It was waiting for a node: it waits again.
+		_ = c.CreateActor(spec)
+		return
 	}
 	c.mu.Lock()
 	c.actors[spec.ActorID] = &placedActor{spec: spec, node: node}

@@ -182,3 +182,33 @@ func TestRestoreActorWhoseNodeIsGone(t *testing.T) {
 		t.Fatalf("the class payload was not in the store again when the actor was created")
 	}
 }
+
+// TestRestorePendingActor: an actor that was waiting for a node when the
+// head died waits again after the restart (no restart spent), and is
+// created once a node that fits joins.
+func TestRestorePendingActor(t *testing.T) {
+	st := gcs.NewMemStore()
+	first := newHeadOn(t, st)
+	first.c.Add(newFake(1, cpu(1)), gcs.NodeInfo{})
+	spec := &taskspec.ActorSpec{ActorID: ids.NewActorID(job1), JobID: job1, Name: "P",
+		Resources: map[string]float64{"gpu_x": 1}, MaxRestarts: 1, BundleIndex: -1}
+	if err := first.c.CreateActor(spec); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := first.placed[spec.ActorID]
+	if !ok || first.nodeOf[spec.ActorID] != (ids.NodeID{}) {
+		t.Fatalf("pending actor not reported to the actor table: %v", first.nodeOf)
+	}
+	second := newHeadOn(t, st)
+	restored, err := DecodeActorSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.c.RestoreActor(restored, ids.NodeID{}, nil)
+	f := newFake(2, map[string]float64{"gpu_x": 1})
+	second.c.Add(f, gcs.NodeInfo{})
+	second.c.retryPending()
+	if o := f.waitOp(t, "create"); o.Actor != spec.ActorID || o.MaxRestarts != 1 {
+		t.Fatalf("create: %+v", o)
+	}
+}

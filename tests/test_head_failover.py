@@ -241,6 +241,24 @@ print("counts=%d" % n)
 LOST_AFTER = """
 import ray
 ray.init(CLIENT)
+# Known, waiting for its provider to come back within the grace period:
+# a call waits, then fails as Ray fails calls to a dead actor. (On a slow
+# machine the grace period may be over before this client is up: then the
+# actor is dead already and its name free.)
+try:
+    p1 = ray.get_actor("prov0", namespace="ft")
+    try:
+        ray.get(p1.incr.remote(), timeout=120)
+        print("prov0=answered")
+    except ray.exceptions.RayActorError as e:
+        print("prov0=" + type(e).__name__)
+except ValueError:
+    print("prov0=ActorDiedError")
+try:
+    ray.get_actor("prov0", namespace="ft")
+    print("prov0_after=found")
+except ValueError:
+    print("prov0_after=gone")
 a1 = ray.get_actor("head1", namespace="ft")
 print("head1=%d" % ray.get(a1.incr.remote(), timeout=120))
 try:
@@ -248,19 +266,6 @@ try:
     print("head0=found")
 except ValueError:
     print("head0=gone")
-# Known, waiting for its provider to come back within the grace period:
-# a call waits, then fails as Ray fails calls to a dead actor.
-p1 = ray.get_actor("prov0", namespace="ft")
-try:
-    ray.get(p1.incr.remote(), timeout=120)
-    print("prov0=answered")
-except ray.exceptions.RayActorError as e:
-    print("prov0=" + type(e).__name__)
-try:
-    ray.get_actor("prov0", namespace="ft")
-    print("prov0_after=found")
-except ValueError:
-    print("prov0_after=gone")
 """
 
 
@@ -269,7 +274,7 @@ def test_actors_of_the_head_and_of_a_provider_that_does_not_return(gray_bin):
     restarts left comes back (fresh state), one without is gone. An actor
     on a provider that does not reconnect within --dead-after is handled
     as on any dead node: calls made meanwhile fail with ActorDiedError."""
-    head = FailoverHead(gray_bin, dead_after="4s", extra=["--resources", '{"headres": 2}'])
+    head = FailoverHead(gray_bin, dead_after="10s", extra=["--resources", '{"headres": 2}'])
     try:
         head.start()
         prov = Provider(head.cmd[0], head, num_cpus=2, extra=["--resources", '{"ftnode": 2}'])
@@ -283,5 +288,6 @@ def test_actors_of_the_head_and_of_a_provider_that_does_not_return(gray_bin):
             prov.stop()
         assert after == {"head1": "1", "head0": "gone", "prov0": "ActorDiedError", "prov0_after": "gone"}, (
             after, head.logs()[-4000:])
+        assert "node dead" in head.logs()
     finally:
         head.stop()
