@@ -287,12 +287,11 @@ func (h *Head) Start(ctx context.Context) error {
 	h.watchGPUs(ctx, rep.Watch, nodeID)
 	go h.Cluster.Run(ctx)
 	if h.cfg.NodeAddr != "" {
-		if err := h.startNodes(ctx, callbacks); err != nil {
-			h.Close()
-			return err
-		}
+		err = h.startNodes(ctx, callbacks) // restores the GCS tables too
+	} else {
+		err = h.restoreTables(ctx)
 	}
-	if err := h.restoreTables(ctx); err != nil {
+	if err != nil {
 		h.Close()
 		return err
 	}

@@ -173,6 +173,12 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
 		OnHolderGone: cb.holderGone, Logs: cb.logs, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
 	})
+	// The providers known from before a restart are in place before any
+	// can reconnect, so that each is recognised.
+	if err := h.restoreTables(ctx); err != nil {
+		tr.Close()
+		return err
+	}
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	h.Nodes.Register(g)
 	go func() { _ = transport.Serve(ctx, g, l) }()
