@@ -149,6 +149,14 @@ RUNNING = """
 import os, time, ray
 ray.init(CLIENT)
 
+@ray.remote(num_cpus=0, resources={"ftnode": 1})
+class Owned:  # not detached: it dies with this driver's session
+    def ping(self):
+        return "pong"
+
+owned = Owned.remote()
+assert ray.get(owned.ping.remote()) == "pong"
+
 @ray.remote(num_cpus=0, resources={"ftnode": 1}, max_retries=3)
 def slow(path):
     with open(os.path.join(path, "runs"), "a") as f:
@@ -186,7 +194,7 @@ def test_task_running_across_restart_finishes_once(gray_bin, tmp_path):
     """A task running on a provider when the head is killed keeps running
     there and finishes once; the restarted head does not run it again (its
     caller's session is gone, so its result is dropped) and the provider
-    goes on taking work."""
+    goes on taking work. The driver's non-detached actor there is killed."""
     head = FailoverHead(gray_bin)
     try:
         head.start()
@@ -206,6 +214,9 @@ def test_task_running_across_restart_finishes_once(gray_bin, tmp_path):
             # Still once: nothing ran it again meanwhile.
             assert lines(runs) == ["start", "end"], lines(runs)
             assert "running_tasks=1" in head.logs(), head.logs()[-3000:]
+            # The driver's own actor is killed: its session is gone.
+            wait_for(lambda: "killing an actor the restarted head does not know" in head.logs(), timeout=60)
+            wait_for(lambda: "live_actors=1" in head.logs(), timeout=60)
         finally:
             driver.kill()
             driver.wait()
