@@ -1,6 +1,7 @@
 package clientserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,10 +74,13 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 		ID: ids.NewActorID(job), JobID: job, ClassName: t.Name, Name: opts.str("name", ""),
 		Namespace: ns, Detached: opts.str("lifetime", "") == "detached", Owner: owner, Account: s.accountOf(ss),
 	}
-	if existing, err := s.cfg.Actors.Register(info); err != nil {
+	if existing, err := s.cfg.Actors.Register(s.ctx, info); err != nil {
 		if errors.Is(err, gcs.ErrNameTaken) && opts.truthy("get_if_exists") {
 			s.holdActor(existing.ID, ss.holder())
 			return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), existing.ID[:]...)}}
+		}
+		if !errors.Is(err, gcs.ErrNameTaken) {
+			return s.invalidTicket(rayerr.SystemError("could not record actor: " + err.Error()))
 		}
 		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf(
 			"The name %s (namespace=%s) is already taken. Please use a different name or get the existing actor using ray.get_actor('%s', namespace='%s')", info.Name, ns, info.Name, ns)))
@@ -111,7 +115,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	s.mu.Unlock()
 	if err := s.cfg.Node.CreateActor(spec); err != nil {
 		s.creationDone(info.ID)
-		s.cfg.Actors.MarkDead(info.ID)
+		s.markDead(info.ID)
 		return s.invalidTicket(rayerr.SystemError("could not create actor: " + err.Error()))
 	}
 	return &pb.ClientTaskTicket{Valid: true, ReturnIds: [][]byte{append([]byte(nil), info.ID[:]...)}}
@@ -344,9 +348,27 @@ func (s *Server) ActorReady(id ids.ActorID, info []byte) {
 	s.flushDeferred(id)
 }
 
+// ActorRestored readies the front end for an actor a restarted head loaded
+// from the actor table: its method table is read back from the KV, where
+// ActorReady published it when the actor first ran.
+func (s *Server) ActorRestored(ctx context.Context, id ids.ActorID) {
+	ns := []byte(actorInfoNamespace)
+	if s.cfg.Auth.Enabled() {
+		if a, ok := s.cfg.Actors.Get(id); ok {
+			ns = scopeNamespace(a.Account, ns)
+		}
+	}
+	info, ok, err := s.cfg.KV.Get(ctx, ns, []byte(id.Hex()))
+	if err != nil || !ok {
+		s.log.Warn("restored actor has no method table in the KV", "actor", id.Hex(), "err", err)
+		return
+	}
+	s.ActorReady(id, info)
+}
+
 // ActorDead fails calls still waiting for an actor that will never run.
 func (s *Server) ActorDead(id ids.ActorID) {
-	s.cfg.Actors.MarkDead(id)
+	s.markDead(id)
 	s.mu.Lock()
 	if m := s.actorMeta[id]; m != nil {
 		m.dead = true
@@ -354,6 +376,17 @@ func (s *Server) ActorDead(id ids.ActorID) {
 	s.mu.Unlock()
 	s.creationDone(id)
 	s.flushDeferred(id)
+}
+
+// markDead records an actor's death in the actor table.
+func (s *Server) markDead(id ids.ActorID) {
+	ctx := s.ctx
+	if ctx == nil { // not started yet
+		ctx = context.Background()
+	}
+	if err := s.cfg.Actors.MarkDead(ctx, id); err != nil {
+		s.log.Warn("actor table", "actor", id.Hex(), "err", err)
+	}
 }
 
 // actorInfoNamespace is the KV namespace of published actor method tables.

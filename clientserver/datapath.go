@@ -96,7 +96,12 @@ func (s *Server) attach(clientID string, c caller, reconnecting bool) (*session,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.sessions[clientID]
-	if reconnecting && (!ok || ss.ended) {
+	if reconnecting && !ok && c.workerID != "" {
+		// A worker that outlived the head it was connected to (a provider's,
+		// across a head restart): its refs are its worker's, reported over
+		// its raylet, so a new session for it loses nothing.
+		s.log.Info("worker reconnected to a session this head does not know; starting it anew", "worker", c.workerID)
+	} else if reconnecting && (!ok || ss.ended) {
 		return nil, status.Error(codes.NotFound, "Attempted to reconnect to a session that has already been cleaned up.")
 	}
 	if ok && (ss.workerID != c.workerID || ss.account != c.id.Account) {

@@ -70,6 +70,13 @@ type Config struct {
 	Warn func(job ids.JobID, msg string)
 	// Seed seeds the scheduler's random choices (0: random).
 	Seed uint64
+	// Nodes and Groups are the durable node and placement group tables the
+	// cluster writes through (nil: in memory only); OnActorPlaced is told
+	// the node an actor was placed on, with its spec as it is now (for the
+	// actor table). See tables.go.
+	Nodes         *gcs.NodeTable
+	Groups        *gcs.GroupTable
+	OnActorPlaced func(spec *taskspec.ActorSpec, node ids.NodeID)
 }
 
 type member struct {
@@ -168,6 +175,10 @@ func (c *Cluster) add(m Member, info gcs.NodeInfo, local bool) {
 	}
 	c.notifyLocked()
 	c.mu.Unlock()
+	if !local {
+		info.Total = m.Total()
+		c.storeNode(info)
+	}
 	switch {
 	case again:
 		go c.reassertGroups(info.ID)
@@ -489,6 +500,7 @@ func (c *Cluster) CreateActor(spec *taskspec.ActorSpec) error {
 		c.log.Warn("actor cannot be scheduled", "actor", spec.ActorID.Hex(), "err", err)
 		c.actorGone(spec.ActorID)
 	default:
+		c.actorPlaced(spec, ids.NodeID{}) // known, waiting for a node
 		c.park(pendingWork{actor: spec}, err)
 	}
 	return nil
@@ -507,6 +519,7 @@ func (c *Cluster) tryCreateActor(spec *taskspec.ActorSpec) error {
 	if err := m.m.CreateActor(spec); err != nil {
 		return err
 	}
+	c.actorPlaced(spec, m.info.ID)
 	// Calls made while it had no node go first, in order; the actor counts
 	// as placed only once none are left, so later calls queue behind them.
 	for {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/scheduler"
@@ -118,6 +119,7 @@ func (c *Cluster) CreatePlacementGroup(job ids.JobID, name, strategy string, det
 	}
 	c.groups[g.id] = g
 	c.mu.Unlock()
+	c.storeGroup(g)
 	c.placeGroup(g)
 	return g.id, nil
 }
@@ -192,6 +194,7 @@ func (c *Cluster) placeGroup(g *group) {
 	}
 	if !g.complete() {
 		c.mu.Unlock()
+		c.storeGroup(g)
 		c.Poke()
 		return
 	}
@@ -201,6 +204,7 @@ func (c *Cluster) placeGroup(g *group) {
 		close(g.ready)
 	}
 	c.mu.Unlock()
+	c.storeGroup(g)
 	c.log.Info("placement group created", "pg", g.id, "strategy", g.strategy, "nodes", perNode)
 	c.Poke()
 }
@@ -220,6 +224,7 @@ func (c *Cluster) rollback(g *group, ms []*member) {
 		}
 		c.mu.Unlock()
 	}
+	c.storeGroup(g)
 }
 
 // groupWaits records why a group stays pending (warning once when no
@@ -276,6 +281,7 @@ func (c *Cluster) RemovePlacementGroup(id string) error {
 			c.log.Warn("release bundles", "pg", id, "node", m.hex, "err", err)
 		}
 	}
+	c.storeGroup(g)
 	c.placing.Unlock()
 	// Like Ray, the group's actors die with it (its nodes fail the tasks
 	// still queued in it; running ones finish).
@@ -307,6 +313,12 @@ func (c *Cluster) retryGroups() {
 // groupsLostNode forgets the bundles a dead node held; their groups are
 // rescheduling until the bundles are placed again.
 func (c *Cluster) groupsLostNode(id ids.NodeID) {
+	var changed []*group
+	defer func() {
+		for _, g := range changed {
+			c.storeGroup(g)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, g := range c.groups {
@@ -315,6 +327,9 @@ func (c *Cluster) groupsLostNode(id ids.NodeID) {
 			if n == id {
 				g.nodes[i], lost = ids.NodeID{}, true
 			}
+		}
+		if lost {
+			changed = append(changed, g)
 		}
 		if lost && g.state == PGCreated {
 			g.state = PGRescheduling
@@ -337,8 +352,10 @@ func (c *Cluster) memberForBundle(pg string, index int, res map[string]float64) 
 	case index >= len(g.bundles):
 		return nil, fmt.Errorf("%w: bundle index %d of a placement group with %d bundles", scheduler.ErrInvalid, index, len(g.bundles))
 	}
+	// A suspect node gets no new work: work for its bundles waits for it
+	// (or for the bundles to be placed again when it is dead).
 	if index >= 0 {
-		if m := c.members[g.nodes[index]]; m != nil && g.placed(index) {
+		if m := c.members[g.nodes[index]]; m != nil && g.placed(index) && m.info.State == gcs.NodeAlive {
 			return m, nil
 		}
 		return nil, errGroupPending
@@ -350,7 +367,7 @@ func (c *Cluster) memberForBundle(pg string, index int, res map[string]float64) 
 			continue
 		}
 		fitsSome = true
-		if m := c.members[g.nodes[i]]; m != nil && g.placed(i) {
+		if m := c.members[g.nodes[i]]; m != nil && g.placed(i) && m.info.State == gcs.NodeAlive {
 			g.next = i + 1
 			return m, nil
 		}
@@ -517,6 +534,7 @@ func (c *Cluster) reassertGroups(id ids.NodeID) {
 				h.g.state = PGRescheduling
 			}
 			c.mu.Unlock()
+			c.storeGroup(h.g)
 			c.Poke()
 		}
 	}

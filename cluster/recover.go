@@ -126,6 +126,7 @@ func (c *Cluster) NodeDead(id ids.NodeID, reason string, lost Lost) {
 	c.notifyLocked()
 	c.mu.Unlock()
 	c.log.Warn("node dead", "node", id.Hex(), "reason", reason, "tasks", len(lost.Tasks), "actors", len(lost.Actors), "calls", len(lost.Calls))
+	c.forgetNode(id)
 	c.groupsLostNode(id)
 	c.Recover(id, reason, lost)
 }

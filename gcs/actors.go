@@ -1,6 +1,7 @@
 package gcs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -29,31 +30,45 @@ type ActorInfo struct {
 	Dead  bool
 }
 
-// Actors is the actor table with its named-actor index.
+// Actors is the actor table with its named-actor index. Detached actors
+// are written through to a Store (when it has one, see OpenActors) on every
+// change, with their placement; the map is the cache of that table.
 type Actors struct {
 	mu     sync.Mutex
 	byID   map[ids.ActorID]*ActorInfo
 	byName map[[3]string]ids.ActorID // (account, namespace, name)
+	// placement is where stored actors run (see Place).
+	placement map[ids.ActorID]ActorPlacement
+	store     Store // nil: in memory only
 }
 
-// NewActors returns an empty actor table.
+// NewActors returns an empty actor table in memory.
 func NewActors() *Actors {
-	return &Actors{byID: map[ids.ActorID]*ActorInfo{}, byName: map[[3]string]ids.ActorID{}}
+	return &Actors{byID: map[ids.ActorID]*ActorInfo{}, byName: map[[3]string]ids.ActorID{},
+		placement: map[ids.ActorID]ActorPlacement{}}
 }
 
-// Register adds an actor. A named actor whose name is taken fails with
-// ErrNameTaken and returns the existing actor's record.
-func (a *Actors) Register(info ActorInfo) (ActorInfo, error) {
+// Register adds an actor (stored first when it is detached). A named actor
+// whose name is taken fails with ErrNameTaken and returns the existing
+// actor's record.
+func (a *Actors) Register(ctx context.Context, info ActorInfo) (ActorInfo, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	key := [3]string{info.Account, info.Namespace, info.Name}
 	if info.Name != "" {
-		key := [3]string{info.Account, info.Namespace, info.Name}
 		if id, ok := a.byName[key]; ok {
 			return *a.byID[id], fmt.Errorf("%w: %q in namespace %q", ErrNameTaken, info.Name, info.Namespace)
 		}
-		a.byName[key] = info.ID
 	}
 	rec := info
+	if a.persistedLocked(&rec) {
+		if err := a.putLocked(ctx, &rec); err != nil {
+			return ActorInfo{}, err
+		}
+	}
+	if info.Name != "" {
+		a.byName[key] = info.ID
+	}
 	a.byID[info.ID] = &rec
 	return rec, nil
 }
@@ -80,18 +95,26 @@ func (a *Actors) Lookup(account, namespace, name string) (ActorInfo, bool) {
 	return *a.byID[id], true
 }
 
-// MarkDead records an actor's death and frees its name.
-func (a *Actors) MarkDead(id ids.ActorID) {
+// MarkDead records an actor's death and frees its name; a stored actor
+// leaves the store first (the in-memory record stays, marked dead).
+func (a *Actors) MarkDead(ctx context.Context, id ids.ActorID) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r, ok := a.byID[id]
 	if !ok || r.Dead {
-		return
+		return nil
+	}
+	if a.persistedLocked(r) {
+		if _, err := a.store.Apply(ctx, Delete(ActorsTable, id.Bytes())); err != nil {
+			return fmt.Errorf("actors: forget %s: %w", id.Hex(), err)
+		}
 	}
 	r.Dead = true
+	delete(a.placement, id)
 	if r.Name != "" {
 		delete(a.byName, [3]string{r.Account, r.Namespace, r.Name})
 	}
+	return nil
 }
 
 // Named lists live named actors, sorted by namespace then name.
@@ -134,4 +157,8 @@ func (a *Actors) List() []ActorInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID.Hex() < out[j].ID.Hex() })
 	return out
+}
+
+func sortRecords(out []ActorRecord) {
+	sort.Slice(out, func(i, j int) bool { return out[i].Info.ID.Hex() < out[j].Info.ID.Hex() })
 }

@@ -9,7 +9,9 @@ import (
 
 // openGCS opens the store of the GCS tables that Config.GCSStorage names
 // (see gcs.OpenStore: by default the bbolt file under StateDir) and the
-// tables kept on it: the internal KV and the job counter.
+// tables kept on it: the internal KV, the job counter and the actor table
+// (the node and placement group tables are the cluster's, see
+// restoreTables).
 func (h *Head) openGCS(ctx context.Context) error {
 	st, err := gcs.OpenStore(ctx, h.cfg.GCSStorage, h.cfg.StateDir, h.log)
 	if err != nil {
@@ -20,7 +22,12 @@ func (h *Head) openGCS(ctx context.Context) error {
 		st.Close()
 		return fmt.Errorf("head: GCS storage %s: %w", st.Describe(), err)
 	}
-	h.gcsStore, h.KV, h.Jobs = st, gcs.NewStoreKV(st), jobs
+	actors, err := gcs.OpenActors(ctx, st)
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("head: GCS storage %s: %w", st.Describe(), err)
+	}
+	h.gcsStore, h.KV, h.Jobs, h.Actors = st, gcs.NewStoreKV(st), jobs, actors
 	h.log.Info("GCS tables", "storage", st.Describe())
 	return nil
 }

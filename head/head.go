@@ -196,7 +196,6 @@ func (h *Head) Start(ctx context.Context) error {
 	if err := h.openGCS(ctx); err != nil {
 		return err
 	}
-	h.Actors = gcs.NewActors()
 	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
 	nodeID := ids.NewNodeID()
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
@@ -249,6 +248,7 @@ func (h *Head) Start(ctx context.Context) error {
 		Store: h.Store, Logger: h.log, OnActorDead: callbacks.actorDead, OnHolderGone: callbacks.holderGone,
 		Warn:   func(job ids.JobID, msg string) { callbacks.logs(job, msg, true) },
 		Locate: h.locate,
+		Nodes:  gcs.NewNodeTable(h.gcsStore), Groups: gcs.NewGroupTable(h.gcsStore), OnActorPlaced: h.actorPlaced,
 	})
 	rl.SetPlacementGroups(h.Cluster)
 	host, _ := os.Hostname()
@@ -288,10 +288,13 @@ func (h *Head) Start(ctx context.Context) error {
 	h.watchGPUs(ctx, rep.Watch, nodeID)
 	go h.Cluster.Run(ctx)
 	if h.cfg.NodeAddr != "" {
-		if err := h.startNodes(ctx, callbacks); err != nil {
-			h.Close()
-			return err
-		}
+		err = h.startNodes(ctx, callbacks) // restores the GCS tables too
+	} else {
+		err = h.restoreTables(ctx)
+	}
+	if err != nil {
+		h.Close()
+		return err
 	}
 	if h.cfg.Native.Enabled {
 		if err := h.startNative(ctx, res, pyVersion); err != nil {

@@ -146,7 +146,11 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 	// The CA goes after the leaf so that joining providers can check it
 	// against the pin in their token.
 	cert := tls.Certificate{Certificate: [][]byte{leaf.Certificate[0], ca.Cert.Raw}, PrivateKey: leaf.PrivateKey, Leaf: leaf.Leaf}
-	tr, err := transport.NewQUIC(transport.Config{Certificate: &cert, CA: ca.Pool(), AllowUnauthenticated: true, Logger: h.log})
+	tr, err := transport.NewQUIC(transport.Config{
+		Certificate: &cert, CA: ca.Pool(), AllowUnauthenticated: true, Logger: h.log,
+		// The head's leaf is new with every process; the CA's key is kept.
+		ResetKeyFrom: ca.Key,
+	})
 	if err != nil {
 		return err
 	}
@@ -175,6 +179,12 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 			return h.nativeJoin(ctx, node, reg, remote)
 		},
 	})
+	// The providers known from before a restart are in place before any
+	// can reconnect, so that each is recognised.
+	if err := h.restoreTables(ctx); err != nil {
+		tr.Close()
+		return err
+	}
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	h.Nodes.Register(g)
 	// Tunnel streams (native Ray's TCP between nodes) share the QUIC

@@ -109,6 +109,9 @@ type nodeConn struct {
 	// gossipSuspect is set while gossip cannot reach a provider it reached
 	// before; the node gets no new work until it can again.
 	gossipSuspect bool
+	// restored is set for a provider known from the node table of a head
+	// that restarted, until it reconnects (see Restore).
+	restored bool
 }
 
 // New builds a node server.
@@ -192,7 +195,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	defer cancel()
 	out := newSendQueue()
 	peerAddr := peerAddress(stream.Context(), reg.PeerAddress)
-	nc, gen, reconnect := s.attach(id, reg, peerAddr, out, cancel)
+	nc, gen, reconnect, restored := s.attach(id, reg, peerAddr, out, cancel)
 	registered := &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}
 	if reg.GetNative() && s.cfg.Native != nil {
 		var remote net.Addr
@@ -206,7 +209,7 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 		return err
 	}
 	if reconnect {
-		s.reconcile(nc, reg)
+		s.reconcile(nc, reg, restored)
 	}
 	if peerAddr != "" {
 		go s.probePeer(ctx, nc, gen, peerAddr)
@@ -231,13 +234,13 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 }
 
 // attach makes out the provider's current control channel.
-func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *sendQueue, cancel context.CancelFunc) (*nodeConn, int, bool) {
+func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *sendQueue, cancel context.CancelFunc) (nc *nodeConn, gen int, reconnect, restored bool) {
 	info := gcs.NodeInfo{
 		ID: id, IP: reg.NodeIp, Hostname: reg.Hostname, Labels: reg.Labels, GPUs: reg.Gpus,
 	}
 	s.mu.Lock()
-	nc := s.remotes[id]
-	reconnect := nc != nil
+	nc = s.remotes[id]
+	reconnect = nc != nil
 	if nc == nil {
 		nc = &nodeConn{r: newRemote(id, s.cfg.Store)}
 		nc.r.billing = s.cfg.Billing
@@ -247,7 +250,9 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *s
 		nc.cancelConn() // a newer channel replaces the old one
 	}
 	nc.gen++
-	gen := nc.gen
+	gen = nc.gen
+	restored = nc.restored
+	nc.restored = false
 	nc.info, nc.connected, nc.suspect, nc.lastHeard, nc.cancelConn = info, true, false, s.cfg.Now(), cancel
 	nc.peerAddr, nc.peerProbed, nc.peerReachable = peerAddr, false, false
 	s.mu.Unlock()
@@ -267,7 +272,11 @@ func (s *Server) attach(id ids.NodeID, reg *pb.Register, peerAddr string, out *s
 	if reg.GpuStatus != nil && s.cfg.OnGPUStatus != nil {
 		s.cfg.OnGPUStatus(id)
 	}
-	return nc, gen, reconnect
+	if restored {
+		s.log.Info("provider reconnected after a head restart", "node", id.Hex(),
+			"running_tasks", len(reg.RunningTasks), "live_actors", len(reg.LiveActors))
+	}
+	return nc, gen, reconnect, restored
 }
 
 func valuesOf(r *pb.Resources) map[string]float64 {
@@ -282,7 +291,7 @@ func valuesOf(r *pb.Resources) map[string]float64 {
 
 // reconcile recovers the work a reconnecting provider no longer has (it
 // restarted, or work was sent while it was away).
-func (s *Server) reconcile(nc *nodeConn, reg *pb.Register) {
+func (s *Server) reconcile(nc *nodeConn, reg *pb.Register, restored bool) {
 	keepTasks := map[ids.TaskID]bool{}
 	for _, b := range reg.RunningTasks {
 		if id, err := ids.TaskFromBytes(b); err == nil {
@@ -302,6 +311,9 @@ func (s *Server) reconcile(nc *nodeConn, reg *pb.Register) {
 		s.cfg.Cluster.Recover(nc.r.id, "the provider restarted", lost)
 	}
 	s.cfg.Store.Unpin(unpin)
+	if restored {
+		s.reattach(nc.r, keepTasks, keepActors)
+	}
 }
 
 // detach marks the provider disconnected if gen is still its channel.

@@ -69,6 +69,7 @@ func (p *Provider) session(onRegistered func(clientAddr string)) error {
 	}
 	onRegistered(reg.ClientAddress)
 	p.startNative(reg.NativeGcsAddress, reg.NativeIp)
+	p.resendWorkerJobs()
 	go p.startGossip(reg.GossipAddress)
 	p.log.Info("connected to head", "head", p.cfg.HeadAddr, "node", p.nodeID.Hex())
 
@@ -197,4 +198,17 @@ func refusal(err error) bool {
 		return true
 	}
 	return false
+}
+
+// resendWorkerJobs tells a (re)connected head the job of every worker, so
+// that a head that restarted knows whose job its workers' requests act for.
+func (p *Provider) resendWorkerJobs() {
+	if p.raylet == nil {
+		return
+	}
+	for _, w := range p.raylet.Workers() {
+		if job, ok := p.raylet.WorkerJob(w.ID); ok {
+			p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_WorkerJob{WorkerJob: &pb.WorkerJob{WorkerId: w.ID, JobId: job.Bytes()}}})
+		}
+	}
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -72,13 +76,39 @@ func (o *objects) fetch(id ids.ObjectID) *pull {
 	}
 	o.inflight[id] = pl
 	go func() {
-		pl.err = o.pullOne(id)
+		pl.err = o.pullRetrying(id)
 		o.mu.Lock()
 		delete(o.inflight, id)
 		o.mu.Unlock()
 		close(pl.done)
 	}()
 	return pl
+}
+
+// pullRetryFor bounds how long a pull is retried while the head cannot be
+// reached (it restarts: its gRPC connections come back within seconds).
+const pullRetryFor = 30 * time.Second
+
+// pullRetrying pulls id, trying again while the head is unreachable.
+func (o *objects) pullRetrying(id ids.ObjectID) error {
+	deadline := time.Now().Add(pullRetryFor)
+	wait := 50 * time.Millisecond
+	for {
+		err := o.pullOne(id)
+		if err == nil || status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			if err != nil {
+				o.p.log.Warn("pull from the head failed", "object", id.Hex(), "err", err)
+			}
+			return err
+		}
+		o.p.log.Info("head unreachable for a pull; retrying", "object", id.Hex(), "err", err)
+		select {
+		case <-o.p.ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // FirstPieceBytes is the size of the first piece of a pull (which also

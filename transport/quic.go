@@ -60,6 +60,12 @@ type Config struct {
 	// what a Dial to an address where nobody listens takes to fail.
 	// Default 5 s.
 	HandshakeTimeout time.Duration
+	// ResetKeyFrom is the private key the stateless reset key is derived
+	// from (default: Certificate's). A node whose certificate is new with
+	// every process (the head's) names a key it keeps (the pool CA's), so
+	// that peers learn of its restart from the first packet the new process
+	// answers.
+	ResetKeyFrom crypto.PrivateKey
 	// Logger receives refusals and connection errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -139,7 +145,10 @@ func NewQUIC(cfg Config) (*QUIC, error) {
 		},
 	}
 	t.serverTLS, t.clientTLS = tlsConfigs(&t.cfg)
-	if cfg.Certificate != nil {
+	switch {
+	case cfg.ResetKeyFrom != nil:
+		t.resetKey = statelessResetKey(cfg.ResetKeyFrom)
+	case cfg.Certificate != nil:
 		t.resetKey = statelessResetKey(cfg.Certificate.PrivateKey)
 	}
 	return t, nil

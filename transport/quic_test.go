@@ -355,3 +355,30 @@ func TestQUICPeerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A node whose certificate is new with every process (the head's) keeps
+// its stateless reset key by deriving it from a key it keeps
+// (ResetKeyFrom): a restart with a new certificate still resets peers'
+// old connections at once.
+func TestQUICPeerRestartNewCertificate(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	ca := newTestCA(t)
+	withCert := func(c *Config) { c.Certificate, c.ResetKeyFrom = nodeCert(t, ca, "head"), ca.Key }
+	old := newTestQUIC(t, ca, "", withCert)
+	l, _ := echoServer(t, ctx, old)
+	addr := l.Addr().String()
+	cli := newTestQUIC(t, ca, "raylet", nil)
+	c := dial(t, ctx, cli, addr)
+	if err := roundTrip(c, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.(*quicListener).tr.Conn.Close()
+	restarted := newTestQUIC(t, ca, "", withCert) // a new leaf, the same CA key
+	serve(t, listen(t, ctx, restarted, addr), echo)
+	_ = c.SetDeadline(time.Now().Add(testTimeout / 2))
+	err := roundTrip(c, make([]byte, 1024))
+	if _, ok := errors.AsType[*quic.StatelessResetError](err); !ok {
+		t.Fatalf("round trip on a connection to a restarted peer = %v, want a stateless reset", err)
+	}
+}
