@@ -32,6 +32,7 @@ import (
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/taskhistory"
 )
 
@@ -230,8 +231,11 @@ func (h *Head) Start(ctx context.Context) error {
 	// address, so bind the listener first.
 	var cs *clientserver.Server
 	callbacks := h.callbacks(&cs)
+	// One ledger for the machine: the ray:// raylet and the native one
+	// (when on) both grant from it.
+	ledger := resledger.New(res, nil)
 	rl, err := raylet.New(raylet.Config{
-		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Store: h.Store,
+		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Ledger: ledger, Store: h.Store,
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
 		Sandbox:         h.cfg.Sandbox.Protecting(h.cfg.StateDir, h.cfg.SessionDir),
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout, Logger: h.log,
@@ -293,7 +297,7 @@ func (h *Head) Start(ctx context.Context) error {
 		}
 	}
 	if h.cfg.Native.Enabled {
-		if err := h.startNative(ctx, res, pyVersion); err != nil {
+		if err := h.startNative(ctx, res, ledger, pyVersion); err != nil {
 			if h.cfg.Native.Required {
 				h.Close()
 				return err

@@ -167,3 +167,16 @@ func (m *Member) Snapshot() (out *Pool) {
 	m.read(func(p *Pool) { out = p.Clone() })
 	return out
 }
+
+// AddMissing adds the quantity resources of total the ledger lacks (a
+// raylet's implicit node:<ip> resources); those it has keep their amounts.
+func (l *Ledger) AddMissing(total map[string]float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, v := range total {
+		if _, ok := l.pool.res[name]; !ok && v > 0 && !IsUnitResource(name) {
+			f := ToFixed(v)
+			l.pool.res[name] = []instance{{id: 0, total: f, avail: f}}
+		}
+	}
+}

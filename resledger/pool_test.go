@@ -135,4 +135,3 @@ func TestPoolBundles(t *testing.T) {
 		t.Fatalf("after removal: %v", got)
 	}
 }
-

@@ -3,6 +3,7 @@ package nodemanager
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"testing"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
@@ -177,7 +178,7 @@ func TestBlockedWorkerReleasesCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn.waitState(t, "the unblocked worker to take its CPU back (oversubscribed: -1)", func(r *Raylet) bool {
-		return r.pool.Available()["CPU"] == -1
+		return r.res.Available()["CPU"] == -1
 	})
 	for _, n := range []byte{1, 2} {
 		tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(n, nil, owner1, nil).LeaseId})
@@ -286,5 +287,15 @@ func TestRetriedLeaseRequestGetsTheSameGrant(t *testing.T) {
 	r2 := waitLease(t, tn.requestAsync(ctx, spec, false))
 	if !bytes.Equal(r1.GetWorkerAddress().GetWorkerId(), r2.GetWorkerAddress().GetWorkerId()) || tn.available("CPU") != 1 {
 		t.Fatalf("retry: %v vs %v, CPU %v", r1, r2, tn.available("CPU"))
+	}
+}
+
+func TestUnionAndPositive(t *testing.T) {
+	u := union(map[string]float64{"CPU": 1, "a": 2}, map[string]float64{"CPU": 2, "b": 1})
+	if !reflect.DeepEqual(u, map[string]float64{"CPU": 2, "a": 2, "b": 1}) {
+		t.Fatal(u)
+	}
+	if p := positive(map[string]float64{"x": 0, "y": -1, "z": 1}); !reflect.DeepEqual(p, map[string]float64{"z": 1}) {
+		t.Fatal(p)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 var (
@@ -58,8 +59,12 @@ type Config struct {
 	MinWorkerPort, MaxWorkerPort int    // range for workers' gRPC ports; 0,0 = any free port
 
 	Resources map[string]float64 // CPU, GPU, memory, object_store_memory, custom
-	GPUIDs    []int              // instance ids for GPU resource_mapping
-	Labels    map[string]string
+	// Ledger, when set, is the node's resource ledger shared with another
+	// raylet on the same machine (the head's ray:// raylet); nil: a private
+	// one built from Resources and GPUIDs.
+	Ledger *resledger.Ledger
+	GPUIDs []int // instance ids for GPU resource_mapping
+	Labels map[string]string
 
 	Python string // python with ray installed
 	RayDir string // the ray package directory; default: asked from Python
@@ -118,7 +123,7 @@ type Raylet struct {
 
 	mu        sync.Mutex
 	closed    bool
-	pool      *ResourcePool
+	res       *resledger.Member // the node's resources
 	bundles   map[BundleKey]*bundleState
 	byID      map[WorkerID]*worker
 	queue     []*lease
@@ -226,7 +231,6 @@ func New(cfg Config) (*Raylet, error) {
 	r := &Raylet{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "raylet"),
-		pool:      NewResourcePool(cfg.Resources, cfg.GPUIDs),
 		bundles:   map[BundleKey]*bundleState{},
 		byID:      map[WorkerID]*worker{},
 		leases:    map[string]*lease{},
@@ -239,6 +243,13 @@ func New(cfg Config) (*Raylet, error) {
 		start:     time.Now(),
 	}
 	r.lastBusy = r.start
+	ledger := cfg.Ledger
+	if ledger == nil {
+		ledger = resledger.New(cfg.Resources, cfg.GPUIDs)
+	} else {
+		ledger.AddMissing(cfg.Resources) // node:<ip> and the like
+	}
+	r.res = ledger.Join("native")
 	r.changed = make(chan struct{})
 	copy(r.nodeID[:], cfg.NodeID)
 	return r, nil
@@ -296,6 +307,8 @@ func (r *Raylet) Start(ctx context.Context) error {
 	go func() { defer r.wg.Done(); _ = r.grpcSrv.Serve(lis) }()
 	go func() { defer r.wg.Done(); r.acceptLoop(ul) }()
 	go func() { defer r.wg.Done(); r.housekeeping() }()
+	r.wg.Add(1)
+	go r.watchLedger()
 	if r.cfg.LogPollInterval > 0 {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.tailLogs() }()
