@@ -198,7 +198,17 @@ func (h *Head) Start(ctx context.Context) error {
 	}
 	h.Actors = gcs.NewActors()
 	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
+	// The head is one node in both worlds: its ray:// raylet and its
+	// native raylet share the node id (the CLI's, which stock drivers read
+	// off the command line), as they share the resource ledger.
 	nodeID := ids.NewNodeID()
+	if h.cfg.Native.Enabled {
+		if id, err := ids.NodeFromBytes(h.cfg.Native.NodeID); err == nil {
+			nodeID = id
+		} else {
+			h.cfg.Native.NodeID = append([]byte(nil), nodeID[:]...)
+		}
+	}
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
 		ObjectStoreMemory: h.cfg.ObjectStoreMemory, Custom: h.cfg.Resources, Verify: h.cfg.VerifyGPUs,

@@ -177,3 +177,29 @@ def test_gpus_differ_across_worlds(head, client):
     theirs = [l.split()[1] for l in out.splitlines() if l.startswith("DEVICES ")]
     assert theirs and theirs[0] in ("0", "1") and theirs[0] != mine, (mine, out)
     ray.kill(g)
+
+
+def test_one_node_id_in_both_worlds(head, client):
+    ray = client
+
+    @ray.remote
+    def where():
+        import ray
+        return ray.get_runtime_context().get_node_id()
+
+    mine = ray.get(where.remote())
+    assert [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [mine]
+    out = finish(native_driver(head, """
+        import ray
+        ray.init(address=ADDRESS)
+
+        @ray.remote
+        def where():
+            return ray.get_runtime_context().get_node_id()
+
+        print("NODE", ray.get(where.remote()), flush=True)
+        print("DRIVER", ray.get_runtime_context().get_node_id(), flush=True)
+        print("NODES", *[n["NodeID"] for n in ray.nodes() if n["Alive"]], flush=True)
+    """), head)
+    words = {l.split()[0]: l.split()[1:] for l in out.splitlines() if l.split()}
+    assert words["NODE"] == [mine] and words["DRIVER"] == [mine] and words["NODES"] == [mine], (mine, out)
