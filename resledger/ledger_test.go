@@ -173,7 +173,7 @@ func TestPoolSetOffer(t *testing.T) {
 	}
 	p.SetOffer(nil, base)
 	p.Release(b)
-	if !p.equal(NewPool(base, nil)) {
+	if !p.equal(NewPool(base, nil)) || !reflect.DeepEqual(p.Available(), base) {
 		t.Fatalf("restored: available %v total %v", p.Available(), p.Total())
 	}
 }
@@ -195,5 +195,24 @@ func TestPoolOfAndFree(t *testing.T) {
 	node.Release(task)
 	if !node.equal(NewPool(map[string]float64{"CPU": 4, "GPU": 2}, []int{3, 5})) {
 		t.Fatalf("after the task ended: %v", node.Available())
+	}
+}
+
+// TestOfferLeavesOtherResources: the GPU offer (made from the ray://
+// raylet's totals) does not withdraw what the native raylet added to a
+// shared ledger (node:<ip>) or its bundles.
+func TestOfferLeavesOtherResources(t *testing.T) {
+	base := map[string]float64{"CPU": 2, "GPU": 1}
+	l := New(base, nil)
+	l.AddMissing(map[string]float64{"CPU": 8, "node:10.0.0.1": 1})
+	m := l.Join("native")
+	b, _ := m.PrepareBundle(map[string]float64{"CPU": 1})
+	m.CommitBundle(BundleKey{PG: "ab", Index: 0}, b)
+	m.SetOffer([]bool{true}, map[string]float64{"CPU": 2})
+	got := m.Total()
+	want := map[string]float64{"CPU": 2, "node:10.0.0.1": 1, "CPU_group_0_ab": 1, "CPU_group_ab": 1,
+		"bundle_group_0_ab": 1000, "bundle_group_ab": 1000}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("total after the offer %v, want %v", got, want)
 	}
 }

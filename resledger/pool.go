@@ -82,16 +82,21 @@ func (a Allocation) Clone() Allocation {
 // assignment. It is pure (no locking, no I/O); its owner guards it.
 type Pool struct {
 	res map[string][]instance
+	// offered names the resources the GPU offer governs: the node totals
+	// the pool was built with and those an offer named since (not a
+	// raylet's implicit node:<ip> resources, nor bundles).
+	offered map[string]bool
 }
 
 // NewPool builds a pool from node totals; gpuIDs name the GPU instances
 // (default 0..n-1).
 func NewPool(total map[string]float64, gpuIDs []int) *Pool {
-	p := &Pool{res: map[string][]instance{}}
+	p := &Pool{res: map[string][]instance{}, offered: map[string]bool{}}
 	for name, v := range total {
 		if v <= 0 {
 			continue
 		}
+		p.offered[name] = true
 		if IsUnitResource(name) {
 			n := int(math.Round(v))
 			var insts []instance
@@ -115,7 +120,7 @@ func NewPool(total map[string]float64, gpuIDs []int) *Pool {
 // bundle reserved out of a node ledger): grants from it name the same
 // instances.
 func PoolOf(a Allocation) *Pool {
-	p := &Pool{res: map[string][]instance{}}
+	p := &Pool{res: map[string][]instance{}, offered: map[string]bool{}}
 	for name, parts := range a {
 		p.addInstances(name, parts)
 	}
@@ -124,7 +129,7 @@ func PoolOf(a Allocation) *Pool {
 
 // Clone is an independent copy (a scheduling pass tries grants on it).
 func (p *Pool) Clone() *Pool {
-	out := &Pool{res: make(map[string][]instance, len(p.res))}
+	out := &Pool{res: make(map[string][]instance, len(p.res)), offered: maps.Clone(p.offered)}
 	for k, v := range p.res {
 		out.res[k] = append([]instance(nil), v...)
 	}
@@ -321,7 +326,7 @@ func (p *Pool) SetOffer(off []bool, total map[string]float64) {
 		p.res["GPU"][i].off = i < len(off) && off[i]
 	}
 	for _, name := range slicesSorted(p.res) {
-		if name == "GPU" || IsUnitResource(name) || strings.Contains(name, "_group_") {
+		if name == "GPU" || IsUnitResource(name) || !p.offered[name] {
 			continue
 		}
 		v, offered := total[name]
@@ -339,6 +344,7 @@ func (p *Pool) SetOffer(off []bool, total map[string]float64) {
 		if _, ok := p.res[name]; !ok && v > 0 && !IsUnitResource(name) {
 			f := ToFixed(v)
 			p.res[name] = []instance{{id: 0, total: f, avail: f}}
+			p.offered[name] = true
 		}
 	}
 }
