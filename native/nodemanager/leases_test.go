@@ -8,6 +8,7 @@ import (
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 var owner1 = bytes.Repeat([]byte{0x11}, 28)
@@ -297,5 +298,29 @@ func TestUnionAndPositive(t *testing.T) {
 	}
 	if p := positive(map[string]float64{"x": 0, "y": -1, "z": 1}); !reflect.DeepEqual(p, map[string]float64{"z": 1}) {
 		t.Fatal(p)
+	}
+}
+
+// TestLeaseWaitsForAnotherRayletOnTheLedger: on a ledger shared with the
+// head's ray:// raylet, a lease stays queued while the other raylet holds
+// the CPUs, is granted once it frees one (the ledger's signal, no retry
+// from the owner), and gets the GPU the other does not hold.
+func TestLeaseWaitsForAnotherRayletOnTheLedger(t *testing.T) {
+	total := map[string]float64{"CPU": 2, "GPU": 2}
+	ledger := resledger.New(total, nil)
+	other := ledger.Join("ray")
+	held, _ := other.Acquire(map[string]float64{"CPU": 2, "GPU": 1})
+	tn := newTestNode(t, true, func(c *Config) { c.Resources = total; c.Ledger = ledger })
+	ctx := context.Background()
+	c1 := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1, "GPU": 1}), false)
+	tn.notAnswered(t, c1, 1)
+	other.Release(resledger.Allocation{"CPU": held["CPU"]})
+	rep := waitLease(t, c1)
+	tn.nextSpawn(t)
+	if m := rep.GetResourceMapping(); len(m) != 2 || m[1].GetName() != "GPU" || m[1].GetResourceIds()[0].GetIndex() != 1 {
+		t.Fatalf("mapping %v, want GPU 1 (the other raylet holds GPU 0)", m)
+	}
+	if got := other.Available()["CPU"]; got != 1 {
+		t.Fatalf("the other raylet sees CPU %v, want 1", got)
 	}
 }
