@@ -19,11 +19,12 @@ build:
 # solders bundles LiteSVM, the Solana VM the settlement tests pay in.
 # Tune, Train, Data and Serve are there for the native-mode tests
 # (tests/test_native_libs.py): stock drivers run them on gray's GCS and raylet.
-venv: $(VENV)/.installed-3
-$(VENV)/.installed-3:
+# uv: runtime_env={"uv": [...]} environments install with the node's uv.
+venv: $(VENV)/.installed-4
+$(VENV)/.installed-4:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q "ray[client,tune,train,data,serve]==2.60.0" pytest numpy "solders==0.29.0"
+	$(VENV)/bin/pip install -q "ray[client,tune,train,data,serve]==2.60.0" pytest numpy "solders==0.29.0" uv
 	touch $@
 
 # System packages the tests need, installed with apt-get when missing:

@@ -58,7 +58,7 @@ func (s *Server) createActor(ss *session, t *pb.ClientTask, data [][]byte, opts 
 	}
 	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
-		return s.invalidTicket(rayerr.ValueError(err.Error()))
+		return s.invalidTicket(rayerr.Of(err, rayerr.ValueError))
 	}
 	pins = append(pins, cid)
 	job := s.jobOf(ss)

@@ -34,10 +34,9 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	if fromJob {
 		runtimeEnv = withJobEnv(runtimeEnv, origin.RuntimeEnv)
 	}
-	env, err := s.resolveRuntimeEnv(s.kvAccountOf(ss), runtimeEnv)
-	if err != nil {
-		return &pb.InitResponse{Ok: false, Msg: err.Error()}
-	}
+	// A runtime_env gray cannot set up fails the session's tasks with
+	// RuntimeEnvSetupError, as Ray fails them, not the connection.
+	env, envErr := s.resolveRuntimeEnv(s.kvAccountOf(ss), runtimeEnv)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.initialized { // a reconnecting client replays init
@@ -65,7 +64,7 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 		}
 	}
 	ss.namespace = namespace
-	ss.env = env
+	ss.env, ss.envErr = env, envErr
 	ss.runtimeEnv = runtimeEnv
 	ss.grace = time.Duration(r.ReconnectGracePeriod) * time.Second
 	ss.initialized = true

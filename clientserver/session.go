@@ -27,6 +27,7 @@ type session struct {
 	job         ids.JobID
 	namespace   string
 	env         taskspec.RuntimeEnv
+	envErr      error // why the job's runtime_env cannot be set up
 	runtimeEnv  map[string]any
 	grace       time.Duration
 	initialized bool

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"strings"
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
@@ -84,7 +83,7 @@ func (s *Server) scheduleFunction(ss *session, t *pb.ClientTask, data [][]byte, 
 	}
 	deps, pins, actors, env, err := s.prepare(ss, data, opts)
 	if err != nil {
-		return s.invalidTicket(rayerr.ValueError(err.Error()))
+		return s.invalidTicket(rayerr.Of(err, rayerr.ValueError))
 	}
 	pins = append(pins, fid)
 	numReturns := opts.numReturns()
@@ -256,18 +255,22 @@ func (s *Server) selfRefs(fid ids.ObjectID) map[string]string {
 // taskEnv merges the job's runtime_env with the task's.
 func (s *Server) taskEnv(ss *session, opts options) (taskspec.RuntimeEnv, error) {
 	ss.mu.Lock()
-	base := ss.env
+	base, baseErr := ss.env, ss.envErr
 	ss.mu.Unlock()
 	if ss.workerID != "" {
 		if job, ok := s.cfg.Node.WorkerJob(ss.workerID); ok {
 			if owner := s.sessionOfJob(job); owner != nil {
 				owner.mu.Lock()
-				base = owner.env
+				base, baseErr = owner.env, owner.envErr
 				owner.mu.Unlock()
 			}
 		}
 	}
-	env := taskspec.RuntimeEnv{WorkingDir: base.WorkingDir, EnvVars: map[string]string{}}
+	if baseErr != nil {
+		return base, fmt.Errorf("the job's runtime_env: %w", baseErr)
+	}
+	env := base
+	env.EnvVars = map[string]string{}
 	for k, v := range base.EnvVars {
 		env.EnvVars[k] = v
 	}
@@ -279,13 +282,7 @@ func (s *Server) taskEnv(ss *session, opts options) (taskspec.RuntimeEnv, error)
 	if err != nil {
 		return env, err
 	}
-	for k, v := range task.EnvVars {
-		env.EnvVars[k] = v
-	}
-	if task.WorkingDir != "" {
-		env.WorkingDir = task.WorkingDir
-	}
-	return env, nil
+	return mergeEnv(env, task), nil
 }
 
 func (s *Server) sessionOfJob(job ids.JobID) *session {
@@ -297,30 +294,4 @@ func (s *Server) sessionOfJob(job ids.JobID) *session {
 		}
 	}
 	return nil
-}
-
-// resolveRuntimeEnv reads env_vars and working_dir from a runtime_env dict.
-// Packages are read from the KV of account (see kvscope.go).
-func (s *Server) resolveRuntimeEnv(account string, re map[string]any) (taskspec.RuntimeEnv, error) {
-	env := taskspec.RuntimeEnv{EnvVars: map[string]string{}}
-	if vars, ok := asDict(re["env_vars"]); ok {
-		for k, v := range vars {
-			str, ok := v.(string)
-			if !ok {
-				return env, fmt.Errorf("runtime_env env_vars[%q] must be a string, got %T", k, v)
-			}
-			env.EnvVars[k] = str
-		}
-	}
-	if wd, ok := re["working_dir"].(string); ok && wd != "" {
-		if !strings.HasPrefix(wd, "gcs://") {
-			return env, fmt.Errorf("runtime_env working_dir %q: only packages uploaded by the client are supported", wd)
-		}
-		dir, err := s.unpackPackage(account, wd)
-		if err != nil {
-			return env, err
-		}
-		env.WorkingDir = dir
-	}
-	return env, nil
 }

@@ -123,6 +123,7 @@ type Head struct {
 	local   localGPUs
 	cancel  context.CancelFunc
 	nodes   nodeListener
+	pool    *nativePool // native Ray's tunnels to providers (nil without a node port)
 	gossip  *membership.Membership
 	billing *billing
 	// gcsStore keeps the durable GCS tables (KV, job counter).
@@ -348,6 +349,9 @@ func (h *Head) Close() error {
 		_ = h.gossip.Close()
 	}
 	h.nodes.close()
+	if h.pool != nil {
+		h.pool.close()
+	}
 	if h.billing != nil {
 		if h.billing.outbox != nil {
 			_ = h.billing.outbox.Close()

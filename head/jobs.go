@@ -110,7 +110,7 @@ func (h *Head) startJobs(ctx context.Context) error {
 			}
 			return a
 		},
-		Python: h.cfg.Python, Logger: h.log,
+		Python: h.cfg.Python, PythonEnvs: h.Raylet.PythonEnvs(), Logger: h.log,
 	})
 	if err != nil {
 		return err

@@ -11,14 +11,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/gray-cluster/gray/clientserver"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/nodeserver"
+	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/provider"
 	"github.com/gray-cluster/gray/transport"
+	"github.com/gray-cluster/gray/tunnel"
 )
 
 // callbacks route raylet and provider events to the front end (set once it
@@ -168,10 +171,17 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
 		OnHolderGone: cb.holderGone, Logs: cb.logs, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
+		Native: func(node ids.NodeID, reg *pb.Register, remote net.Addr) (string, string) {
+			return h.nativeJoin(ctx, node, reg, remote)
+		},
 	})
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
 	h.Nodes.Register(g)
-	go func() { _ = transport.Serve(ctx, g, l) }()
+	// Tunnel streams (native Ray's TCP between nodes) share the QUIC
+	// listener with the providers' gRPC.
+	h.pool = newNativePool(h.log.With("part", "tunnel"))
+	gl := tunnel.Mux(l, h.pool.hub.Handle, 10*time.Second)
+	go func() { _ = transport.Serve(ctx, g, gl) }()
 	go h.Nodes.Run(ctx)
 	token := provider.Token(secret, ca.Cert)
 	h.nodes = nodeListener{tr: tr, grpc: g, addr: l.Addr().String(), token: token}
@@ -180,6 +190,25 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 	}
 	h.log.Info("providers join with", "command", fmt.Sprintf("gray start --address=%s --token=%s", advertised(h.nodes.addr, h.cfg.NodeIP), token))
 	return nil
+}
+
+// nativeJoin answers a provider that offers to host native Ray: the GCS
+// address and its pool address ("", "" when the head serves no native Ray
+// or cannot forward the provider's ports).
+func (h *Head) nativeJoin(ctx context.Context, node ids.NodeID, reg *pb.Register, remote net.Addr) (gcsAddr, ip string) {
+	if !reg.GetNative() || h.pool == nil {
+		return "", ""
+	}
+	gcsAddr = h.GCSAddress()
+	if gcsAddr == "" {
+		return "", ""
+	}
+	ip, err := h.pool.join(ctx, node, reg, sameMachine(remote))
+	if err != nil {
+		h.log.Warn("provider cannot join native Ray", "node", node.Hex(), "err", err)
+		return "", ""
+	}
+	return gcsAddr, ip
 }
 
 // advertised replaces a wildcard or loopback host with the node IP.

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gray-cluster/gray/pyenv"
 )
 
 // Clock is the Manager's time: Now for the records' times, After for its
@@ -74,6 +76,9 @@ type Config struct {
 	// Python is the pool's Python: its directory goes first on the
 	// entrypoint's PATH, so that `python` there is the one with ray.
 	Python string
+	// PythonEnvs builds runtime_env pip/uv environments, whose python
+	// then goes first on the entrypoint's PATH (nil: pip/uv are refused).
+	PythonEnvs *pyenv.Builder
 	// Shell runs the entrypoint (default "sh").
 	Shell string
 	// BaseEnv is the environment entrypoints start from (nil: the head's).

@@ -145,7 +145,8 @@ func TestUnsupportedRuntimeEnvFailsSetup(t *testing.T) {
 		re   map[string]any
 		want string
 	}{
-		{map[string]any{"pip": map[string]any{"packages": []any{"requests"}}}, "not pip"},
+		{map[string]any{"pip": map[string]any{"packages": []any{"requests"}}}, "builds no pip/uv environments"},
+		{map[string]any{"pip": []any{"six"}, "uv": []any{"six"}}, "cannot both be specified"},
 		{map[string]any{"conda": "env", "container": map[string]any{}}, "not conda, container"},
 		{map[string]any{"working_dir": "https://example.com/x.zip"}, "https:// packages"},
 		{map[string]any{"working_dir": "gcs://_ray_pkg_missing.zip"}, "was not uploaded"},

@@ -10,8 +10,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gray-cluster/gray/internal/pkgzip"
+	"github.com/gray-cluster/gray/pyenv"
 )
 
 // ErrRuntimeEnv is a runtime_env the head cannot set up for an entrypoint;
@@ -27,11 +29,13 @@ type fetch func(ctx context.Context, uri string) ([]byte, error)
 
 // supportedFields are the runtime_env fields gray sets up or may ignore,
 // as the native raylet accepts them: env_vars, working_dir and py_modules
-// (gcs:// and local:// URIs); config only tunes set-up; excludes was
+// (gcs:// and local:// URIs); pip and uv (a virtualenv the entrypoint's
+// `python` runs, package pyenv); config only tunes set-up; excludes was
 // applied by the client when it zipped the directory; the _ray_* keys
-// matter to pip/conda set-ups only.
+// only tell Ray's own pip set-up which ray the driver runs.
 var supportedFields = map[string]bool{
 	"env_vars": true, "config": true, "working_dir": true, "py_modules": true, "excludes": true,
+	"pip": true, "uv": true,
 	"_ray_release": true, "_ray_commit": true, "_inject_current_ray": true,
 }
 
@@ -40,11 +44,14 @@ type jobEnv struct {
 	workingDir string   // URI
 	pyModules  []string // URIs
 	envVars    map[string]string
+	pyEnv      pyenv.Spec // pip / uv (zero: none)
+	// python is the built pip/uv environment's interpreter ("" = the pool's).
+	python string
 }
 
-// parseRuntimeEnv checks a submitted runtime_env; fields that need
-// packages built or fetched from outside the pool (pip, conda, uv,
-// container, image_uri, remote URIs, ...) are refused naming the field.
+// parseRuntimeEnv checks a submitted runtime_env; fields that need what
+// gray does not set up (conda, container, image_uri, remote URIs, ...)
+// are refused naming the field.
 func parseRuntimeEnv(re map[string]any) (jobEnv, error) {
 	var env jobEnv
 	var unsupported []string
@@ -55,7 +62,7 @@ func parseRuntimeEnv(re map[string]any) (jobEnv, error) {
 	}
 	if len(unsupported) > 0 {
 		sort.Strings(unsupported)
-		return env, fmt.Errorf("%w: gray sets up env_vars, working_dir and py_modules (gcs:// packages the client uploads, and local:// directories), not %s",
+		return env, fmt.Errorf("%w: gray sets up env_vars, working_dir, py_modules (gcs:// packages the client uploads, and local:// directories), pip and uv, not %s",
 			ErrRuntimeEnv, strings.Join(unsupported, ", "))
 	}
 	if v, ok := re["env_vars"]; ok && v != nil {
@@ -72,6 +79,11 @@ func parseRuntimeEnv(re map[string]any) (jobEnv, error) {
 			env.envVars[k] = s
 		}
 	}
+	py, err := pyenv.FromRuntimeEnv(re["pip"], re["uv"])
+	if err != nil {
+		return env, fmt.Errorf("%w: %w", ErrRuntimeEnv, err)
+	}
+	env.pyEnv = py
 	if v, ok := re["working_dir"]; ok && v != nil {
 		s, ok := v.(string)
 		if !ok {
@@ -172,3 +184,26 @@ func unpack(ctx context.Context, src fetch, uri, target string) (string, error) 
 	}
 	return target, nil
 }
+
+// buildPython builds the job's pip/uv environment (once per head, shared
+// with the head raylet's tasks) and records its interpreter in env; pip's
+// output goes to the job's log.
+func (m *Manager) buildPython(ctx context.Context, env *jobEnv, logPath string) error {
+	if env.pyEnv.IsZero() {
+		return nil
+	}
+	if m.cfg.PythonEnvs == nil {
+		return fmt.Errorf("%w: this head builds no pip/uv environments", ErrRuntimeEnv)
+	}
+	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	pe, err := m.cfg.PythonEnvs.Ensure(ctx, env.pyEnv, func(line string) { appendLog(logPath, line+"\n") })
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrRuntimeEnv, env.pyEnv.Tool, err)
+	}
+	env.python = pe.Python
+	return nil
+}
+
+// setupTimeout is stock Ray's default config.setup_timeout_seconds.
+const setupTimeout = 600 * time.Second

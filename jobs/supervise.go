@@ -43,6 +43,9 @@ func (m *Manager) supervise(sid string, lj *liveJob, req Request) {
 	}
 	src := func(ctx context.Context, uri string) ([]byte, error) { return m.cfg.Packages(ctx, rec.Account, uri) }
 	cwd, pypath, err := setUp(m.ctx, src, env, dir)
+	if err == nil {
+		err = m.buildPython(m.ctx, &env, rec.LogPath)
+	}
 	if err != nil {
 		fail(RuntimeEnvSetupFailure, "runtime_env setup failed: "+err.Error())
 		return
@@ -263,7 +266,11 @@ func (m *Manager) entrypointEnv(rec Record, env jobEnv, pypath []string, a Addre
 		}
 		set("PYTHONPATH", p)
 	}
-	if dir := pythonDir(m.cfg.Python); dir != "" {
+	python := m.cfg.Python
+	if env.python != "" {
+		python = env.python // the runtime_env's pip/uv environment
+	}
+	if dir := pythonDir(python); dir != "" {
 		p := dir
 		if old := vars["PATH"]; old != "" {
 			p += string(os.PathListSeparator) + old

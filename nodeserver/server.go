@@ -13,11 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gray-cluster/gray/billing/metering"
@@ -59,6 +61,10 @@ type Config struct {
 	Logs         func(job ids.JobID, line string, stderr bool)
 	// OnGPUStatus is told when a provider's GPU status (or sample) arrived.
 	OnGPUStatus func(ids.NodeID)
+	// Native, when set, answers a provider that offers to host native Ray:
+	// the GCS address and the provider's pool address ("" = no).
+	// remote is the provider's address as the head sees it.
+	Native func(node ids.NodeID, reg *pb.Register, remote net.Addr) (gcsAddr, ip string)
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -187,7 +193,15 @@ func (s *Server) Connect(stream pb.Head_ConnectServer) error {
 	out := newSendQueue()
 	peerAddr := peerAddress(stream.Context(), reg.PeerAddress)
 	nc, gen, reconnect := s.attach(id, reg, peerAddr, out, cancel)
-	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}}}); err != nil {
+	registered := &pb.Registered{ClientAddress: s.cfg.ClientAddress, GossipAddress: s.cfg.GossipAddress}
+	if reg.GetNative() && s.cfg.Native != nil {
+		var remote net.Addr
+		if p, ok := peer.FromContext(stream.Context()); ok {
+			remote = p.Addr
+		}
+		registered.NativeGcsAddress, registered.NativeIp = s.cfg.Native(id, reg, remote)
+	}
+	if err := stream.Send(&pb.HeadMessage{Msg: &pb.HeadMessage_Registered{Registered: registered}}); err != nil {
 		s.detach(id, gen)
 		return err
 	}

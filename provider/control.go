@@ -68,6 +68,7 @@ func (p *Provider) session(onRegistered func(clientAddr string)) error {
 		return errors.New("provider: head did not answer Register")
 	}
 	onRegistered(reg.ClientAddress)
+	p.startNative(reg.NativeGcsAddress, reg.NativeIp)
 	go p.startGossip(reg.GossipAddress)
 	p.log.Info("connected to head", "head", p.cfg.HeadAddr, "node", p.nodeID.Hex())
 

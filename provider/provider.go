@@ -88,6 +88,8 @@ type Config struct {
 	// Base resources, and it withdraws GPUs that fail re-verification (and
 	// offers them again) and samples them; the head hears of each change.
 	GPUWatch *watch.Watcher
+	// Native hosts stock core workers for the head's native Ray.
+	Native NativeConfig
 	// PeerPort is the UDP port the peer object service listens on (0: any
 	// free port); PeerBind, when set, is the whole listen address instead.
 	// Other providers pull objects this one holds from it directly.
@@ -139,6 +141,7 @@ type Provider struct {
 	// extra are the additional connections objects are striped over.
 	extra    []*grpc.ClientConn
 	extraTrs []transport.Transport
+	native   nativeSide
 }
 
 // stripes is how many connections objects are striped over.
@@ -396,6 +399,7 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	p.mu.Unlock()
+	p.closeNative()
 	if p.raylet != nil {
 		p.raylet.Close()
 	}
@@ -433,6 +437,7 @@ func (p *Provider) register() *pb.Register {
 		Available:     &pb.Resources{Values: maps.Clone(p.cfg.Resources)},
 		PayoutAddress: p.cfg.PayoutAddress, GpuStatus: p.gpuStatus(), PeerAddress: p.PeerAddress(),
 	}
+	reg.Native, reg.NativePortMin, reg.NativePortMax = p.nativePorts()
 	if p.meterKey != nil {
 		reg.MeterKey = p.meterKey.Public().(ed25519.PublicKey)
 	}

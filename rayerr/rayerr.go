@@ -16,6 +16,8 @@ import (
 
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/pyenv"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 // Exception is a Python exception to raise on a client: module.name(*args).
@@ -81,6 +83,9 @@ func ObjectStoreFull(msg string) Exception { return ray("ObjectStoreFullError", 
 // OutOfMemory is ray.exceptions.OutOfMemoryError.
 func OutOfMemory(msg string) Exception { return ray("OutOfMemoryError", msg) }
 
+// RuntimeEnvSetup is ray.exceptions.RuntimeEnvSetupError(error_message).
+func RuntimeEnvSetup(msg string) Exception { return ray("RuntimeEnvSetupError", msg) }
+
 // SystemError is ray.exceptions.RaySystemError.
 func SystemError(msg string) Exception { return ray("RaySystemError", msg) }
 
@@ -106,6 +111,9 @@ var table = []struct {
 	{objectstore.ErrFull, func(err error) Exception { return ObjectStoreFull(err.Error()) }},
 	{objectstore.ErrNotFound, func(err error) Exception { return ObjectLost(err.Error()) }},
 	{objectstore.ErrRestore, func(err error) Exception { return ObjectLost(err.Error()) }},
+	{taskspec.ErrRuntimeEnv, func(err error) Exception { return RuntimeEnvSetup(err.Error()) }},
+	{pyenv.ErrSpec, func(err error) Exception { return RuntimeEnvSetup(err.Error()) }},
+	{pyenv.ErrBuild, func(err error) Exception { return RuntimeEnvSetup(err.Error()) }},
 	{context.DeadlineExceeded, func(error) Exception { return GetTimeout() }},
 }
 

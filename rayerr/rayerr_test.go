@@ -9,6 +9,8 @@ import (
 
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/pyenv"
+	"github.com/gray-cluster/gray/taskspec"
 )
 
 func TestOfFollowsTheTable(t *testing.T) {
@@ -20,6 +22,9 @@ func TestOfFollowsTheTable(t *testing.T) {
 		{fmt.Errorf("get: %w: abc", objectstore.ErrNotFound), "ray.exceptions.ObjectLostError"},
 		{fmt.Errorf("restore: %w", objectstore.ErrRestore), "ray.exceptions.ObjectLostError"},
 		{fmt.Errorf("wait: %w", context.DeadlineExceeded), "ray.exceptions.GetTimeoutError"},
+		{fmt.Errorf("env: %w", taskspec.ErrRuntimeEnv), "ray.exceptions.RuntimeEnvSetupError"},
+		{fmt.Errorf("pip: %w", pyenv.ErrSpec), "ray.exceptions.RuntimeEnvSetupError"},
+		{&pyenv.BuildError{Step: "pip install", Err: context.DeadlineExceeded}, "ray.exceptions.RuntimeEnvSetupError"},
 		{errors.New("something else"), "builtins.ValueError"},
 	}
 	for _, c := range cases {
@@ -34,7 +39,7 @@ func TestEveryConstructorPickles(t *testing.T) {
 		TaskCancelled(), ActorDied(), ActorError("x"), WorkerCrashed(), NodeDied("x"),
 		PlacementGroupRemoved(), TaskUnschedulable("x"), ObjectLost("ab"), GetTimeout(),
 		ObjectStoreFull("x"), OutOfMemory("x"), SystemError("x"), ValueError("x"),
-		RuntimeError("x"), NotImplemented("x"), Plain("x"),
+		RuntimeError("x"), NotImplemented("x"), Plain("x"), RuntimeEnvSetup("x"),
 	}
 	for _, e := range all {
 		b := e.Pickle()

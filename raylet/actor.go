@@ -215,6 +215,9 @@ func (r *Raylet) startActorWorker(a *actor) (*workerProc, []byte, [][]byte) {
 		gpus = a.gate.gpuIDs
 	}
 	a.mu.Unlock()
+	if err := r.setupEnv(s.JobID, env); err != nil {
+		return nil, nil, r.errorPickle(rayerr.RuntimeEnvSetup(err.Error()))
+	}
 	w, err := r.pool.spawnDedicated(s.JobID, env, gpus)
 	if err == nil {
 		err = r.pool.waitReady(r.ctx, w)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
+	"github.com/gray-cluster/gray/pyenv"
 	"github.com/gray-cluster/gray/rayerr"
 	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/sandbox"
@@ -93,8 +94,10 @@ type Raylet struct {
 	pool  *pool
 	// sandbox starts workers when they are sandboxed (nil: off).
 	sandbox *sandbox.Launcher
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// pyenvs builds runtime_env pip/uv environments (see pyenv.go).
+	pyenvs *pyenv.Builder
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// res is this raylet's handle on the node's resource ledger.
 	res *resledger.Member
@@ -148,6 +151,9 @@ func (r *Raylet) Start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startSandbox(r.ctx); err != nil {
+		return err
+	}
+	if r.pyenvs, err = pyenv.NewBuilder(filepath.Join(r.cfg.SessionDir, "runtime_resources", "pip"), r.cfg.Python, r.log); err != nil {
 		return err
 	}
 	p, err := newPool(r, script)
@@ -317,6 +323,11 @@ func (r *Raylet) dispatch() {
 
 func (r *Raylet) run(t *task) {
 	env := withGPUs(t.spec.Env, t.gpuIDs)
+	if err := r.setupEnv(t.spec.JobID, env); err != nil {
+		r.releaseResources(t)
+		r.finishWithError(t, r.errorPickle(rayerr.RuntimeEnvSetup(err.Error())))
+		return
+	}
 	w, err := r.pool.acquire(r.ctx, t.spec.JobID, env, t.gpuIDs)
 	if err != nil {
 		r.releaseResources(t)
@@ -544,7 +555,8 @@ func withGPUs(env taskspec.RuntimeEnv, gpuIDs []int) taskspec.RuntimeEnv {
 	if len(gpuIDs) == 0 {
 		return env
 	}
-	out := taskspec.RuntimeEnv{WorkingDir: env.WorkingDir, EnvVars: map[string]string{}}
+	out := env
+	out.EnvVars = map[string]string{}
 	for k, v := range env.EnvVars {
 		out.EnvVars[k] = v
 	}

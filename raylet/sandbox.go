@@ -61,12 +61,12 @@ func (p *pool) poolKey(job ids.JobID, env taskspec.RuntimeEnv) string {
 }
 
 // sandboxed prepares a worker's sandbox and its command.
-func (p *pool) sandboxed(w *workerProc, env taskspec.RuntimeEnv, gpus []int) (*sandbox.Proc, error) {
-	argv := []string{p.r.cfg.Python, "-u", sandbox.InnerRuntime + "/" + filepath.Base(p.script),
+func (p *pool) sandboxed(w *workerProc, env taskspec.RuntimeEnv, python, envDir string, gpus []int) (*sandbox.Proc, error) {
+	argv := []string{python, "-u", sandbox.InnerRuntime + "/" + filepath.Base(p.script),
 		"--socket", sandbox.InnerSocket, "--address", p.r.cfg.ClientAddress, "--worker-id", w.id}
 	return p.r.sandbox.Command(w.id, sandbox.Worker{
 		Argv: argv, Runtime: filepath.Dir(p.script), Socket: p.sockPath,
-		WorkingDir: env.WorkingDir, GPUs: gpus,
+		WorkingDir: env.WorkingDir, GPUs: gpus, ReadOnly: sandboxReadOnly(env, envDir),
 	})
 }
 
@@ -127,4 +127,14 @@ func (c *SandboxConfig) Protecting(paths ...string) *SandboxConfig {
 	out := *c
 	out.Protected = append(append([]string(nil), c.Protected...), paths...)
 	return &out
+}
+
+// sandboxReadOnly are the runtime_env's directories a sandboxed worker
+// reads: its Python environment and its py_modules.
+func sandboxReadOnly(env taskspec.RuntimeEnv, envDir string) []string {
+	var out []string
+	if envDir != "" {
+		out = append(out, envDir)
+	}
+	return append(out, env.PyModules...)
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -187,16 +188,21 @@ func (p *pool) start(job ids.JobID, env taskspec.RuntimeEnv, gpus []int, dedicat
 	p.all[id] = w
 	p.mu.Unlock()
 
+	python, envDir, err := p.r.interpreter(env)
+	if err != nil {
+		p.forget(w)
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
 	var cmd *exec.Cmd
 	if p.r.sandbox != nil {
-		box, err := p.sandboxed(w, env, gpus)
+		box, err := p.sandboxed(w, env, python, envDir, gpus)
 		if err != nil {
 			p.forget(w)
 			return nil, fmt.Errorf("start worker: %w", err)
 		}
 		w.box, cmd = box, box.Cmd
 	} else {
-		cmd = exec.Command(p.r.cfg.Python, "-u", p.script,
+		cmd = exec.Command(python, "-u", p.script,
 			"--socket", p.sockPath, "--address", p.r.cfg.ClientAddress, "--worker-id", id)
 	}
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "GRAY_NODE_IP="+p.r.cfg.NodeIP,
@@ -210,6 +216,9 @@ func (p *pool) start(job ids.JobID, env taskspec.RuntimeEnv, gpus []int, dedicat
 	}
 	if env.WorkingDir != "" {
 		cmd.Env = append(cmd.Env, "GRAY_WORKING_DIR="+env.WorkingDir)
+	}
+	if len(env.PyModules) > 0 {
+		cmd.Env = append(cmd.Env, "GRAY_PY_MODULES="+strings.Join(env.PyModules, string(os.PathListSeparator)))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()

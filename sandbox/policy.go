@@ -5,7 +5,8 @@
 // A sandboxed worker sees: the system (/usr and the usual /bin, /lib links)
 // and an allow-list of /etc read-only; its interpreter's directories (the
 // venv and the base Python) read-only; the worker runtime read-only; the
-// raylet's socket; its session's working_dir read-only; a private /tmp
+// raylet's socket; its session's working_dir, its runtime_env's Python
+// environment and py_modules read-only; a private /tmp
 // (a host directory of its own, removed when it exits) that is also its
 // HOME; a private /dev with only the device nodes of the GPUs assigned to it
 // (/dev/nvidia<N> plus nvidiactl and nvidia-uvm*); its own pid, IPC and UTS
@@ -83,6 +84,9 @@ type Worker struct {
 	// WorkingDir is the session's unpacked working_dir, bound read-only at
 	// its own path ("" for none).
 	WorkingDir string
+	// ReadOnly are more host directories bound read-only at their own
+	// paths: the runtime_env's Python environment and py_modules.
+	ReadOnly []string
 	// Tmp is the worker's private host directory, mounted as /tmp.
 	Tmp string
 	// GPUs are the indexes of the GPUs assigned to the worker.
@@ -215,6 +219,14 @@ func Plan(w Worker) ([]string, error) {
 			return nil, fmt.Errorf("%w: working dir %q is not absolute", ErrBadSpec, w.WorkingDir)
 		}
 		if err := bind("--ro-bind", w.WorkingDir, w.WorkingDir); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range w.ReadOnly {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("%w: read-only dir %q is not absolute", ErrBadSpec, d)
+		}
+		if err := bind("--ro-bind", d, d); err != nil {
 			return nil, err
 		}
 	}

@@ -123,6 +123,29 @@ func TestPlan(t *testing.T) {
 			}},
 		},
 		{
+			name: "runtime_env python env and py_modules bound read-only at their paths",
+			modify: func(w *Worker) {
+				w.ReadOnly = []string{"/tmp/gray/s/runtime_resources/pip/abc", "/tmp/gray/s/packages/_ray_pkg_mod"}
+			},
+			checks: []check{func(t *testing.T, a []string) {
+				for _, d := range []string{"/tmp/gray/s/runtime_resources/pip/abc", "/tmp/gray/s/packages/_ray_pkg_mod"} {
+					if !hasBind(a, "--ro-bind", d, d) {
+						t.Errorf("%s not bound read-only: %v", d, a)
+					}
+				}
+			}},
+		},
+		{
+			name:   "a read-only dir that holds the session dir",
+			modify: func(w *Worker) { w.ReadOnly = []string{"/tmp/gray"} },
+			err:    ErrExposes,
+		},
+		{
+			name:   "a relative read-only dir",
+			modify: func(w *Worker) { w.ReadOnly = []string{"pip/abc"} },
+			err:    ErrBadSpec,
+		},
+		{
 			name: "only the assigned GPUs' device nodes",
 			modify: func(w *Worker) {
 				w.GPUs = []int{2, 0}

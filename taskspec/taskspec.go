@@ -6,11 +6,18 @@
 package taskspec
 
 import (
+	"errors"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/gray-cluster/gray/internal/ids"
+	"github.com/gray-cluster/gray/pyenv"
 )
+
+// ErrRuntimeEnv is a runtime_env gray cannot set up: Ray Client callers get
+// RuntimeEnvSetupError for it (package rayerr).
+var ErrRuntimeEnv = errors.New("runtime_env")
 
 // TaskSpec is everything a raylet needs to run one normal task.
 type TaskSpec struct {
@@ -62,11 +69,23 @@ type RuntimeEnv struct {
 	EnvVars map[string]string
 	// WorkingDir is a local directory (already unpacked) or "".
 	WorkingDir string
+	// PyModules are local directories (unpacked py_modules packages) put
+	// first on the worker's sys.path, in order.
+	PyModules []string
+	// Python is the pip/uv environment the worker runs in (zero: the
+	// node's interpreter); the raylet that runs the work builds it.
+	Python pyenv.Spec
+	// SetupTimeout bounds building Python (config.setup_timeout_seconds;
+	// 0: the raylet's default, NoSetupTimeout: none). Not part of Key.
+	SetupTimeout time.Duration
 }
+
+// NoSetupTimeout is setup_timeout_seconds=-1: no bound.
+const NoSetupTimeout time.Duration = -1
 
 // Key groups workers that can be reused for one another's tasks.
 func (e RuntimeEnv) Key() string {
-	if len(e.EnvVars) == 0 && e.WorkingDir == "" {
+	if len(e.EnvVars) == 0 && e.WorkingDir == "" && len(e.PyModules) == 0 && e.Python.IsZero() {
 		return ""
 	}
 	keys := make([]string, 0, len(e.EnvVars))
@@ -78,6 +97,12 @@ func (e RuntimeEnv) Key() string {
 	s := "wd=" + strconv.Quote(e.WorkingDir)
 	for _, k := range keys {
 		s += "\x00" + strconv.Quote(k) + "=" + strconv.Quote(e.EnvVars[k])
+	}
+	for _, m := range e.PyModules {
+		s += "\x01py_modules=" + strconv.Quote(m)
+	}
+	if py := e.Python.Encode(); py != "" {
+		s += "\x01python=" + strconv.Quote(py)
 	}
 	return s
 }

@@ -33,6 +33,33 @@ class _Driver:
         return r.stdout
 
 
+def kill_by_tmp(tmp):
+    """Ends a stock Ray node's processes: not `ray stop`, which ends every
+    Ray process on the machine. A node's processes all name its private
+    temp dir on their command lines (or are children of one that does)."""
+    import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
+    import psutil
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(tmp in arg for arg in proc.info["cmdline"] or []):
+                mine.append(proc)
+                mine.extend(proc.children(recursive=True))
+        except psutil.Error:
+            pass
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
 class StockRay(_Driver):
     """A stock `ray start --head` with the same interface, so that the native
     suite can run against stock Ray for comparison (NATIVE_TARGET=ray)."""
@@ -61,42 +88,22 @@ class StockRay(_Driver):
         # Not `ray stop`: that ends every Ray process on the machine. This
         # cluster's processes all name its private temp dir on their
         # command lines (or are children of one that does).
-        import ray  # noqa: F401  (puts the psutil Ray ships on sys.path)
-        import psutil
-        mine = []
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(self.tmp in arg for arg in proc.info["cmdline"] or []):
-                    mine.append(proc)
-                    mine.extend(proc.children(recursive=True))
-            except psutil.Error:
-                pass
-        for proc in mine:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(mine, timeout=10)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        kill_by_tmp(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def make_target(gray_bin, **kw):
+def make_target(gray_bin, providers=False, **kw):
     """The cluster a native test drives: gray (default) or stock Ray when
     NATIVE_TARGET=ray."""
     if os.environ.get("NATIVE_TARGET") == "ray":
         return StockRay(gray_bin, **kw)
-    return NativePool(gray_bin, **kw)
+    return NativePool(gray_bin, providers=providers, **kw)
 
 
 class NativePool(_Driver):
     name = "gray"
 
-    def __init__(self, gray_bin, num_cpus=2, extra=()):
+    def __init__(self, gray_bin, num_cpus=2, extra=(), providers=False):
         # A short private temp dir: unix socket paths stay under 108 bytes,
         # and ray_current_cluster / session_latest are ours alone.
         self.tmp = tempfile.mkdtemp(prefix="grn", dir="/tmp")
@@ -106,7 +113,7 @@ class NativePool(_Driver):
         self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
         cmd = [
             gray_bin, "start", "--head",
-            "--port", str(self.port), "--status-port", "0", "--node-port", "-1",
+            "--port", str(self.port), "--status-port", "0", "--node-port", "0" if providers else "-1",
             "--gcs-port", str(self.gcs_port),
             "--python", sys.executable, "--num-cpus", str(num_cpus),
             "--prestart-workers", "1",
@@ -114,14 +121,24 @@ class NativePool(_Driver):
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
-        self.address = None
+        self.address = self.node_address = self.token = None
+        # Native ports for a provider of this pool: a free block, picked
+        # away from the ports tests take at random.
+        self.native_ports = 42000 + (os.getpid() % 500) * 32
         deadline = time.time() + 60
-        while time.time() < deadline and self.address is None:
+        while time.time() < deadline and (self.address is None or (providers and self.token is None)):
             if self.proc.poll() is not None:
                 raise RuntimeError("gray exited early:\n" + self.logs())
             for line in self.logs().splitlines():
                 if line.strip().startswith("Native Ray:"):
                     self.address = line.split('address="', 1)[1].split('"', 1)[0]
+                # "Providers:    gray start --address=HOST:PORT --token=TOKEN"
+                if line.strip().startswith("Providers:"):
+                    for word in line.split():
+                        if word.startswith("--address="):
+                            self.node_address = word.split("=", 1)[1]
+                        if word.startswith("--token="):
+                            self.token = word.split("=", 1)[1]
             time.sleep(0.1)
         if self.address is None:
             self.stop()
@@ -134,4 +151,56 @@ class NativePool(_Driver):
 
     def stop(self):
         stop_process(self.proc)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class SecondNode:
+    """A second native node with 2 CPUs and the custom resource side=3:
+    joined over TCP (`gray native-node`, kind "lan") or a provider that joined
+    over QUIC and hosts native Ray through gray's tunnel (kind "quic")."""
+
+    def __init__(self, gray_bin, head, kind):
+        self.tmp = tempfile.mkdtemp(prefix="grm", dir="/tmp")
+        self.log = open(os.path.join(self.tmp, "node.log"), "w+")
+        env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
+        if head.name == "ray":
+            ray = os.path.join(os.path.dirname(sys.executable), "ray")
+            subprocess.run([ray, "start", "--address", head.address, "--num-cpus", "2",
+                            "--resources", '{"side": 3}', "--node-ip-address", "127.0.0.2",
+                            "--temp-dir", os.path.join(self.tmp, "ray")],
+                           check=True, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            self.proc = None
+        elif kind == "quic":
+            self.proc = subprocess.Popen(
+                [gray_bin, "start", "--address", head.node_address, "--token", head.token, "--native",
+                 "--native-ports", "%d-%d" % (head.native_ports, head.native_ports + 31),
+                 "--state-dir", os.path.join(self.tmp, "state"), "--python", sys.executable,
+                 "--num-cpus", "2", "--resources", '{"side": 3}', "--prestart-workers", "0"],
+                stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            deadline = time.time() + 60
+            while "native Ray node joined the head" not in self.logs():
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("provider did not join native Ray:\n" + self.logs())
+                time.sleep(0.1)
+        else:
+            self.proc = subprocess.Popen(
+                [gray_bin, "native-node", "--gcs-address", head.address, "--node-ip", "127.0.0.2",
+                 "--python", sys.executable, "--num-cpus", "2", "--resources", '{"side": 3}'],
+                stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            deadline = time.time() + 60
+            while "NODE_ID=" not in self.logs():
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("native-node did not start:\n" + self.logs())
+                time.sleep(0.1)
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+        else:
+            kill_by_tmp(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -7,6 +7,7 @@ or natively through the GCS port when the head serves native Ray."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -242,11 +243,40 @@ def test_metadata_and_runtime_env_env_vars(head, client):
 
 
 def test_pip_runtime_env_fails_setup(head, client):
-    sid = client.submit_job(entrypoint="echo never", runtime_env={"pip": ["requests"]})
+    sid = client.submit_job(entrypoint="echo never", runtime_env={"pip": ["surely-not-a-package-gray-xyz==1.0"]})
     info = terminal(client, sid)
     assert info.status == "FAILED" and info.error_type == "RUNTIME_ENV_SETUP_FAILURE"
-    assert info.message.startswith("runtime_env setup failed:") and "pip" in info.message
+    assert info.message.startswith("runtime_env setup failed:") and "surely-not-a-package-gray-xyz" in info.message
+    assert "No matching distribution" in info.message, info.message
     assert "never" not in client.get_job_logs(sid).replace("echo never", "")
+
+
+def test_pip_runtime_env_runs_entrypoint_and_tasks_in_it(head, client):
+    # The base venv's six is 1.17: the pin shows in the entrypoint's python
+    # and in the tasks of its driver (the job's runtime_env).
+    src = ("import ray, six; ray.init(); f = ray.remote(lambda: __import__('six').__version__); "
+           "print('ENTRY', six.__version__, 'TASK', ray.get(f.remote()))")
+    sid = client.submit_job(entrypoint="python -c " + shlex.quote(src), runtime_env={"pip": ["six==1.16.0"]})
+    info = terminal(client, sid)
+    logs = client.get_job_logs(sid)
+    assert info.status == "SUCCEEDED", (info.message, logs)
+    assert "ENTRY 1.16.0 TASK 1.16.0" in logs, logs
+    assert "Successfully installed six-1.16.0" in logs, logs
+
+
+def test_py_modules_reach_the_tasks_of_a_client_driver(head, client):
+    root = tempfile.mkdtemp(prefix="gray-jobpm-")
+    os.makedirs(os.path.join(root, "gray_job_pm"))
+    with open(os.path.join(root, "gray_job_pm", "__init__.py"), "w") as f:
+        f.write("V = 'job-pm'\n")
+    src = ("import ray; ray.init(); f = ray.remote(lambda: __import__('gray_job_pm').V); "
+           "print('TASK', ray.get(f.remote()))")
+    sid = client.submit_job(entrypoint="python -c " + shlex.quote(src),
+                            runtime_env={"py_modules": [os.path.join(root, "gray_job_pm")]})
+    info = terminal(client, sid)
+    logs = client.get_job_logs(sid)
+    assert info.status == "SUCCEEDED", (info.message, logs)
+    assert "TASK job-pm" in logs, logs
 
 
 def test_job_outlives_its_submitting_client(head, client):

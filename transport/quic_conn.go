@@ -139,6 +139,18 @@ func (c *streamConn) Close() error {
 	return nil
 }
 
+// CloseWrite ends the write side with a FIN after the data already written,
+// as net.TCPConn.CloseWrite does: the peer reads io.EOF, and this end keeps
+// reading what the peer sends until Close.
+func (c *streamConn) CloseWrite() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.isClosed() {
+		return net.ErrClosed
+	}
+	return c.st.Close()
+}
+
 func (c *streamConn) SetDeadline(t time.Time) error      { return c.st.SetDeadline(t) }
 func (c *streamConn) SetReadDeadline(t time.Time) error  { return c.st.SetReadDeadline(t) }
 func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }

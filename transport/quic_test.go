@@ -272,6 +272,45 @@ func TestQUICCloseUnblocksWrite(t *testing.T) {
 	}
 }
 
+// CloseWrite half-closes a stream: the peer reads io.EOF after the data,
+// and can still answer on the other direction.
+func TestQUICCloseWrite(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	ca := newTestCA(t)
+	srv, cli := newTestQUIC(t, ca, "head", nil), newTestQUIC(t, ca, "raylet", nil)
+	l := listen(t, ctx, srv, "127.0.0.1:0")
+	serve(t, l, func(c net.Conn) {
+		got, err := io.ReadAll(c) // until the client's FIN
+		if err != nil {
+			t.Errorf("server ReadAll: %v", err)
+			return
+		}
+		_, _ = c.Write(append([]byte("got "), got...))
+	})
+	c := dial(t, ctx, cli, l.Addr().String())
+	if _, err := c.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("QUIC conn has no CloseWrite")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(reply) != "got request" {
+		t.Fatalf("reply %q, want %q", reply, "got request")
+	}
+	if _, err := c.Write([]byte("more")); err == nil {
+		t.Error("Write after CloseWrite succeeded")
+	}
+}
+
 // A node that crashes and comes back on the same address with the same key
 // answers its old connections with a stateless reset, so peers notice at once
 // (not after MaxIdleTimeout) and the next Dial reconnects.

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"time"
 
 	"github.com/gray-cluster/gray/internal/ids"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
+	"github.com/gray-cluster/gray/pyenv"
 	"github.com/gray-cluster/gray/taskspec"
 )
 
@@ -38,14 +41,32 @@ func ObjectIDs(raw [][]byte) ([]ids.ObjectID, error) {
 }
 
 func env(e taskspec.RuntimeEnv) *pb.RuntimeEnv {
-	return &pb.RuntimeEnv{EnvVars: e.EnvVars, WorkingDir: e.WorkingDir}
+	timeout := e.SetupTimeout.Milliseconds()
+	if e.SetupTimeout == taskspec.NoSetupTimeout {
+		timeout = -1
+	} else if e.SetupTimeout > 0 && timeout == 0 {
+		timeout = 1 // under a millisecond: still a bound
+	}
+	return &pb.RuntimeEnv{EnvVars: e.EnvVars, WorkingDir: e.WorkingDir, PyModules: e.PyModules,
+		PythonEnv: e.Python.Encode(), SetupTimeoutMs: timeout}
 }
 
-func fromEnv(e *pb.RuntimeEnv) taskspec.RuntimeEnv {
+// fromEnv decodes a runtime env. A pip/uv spec this raylet cannot read
+// (from a newer head) fails: running the work without it would ignore it.
+func fromEnv(e *pb.RuntimeEnv) (taskspec.RuntimeEnv, error) {
 	if e == nil {
-		return taskspec.RuntimeEnv{}
+		return taskspec.RuntimeEnv{}, nil
 	}
-	return taskspec.RuntimeEnv{EnvVars: maps.Clone(e.EnvVars), WorkingDir: e.WorkingDir}
+	py, err := pyenv.Decode(e.PythonEnv)
+	if err != nil {
+		return taskspec.RuntimeEnv{}, fmt.Errorf("%w: %w", taskspec.ErrRuntimeEnv, err)
+	}
+	timeout := time.Duration(e.SetupTimeoutMs) * time.Millisecond
+	if e.SetupTimeoutMs < 0 {
+		timeout = taskspec.NoSetupTimeout
+	}
+	return taskspec.RuntimeEnv{EnvVars: maps.Clone(e.EnvVars), WorkingDir: e.WorkingDir,
+		PyModules: slices.Clone(e.PyModules), Python: py, SetupTimeout: timeout}, nil
 }
 
 // Task encodes a task spec.
@@ -69,10 +90,14 @@ func FromTask(m *pb.TaskSpec) (*taskspec.TaskSpec, error) {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return nil, fmt.Errorf("%w: task: %v", ErrBadID, err)
 	}
+	env, err := fromEnv(m.Env)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", m.Name, err)
+	}
 	s := &taskspec.TaskSpec{
 		TaskID: tid, JobID: job, Name: m.Name, FunctionID: fn, Args: m.Args, Deps: deps, Pins: pins,
 		SelfRefs: m.SelfRefs, Baseline: m.Baseline, NumReturns: int(m.NumReturns), Resources: m.Resources,
-		MaxRetries: int(m.MaxRetries), RetryExceptions: m.RetryExceptions, Env: fromEnv(m.Env), BundleIndex: -1,
+		MaxRetries: int(m.MaxRetries), RetryExceptions: m.RetryExceptions, Env: env, BundleIndex: -1,
 	}
 	if m.Placement != nil {
 		s.PlacementGroup, s.BundleIndex = m.Placement.PlacementGroup, int(m.Placement.BundleIndex)
@@ -106,6 +131,10 @@ func FromActor(m *pb.ActorSpec) (*taskspec.ActorSpec, error) {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return nil, fmt.Errorf("%w: actor: %v", ErrBadID, err)
 	}
+	env, err := fromEnv(m.Env)
+	if err != nil {
+		return nil, fmt.Errorf("actor %s: %w", m.Name, err)
+	}
 	groups := make(map[string]int, len(m.ConcurrencyGroups))
 	for k, v := range m.ConcurrencyGroups {
 		groups[k] = int(v)
@@ -113,7 +142,7 @@ func FromActor(m *pb.ActorSpec) (*taskspec.ActorSpec, error) {
 	s := &taskspec.ActorSpec{
 		ActorID: aid, JobID: job, Name: m.Name, ClassID: cls, Args: m.Args, Deps: deps, Pins: pins,
 		SelfRefs: m.SelfRefs, Baseline: m.Baseline, Resources: m.Resources, MaxConcurrency: int(m.MaxConcurrency),
-		MaxRestarts: int(m.MaxRestarts), MaxTaskRetries: int(m.MaxTaskRetries), Env: fromEnv(m.Env),
+		MaxRestarts: int(m.MaxRestarts), MaxTaskRetries: int(m.MaxTaskRetries), Env: env,
 		BundleIndex: -1, ConcurrencyGroups: groups,
 	}
 	if m.Placement != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -22,10 +23,11 @@ type gcsClient struct {
 	worker raypb.WorkerInfoGcsServiceClient
 	obs    raypb.ObservabilityPubSubServiceClient
 	kv     raypb.InternalKVGcsServiceClient
+	res    raypb.NodeResourceInfoGcsServiceClient
 }
 
-func newGCSClient(addr, clusterIDHex string) (*gcsClient, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+func newGCSClient(addr, clusterIDHex string, dial DialFunc) (*gcsClient, error) {
+	opts := dialOptions(dial)
 	if clusterIDHex != "" {
 		opts = append(opts, grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
 			return invoker(metadata.AppendToOutgoingContext(ctx, "ray_cluster_id", clusterIDHex), method, req, reply, cc, o...)
@@ -42,6 +44,7 @@ func newGCSClient(addr, clusterIDHex string) (*gcsClient, error) {
 		worker: raypb.NewWorkerInfoGcsServiceClient(conn),
 		obs:    raypb.NewObservabilityPubSubServiceClient(conn),
 		kv:     raypb.NewInternalKVGcsServiceClient(conn),
+		res:    raypb.NewNodeResourceInfoGcsServiceClient(conn),
 	}, nil
 }
 
@@ -139,11 +142,36 @@ const gcsStatusNotFound = 17
 type clientPool struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	dial  DialFunc
 }
 
-func newClientPool() *clientPool { return &clientPool{conns: map[string]*grpc.ClientConn{}} }
+func newClientPool(dial DialFunc) *clientPool {
+	return &clientPool{conns: map[string]*grpc.ClientConn{}, dial: dial}
+}
+
+// DialFunc opens a connection to host:port; a raylet on a provider reaches
+// the head and other nodes through gray's tunnel with one.
+type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+// dialOptions are the gRPC options of every client this raylet makes.
+func dialOptions(dial DialFunc) []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if dial != nil {
+		opts = append(opts, grpc.WithContextDialer(dial))
+	}
+	return opts
+}
 
 func (p *clientPool) get(addr string) (raypb.CoreWorkerServiceClient, error) {
+	c, err := p.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return raypb.NewCoreWorkerServiceClient(c), nil
+}
+
+// conn is the cached connection to addr (a core worker or a raylet).
+func (p *clientPool) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conns == nil {
@@ -152,13 +180,13 @@ func (p *clientPool) get(addr string) (raypb.CoreWorkerServiceClient, error) {
 	c, ok := p.conns[addr]
 	if !ok {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err = grpc.NewClient(addr, dialOptions(p.dial)...)
 		if err != nil {
-			return nil, fmt.Errorf("nodemanager: core worker client %s: %w", addr, err)
+			return nil, fmt.Errorf("nodemanager: client %s: %w", addr, err)
 		}
 		p.conns[addr] = c
 	}
-	return raypb.NewCoreWorkerServiceClient(c), nil
+	return c, nil
 }
 
 // drop closes the connection to a worker that is gone.

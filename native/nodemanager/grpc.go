@@ -96,6 +96,12 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}
+	if !req.GetGrantOrReject() {
+		if to := r.spillLocked(l); to != nil {
+			r.mu.Unlock()
+			return &raypb.RequestWorkerLeaseReply{RetryAtRayletAddress: to}, nil
+		}
+	}
 	r.queue = append(r.queue, l)
 	r.scheduleLocked()
 	r.mu.Unlock()
@@ -121,6 +127,9 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 }
 
 func (s *nodeManagerService) leaseReply(res leaseResult) *raypb.RequestWorkerLeaseReply {
+	if res.retryAt != nil {
+		return &raypb.RequestWorkerLeaseReply{RetryAtRayletAddress: res.retryAt}
+	}
 	if res.worker == nil {
 		return &raypb.RequestWorkerLeaseReply{Canceled: res.canceled, Rejected: res.rejected,
 			FailureType: res.failureType, SchedulingFailureMessage: res.message}

@@ -40,6 +40,7 @@ type leaseResult struct {
 	pid         int
 	mapping     []*commonpb.ResourceMapEntry
 	addr        *commonpb.Address
+	retryAt     *commonpb.Address // spilled back: ask this raylet instead
 	canceled    bool
 	rejected    bool
 	failureType raypb.RequestWorkerLeaseReply_SchedulingFailureType

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
+	"github.com/gray-cluster/gray/pyenv"
 )
 
 // ErrRuntimeEnv is a runtime_env this raylet cannot set up.
@@ -28,8 +29,9 @@ type runtimeEnv struct {
 	hash int32    // --runtime-env-hash of its workers
 	vars []string // KEY=VALUE, sorted
 
-	workingDir string   // working_dir URI ("" = none)
-	pyModules  []string // py_modules URIs, in the runtime_env's order
+	workingDir string     // working_dir URI ("" = none)
+	pyModules  []string   // py_modules URIs, in the runtime_env's order
+	pyEnv      pyenv.Spec // pip / uv environment (zero = none)
 	// setupTimeout bounds fetching and unpacking the packages
 	// (config.setup_timeout_seconds; 0 = none).
 	setupTimeout time.Duration
@@ -37,10 +39,14 @@ type runtimeEnv struct {
 	// Filled by Raylet.prepareRuntimeEnv once the packages are on disk.
 	cwd        string   // the worker's working directory
 	pythonPath []string // directories put first on PYTHONPATH
+	python     string   // the pip/uv environment's interpreter ("" = the node's)
 }
 
-// needsPackages reports whether the env refers to packages to set up.
-func (e runtimeEnv) needsPackages() bool { return e.workingDir != "" || len(e.pyModules) > 0 }
+// needsPackages reports whether the env refers to packages or a Python
+// environment to set up.
+func (e runtimeEnv) needsPackages() bool {
+	return e.workingDir != "" || len(e.pyModules) > 0 || !e.pyEnv.IsZero()
+}
 
 // defaultRuntimeEnvSetupTimeout is stock Ray's default
 // config.setup_timeout_seconds.
@@ -48,18 +54,20 @@ const defaultRuntimeEnvSetupTimeout = 600 * time.Second
 
 // runtimeEnvFields the raylet sets up or may ignore: env_vars becomes the
 // worker's environment; working_dir and py_modules are unpacked from the
-// GCS; config only tunes set-up (timeouts, eager install); excludes was
-// applied by the driver when it zipped the directory; the _ray_* keys
-// only matter to pip/conda set-ups.
+// GCS; pip and uv are built into a virtualenv (package pyenv); config only
+// tunes set-up (timeouts, eager install); excludes was applied by the
+// driver when it zipped the directory; the _ray_* keys only tell Ray's
+// own pip set-up which ray the driver runs.
 var runtimeEnvFields = map[string]bool{
 	"env_vars": true, "config": true, "working_dir": true, "py_modules": true, "excludes": true,
+	"pip": true, "uv": true,
 	"_ray_release": true, "_ray_commit": true, "_inject_current_ray": true,
 }
 
 // parseRuntimeEnv reads a lease's serialized runtime_env. Fields that need
-// packages built or fetched from outside the cluster (pip, conda, uv,
-// container, image_uri, remote working_dir/py_modules URIs, ...) are
-// refused with ErrRuntimeEnv naming the field.
+// what this raylet does not set up (conda, container, image_uri, remote
+// working_dir/py_modules URIs, ...) are refused with ErrRuntimeEnv naming
+// the field.
 func parseRuntimeEnv(spec *commonpb.LeaseSpec) (runtimeEnv, error) {
 	s := strings.TrimSpace(spec.GetRuntimeEnvInfo().GetSerializedRuntimeEnv())
 	if s == "" || s == "{}" {
@@ -77,7 +85,7 @@ func parseRuntimeEnv(spec *commonpb.LeaseSpec) (runtimeEnv, error) {
 	}
 	if len(unsupported) > 0 {
 		sort.Strings(unsupported)
-		return runtimeEnv{}, fmt.Errorf("%w: gray's native raylet sets up env_vars, working_dir and py_modules (gcs:// and local:// URIs), not %s (runtime_env %s)",
+		return runtimeEnv{}, fmt.Errorf("%w: gray's native raylet sets up env_vars, working_dir, py_modules (gcs:// and local:// URIs), pip and uv, not %s (runtime_env %s)",
 			ErrRuntimeEnv, strings.Join(unsupported, ", "), s)
 	}
 	re := runtimeEnv{}
@@ -105,6 +113,19 @@ func parseRuntimeEnv(spec *commonpb.LeaseSpec) (runtimeEnv, error) {
 			}
 		}
 	}
+	var pip, uv any
+	for field, dst := range map[string]*any{"pip": &pip, "uv": &uv} {
+		if raw, ok := env[field]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return runtimeEnv{}, fmt.Errorf("%w: %s: %v", ErrRuntimeEnv, field, err)
+			}
+		}
+	}
+	py, err := pyenv.FromRuntimeEnv(pip, uv)
+	if err != nil {
+		return runtimeEnv{}, fmt.Errorf("%w: %w", ErrRuntimeEnv, err)
+	}
+	re.pyEnv = py
 	re.setupTimeout = defaultRuntimeEnvSetupTimeout
 	if raw, ok := env["config"]; ok && string(raw) != "null" {
 		var cfg struct {
@@ -144,6 +165,9 @@ func parseRuntimeEnv(spec *commonpb.LeaseSpec) (runtimeEnv, error) {
 	}
 	for _, u := range re.pyModules {
 		parts = append(parts, "\x01py_modules="+u)
+	}
+	if py := re.pyEnv.Encode(); py != "" {
+		parts = append(parts, "\x01python="+py)
 	}
 	re.key = strings.Join(parts, "\x00")
 	h := fnv.New32a()
@@ -205,6 +229,18 @@ func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtime
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, cancel) // the raylet closing ends set-up
 	defer stop()
+	if !env.pyEnv.IsZero() {
+		if r.pyenvs == nil {
+			return env, fmt.Errorf("%w: no python env builder", ErrRuntimeEnv)
+		}
+		pe, err := r.pyenvs.Ensure(ctx, env.pyEnv, func(line string) {
+			r.log.Debug("runtime_env python env build", "tool", env.pyEnv.Tool, "line", line)
+		})
+		if err != nil {
+			return env, fmt.Errorf("%w: %s: %w", ErrRuntimeEnv, env.pyEnv.Tool, setupErr(ctx, err))
+		}
+		env.python = pe.Python
+	}
 	var path []string
 	for _, u := range env.pyModules {
 		d, err := r.pkgs.dir(ctx, pyModulesFiles, u)

@@ -23,8 +23,10 @@ func TestParseRuntimeEnv(t *testing.T) {
 		{in: `{"env_vars": {}}`},
 		{in: `{"env_vars": {"B": "2", "A": "1"}}`, vars: []string{"A=1", "B=2"}},
 		{in: `{"env_vars": {"A": "x=y"}, "config": {"setup_timeout_seconds": 600}}`, vars: []string{"A=x=y"}},
-		{in: `{"working_dir": "gcs://x.zip", "pip": ["a"], "conda": "env"}`, errWith: "not conda, pip"},
-		{in: `{"uv": ["a"]}`, errWith: "not uv"},
+		{in: `{"working_dir": "gcs://x.zip", "pip": ["a"], "conda": "env"}`, errWith: "not conda (runtime_env"},
+		{in: `{"pip": ["a"], "uv": ["a"]}`, errWith: "cannot both be specified"},
+		{in: `{"pip": {"packages": ["a"], "conda_check": true}}`, errWith: "can only have these fields"},
+		{in: `{"pip": "requirements.txt"}`, errWith: "requirements file path"},
 		{in: `{"container": {"image": "x"}}`, errWith: "not container"},
 		{in: `{"image_uri": "x"}`, errWith: "not image_uri"},
 		{in: `{"working_dir": "s3://bucket/pkg.zip"}`, errWith: "working_dir \"s3://bucket/pkg.zip\": gray's native raylet does not download s3://"},
@@ -65,6 +67,28 @@ func TestParseRuntimeEnv(t *testing.T) {
 	}
 	if a.key == c.key {
 		t.Error("different variables share a pool")
+	}
+}
+
+func TestParseRuntimeEnvPythonEnv(t *testing.T) {
+	// As the stock driver's validation writes pip and uv.
+	pip, err := parseRuntimeEnv(leaseWithEnv(`{"pip": {"packages": ["six==1.16.0"], "pip_check": false}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pip.pyEnv.Tool != "pip" || strings.Join(pip.pyEnv.Packages, ",") != "six==1.16.0" || !pip.needsPackages() {
+		t.Fatalf("parsed %+v", pip)
+	}
+	uv, err := parseRuntimeEnv(leaseWithEnv(`{"uv": {"packages": ["six==1.16.0"], "uv_check": false, "uv_pip_install_options": ["--no-cache"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uv.pyEnv.Tool != "uv" || pip.key == "" || pip.hash == 0 || uv.key == pip.key {
+		t.Fatalf("pip %+v uv %+v: want distinct pools", pip, uv)
+	}
+	none, err := parseRuntimeEnv(leaseWithEnv(`{"pip": []}`))
+	if err != nil || none.key != "" || none.needsPackages() {
+		t.Fatalf("an empty pip list is no env: %+v %v", none, err)
 	}
 }
 

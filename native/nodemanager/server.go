@@ -25,7 +25,9 @@ import (
 
 	"google.golang.org/grpc"
 
+	nodepb "github.com/gray-cluster/gray/proto/nodepb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/pyenv"
 	"github.com/gray-cluster/gray/resledger"
 )
 
@@ -99,6 +101,14 @@ type Config struct {
 	// WrapListener, when set, wraps the NodeManagerService listener (the
 	// head uses it to keep a local-only node to local peers).
 	WrapListener func(net.Listener) net.Listener
+	// Dial, when set, opens the raylet's connections to the GCS, to core
+	// workers and to other raylets (a provider's raylet dials through
+	// gray's tunnel); nil dials TCP directly.
+	Dial DialFunc
+	// ListenHost is the host NodeManagerService listens on ("" = NodeIP).
+	// A provider's raylet advertises its pool address (NodeIP) and listens
+	// on loopback, where gray's tunnel delivers its connections.
+	ListenHost string
 }
 
 // Raylet is one node manager.
@@ -114,7 +124,10 @@ type Raylet struct {
 
 	gcs     *gcsClient
 	workers *clientPool
-	pkgs    *pkgCache // runtime_env working_dir / py_modules packages
+	pkgs    *pkgCache      // runtime_env working_dir / py_modules packages
+	pyenvs  *pyenv.Builder // runtime_env pip / uv environments
+	view    clusterView    // the other nodes, for spillback
+	pulls   *puller        // objects being fetched from other nodes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -270,20 +283,31 @@ func (r *Raylet) Start(ctx context.Context) error {
 			return fmt.Errorf("nodemanager: %w", err)
 		}
 	}
-	gc, err := newGCSClient(r.cfg.GCSAddress, r.cfg.ClusterIDHex)
+	gc, err := newGCSClient(r.cfg.GCSAddress, r.cfg.ClusterIDHex, r.cfg.Dial)
 	if err != nil {
 		return err
 	}
 	r.gcs = gc
-	r.workers = newClientPool()
+	r.workers = newClientPool(r.cfg.Dial)
 	if r.pkgs == nil {
 		r.pkgs = newPkgCache(filepath.Join(r.cfg.SessionDir, "runtime_resources"), func(ctx context.Context, uri string) ([]byte, error) {
 			return gc.kvGet(ctx, nil, []byte(uri))
 		}, r.log)
 	}
+	if r.pyenvs == nil {
+		if r.pyenvs, err = pyenv.NewBuilder(filepath.Join(r.cfg.SessionDir, "runtime_resources", "pip"), r.cfg.Python, r.log); err != nil {
+			r.cleanupStart()
+			return fmt.Errorf("nodemanager: %w", err)
+		}
+	}
 	r.owners = newOwnerNotifier(r)
+	r.pulls = newPuller(r)
 
-	lis, err := net.Listen("tcp", net.JoinHostPort(r.cfg.NodeIP, strconv.Itoa(r.cfg.NodeManagerPort)))
+	host := r.cfg.ListenHost
+	if host == "" {
+		host = r.cfg.NodeIP
+	}
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(r.cfg.NodeManagerPort)))
 	if err == nil && r.cfg.WrapListener != nil {
 		lis = r.cfg.WrapListener(lis)
 	}
@@ -303,8 +327,10 @@ func (r *Raylet) Start(ctx context.Context) error {
 
 	r.grpcSrv = grpc.NewServer()
 	raypb.RegisterNodeManagerServiceServer(r.grpcSrv, &nodeManagerService{r: r})
-	r.wg.Add(3)
+	nodepb.RegisterNativeObjectsServer(r.grpcSrv, &objectService{r: r})
+	r.wg.Add(4)
 	go func() { defer r.wg.Done(); _ = r.grpcSrv.Serve(lis) }()
+	go func() { defer r.wg.Done(); r.viewLoop(r.ctx) }()
 	go func() { defer r.wg.Done(); r.acceptLoop(ul) }()
 	go func() { defer r.wg.Done(); r.housekeeping() }()
 	r.wg.Add(1)

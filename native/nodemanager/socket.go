@@ -150,9 +150,12 @@ func (r *Raylet) handleFrame(c *client, f ipcframe.Frame) (done bool, err error)
 		r.setBlocked(c.worker, false)
 		return false, nil
 	case msgAsyncGetObjectsRequest:
-		// One node: every object is local or not yet created; plasma Get
-		// wakes up by itself when it is sealed.
-		_, err := parseAsyncGetObjects(f.Body)
+		// Plasma Get wakes up by itself once the object is sealed here;
+		// objects on other nodes are pulled.
+		m, err := parseAsyncGetObjects(f.Body)
+		if err == nil {
+			r.pulls.want(m)
+		}
 		return false, err
 	case msgCancelGetRequest:
 		return false, nil
@@ -161,6 +164,7 @@ func (r *Raylet) handleFrame(c *client, f ipcframe.Frame) (done bool, err error)
 		if err != nil {
 			return false, err
 		}
+		r.pulls.want(m.objectsWithOwners)
 		r.goTracked(func() { r.wait(c, m) })
 		return false, nil
 	case msgWaitForActorCallArgs:
@@ -168,6 +172,7 @@ func (r *Raylet) handleFrame(c *client, f ipcframe.Frame) (done bool, err error)
 		if err != nil {
 			return false, err
 		}
+		r.pulls.want(m.objectsWithOwners)
 		r.goTracked(func() { r.waitActorCallArgs(c, m) })
 		return false, nil
 	case msgSubscribePlasmaReady:

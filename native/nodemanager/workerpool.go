@@ -166,10 +166,14 @@ func (r *Raylet) rayDir() (string, error) {
 }
 
 // workerArgv is the command line of a pooled worker, in the stock order.
-func (r *Raylet) workerArgv(rayDir string, id WorkerID, launched time.Time, envHash int32) []string {
+func (r *Raylet) workerArgv(rayDir string, id WorkerID, launched time.Time, env runtimeEnv) []string {
 	c := r.cfg
+	python, envHash := c.Python, env.hash
+	if env.python != "" {
+		python = env.python // the runtime_env's pip/uv environment, as Ray's py_executable
+	}
 	return []string{
-		c.Python, filepath.Join(rayDir, "_private", "workers", "default_worker.py"),
+		python, filepath.Join(rayDir, "_private", "workers", "default_worker.py"),
 		"--node-ip-address=" + c.NodeIP,
 		"--node-manager-port=" + strconv.Itoa(r.port),
 		"--object-store-name=" + c.PlasmaSocket,
@@ -223,7 +227,7 @@ func (r *Raylet) execWorker(w *worker) {
 		fail(err)
 		return
 	}
-	argv := r.workerArgv(rayDir, w.id, w.launched, w.env.hash)
+	argv := r.workerArgv(rayDir, w.id, w.launched, w.env)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(),
 		"RAY_JOB_ID="+w.jobHex,

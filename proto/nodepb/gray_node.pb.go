@@ -273,7 +273,13 @@ type Register struct {
 	// Where other providers reach this one's peer object service (QUIC,
 	// host:port); "" when it serves no peers. A host left empty or
 	// unspecified is filled in by the head with the address it sees.
-	PeerAddress   string `protobuf:"bytes,15,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	PeerAddress string `protobuf:"bytes,15,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// Native Ray: the provider can host stock core workers (a raylet and a
+	// plasma store of its own) on TCP ports native_port_min..max of its
+	// pool address, reached through gray's tunnel.
+	Native        bool  `protobuf:"varint,16,opt,name=native,proto3" json:"native,omitempty"`
+	NativePortMin int32 `protobuf:"varint,17,opt,name=native_port_min,json=nativePortMin,proto3" json:"native_port_min,omitempty"`
+	NativePortMax int32 `protobuf:"varint,18,opt,name=native_port_max,json=nativePortMax,proto3" json:"native_port_max,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +412,27 @@ func (x *Register) GetPeerAddress() string {
 	return ""
 }
 
+func (x *Register) GetNative() bool {
+	if x != nil {
+		return x.Native
+	}
+	return false
+}
+
+func (x *Register) GetNativePortMin() int32 {
+	if x != nil {
+		return x.NativePortMin
+	}
+	return 0
+}
+
+func (x *Register) GetNativePortMax() int32 {
+	if x != nil {
+		return x.NativePortMax
+	}
+	return 0
+}
+
 type Price struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Resource        string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
@@ -464,8 +491,14 @@ type Registered struct {
 	// Gossip (memberlist) address of the head, "" when gossip is off; the
 	// gossip key is derived from the join secret.
 	GossipAddress string `protobuf:"bytes,2,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Native Ray, when the head serves it and the provider offered it: the
+	// head's GCS (host:port, reached through the tunnel) and the provider's
+	// pool address (a loopback address unique in the pool that names the
+	// provider in Ray's tables).
+	NativeGcsAddress string `protobuf:"bytes,3,opt,name=native_gcs_address,json=nativeGcsAddress,proto3" json:"native_gcs_address,omitempty"`
+	NativeIp         string `protobuf:"bytes,4,opt,name=native_ip,json=nativeIp,proto3" json:"native_ip,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Registered) Reset() {
@@ -512,12 +545,32 @@ func (x *Registered) GetGossipAddress() string {
 	return ""
 }
 
+func (x *Registered) GetNativeGcsAddress() string {
+	if x != nil {
+		return x.NativeGcsAddress
+	}
+	return ""
+}
+
+func (x *Registered) GetNativeIp() string {
+	if x != nil {
+		return x.NativeIp
+	}
+	return ""
+}
+
 type RuntimeEnv struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EnvVars       map[string]string      `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	WorkingDir    string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EnvVars    map[string]string      `protobuf:"bytes,1,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	WorkingDir string                 `protobuf:"bytes,2,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	// Unpacked py_modules directories, first on the worker's sys.path.
+	PyModules []string `protobuf:"bytes,3,rep,name=py_modules,json=pyModules,proto3" json:"py_modules,omitempty"`
+	// The pip/uv environment to build (pyenv.Spec.Encode; "" = none).
+	PythonEnv string `protobuf:"bytes,4,opt,name=python_env,json=pythonEnv,proto3" json:"python_env,omitempty"`
+	// config.setup_timeout_seconds in milliseconds (0 = default, -1 = none).
+	SetupTimeoutMs int64 `protobuf:"varint,5,opt,name=setup_timeout_ms,json=setupTimeoutMs,proto3" json:"setup_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RuntimeEnv) Reset() {
@@ -562,6 +615,27 @@ func (x *RuntimeEnv) GetWorkingDir() string {
 		return x.WorkingDir
 	}
 	return ""
+}
+
+func (x *RuntimeEnv) GetPyModules() []string {
+	if x != nil {
+		return x.PyModules
+	}
+	return nil
+}
+
+func (x *RuntimeEnv) GetPythonEnv() string {
+	if x != nil {
+		return x.PythonEnv
+	}
+	return ""
+}
+
+func (x *RuntimeEnv) GetSetupTimeoutMs() int64 {
+	if x != nil {
+		return x.SetupTimeoutMs
+	}
+	return 0
 }
 
 type Placement struct {
@@ -3129,6 +3203,112 @@ func (x *PeerTransfer) GetFromNode() string {
 	return ""
 }
 
+type NativeFetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NativeFetchRequest) Reset() {
+	*x = NativeFetchRequest{}
+	mi := &file_gray_node_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NativeFetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NativeFetchRequest) ProtoMessage() {}
+
+func (x *NativeFetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NativeFetchRequest.ProtoReflect.Descriptor instead.
+func (*NativeFetchRequest) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *NativeFetchRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+// The first chunk carries the sizes and the metadata; data follows in
+// order over as many chunks as needed.
+type NativeFetchChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DataSize      uint64                 `protobuf:"varint,1,opt,name=data_size,json=dataSize,proto3" json:"data_size,omitempty"`
+	Metadata      []byte                 `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NativeFetchChunk) Reset() {
+	*x = NativeFetchChunk{}
+	mi := &file_gray_node_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NativeFetchChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NativeFetchChunk) ProtoMessage() {}
+
+func (x *NativeFetchChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NativeFetchChunk.ProtoReflect.Descriptor instead.
+func (*NativeFetchChunk) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *NativeFetchChunk) GetDataSize() uint64 {
+	if x != nil {
+		return x.DataSize
+	}
+	return 0
+}
+
+func (x *NativeFetchChunk) GetMetadata() []byte {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *NativeFetchChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_gray_node_proto protoreflect.FileDescriptor
 
 const file_gray_node_proto_rawDesc = "" +
@@ -3147,7 +3327,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x03(\v2#.gray.node.v1.Resources.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xe1\x04\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc9\x05\n" +
 	"\bRegister\x12-\n" +
 	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x125\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\tavailable\x12:\n" +
@@ -3166,22 +3346,32 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x0epayout_address\x18\f \x01(\tR\rpayoutAddress\x126\n" +
 	"\n" +
 	"gpu_status\x18\r \x01(\v2\x17.gray.node.v1.GpuStatusR\tgpuStatus\x12!\n" +
-	"\fpeer_address\x18\x0f \x01(\tR\vpeerAddress\x1a9\n" +
+	"\fpeer_address\x18\x0f \x01(\tR\vpeerAddress\x12\x16\n" +
+	"\x06native\x18\x10 \x01(\bR\x06native\x12&\n" +
+	"\x0fnative_port_min\x18\x11 \x01(\x05R\rnativePortMin\x12&\n" +
+	"\x0fnative_port_max\x18\x12 \x01(\x05R\rnativePortMax\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
 	"\x05Price\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12+\n" +
-	"\x12micro_usd_per_hour\x18\x02 \x01(\x03R\x0fmicroUsdPerHour\"Z\n" +
+	"\x12micro_usd_per_hour\x18\x02 \x01(\x03R\x0fmicroUsdPerHour\"\xa5\x01\n" +
 	"\n" +
 	"Registered\x12%\n" +
 	"\x0eclient_address\x18\x01 \x01(\tR\rclientAddress\x12%\n" +
-	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\"\xab\x01\n" +
+	"\x0egossip_address\x18\x02 \x01(\tR\rgossipAddress\x12,\n" +
+	"\x12native_gcs_address\x18\x03 \x01(\tR\x10nativeGcsAddress\x12\x1b\n" +
+	"\tnative_ip\x18\x04 \x01(\tR\bnativeIp\"\x93\x02\n" +
 	"\n" +
 	"RuntimeEnv\x12@\n" +
 	"\benv_vars\x18\x01 \x03(\v2%.gray.node.v1.RuntimeEnv.EnvVarsEntryR\aenvVars\x12\x1f\n" +
 	"\vworking_dir\x18\x02 \x01(\tR\n" +
-	"workingDir\x1a:\n" +
+	"workingDir\x12\x1d\n" +
+	"\n" +
+	"py_modules\x18\x03 \x03(\tR\tpyModules\x12\x1d\n" +
+	"\n" +
+	"python_env\x18\x04 \x01(\tR\tpythonEnv\x12(\n" +
+	"\x10setup_timeout_ms\x18\x05 \x01(\x03R\x0esetupTimeoutMs\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
@@ -3422,7 +3612,13 @@ const file_gray_node_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12!\n" +
 	"\fdirect_bytes\x18\x02 \x01(\x03R\vdirectBytes\x12#\n" +
 	"\rrelayed_bytes\x18\x03 \x01(\x03R\frelayedBytes\x12\x1b\n" +
-	"\tfrom_node\x18\x04 \x01(\tR\bfromNode2\x91\x02\n" +
+	"\tfrom_node\x18\x04 \x01(\tR\bfromNode\"1\n" +
+	"\x12NativeFetchRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"_\n" +
+	"\x10NativeFetchChunk\x12\x1b\n" +
+	"\tdata_size\x18\x01 \x01(\x04R\bdataSize\x12\x1a\n" +
+	"\bmetadata\x18\x02 \x01(\fR\bmetadata\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data2\x91\x02\n" +
 	"\x04Head\x12:\n" +
 	"\x04Join\x12\x19.gray.node.v1.JoinRequest\x1a\x17.gray.node.v1.JoinReply\x12C\n" +
 	"\aConnect\x12\x19.gray.node.v1.NodeMessage\x1a\x19.gray.node.v1.HeadMessage(\x010\x01\x12D\n" +
@@ -3431,7 +3627,9 @@ const file_gray_node_proto_rawDesc = "" +
 	"\n" +
 	"PushObject\x12\x19.gray.node.v1.ObjectChunk\x1a\x17.gray.node.v1.PushReply(\x012Q\n" +
 	"\vPeerObjects\x12B\n" +
-	"\bPeerPull\x12\x19.gray.node.v1.PullRequest\x1a\x19.gray.node.v1.ObjectChunk0\x01B+Z)github.com/gray-cluster/gray/proto/nodepbb\x06proto3"
+	"\bPeerPull\x12\x19.gray.node.v1.PullRequest\x1a\x19.gray.node.v1.ObjectChunk0\x012\\\n" +
+	"\rNativeObjects\x12K\n" +
+	"\x05Fetch\x12 .gray.node.v1.NativeFetchRequest\x1a\x1e.gray.node.v1.NativeFetchChunk0\x01B+Z)github.com/gray-cluster/gray/proto/nodepbb\x06proto3"
 
 var (
 	file_gray_node_proto_rawDescOnce sync.Once
@@ -3446,76 +3644,78 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_gray_node_proto_goTypes = []any{
-	(ObjectRefs_Op)(0),     // 0: gray.node.v1.ObjectRefs.Op
-	(*JoinRequest)(nil),    // 1: gray.node.v1.JoinRequest
-	(*JoinReply)(nil),      // 2: gray.node.v1.JoinReply
-	(*Resources)(nil),      // 3: gray.node.v1.Resources
-	(*Register)(nil),       // 4: gray.node.v1.Register
-	(*Price)(nil),          // 5: gray.node.v1.Price
-	(*Registered)(nil),     // 6: gray.node.v1.Registered
-	(*RuntimeEnv)(nil),     // 7: gray.node.v1.RuntimeEnv
-	(*Placement)(nil),      // 8: gray.node.v1.Placement
-	(*TaskSpec)(nil),       // 9: gray.node.v1.TaskSpec
-	(*ActorSpec)(nil),      // 10: gray.node.v1.ActorSpec
-	(*PeerLocation)(nil),   // 11: gray.node.v1.PeerLocation
-	(*PeerHolder)(nil),     // 12: gray.node.v1.PeerHolder
-	(*ActorCall)(nil),      // 13: gray.node.v1.ActorCall
-	(*Cancel)(nil),         // 14: gray.node.v1.Cancel
-	(*KillActor)(nil),      // 15: gray.node.v1.KillActor
-	(*WorkerBlocked)(nil),  // 16: gray.node.v1.WorkerBlocked
-	(*HeadMessage)(nil),    // 17: gray.node.v1.HeadMessage
-	(*BundleReserve)(nil),  // 18: gray.node.v1.BundleReserve
-	(*BundleReserved)(nil), // 19: gray.node.v1.BundleReserved
-	(*BundleRelease)(nil),  // 20: gray.node.v1.BundleRelease
-	(*PGRequest)(nil),      // 21: gray.node.v1.PGRequest
-	(*PGReply)(nil),        // 22: gray.node.v1.PGReply
-	(*TaskDone)(nil),       // 23: gray.node.v1.TaskDone
-	(*ActorReady)(nil),     // 24: gray.node.v1.ActorReady
-	(*ActorDead)(nil),      // 25: gray.node.v1.ActorDead
-	(*ActorRef)(nil),       // 26: gray.node.v1.ActorRef
-	(*HolderGone)(nil),     // 27: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),      // 28: gray.node.v1.WorkerJob
-	(*Log)(nil),            // 29: gray.node.v1.Log
-	(*ObjectRefs)(nil),     // 30: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),    // 31: gray.node.v1.NodeMessage
-	(*Usage)(nil),          // 32: gray.node.v1.Usage
-	(*GpuStatus)(nil),      // 33: gray.node.v1.GpuStatus
-	(*GpuDevice)(nil),      // 34: gray.node.v1.GpuDevice
-	(*PullRequest)(nil),    // 35: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),    // 36: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),      // 37: gray.node.v1.PushReply
-	(*PeerTransfer)(nil),   // 38: gray.node.v1.PeerTransfer
-	nil,                    // 39: gray.node.v1.Resources.ValuesEntry
-	nil,                    // 40: gray.node.v1.Register.LabelsEntry
-	nil,                    // 41: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                    // 42: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                    // 43: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                    // 44: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                    // 45: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                    // 46: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	nil,                    // 47: gray.node.v1.BundleReserve.BundlesEntry
-	nil,                    // 48: gray.node.v1.GpuStatus.LabelsEntry
+	(ObjectRefs_Op)(0),         // 0: gray.node.v1.ObjectRefs.Op
+	(*JoinRequest)(nil),        // 1: gray.node.v1.JoinRequest
+	(*JoinReply)(nil),          // 2: gray.node.v1.JoinReply
+	(*Resources)(nil),          // 3: gray.node.v1.Resources
+	(*Register)(nil),           // 4: gray.node.v1.Register
+	(*Price)(nil),              // 5: gray.node.v1.Price
+	(*Registered)(nil),         // 6: gray.node.v1.Registered
+	(*RuntimeEnv)(nil),         // 7: gray.node.v1.RuntimeEnv
+	(*Placement)(nil),          // 8: gray.node.v1.Placement
+	(*TaskSpec)(nil),           // 9: gray.node.v1.TaskSpec
+	(*ActorSpec)(nil),          // 10: gray.node.v1.ActorSpec
+	(*PeerLocation)(nil),       // 11: gray.node.v1.PeerLocation
+	(*PeerHolder)(nil),         // 12: gray.node.v1.PeerHolder
+	(*ActorCall)(nil),          // 13: gray.node.v1.ActorCall
+	(*Cancel)(nil),             // 14: gray.node.v1.Cancel
+	(*KillActor)(nil),          // 15: gray.node.v1.KillActor
+	(*WorkerBlocked)(nil),      // 16: gray.node.v1.WorkerBlocked
+	(*HeadMessage)(nil),        // 17: gray.node.v1.HeadMessage
+	(*BundleReserve)(nil),      // 18: gray.node.v1.BundleReserve
+	(*BundleReserved)(nil),     // 19: gray.node.v1.BundleReserved
+	(*BundleRelease)(nil),      // 20: gray.node.v1.BundleRelease
+	(*PGRequest)(nil),          // 21: gray.node.v1.PGRequest
+	(*PGReply)(nil),            // 22: gray.node.v1.PGReply
+	(*TaskDone)(nil),           // 23: gray.node.v1.TaskDone
+	(*ActorReady)(nil),         // 24: gray.node.v1.ActorReady
+	(*ActorDead)(nil),          // 25: gray.node.v1.ActorDead
+	(*ActorRef)(nil),           // 26: gray.node.v1.ActorRef
+	(*HolderGone)(nil),         // 27: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),          // 28: gray.node.v1.WorkerJob
+	(*Log)(nil),                // 29: gray.node.v1.Log
+	(*ObjectRefs)(nil),         // 30: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),        // 31: gray.node.v1.NodeMessage
+	(*Usage)(nil),              // 32: gray.node.v1.Usage
+	(*GpuStatus)(nil),          // 33: gray.node.v1.GpuStatus
+	(*GpuDevice)(nil),          // 34: gray.node.v1.GpuDevice
+	(*PullRequest)(nil),        // 35: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),        // 36: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),          // 37: gray.node.v1.PushReply
+	(*PeerTransfer)(nil),       // 38: gray.node.v1.PeerTransfer
+	(*NativeFetchRequest)(nil), // 39: gray.node.v1.NativeFetchRequest
+	(*NativeFetchChunk)(nil),   // 40: gray.node.v1.NativeFetchChunk
+	nil,                        // 41: gray.node.v1.Resources.ValuesEntry
+	nil,                        // 42: gray.node.v1.Register.LabelsEntry
+	nil,                        // 43: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                        // 44: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                        // 45: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                        // 46: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                        // 47: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                        // 48: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	nil,                        // 49: gray.node.v1.BundleReserve.BundlesEntry
+	nil,                        // 50: gray.node.v1.GpuStatus.LabelsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	39, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	41, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	40, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	42, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
 	33, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
-	41, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	42, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	43, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	43, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	44, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	45, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
 	7,  // 9: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 10: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
 	11, // 11: gray.node.v1.TaskSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
-	44, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	45, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	46, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	47, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
 	7,  // 14: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 15: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	46, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	48, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 	11, // 17: gray.node.v1.ActorSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
 	12, // 18: gray.node.v1.PeerLocation.holders:type_name -> gray.node.v1.PeerHolder
 	6,  // 19: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
@@ -3528,7 +3728,7 @@ var file_gray_node_proto_depIdxs = []int32{
 	18, // 26: gray.node.v1.HeadMessage.bundle_reserve:type_name -> gray.node.v1.BundleReserve
 	20, // 27: gray.node.v1.HeadMessage.bundle_release:type_name -> gray.node.v1.BundleRelease
 	22, // 28: gray.node.v1.HeadMessage.pg_reply:type_name -> gray.node.v1.PGReply
-	47, // 29: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
+	49, // 29: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
 	0,  // 30: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
 	4,  // 31: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
 	3,  // 32: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
@@ -3547,7 +3747,7 @@ var file_gray_node_proto_depIdxs = []int32{
 	33, // 45: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
 	38, // 46: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
 	3,  // 47: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
-	48, // 48: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
+	50, // 48: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
 	34, // 49: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
 	12, // 50: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
 	3,  // 51: gray.node.v1.BundleReserve.BundlesEntry.value:type_name -> gray.node.v1.Resources
@@ -3556,13 +3756,15 @@ var file_gray_node_proto_depIdxs = []int32{
 	35, // 54: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
 	36, // 55: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
 	35, // 56: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
-	2,  // 57: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	17, // 58: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	36, // 59: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	37, // 60: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	36, // 61: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
-	57, // [57:62] is the sub-list for method output_type
-	52, // [52:57] is the sub-list for method input_type
+	39, // 57: gray.node.v1.NativeObjects.Fetch:input_type -> gray.node.v1.NativeFetchRequest
+	2,  // 58: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	17, // 59: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	36, // 60: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	37, // 61: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	36, // 62: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
+	40, // 63: gray.node.v1.NativeObjects.Fetch:output_type -> gray.node.v1.NativeFetchChunk
+	58, // [58:64] is the sub-list for method output_type
+	52, // [52:58] is the sub-list for method input_type
 	52, // [52:52] is the sub-list for extension type_name
 	52, // [52:52] is the sub-list for extension extendee
 	0,  // [0:52] is the sub-list for field type_name
@@ -3610,9 +3812,9 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_gray_node_proto_goTypes,
 		DependencyIndexes: file_gray_node_proto_depIdxs,

@@ -357,3 +357,116 @@ var PeerObjects_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "gray_node.proto",
 }
+
+const (
+	NativeObjects_Fetch_FullMethodName = "/gray.node.v1.NativeObjects/Fetch"
+)
+
+// NativeObjectsClient is the client API for NativeObjects service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// NativeObjects is served by every native raylet next to Ray's
+// NodeManagerService: another raylet fetches a sealed plasma object it
+// needs (a core worker there asked for it) from a node that holds a copy.
+type NativeObjectsClient interface {
+	Fetch(ctx context.Context, in *NativeFetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NativeFetchChunk], error)
+}
+
+type nativeObjectsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNativeObjectsClient(cc grpc.ClientConnInterface) NativeObjectsClient {
+	return &nativeObjectsClient{cc}
+}
+
+func (c *nativeObjectsClient) Fetch(ctx context.Context, in *NativeFetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NativeFetchChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NativeObjects_ServiceDesc.Streams[0], NativeObjects_Fetch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NativeFetchRequest, NativeFetchChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NativeObjects_FetchClient = grpc.ServerStreamingClient[NativeFetchChunk]
+
+// NativeObjectsServer is the server API for NativeObjects service.
+// All implementations must embed UnimplementedNativeObjectsServer
+// for forward compatibility.
+//
+// NativeObjects is served by every native raylet next to Ray's
+// NodeManagerService: another raylet fetches a sealed plasma object it
+// needs (a core worker there asked for it) from a node that holds a copy.
+type NativeObjectsServer interface {
+	Fetch(*NativeFetchRequest, grpc.ServerStreamingServer[NativeFetchChunk]) error
+	mustEmbedUnimplementedNativeObjectsServer()
+}
+
+// UnimplementedNativeObjectsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNativeObjectsServer struct{}
+
+func (UnimplementedNativeObjectsServer) Fetch(*NativeFetchRequest, grpc.ServerStreamingServer[NativeFetchChunk]) error {
+	return status.Error(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedNativeObjectsServer) mustEmbedUnimplementedNativeObjectsServer() {}
+func (UnimplementedNativeObjectsServer) testEmbeddedByValue()                       {}
+
+// UnsafeNativeObjectsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NativeObjectsServer will
+// result in compilation errors.
+type UnsafeNativeObjectsServer interface {
+	mustEmbedUnimplementedNativeObjectsServer()
+}
+
+func RegisterNativeObjectsServer(s grpc.ServiceRegistrar, srv NativeObjectsServer) {
+	// If the following call panics, it indicates UnimplementedNativeObjectsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&NativeObjects_ServiceDesc, srv)
+}
+
+func _NativeObjects_Fetch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NativeFetchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NativeObjectsServer).Fetch(m, &grpc.GenericServerStream[NativeFetchRequest, NativeFetchChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NativeObjects_FetchServer = grpc.ServerStreamingServer[NativeFetchChunk]
+
+// NativeObjects_ServiceDesc is the grpc.ServiceDesc for NativeObjects service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var NativeObjects_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "gray.node.v1.NativeObjects",
+	HandlerType: (*NativeObjectsServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Fetch",
+			Handler:       _NativeObjects_Fetch_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "gray_node.proto",
+}

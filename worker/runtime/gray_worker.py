@@ -568,6 +568,9 @@ def main():
     if wd:
         os.chdir(wd)
         sys.path.insert(0, wd)
+    # runtime_env py_modules come first, in their order, then the working_dir.
+    mods = [m for m in os.environ.get("GRAY_PY_MODULES", "").split(os.pathsep) if m]
+    sys.path[0:0] = mods
     conn = Conn(a.socket)
     import ray
 

@@ -23,7 +23,7 @@ func pidFile() string { return filepath.Join(os.TempDir(), "gray", "gray.pid") }
 // Root returns the gray command tree.
 func Root() *cobra.Command {
 	root := &cobra.Command{Use: "gray", Short: "A Ray-compatible GPU pool", SilenceUsage: true}
-	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd(), tokenCmd())
+	root.AddCommand(startCmd(), stopCmd(), statusCmd(), benchCmd(), billingCmd(), gpuCheckCmd(), newLinkemuCmd(), newNativeGCSCmd(), newNativeNodeCmd(), tokenCmd())
 	addClientFlags(root)
 	return root
 }

@@ -52,6 +52,8 @@ type startFlags struct {
 	gossipPort      int
 	gossipAdvertise string
 	joinToken       string
+	native          bool
+	nativePorts     string
 	stateDir        string
 	gcsStorage      string
 	suspectAfter    time.Duration
@@ -168,6 +170,8 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
 	f.IntVar(&o.peerPort, "peer-port", 0, "UDP (QUIC) port other providers pull this provider's objects from, on all interfaces (provider; 0 picks one)")
+	f.BoolVar(&o.native, "native", false, "host stock Ray core workers for the head's native Ray (provider)")
+	f.StringVar(&o.nativePorts, "native-ports", "41000-41063", "TCP ports of the native raylet (first) and core workers (provider, with --native)")
 	f.BoolVar(&o.noPeer, "no-peer", false, "serve no objects to other providers directly; they get them through the head (provider)")
 	f.StringVar(&o.peerAdvertise, "peer-advertise", "", "HOST:PORT other providers reach the peer port at, e.g. behind NAT (provider; default: the node IP, or the address the head sees)")
 	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
@@ -338,6 +342,10 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 	if err != nil {
 		return err
 	}
+	native, err := o.nativeProvider()
+	if err != nil {
+		return err
+	}
 	p, err := provider.New(provider.Config{
 		Sandbox:  sb,
 		HeadAddr: o.address, Token: o.token, StateDir: stateDir, NodeIP: o.nodeIP, Python: o.python,
@@ -347,6 +355,7 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 		GossipPort: o.gossipPort, GossipAdvertise: o.gossipAdvertise,
 		Prices: prices, PayoutAddress: o.payoutAddress, TransferConns: o.transferConns, GPUWatch: rep.Watch,
 		PeerPort: o.peerPort, NoPeer: o.noPeer, PeerAdvertise: o.peerAdvertise,
+		Native: native,
 	})
 	if err != nil {
 		return err
@@ -360,4 +369,18 @@ func runProvider(ctx context.Context, cmd *cobra.Command, o startFlags, res map[
 	fmt.Fprintf(cmd.OutOrStdout(), "gray provider %s joined %s.\n", p.NodeID().Hex()[:12], o.address)
 	<-ctx.Done()
 	return nil
+}
+
+// nativeProvider reads --native and --native-ports.
+func (o startFlags) nativeProvider() (provider.NativeConfig, error) {
+	if !o.native {
+		return provider.NativeConfig{}, nil
+	}
+	lo, hi, ok := strings.Cut(o.nativePorts, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a <= 0 || b <= a || b > 65535 {
+		return provider.NativeConfig{}, fmt.Errorf("--native-ports %q: want FIRST-LAST, e.g. 41000-41063", o.nativePorts)
+	}
+	return provider.NativeConfig{Enabled: true, PortMin: a, PortMax: b, TempDir: os.Getenv("RAY_TMPDIR")}, nil
 }
