@@ -203,3 +203,58 @@ def test_one_node_id_in_both_worlds(head, client):
     """), head)
     words = {l.split()[0]: l.split()[1:] for l in out.splitlines() if l.split()}
     assert words["NODE"] == [mine] and words["DRIVER"] == [mine] and words["NODES"] == [mine], (mine, out)
+
+
+def test_provider_shares_its_ledger_too(gray_bin):
+    """A provider with --native runs a ray:// raylet and a native one on one
+    machine: they share its ledger as the head's two do."""
+    from native_pool import SecondNode
+
+    head = NativePool(gray_bin, num_cpus=1, providers=True)
+    node = None
+    try:
+        node = SecondNode(gray_bin, head, "quic")  # 2 CPUs, side=3
+
+        class _P:
+            address = "127.0.0.1:%d" % head.port
+        gen = connected(_P)
+        ray = next(gen)
+        try:
+            @ray.remote(num_cpus=1, resources={"side": 1})
+            class Holder:
+                def ping(self):
+                    return "up"
+
+            holders = [Holder.remote() for _ in range(2)]
+            assert ray.get([h.ping.remote() for h in holders]) == ["up", "up"]
+            drv = native_driver(head, """
+                import ray
+                ray.init(address=ADDRESS)
+
+                @ray.remote(num_cpus=1, resources={"side": 1})
+                def f():
+                    return "ran"
+
+                ref = f.remote()
+                ready, _ = ray.wait([ref], timeout=3)
+                print("NOT-READY" if not ready else "READY-TOO-EARLY", flush=True)
+                sys.stdin.readline()
+                print(ray.get(ref), flush=True)
+                print("DONE", flush=True)
+            """)
+            try:
+                line = drv.stdout.readline().strip()
+                assert line == "NOT-READY", f"a native task ran on the provider's CPUs ray:// holds: {line!r}\n{node.logs()[-3000:]}"
+                ray.kill(holders[0])
+                send(drv, "go")
+                expect(drv, "DONE", head)
+                finish(drv, head)
+            finally:
+                if drv.poll() is None:
+                    drv.kill()
+        finally:
+            next(gen, None)
+    finally:
+        if node is not None:
+            node.stop()
+        head.stop()
