@@ -32,6 +32,7 @@ import (
 	"github.com/gray-cluster/gray/nodeserver"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/taskhistory"
 )
 
@@ -197,7 +198,17 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
+	// The head is one node in both worlds: its ray:// raylet and its
+	// native raylet share the node id (the CLI's, which stock drivers read
+	// off the command line), as they share the resource ledger.
 	nodeID := ids.NewNodeID()
+	if h.cfg.Native.Enabled {
+		if id, err := ids.NodeFromBytes(h.cfg.Native.NodeID); err == nil {
+			nodeID = id
+		} else {
+			h.cfg.Native.NodeID = append([]byte(nil), nodeID[:]...)
+		}
+	}
 	res, rep, err := noderes.DetectVerified(ctx, noderes.Options{
 		NumCPUs: h.cfg.NumCPUs, NumGPUs: h.cfg.NumGPUs, GPUMock: h.cfg.GPUMock, Memory: h.cfg.Memory,
 		ObjectStoreMemory: h.cfg.ObjectStoreMemory, Custom: h.cfg.Resources, Verify: h.cfg.VerifyGPUs,
@@ -230,8 +241,11 @@ func (h *Head) Start(ctx context.Context) error {
 	// address, so bind the listener first.
 	var cs *clientserver.Server
 	callbacks := h.callbacks(&cs)
+	// One ledger for the machine: the ray:// raylet and the native one
+	// (when on) both grant from it.
+	ledger := resledger.New(res, nil)
 	rl, err := raylet.New(raylet.Config{
-		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Store: h.Store,
+		NodeID: nodeID, NodeIP: h.cfg.NodeIP, Resources: res, Ledger: ledger, Store: h.Store,
 		Python: h.cfg.Python, SessionDir: filepath.Join(h.cfg.SessionDir, "raylet"),
 		Sandbox:         h.cfg.Sandbox.Protecting(h.cfg.StateDir, h.cfg.SessionDir),
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout, Logger: h.log,
@@ -297,7 +311,7 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	if h.cfg.Native.Enabled {
-		if err := h.startNative(ctx, res, pyVersion); err != nil {
+		if err := h.startNative(ctx, res, ledger, pyVersion); err != nil {
 			if h.cfg.Native.Required {
 				h.Close()
 				return err

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/gray-cluster/gray/native/node"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 // NativeConfig turns on the head's native Ray node: Ray's GCS gRPC
@@ -27,7 +28,9 @@ type NativeConfig struct {
 
 // startNative starts the native node over the head's KV, offering the
 // same resources as the head's own raylet.
-func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersion string) error {
+// Both draw from one resource ledger, so a CPU or GPU is granted to one
+// world at a time.
+func (h *Head) startNative(ctx context.Context, res map[string]float64, ledger *resledger.Ledger, pyVersion string) error {
 	nc := h.cfg.Native
 	gpuIDs := make([]int, 0, len(h.GPUs))
 	for i := range h.GPUs {
@@ -35,7 +38,7 @@ func (h *Head) startNative(ctx context.Context, res map[string]float64, pyVersio
 	}
 	n, err := node.New(node.Config{
 		GCSPort: nc.GCSPort, TempDir: nc.TempDir, NodeID: nc.NodeID, Python: h.cfg.Python, PythonVersion: pyVersion,
-		Resources: res, Labels: h.cfg.Labels, GPUIDs: gpuIDs, ObjectStoreMemory: h.cfg.ObjectStoreMemory,
+		Resources: res, Labels: h.cfg.Labels, GPUIDs: gpuIDs, Ledger: ledger, ObjectStoreMemory: h.cfg.ObjectStoreMemory,
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout,
 		KV: h.KV, NextJobID: h.Jobs.NextID, Logger: h.log,
 		// A head whose Ray Client port is on loopback serves this machine

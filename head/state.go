@@ -18,7 +18,30 @@ func (h *Head) stateHandler() http.Handler {
 	if h.Native != nil && h.Native.GCS() != nil {
 		srcs = append(srcs, stateapi.NativeSource{Tables: h.Native.GCS(), Objects: h.Native.Plasma()})
 	}
-	return stateapi.Handler(h.callersRows(stateapi.Merge(srcs...)), h.log)
+	return stateapi.Handler(h.callersRows(oneRowPerNode(stateapi.Merge(srcs...))), h.log)
+}
+
+// oneRowPerNode keeps the first row of each node id: the head's node is in
+// both worlds' tables under one id (the ray:// row comes first).
+func oneRowPerNode(src stateapi.Source) stateapi.Source {
+	return stateapi.SourceFunc(func(ctx context.Context, r stateapi.Resource) (stateapi.Snapshot, error) {
+		snap, err := src.Snapshot(ctx, r)
+		if err != nil || r != stateapi.Nodes {
+			return snap, err
+		}
+		seen := map[any]bool{}
+		kept := snap.Rows[:0]
+		for _, row := range snap.Rows {
+			if id := row["node_id"]; id != nil && seen[id] {
+				continue
+			} else if id != nil {
+				seen[id] = true
+			}
+			kept = append(kept, row)
+		}
+		snap.Rows = kept
+		return snap, nil
+	})
 }
 
 // callersRows keeps, with token auth, the rows of the caller's account

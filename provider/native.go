@@ -86,7 +86,7 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 			GCSAddress: gcsAddr, Dial: dial, NodeIP: ip,
 			NodeManagerPort: p.cfg.Native.PortMin, MinWorkerPort: p.cfg.Native.PortMin + 1, MaxWorkerPort: p.cfg.Native.PortMax,
 			WorkerEnv: tunnel.Env(proxy.Addr(), []string{noProxyNone}), TempDir: p.cfg.Native.TempDir, NodeID: p.nativeNodeID(),
-			Python: p.cfg.Python, Resources: res, Labels: p.labels(), GPUIDs: gpuIDs(res["GPU"]),
+			Python: p.cfg.Python, Resources: res, Labels: p.labels(), GPUIDs: gpuIDs(res["GPU"]), Ledger: p.ledger,
 			ObjectStoreMemory: p.cfg.ObjectStoreMemory, PrestartWorkers: p.cfg.PrestartWorkers,
 			IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log,
 		})

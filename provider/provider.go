@@ -31,6 +31,7 @@ import (
 	"github.com/gray-cluster/gray/membership"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/raylet"
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/transport"
 )
 
@@ -115,11 +116,14 @@ type Provider struct {
 	log *slog.Logger
 	ctx context.Context
 
-	cancel  context.CancelFunc
-	tr      transport.Transport
-	conn    *grpc.ClientConn
-	nodeID  ids.NodeID
-	raylet  *raylet.Raylet
+	cancel context.CancelFunc
+	tr     transport.Transport
+	conn   *grpc.ClientConn
+	nodeID ids.NodeID
+	raylet *raylet.Raylet
+	// ledger is the machine's resources, shared by the ray:// raylet and
+	// the native one (with --native).
+	ledger  *resledger.Ledger
 	objects *objects
 
 	mu      sync.Mutex
@@ -304,8 +308,9 @@ func (p *Provider) Start(ctx context.Context) error {
 	if p.cfg.GPUWatch != nil {
 		resources = p.cfg.GPUWatch.Base()
 	}
+	p.ledger = resledger.New(resources, nil)
 	p.raylet, err = raylet.New(raylet.Config{
-		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: resources, Store: p.objects,
+		NodeID: p.nodeID, NodeIP: p.cfg.NodeIP, Resources: resources, Ledger: p.ledger, Store: p.objects,
 		Python: p.cfg.Python, SessionDir: p.cfg.SessionDir, PrestartWorkers: p.cfg.PrestartWorkers,
 		Sandbox:           p.cfg.Sandbox.Protecting(p.cfg.StateDir),
 		IdleWorkerTimeout: p.cfg.IdleWorkerTimeout, Logger: p.log, Logs: p.forwardLog, WorkerKey: p.workerKey(),

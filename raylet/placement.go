@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/taskspec"
 )
 
@@ -35,13 +35,27 @@ type PlacementGroups interface {
 func (r *Raylet) SetPlacementGroups(pgs PlacementGroups) { r.cfg.PlacementGroups = pgs }
 
 // reservation is the part of a placement group this node holds: some of
-// its bundles, reserved out of the node's resources. Tasks and actors
-// scheduled into the group draw from its bundles instead of the node.
+// its bundles, reserved out of the node's ledger. Tasks and actors
+// scheduled into the group draw from its bundles instead of the node, and
+// get the instances (GPU ids) the bundle reserved.
 type reservation struct {
 	job ids.JobID
-	// avail is what is left of each held bundle, by bundle index.
-	avail map[int]map[string]float64
+	// avail is each held bundle, by bundle index.
+	avail map[int]*resledger.Pool
 }
+
+// grantPool is where a grant comes from: the node's ledger or a bundle.
+type grantPool interface {
+	Acquire(req map[string]float64) (resledger.Allocation, bool)
+	Release(a resledger.Allocation)
+	ReleaseOnly(a resledger.Allocation, name string) []resledger.Part
+	Reacquire(name string, parts []resledger.Part)
+}
+
+// bundle is a held bundle as a grantPool (guarded by the raylet's mu).
+type bundle struct{ *resledger.Pool }
+
+func (b bundle) Acquire(req map[string]float64) (resledger.Allocation, bool) { return b.Allocate(req) }
 
 // ReserveBundles reserves the given bundles (by index) of a placement group
 // out of the node's available resources, all or none. Bundles the node
@@ -50,30 +64,29 @@ func (r *Raylet) ReserveBundles(pgID string, job ids.JobID, bundles map[int]map[
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := r.pgs[pgID]
-	sum := map[string]float64{}
-	for i, b := range bundles {
+	got := map[int]resledger.Allocation{}
+	for _, i := range slices.Sorted(maps.Keys(bundles)) {
 		if res != nil && res.avail[i] != nil {
 			continue
 		}
-		for k, v := range b {
-			sum[k] += v
+		a, ok := r.res.Acquire(bundles[i])
+		if !ok {
+			for _, a := range got {
+				r.res.Release(a)
+			}
+			return fmt.Errorf("%w: placement group %s bundle %d needs %v, node has %v", ErrBundlesUnavailable, pgID, i, bundles[i], r.res.Available())
 		}
+		got[i] = a
 	}
-	if !fits(r.available, sum) {
-		return fmt.Errorf("%w: placement group %s needs %v, node has %v", ErrBundlesUnavailable, pgID, sum, r.available)
-	}
-	acquire(r.available, sum)
 	if res == nil {
-		res = &reservation{job: job, avail: map[int]map[string]float64{}}
+		res = &reservation{job: job, avail: map[int]*resledger.Pool{}}
 		if r.pgs == nil {
 			r.pgs = map[string]*reservation{}
 		}
 		r.pgs[pgID] = res
 	}
-	for i, b := range bundles {
-		if res.avail[i] == nil {
-			res.avail[i] = maps.Clone(b)
-		}
+	for i, a := range got {
+		res.avail[i] = resledger.PoolOf(a)
 	}
 	r.log.Debug("bundles reserved", "pg", pgID, "bundles", len(bundles))
 	r.kick() // never blocks
@@ -90,8 +103,8 @@ func (r *Raylet) ReleaseBundles(pgID string) error {
 	delete(r.pgs, pgID)
 	var orphans []*task
 	if res != nil {
-		for _, a := range res.avail {
-			release(r.available, a)
+		for _, b := range res.avail {
+			r.res.Release(b.Free())
 		}
 		orphans = r.queue.remove(func(t *task) bool { return t.spec.PlacementGroup == pgID && t.onGrant == nil })
 	}
@@ -108,53 +121,60 @@ func (r *Raylet) ReleaseBundles(pgID string) error {
 	return nil
 }
 
-// grantFrom picks the resource pool a queued task draws from: the node, or
-// a bundle of its placement group. It reports nil if nothing fits now.
-func (r *Raylet) grantFrom(s *taskspec.TaskSpec) map[string]float64 {
+// grant takes a queued task's resources from the node, or from a bundle of
+// its placement group. It reports a nil pool if nothing fits now.
+func (r *Raylet) grant(s *taskspec.TaskSpec) (grantPool, resledger.Allocation) {
 	if s.PlacementGroup == "" {
-		if fits(r.available, s.Resources) {
-			return r.available
+		if a, ok := r.res.Acquire(s.Resources); ok {
+			return r.res, a
 		}
-		return nil
+		return nil, nil
 	}
 	res := r.pgs[s.PlacementGroup]
 	if res == nil {
-		return nil
+		return nil, nil
 	}
+	indices := slices.Sorted(maps.Keys(res.avail))
 	if s.BundleIndex >= 0 {
-		if a := res.avail[s.BundleIndex]; a != nil && fits(a, s.Resources) {
-			return a
-		}
-		return nil
+		indices = []int{s.BundleIndex}
 	}
-	for _, i := range slices.Sorted(maps.Keys(res.avail)) {
-		if a := res.avail[i]; fits(a, s.Resources) {
-			return a
+	for _, i := range indices {
+		if b := res.avail[i]; b != nil {
+			if a, ok := b.Allocate(s.Resources); ok {
+				return bundle{b}, a
+			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// releaseTo gives resources back to where they were granted from (the node
-// if that bundle is no longer held).
-func (r *Raylet) releaseTo(s *taskspec.TaskSpec, from map[string]float64) {
+// releaseTo gives an allocation back to where it was granted from (the
+// node if that bundle is no longer held).
+func (r *Raylet) releaseTo(s *taskspec.TaskSpec, from grantPool, a resledger.Allocation) {
 	if from == nil {
 		return
 	}
+	r.poolFor(s, from).Release(a)
+}
+
+// poolFor is from, or the node's ledger if from is a bundle of s's
+// placement group the node no longer holds.
+func (r *Raylet) poolFor(s *taskspec.TaskSpec, from grantPool) grantPool {
 	if s.PlacementGroup != "" && !r.holds(s.PlacementGroup, from) {
-		from = r.available
+		return r.res
 	}
-	release(from, s.Resources)
+	return from
 }
 
 // holds reports whether from is a bundle the node still holds for pg.
-func (r *Raylet) holds(pg string, from map[string]float64) bool {
+func (r *Raylet) holds(pg string, from grantPool) bool {
 	res := r.pgs[pg]
-	if res == nil {
+	b, ok := from.(bundle)
+	if res == nil || !ok {
 		return false
 	}
 	for _, a := range res.avail {
-		if reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(from).UnsafePointer() {
+		if a == b.Pool {
 			return true
 		}
 	}

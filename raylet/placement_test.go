@@ -45,16 +45,15 @@ func TestBundleReservations(t *testing.T) {
 	in := func(index int, cpus float64) *taskspec.TaskSpec {
 		return &taskspec.TaskSpec{PlacementGroup: "pg", BundleIndex: index, Resources: map[string]float64{"CPU": cpus}}
 	}
-	if from := r.grantFrom(in(0, 1)); from != nil {
+	if from, _ := r.grant(in(0, 1)); from != nil {
 		t.Errorf("bundle 0 is not held here but a task was granted from %v", from)
 	}
 	big := in(-1, 2)
-	from := r.grantFrom(big)
-	if from == nil || from["CPU"] != 2 {
+	from, a := r.grant(big)
+	if b, ok := from.(bundle); !ok || b.Pool != r.pgs["pg"].avail[3] {
 		t.Fatalf("any-bundle task for 2 CPU granted from %v, want bundle 3", from)
 	}
-	acquire(from, big.Resources)
-	if r.grantFrom(in(3, 1)) != nil {
+	if from, _ := r.grant(in(3, 1)); from != nil {
 		t.Errorf("bundle 3 is full but granted again")
 	}
 	if err := r.ReleaseBundles("pg"); err != nil {
@@ -63,11 +62,11 @@ func TestBundleReservations(t *testing.T) {
 	if got := r.Available()["CPU"]; got != 2 {
 		t.Errorf("available CPU %v after release, want 2 (bundle 3 still in use)", got)
 	}
-	r.releaseTo(big, from)
+	r.releaseTo(big, from, a)
 	if got := r.Available()["CPU"]; got != 4 {
 		t.Errorf("available CPU %v after the task ended, want 4", got)
 	}
-	if r.grantFrom(in(1, 1)) != nil {
+	if from, _ := r.grant(in(1, 1)); from != nil {
 		t.Errorf("a released group still grants")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/taskspec"
 )
 
@@ -26,15 +27,14 @@ func TestDispatchQueueOrder(t *testing.T) {
 	if q.len() != 5 {
 		t.Fatalf("len %d, want 5", q.len())
 	}
-	avail := map[string]float64{"CPU": 1, "GPU": 2}
+	avail := resledger.NewPool(map[string]float64{"CPU": 1, "GPU": 2}, nil)
 	var got []*task
 	tries := 0
 	q.pass(func(tk *task) bool {
 		tries++
-		if !fits(avail, tk.spec.Resources) {
+		if _, ok := avail.Allocate(tk.spec.Resources); !ok {
 			return false
 		}
-		acquire(avail, tk.spec.Resources)
 		got = append(got, tk)
 		return true
 	})

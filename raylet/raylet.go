@@ -16,11 +16,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gray-cluster/gray/gpu"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/objectstore"
 	"github.com/gray-cluster/gray/pyenv"
 	"github.com/gray-cluster/gray/rayerr"
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/sandbox"
 	"github.com/gray-cluster/gray/taskspec"
 	"github.com/gray-cluster/gray/worker"
@@ -40,7 +40,11 @@ type Config struct {
 	NodeID    ids.NodeID
 	NodeIP    string
 	Resources map[string]float64
-	Store     Objects
+	// Ledger, when set, is the node's resource ledger shared with another
+	// raylet offering the same machine (the head's native raylet): neither
+	// grants what the other holds. Nil: a private one from Resources.
+	Ledger *resledger.Ledger
+	Store  Objects
 	// Python is the interpreter that runs workers (needs ray installed).
 	Python string
 	// ClientAddress is the Ray Client front end workers connect back to.
@@ -95,18 +99,19 @@ type Raylet struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	available map[string]float64
-	queue     dispatchQueue
-	tasks     map[ids.TaskID]*task
-	actors    map[ids.ActorID]*actor
-	pgs       map[string]*reservation
-	gpus      *gpu.Slots
-	closed    bool
-	wake      chan struct{}
-	// offered is the node's resources after GPUs were withdrawn or
-	// offered again (nil: cfg.Resources); see SetGPUOffer.
-	offered map[string]float64
+	// res is this raylet's handle on the node's resource ledger.
+	res *resledger.Member
+
+	mu     sync.Mutex
+	queue  dispatchQueue
+	tasks  map[ids.TaskID]*task
+	actors map[ids.ActorID]*actor
+	pgs    map[string]*reservation
+	closed bool
+	wake   chan struct{}
+	// names are the resources this raylet reports: its own and those the
+	// GPU offer named (a shared ledger also holds the other raylet's).
+	names map[string]bool
 }
 
 // New builds a raylet; Start launches it.
@@ -120,18 +125,18 @@ func New(cfg Config) (*Raylet, error) {
 	if cfg.Logs == nil {
 		cfg.Logs = func(ids.JobID, string, bool) {}
 	}
-	avail := make(map[string]float64, len(cfg.Resources))
-	for k, v := range cfg.Resources {
-		avail[k] = v
+	ledger := cfg.Ledger
+	if ledger == nil {
+		ledger = resledger.New(cfg.Resources, nil)
 	}
 	return &Raylet{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "raylet"),
-		store:     cfg.Store,
-		available: avail,
-		tasks:     map[ids.TaskID]*task{},
-		wake:      make(chan struct{}, 1),
-		gpus:      gpu.NewSlots(int(cfg.Resources["GPU"])),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "raylet"),
+		store: cfg.Store,
+		res:   ledger.Join("ray"),
+		names: namesOf(cfg.Resources),
+		tasks: map[ids.TaskID]*task{},
+		wake:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -186,27 +191,31 @@ func (r *Raylet) Close() error {
 func (r *Raylet) NodeID() ids.NodeID { return r.cfg.NodeID }
 
 // Total returns the node's resources (without withdrawn GPUs).
-func (r *Raylet) Total() map[string]float64 {
+func (r *Raylet) Total() map[string]float64 { return r.nodeView(r.res.Total()) }
+
+// Available returns the node's resources not granted to work, by this
+// raylet or another sharing its ledger.
+func (r *Raylet) Available() map[string]float64 { return r.nodeView(r.res.Available()) }
+
+// nodeView keeps the resources this raylet offers: a shared ledger also
+// holds the native raylet's own (node:<ip>, its placement groups'
+// CPU_group_...), which ray:// work never names; what native work takes
+// of the plain resources is counted all the same.
+func (r *Raylet) nodeView(m map[string]float64) map[string]float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	total := r.totalLocked()
-	out := make(map[string]float64, len(total))
-	for k, v := range total {
-		out[k] = v
+	for k := range m {
+		if !r.names[k] {
+			delete(m, k)
+		}
 	}
-	return out
+	return m
 }
 
-// Available returns resources not granted to running tasks.
-func (r *Raylet) Available() map[string]float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]float64, len(r.available))
-	for k, v := range r.available {
-		if _, offered := r.offered[k]; r.offered != nil && !offered {
-			continue // withdrawn (all GPUs of a model failed verification)
-		}
-		out[k] = v
+func namesOf(m map[string]float64) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
 	}
 	return out
 }
@@ -279,6 +288,7 @@ func (r *Raylet) dispatchLoop() {
 		case <-r.ctx.Done():
 			return
 		case <-r.wake:
+		case <-r.res.Changed(): // another raylet took or freed resources
 		}
 		r.dispatch()
 	}
@@ -290,17 +300,12 @@ func (r *Raylet) dispatch() {
 	r.mu.Lock()
 	var launch []*task
 	r.queue.pass(func(t *task) bool {
-		from := r.grantFrom(t.spec)
+		from, a := r.grant(t.spec)
 		if from == nil {
 			return false
 		}
-		if n := t.spec.Resources["GPU"]; n > 0 && !t.noGPUIDs {
-			if t.gpuIDs = r.gpus.Assign(n); t.gpuIDs == nil {
-				return false
-			}
-		}
-		acquire(from, t.spec.Resources)
-		t.grantedFrom = from
+		t.grantedFrom, t.alloc = from, a
+		t.gpuIDs = a.IDs("GPU")
 		t.state = stateRunning
 		launch = append(launch, t)
 		return true
@@ -400,11 +405,8 @@ func (r *Raylet) releaseResources(t *task) {
 	if t.grantedFrom != nil && r.cfg.OnLeaseEnd != nil && t.spec.TaskID != (ids.TaskID{}) {
 		defer r.cfg.OnLeaseEnd(leaseID(t))
 	}
-	r.releaseTo(t.spec, t.grantedFrom)
-	t.grantedFrom = nil
-	if lost := r.gpus.Release(t.gpuIDs, t.spec.Resources["GPU"]); lost > 0 {
-		r.available["GPU"] -= lost // freed on a withdrawn GPU: not offered
-	}
+	r.releaseTo(t.spec, t.grantedFrom, t.alloc)
+	t.grantedFrom, t.alloc = nil, nil
 	t.gpuIDs = nil
 	r.mu.Unlock()
 	r.kick()
@@ -481,27 +483,6 @@ func (r *Raylet) Cancel(id ids.TaskID, force bool) error {
 	return nil
 }
 
-func fits(avail, req map[string]float64) bool {
-	for k, v := range req {
-		if v > 0 && avail[k] < v-1e-9 {
-			return false
-		}
-	}
-	return true
-}
-
-func acquire(avail, req map[string]float64) {
-	for k, v := range req {
-		avail[k] -= v
-	}
-}
-
-func release(avail, req map[string]float64) {
-	for k, v := range req {
-		avail[k] += v
-	}
-}
-
 func (r *Raylet) workerJob(workerID string, job ids.JobID) {
 	if r.cfg.OnWorkerJob != nil {
 		r.cfg.OnWorkerJob(workerID, job)
@@ -536,22 +517,17 @@ func (r *Raylet) WorkerBlocked(workerID string) func() {
 			break
 		}
 	}
-	if t == nil || t.spec.Resources["CPU"] == 0 {
+	if t == nil || t.grantedFrom == nil || len(t.alloc["CPU"]) == 0 {
 		r.mu.Unlock()
 		return func() {}
 	}
-	cpu := t.spec.Resources["CPU"]
-	from := t.grantedFrom
-	if from == nil {
-		r.mu.Unlock()
-		return func() {}
-	}
-	from["CPU"] += cpu
+	from, spec := t.grantedFrom, t.spec
+	parts := from.ReleaseOnly(t.alloc, "CPU")
 	r.mu.Unlock()
 	r.kick()
 	return func() {
 		r.mu.Lock()
-		from["CPU"] -= cpu
+		r.poolFor(spec, from).Reacquire("CPU", parts)
 		r.mu.Unlock()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gray-cluster/gray/resledger"
 	"github.com/gray-cluster/gray/taskspec"
 )
 
@@ -29,12 +30,12 @@ type task struct {
 	// onGrant, when set, is called instead of running the task once its
 	// resources are granted (actor creation holds them for its lifetime).
 	onGrant func()
-	// grantedFrom is the resource pool (node or bundle) it was granted from.
-	grantedFrom map[string]float64
-	// gpuIDs are the GPUs assigned while it runs; noGPUIDs marks grants
-	// (placement group reservations) that take GPU counts but no ids.
-	gpuIDs   []int
-	noGPUIDs bool
+	// grantedFrom is the resource pool (node or bundle) it was granted
+	// from, and alloc what it holds there.
+	grantedFrom grantPool
+	alloc       resledger.Allocation
+	// gpuIDs are the GPUs assigned while it runs (the allocation's).
+	gpuIDs []int
 	// lease names the grant for metering when it is not a task attempt
 	// (an actor incarnation: "actor-<id>:<n>").
 	lease string
@@ -56,7 +57,7 @@ func (t *task) shapeKey() string {
 		for _, k := range keys {
 			fmt.Fprintf(&b, "%s=%g,", k, t.spec.Resources[k])
 		}
-		fmt.Fprintf(&b, "|%s|%d|%t", t.spec.PlacementGroup, t.spec.BundleIndex, t.noGPUIDs)
+		fmt.Fprintf(&b, "|%s|%d", t.spec.PlacementGroup, t.spec.BundleIndex)
 		t.shape = b.String()
 	}
 	return t.shape

@@ -28,6 +28,7 @@ import (
 	"github.com/gray-cluster/gray/native/plasma"
 	"github.com/gray-cluster/gray/native/session"
 	"github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 // RayVersion is the Ray version native drivers and workers must run.
@@ -47,11 +48,14 @@ type Config struct {
 	NodeID []byte
 	// Python runs default_worker.py; it needs ray==2.60.0. PythonVersion
 	// is its version (x.y.z), which drivers must match, as on stock Ray.
-	Python            string
-	PythonVersion     string
-	Resources         map[string]float64
-	Labels            map[string]string
-	GPUIDs            []int
+	Python        string
+	PythonVersion string
+	Resources     map[string]float64
+	Labels        map[string]string
+	GPUIDs        []int
+	// Ledger, when set, is the machine's resource ledger the node's raylet
+	// shares with another raylet (the head's ray:// one); nil: its own.
+	Ledger            *resledger.Ledger
 	ObjectStoreMemory int64
 	PrestartWorkers   int
 	IdleWorkerTimeout time.Duration
@@ -189,7 +193,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ClusterIDHex: hex.EncodeToString(n.clusterID), SessionName: n.layout.Name,
 		TempDir: n.layout.TempDir, SessionDir: n.layout.Dir,
 		RayletSocket: n.layout.RayletSocket, PlasmaSocket: n.layout.PlasmaSocket,
-		Resources: res, GPUIDs: n.cfg.GPUIDs, Labels: n.cfg.Labels, Python: n.cfg.Python,
+		Resources: res, GPUIDs: n.cfg.GPUIDs, Ledger: n.cfg.Ledger, Labels: n.cfg.Labels, Python: n.cfg.Python,
 		IsHead: true, NumPrestartWorkers: n.cfg.PrestartWorkers, IdleWorkerTimeout: n.cfg.IdleWorkerTimeout,
 		Store: nodemanager.PlasmaStore(n.store), Logger: n.log.With("part", "raylet"),
 		WrapListener: n.wrap,

@@ -16,6 +16,7 @@ import (
 	"github.com/gray-cluster/gray/native/plasma"
 	"github.com/gray-cluster/gray/native/session"
 	"github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 // WorkerConfig configures a native worker node: a raylet and a plasma store
@@ -36,12 +37,15 @@ type WorkerConfig struct {
 	// WorkerEnv is added to every core worker's environment.
 	WorkerEnv []string
 	// TempDir is Ray's temp dir on this machine ("" = /tmp/ray).
-	TempDir           string
-	NodeID            []byte
-	Python            string
-	Resources         map[string]float64
-	Labels            map[string]string
-	GPUIDs            []int
+	TempDir   string
+	NodeID    []byte
+	Python    string
+	Resources map[string]float64
+	Labels    map[string]string
+	GPUIDs    []int
+	// Ledger, when set, is the machine's resource ledger shared with the
+	// provider's ray:// raylet; nil: the raylet's own.
+	Ledger            *resledger.Ledger
 	ObjectStoreMemory int64
 	PrestartWorkers   int
 	IdleWorkerTimeout time.Duration
@@ -116,7 +120,7 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 		TempDir: w.layout.TempDir, SessionDir: w.layout.Dir,
 		RayletSocket: w.layout.RayletSocket, PlasmaSocket: w.layout.PlasmaSocket,
 		NodeManagerPort: cfg.NodeManagerPort, MinWorkerPort: cfg.MinWorkerPort, MaxWorkerPort: cfg.MaxWorkerPort,
-		Resources: res, GPUIDs: cfg.GPUIDs, Labels: cfg.Labels, Python: cfg.Python, WorkerEnv: cfg.WorkerEnv,
+		Resources: res, GPUIDs: cfg.GPUIDs, Ledger: cfg.Ledger, Labels: cfg.Labels, Python: cfg.Python, WorkerEnv: cfg.WorkerEnv,
 		NumPrestartWorkers: cfg.PrestartWorkers, IdleWorkerTimeout: cfg.IdleWorkerTimeout,
 		Store: nodemanager.PlasmaStore(w.store), Logger: w.log.With("part", "raylet"),
 	})

@@ -88,11 +88,11 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 	if g, dup := r.leases[l.id]; dup && g.worker != nil {
 		// A retried request for a lease already granted: the same grant.
 		w := g.worker
-		res := leaseResult{worker: w, pid: w.pid, mapping: g.alloc.Mapping(), addr: w.address(r.cfg.NodeID)}
+		res := leaseResult{worker: w, pid: w.pid, mapping: mapping(g.alloc), addr: w.address(r.cfg.NodeID)}
 		r.mu.Unlock()
 		return s.leaseReply(res), nil
 	}
-	if req.GetGrantOrReject() && (l.elsewhere || !r.pool.Feasible(l.placement)) {
+	if req.GetGrantOrReject() && (l.elsewhere || !r.res.Feasible(l.placement)) {
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}
@@ -256,8 +256,8 @@ func (s *nodeManagerService) resourcesData() *raypb.ResourcesData {
 	}
 	return &raypb.ResourcesData{
 		NodeId:              r.cfg.NodeID,
-		ResourcesAvailable:  r.pool.Available(),
-		ResourcesTotal:      r.pool.Total(),
+		ResourcesAvailable:  r.res.Available(),
+		ResourcesTotal:      r.res.Total(),
 		ResourceLoad:        load,
 		ResourceLoadByShape: byShape,
 		NodeManagerAddress:  r.cfg.NodeIP,

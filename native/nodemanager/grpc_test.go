@@ -72,7 +72,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	tn.gcs.rec.waitFor(t, "ReportWorkerFailure", atLeast(1))
 	_ = w
 	tn.r.mu.Lock()
-	avail := tn.r.pool.Available()
+	avail := tn.r.res.Available()
 	tn.r.mu.Unlock()
 	if len(avail) != 1 || avail["CPU"] != 2 {
 		t.Fatalf("after removal: %v", avail)

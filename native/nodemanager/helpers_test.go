@@ -206,7 +206,7 @@ func (tn *testNode) notAnswered(t *testing.T, ch chan leaseCall, counter byte) {
 func (tn *testNode) available(name string) float64 {
 	tn.r.mu.Lock()
 	defer tn.r.mu.Unlock()
-	return tn.r.pool.Available()[name]
+	return tn.r.res.Available()[name]
 }
 
 func sessionLogs(tn *testNode) string { return filepath.Join(tn.r.cfg.SessionDir, "logs") }

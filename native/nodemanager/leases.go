@@ -112,34 +112,39 @@ func (r *Raylet) scheduleLocked() {
 	if r.closed {
 		return
 	}
-	var trial []Allocation
+	// Trial grants (leases that fit but wait for a worker) are made on a
+	// private copy, so that later leases see the rest without taking
+	// anything from a ledger another raylet shares.
+	view := r.res.Snapshot()
 	type poolKey struct{ job, env string }
 	need := map[poolKey]int{}
 	envs := map[string]runtimeEnv{}
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if l.elsewhere || !r.pool.Fits(l.placement) {
+		if l.elsewhere || !view.Fits(l.placement) {
 			kept = append(kept, l)
 			continue
 		}
 		w := r.idleWorkerLocked(l.jobHex, l.env.key, l.req["GPU"] > 0)
 		if w == nil {
 			// Count it as running so that later leases see the rest.
-			if a, ok := r.pool.Allocate(l.req); ok {
-				trial = append(trial, a)
-			}
+			view.Allocate(l.req)
 			need[poolKey{l.jobHex, l.env.key}]++
 			envs[l.env.key] = l.env
 			kept = append(kept, l)
 			continue
 		}
-		a, _ := r.pool.Allocate(l.req)
+		a, ok := r.res.Acquire(l.req)
+		if !ok { // the other raylet took it since the snapshot
+			kept = append(kept, l)
+			continue
+		}
+		for name, parts := range a {
+			view.Reacquire(name, parts) // the same instances in the view
+		}
 		r.grantLocked(l, w, a)
 	}
 	r.queue = kept
-	for _, a := range trial {
-		r.pool.Release(a)
-	}
 	for k, n := range need {
 		have := 0
 		for _, w := range r.byID {
@@ -193,7 +198,7 @@ func (r *Raylet) grantLocked(l *lease, w *worker, a Allocation) {
 	r.leases[l.id] = l
 	r.touchBusyLocked()
 	r.log.Debug("lease granted", "lease", hex.EncodeToString([]byte(l.id)), "worker_id", w.id.String(), "resources", l.req)
-	l.finish(leaseResult{worker: w, pid: w.pid, mapping: a.Mapping(), addr: w.address(r.cfg.NodeID)})
+	l.finish(leaseResult{worker: w, pid: w.pid, mapping: mapping(a), addr: w.address(r.cfg.NodeID)})
 }
 
 // releaseLeaseLocked returns a granted lease's resources and detaches it
@@ -208,11 +213,11 @@ func (r *Raylet) releaseLeaseLocked(l *lease) {
 	if w != nil && w.blocked {
 		// Its CPU was already given back while blocked.
 		if w.blockedCPU != nil {
-			r.pool.Reacquire("CPU", w.blockedCPU)
+			r.res.Reacquire("CPU", w.blockedCPU)
 		}
 		w.blocked, w.blockedCPU = false, nil
 	}
-	r.pool.Release(l.alloc)
+	r.res.Release(l.alloc)
 	if w != nil && w.lease == l {
 		w.lease = nil
 	}
@@ -246,7 +251,7 @@ func (r *Raylet) resourceLoadLocked() (map[string]float64, *raypb.ResourceLoad) 
 			shapes[key] = d
 			order = append(order, key)
 		}
-		if !l.elsewhere && r.pool.Feasible(l.placement) {
+		if !l.elsewhere && r.res.Feasible(l.placement) {
 			d.NumReadyRequestsQueued++
 		} else {
 			d.NumInfeasibleRequestsQueued++

@@ -3,10 +3,12 @@ package nodemanager
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"testing"
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 var owner1 = bytes.Repeat([]byte{0x11}, 28)
@@ -177,7 +179,7 @@ func TestBlockedWorkerReleasesCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn.waitState(t, "the unblocked worker to take its CPU back (oversubscribed: -1)", func(r *Raylet) bool {
-		return r.pool.Available()["CPU"] == -1
+		return r.res.Available()["CPU"] == -1
 	})
 	for _, n := range []byte{1, 2} {
 		tn.nm.ReturnWorkerLease(ctx, &raypb.ReturnWorkerLeaseRequest{LeaseId: leaseSpec(n, nil, owner1, nil).LeaseId})
@@ -286,5 +288,39 @@ func TestRetriedLeaseRequestGetsTheSameGrant(t *testing.T) {
 	r2 := waitLease(t, tn.requestAsync(ctx, spec, false))
 	if !bytes.Equal(r1.GetWorkerAddress().GetWorkerId(), r2.GetWorkerAddress().GetWorkerId()) || tn.available("CPU") != 1 {
 		t.Fatalf("retry: %v vs %v, CPU %v", r1, r2, tn.available("CPU"))
+	}
+}
+
+func TestUnionAndPositive(t *testing.T) {
+	u := union(map[string]float64{"CPU": 1, "a": 2}, map[string]float64{"CPU": 2, "b": 1})
+	if !reflect.DeepEqual(u, map[string]float64{"CPU": 2, "a": 2, "b": 1}) {
+		t.Fatal(u)
+	}
+	if p := positive(map[string]float64{"x": 0, "y": -1, "z": 1}); !reflect.DeepEqual(p, map[string]float64{"z": 1}) {
+		t.Fatal(p)
+	}
+}
+
+// TestLeaseWaitsForAnotherRayletOnTheLedger: on a ledger shared with the
+// head's ray:// raylet, a lease stays queued while the other raylet holds
+// the CPUs, is granted once it frees one (the ledger's signal, no retry
+// from the owner), and gets the GPU the other does not hold.
+func TestLeaseWaitsForAnotherRayletOnTheLedger(t *testing.T) {
+	total := map[string]float64{"CPU": 2, "GPU": 2}
+	ledger := resledger.New(total, nil)
+	other := ledger.Join("ray")
+	held, _ := other.Acquire(map[string]float64{"CPU": 2, "GPU": 1})
+	tn := newTestNode(t, true, func(c *Config) { c.Resources = total; c.Ledger = ledger })
+	ctx := context.Background()
+	c1 := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 1, "GPU": 1}), false)
+	tn.notAnswered(t, c1, 1)
+	other.Release(resledger.Allocation{"CPU": held["CPU"]})
+	rep := waitLease(t, c1)
+	tn.nextSpawn(t)
+	if m := rep.GetResourceMapping(); len(m) != 2 || m[1].GetName() != "GPU" || m[1].GetResourceIds()[0].GetIndex() != 1 {
+		t.Fatalf("mapping %v, want GPU 1 (the other raylet holds GPU 0)", m)
+	}
+	if got := other.Available()["CPU"]; got != 1 {
+		t.Fatalf("the other raylet sees CPU %v, want 1", got)
 	}
 }

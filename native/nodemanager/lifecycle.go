@@ -164,7 +164,7 @@ func (r *Raylet) workerStartFailedLocked() []*lease {
 	var failed []*lease
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if r.pool.Feasible(l.placement) {
+		if r.res.Feasible(l.placement) {
 			failed = append(failed, l)
 			continue
 		}

@@ -32,7 +32,7 @@ func (r *Raylet) nodeInfo() *raypb.GcsNodeInfo {
 		MetricsAgentPort:         int32(c.MetricsAgentPort),
 		DashboardAgentListenPort: int32(c.DashboardAgentListenPort),
 		State:                    raypb.GcsNodeInfo_ALIVE,
-		ResourcesTotal:           r.pool.Total(),
+		ResourcesTotal:           r.res.Total(),
 		NodeName:                 c.NodeName,
 		StartTimeMs:              uint64(r.start.UnixMilli()),
 		IsHeadNode:               c.IsHead,

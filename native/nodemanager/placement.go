@@ -24,10 +24,10 @@ func (s *nodeManagerService) PrepareBundleResources(ctx context.Context, req *ra
 		if _, ok := r.bundles[k]; ok {
 			continue // already prepared (a retry)
 		}
-		st, ok := r.pool.PrepareBundle(positive(b.GetUnitResources()))
+		st, ok := r.res.PrepareBundle(positive(b.GetUnitResources()))
 		if !ok {
 			for _, d := range done {
-				r.pool.ReturnBundle(d, r.bundles[d])
+				r.res.ReturnBundle(d, r.bundles[d])
 				delete(r.bundles, d)
 			}
 			return &raypb.PrepareBundleResourcesReply{Success: false}, nil
@@ -51,7 +51,7 @@ func (s *nodeManagerService) CommitBundleResources(ctx context.Context, req *ray
 			r.log.Warn("CommitBundleResources for a bundle that was not prepared", "bundle", k.String())
 			continue
 		}
-		r.pool.CommitBundle(k, st)
+		r.res.CommitBundle(k, st)
 	}
 	r.scheduleLocked()
 	return &raypb.CommitBundleResourcesReply{}, nil
@@ -108,7 +108,7 @@ func (r *Raylet) removeBundles(keys []BundleKey) {
 			continue
 		}
 		for _, l := range r.leases {
-			if l.alloc.usesBundle(k.PG, k.Index) && l.worker != nil {
+			if l.alloc.UsesBundle(k.PG, k.Index) && l.worker != nil {
 				victims = append(victims, l.worker)
 			}
 		}
@@ -121,7 +121,7 @@ func (r *Raylet) removeBundles(keys []BundleKey) {
 			kept = append(kept, l)
 		}
 		r.queue = kept
-		r.pool.ReturnBundle(k, st)
+		r.res.ReturnBundle(k, st)
 		delete(r.bundles, k)
 	}
 	for _, w := range victims {
@@ -145,5 +145,5 @@ func requestsBundle(req map[string]float64, k BundleKey) bool {
 	for name := range req {
 		a[name] = nil
 	}
-	return a.usesBundle(k.PG, k.Index) || a.usesBundle(k.PG, -1)
+	return a.UsesBundle(k.PG, k.Index) || a.UsesBundle(k.PG, -1)
 }

@@ -28,6 +28,7 @@ import (
 	nodepb "github.com/gray-cluster/gray/proto/nodepb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 	"github.com/gray-cluster/gray/pyenv"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 var (
@@ -60,8 +61,12 @@ type Config struct {
 	MinWorkerPort, MaxWorkerPort int    // range for workers' gRPC ports; 0,0 = any free port
 
 	Resources map[string]float64 // CPU, GPU, memory, object_store_memory, custom
-	GPUIDs    []int              // instance ids for GPU resource_mapping
-	Labels    map[string]string
+	// Ledger, when set, is the node's resource ledger shared with another
+	// raylet on the same machine (the head's ray:// raylet); nil: a private
+	// one built from Resources and GPUIDs.
+	Ledger *resledger.Ledger
+	GPUIDs []int // instance ids for GPU resource_mapping
+	Labels map[string]string
 
 	Python string // python with ray installed
 	RayDir string // the ray package directory; default: asked from Python
@@ -131,7 +136,7 @@ type Raylet struct {
 
 	mu        sync.Mutex
 	closed    bool
-	pool      *ResourcePool
+	res       *resledger.Member // the node's resources
 	bundles   map[BundleKey]*bundleState
 	byID      map[WorkerID]*worker
 	queue     []*lease
@@ -239,7 +244,6 @@ func New(cfg Config) (*Raylet, error) {
 	r := &Raylet{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "raylet"),
-		pool:      NewResourcePool(cfg.Resources, cfg.GPUIDs),
 		bundles:   map[BundleKey]*bundleState{},
 		byID:      map[WorkerID]*worker{},
 		leases:    map[string]*lease{},
@@ -252,6 +256,13 @@ func New(cfg Config) (*Raylet, error) {
 		start:     time.Now(),
 	}
 	r.lastBusy = r.start
+	ledger := cfg.Ledger
+	if ledger == nil {
+		ledger = resledger.New(cfg.Resources, cfg.GPUIDs)
+	} else {
+		ledger.AddMissing(cfg.Resources) // node:<ip> and the like
+	}
+	r.res = ledger.Join("native")
 	r.changed = make(chan struct{})
 	copy(r.nodeID[:], cfg.NodeID)
 	return r, nil
@@ -322,6 +333,8 @@ func (r *Raylet) Start(ctx context.Context) error {
 	go func() { defer r.wg.Done(); r.viewLoop(r.ctx) }()
 	go func() { defer r.wg.Done(); r.acceptLoop(ul) }()
 	go func() { defer r.wg.Done(); r.housekeeping() }()
+	r.wg.Add(1)
+	go r.watchLedger()
 	if r.cfg.LogPollInterval > 0 {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.tailLogs() }()

@@ -355,13 +355,13 @@ func (r *Raylet) setBlocked(w *worker, blocked bool) {
 	w.blocked = blocked
 	if blocked {
 		if _, ok := l.alloc["CPU"]; ok {
-			w.blockedCPU = r.pool.ReleaseOnly(l.alloc, "CPU")
+			w.blockedCPU = r.res.ReleaseOnly(l.alloc, "CPU")
 		}
 		r.scheduleLocked()
 		return
 	}
 	if w.blockedCPU != nil {
-		r.pool.Reacquire("CPU", w.blockedCPU)
+		r.res.Reacquire("CPU", w.blockedCPU)
 		w.blockedCPU = nil
 	}
 	r.scheduleLocked()

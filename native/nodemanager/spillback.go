@@ -218,7 +218,7 @@ func (r *Raylet) spillLocked(l *lease) *commonpb.Address {
 	if len(nodes) == 0 {
 		return nil
 	}
-	c := chooseNode(l.placement, l.spec, r.pool.Fits(l.placement), r.pool.Feasible(l.placement), l.elsewhere, nodes)
+	c := chooseNode(l.placement, l.spec, r.res.Fits(l.placement), r.res.Feasible(l.placement), l.elsewhere, nodes)
 	if c.local {
 		return nil
 	}
@@ -232,7 +232,7 @@ func (r *Raylet) spillLocked(l *lease) *commonpb.Address {
 func (r *Raylet) spillQueuedLocked() {
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if !r.pool.Fits(l.placement) || l.elsewhere {
+		if !r.res.Fits(l.placement) || l.elsewhere {
 			if to := r.spillLocked(l); to != nil {
 				l.finish(leaseResult{retryAt: to})
 				continue

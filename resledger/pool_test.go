@@ -1,11 +1,11 @@
-package nodemanager
+package resledger
 
 import (
 	"reflect"
 	"testing"
 )
 
-func TestResourcePoolAllocate(t *testing.T) {
+func TestPoolAllocate(t *testing.T) {
 	type step struct {
 		req    map[string]float64
 		ok     bool
@@ -45,7 +45,7 @@ func TestResourcePoolAllocate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := NewResourcePool(tc.total, tc.gpuIDs)
+			p := NewPool(tc.total, tc.gpuIDs)
 			for i, s := range tc.steps {
 				a, ok := p.Allocate(s.req)
 				if ok != s.ok {
@@ -68,8 +68,8 @@ func TestResourcePoolAllocate(t *testing.T) {
 	}
 }
 
-func TestResourcePoolReleaseAndBlocked(t *testing.T) {
-	p := NewResourcePool(map[string]float64{"CPU": 2, "GPU": 1}, nil)
+func TestPoolReleaseAndBlocked(t *testing.T) {
+	p := NewPool(map[string]float64{"CPU": 2, "GPU": 1}, nil)
 	a, _ := p.Allocate(map[string]float64{"CPU": 2, "GPU": 1})
 	cpu := p.ReleaseOnly(a, "CPU")
 	if p.Available()["CPU"] != 2 || p.Available()["GPU"] != 0 {
@@ -90,8 +90,8 @@ func TestResourcePoolReleaseAndBlocked(t *testing.T) {
 	}
 }
 
-func TestResourcePoolBundles(t *testing.T) {
-	p := NewResourcePool(map[string]float64{"CPU": 4, "GPU": 2}, []int{0, 1})
+func TestPoolBundles(t *testing.T) {
+	p := NewPool(map[string]float64{"CPU": 4, "GPU": 2}, []int{0, 1})
 	k0 := BundleKey{PG: "abcd", Index: 0}
 	k1 := BundleKey{PG: "abcd", Index: 1}
 	b0, ok := p.PrepareBundle(map[string]float64{"CPU": 2, "GPU": 1})
@@ -121,11 +121,11 @@ func TestResourcePoolBundles(t *testing.T) {
 	if !ok {
 		t.Fatal("task in bundle 0 does not fit")
 	}
-	gpuID := b0.alloc["GPU"][0].ID
+	gpuID := b0.Alloc["GPU"][0].ID
 	if a["GPU_group_0_abcd"][0].ID != gpuID {
 		t.Fatalf("bundle GPU id %d, want %d", a["GPU_group_0_abcd"][0].ID, gpuID)
 	}
-	if !a.usesBundle("abcd", 0) || a.usesBundle("abcd", 1) || !a.usesBundle("abcd", -1) {
+	if !a.UsesBundle("abcd", 0) || a.UsesBundle("abcd", 1) || !a.UsesBundle("abcd", -1) {
 		t.Fatal("usesBundle")
 	}
 	p.Release(a)
@@ -133,15 +133,5 @@ func TestResourcePoolBundles(t *testing.T) {
 	p.ReturnBundle(k1, b1)
 	if got := p.Available(); !reflect.DeepEqual(got, map[string]float64{"CPU": 4, "GPU": 2}) {
 		t.Fatalf("after removal: %v", got)
-	}
-}
-
-func TestUnionAndPositive(t *testing.T) {
-	u := union(map[string]float64{"CPU": 1, "a": 2}, map[string]float64{"CPU": 2, "b": 1})
-	if !reflect.DeepEqual(u, map[string]float64{"CPU": 2, "a": 2, "b": 1}) {
-		t.Fatal(u)
-	}
-	if p := positive(map[string]float64{"x": 0, "y": -1, "z": 1}); !reflect.DeepEqual(p, map[string]float64{"z": 1}) {
-		t.Fatal(p)
 	}
 }
