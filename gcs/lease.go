@@ -106,14 +106,16 @@ func (l *Lease) TryAcquire(ctx context.Context) (ok bool, holder string, err err
 }
 
 // Acquire waits until the lease is this owner's, trying every ttl/3;
-// waiting is called once, with the holder, when the first try finds it
-// held. Errors reaching Redis are retried until ctx ends.
-func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error {
+// waiting is called once, with the holder, when a try finds it held.
+// Errors reaching Redis are retried until ctx ends. It returns when the
+// successful try was sent (what Hold counts from).
+func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) (time.Time, error) {
 	told := false
 	for {
+		sent := time.Now()
 		ok, holder, err := l.TryAcquire(ctx)
 		if err == nil && ok {
-			return nil
+			return sent, nil
 		}
 		if err == nil && !told && holder != "" {
 			told = true
@@ -123,7 +125,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(holder string)) error 
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gcs lease: %w", ctx.Err())
+			return time.Time{}, fmt.Errorf("gcs lease: %w", ctx.Err())
 		case <-time.After(RenewEvery(l.ttl)):
 		}
 	}

@@ -62,7 +62,7 @@ func TestLeaseOneHolder(t *testing.T) {
 	go func() { held <- a.Hold(hctx, time.Now()) }()
 	var waitedFor string
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	err := b.Acquire(bctx, func(h string) { waitedFor = h })
+	_, err := b.Acquire(bctx, func(h string) { waitedFor = h })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || waitedFor != "a" {
 		t.Fatalf("b.Acquire while a holds: %v (waited for %q)", err, waitedFor)
@@ -72,7 +72,7 @@ func TestLeaseOneHolder(t *testing.T) {
 		t.Fatalf("a.Hold: %v", err)
 	}
 	// a stops renewing (as a killed head): b takes the lease on expiry.
-	if err := b.Acquire(ctx, nil); err != nil {
+	if _, err := b.Acquire(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	// a finds it lost at its next renewal.
