@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gray-cluster/gray/gcs"
@@ -19,7 +20,7 @@ func (h *Head) takeLease(ctx context.Context, st gcs.Store) error {
 	if !ok {
 		return nil
 	}
-	l := rs.Lease("", h.cfg.GCSLeaseTTL)
+	l := rs.Lease(h.leaseOwner(), h.cfg.GCSLeaseTTL)
 	acquired, err := l.Acquire(ctx, func(holder string) {
 		h.log.Warn("standby head: another head holds the GCS lease; waiting to take over",
 			"holder", holder, "storage", st.Describe(), "ttl", l.TTL())
@@ -43,6 +44,22 @@ func (h *Head) takeLease(ctx context.Context, st gcs.Store) error {
 		os.Exit(3)
 	}()
 	return nil
+}
+
+// leaseOwner names this head in the lease: its host and state directory,
+// so that a head restarted on the same state after a kill -9 takes its own
+// lease back at once instead of waiting for it to expire (two live heads
+// cannot share one state directory: they would share its ports).
+func (h *Head) leaseOwner() string {
+	if h.cfg.StateDir == "" {
+		return gcs.NewLeaseOwner()
+	}
+	dir, err := filepath.Abs(h.cfg.StateDir)
+	if err != nil {
+		dir = h.cfg.StateDir
+	}
+	host, _ := os.Hostname()
+	return host + ":" + dir
 }
 
 // releaseLease hands the lease over at once (a standby need not wait for
