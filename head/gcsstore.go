@@ -11,11 +11,16 @@ import (
 // (see gcs.OpenStore: by default the bbolt file under StateDir) and the
 // tables kept on it: the internal KV, the job counter and the actor table
 // (the node and placement group tables are the cluster's, see
-// restoreTables).
+// restoreTables). On Redis it first takes the leader lease (takeLease),
+// so that the tables are loaded by the one active head.
 func (h *Head) openGCS(ctx context.Context) error {
 	st, err := gcs.OpenStore(ctx, h.cfg.GCSStorage, h.cfg.StateDir, h.log)
 	if err != nil {
 		return fmt.Errorf("head: GCS storage: %w", err)
+	}
+	if err := h.takeLease(ctx, st); err != nil {
+		st.Close()
+		return err
 	}
 	jobs, err := gcs.OpenJobs(ctx, st)
 	if err != nil {
@@ -41,6 +46,7 @@ func (h *Head) GCSStorage() string {
 }
 
 func (h *Head) closeGCS() {
+	h.releaseLease()
 	if h.gcsStore != nil {
 		if err := h.gcsStore.Close(); err != nil {
 			h.log.Warn("closing the GCS store", "err", err)

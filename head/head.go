@@ -67,6 +67,13 @@ type Config struct {
 	// GCSStorage is where the GCS tables are kept: "bolt", "memory", a
 	// redis:// URL, or "" for bolt under StateDir when it can be used.
 	GCSStorage string
+	// GCSLeaseTTL is the leader lease's time to live on a Redis store (0:
+	// gcs.DefaultLeaseTTL): a standby head takes over this long after the
+	// active one stops renewing it.
+	GCSLeaseTTL time.Duration
+	// OnLeaseLost runs when the active head loses the lease (nil: the
+	// process exits, so that two heads never serve at once).
+	OnLeaseLost func(error)
 	// JoinSecret is the secret part of the join token (default: generated
 	// once and kept in StateDir).
 	JoinSecret string
@@ -128,6 +135,7 @@ type Head struct {
 	billing *billing
 	// gcsStore keeps the durable GCS tables (KV, job counter).
 	gcsStore gcs.Store
+	lease    *gcs.Lease
 	// Native is the native Ray node (nil unless Config.Native.Enabled).
 	Native *node.Node
 
@@ -177,6 +185,11 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	ctx, h.cancel = context.WithCancel(ctx)
+	// First: a standby head waits here for the lease, before it binds any
+	// port or reads any table.
+	if err := h.openGCS(ctx); err != nil {
+		return err
+	}
 	if err := h.startBilling(ctx); err != nil {
 		return err
 	}
@@ -193,9 +206,6 @@ func (h *Head) Start(ctx context.Context) error {
 			h.cfg.SpillDir = filepath.Join(h.cfg.SessionDir, "spill")
 		}
 		h.Store = objectstore.NewWithSpill(h.cfg.ObjectStoreMemory, h.cfg.SpillDir)
-	}
-	if err := h.openGCS(ctx); err != nil {
-		return err
 	}
 	h.tasks = taskhistory.New(taskhistory.DefaultLimit, nil)
 	// The head is one node in both worlds: its ray:// raylet and its

@@ -71,7 +71,7 @@ func (p *Provider) session(onRegistered func(clientAddr string)) error {
 	p.startNative(reg.NativeGcsAddress, reg.NativeIp)
 	p.resendWorkerJobs()
 	go p.startGossip(reg.GossipAddress)
-	p.log.Info("connected to head", "head", p.cfg.HeadAddr, "node", p.nodeID.Hex())
+	p.log.Info("connected to head", "head", p.currentHead(), "node", p.nodeID.Hex())
 
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -61,7 +61,7 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
-	ns.agent = tunnel.NewAgent(p.tr, p.cfg.HeadAddr, tunnel.AgentConfig{Hosts: []string{ip}, DialLocal: dialLocal, Logger: p.log})
+	ns.agent = tunnel.NewAgent(p.tr, p.currentHead(), tunnel.AgentConfig{Hosts: []string{ip}, DialLocal: dialLocal, Logger: p.log})
 	if err := ns.agent.Start(ctx); err != nil {
 		p.log.Error("native Ray: tunnel agent", "err", err)
 		return

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,7 +44,8 @@ var (
 
 // Config configures a provider.
 type Config struct {
-	// HeadAddr is the head's node (QUIC) address, host:port.
+	// HeadAddr is the head's node (QUIC) address, host:port, or several
+	// comma-separated: an active head and its standbys (see heads.go).
 	HeadAddr string
 	// Token is the pool's join token, SECRET.CA_SHA256_HEX.
 	Token string
@@ -114,7 +116,11 @@ type Config struct {
 type Provider struct {
 	cfg Config
 	log *slog.Logger
-	ctx context.Context
+	// heads are the head addresses of Config.HeadAddr; head (a string) the
+	// one last connected to.
+	heads []string
+	head  atomic.Value
+	ctx   context.Context
 
 	cancel context.CancelFunc
 	tr     transport.Transport
@@ -164,7 +170,8 @@ func (p *Provider) stripe(i int) *grpc.ClientConn {
 
 // New validates the configuration.
 func New(cfg Config) (*Provider, error) {
-	if cfg.HeadAddr == "" {
+	heads := headAddrs(cfg.HeadAddr)
+	if len(heads) == 0 {
 		return nil, errors.New("provider: head address is required")
 	}
 	if cfg.Logger == nil {
@@ -193,7 +200,7 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("provider: state dir is required")
 	}
-	return &Provider{cfg: cfg, log: cfg.Logger.With("component", "provider"), events: make(chan *pb.NodeMessage, 1<<16)}, nil
+	return &Provider{cfg: cfg, log: cfg.Logger.With("component", "provider"), events: make(chan *pb.NodeMessage, 1<<16), heads: heads}, nil
 }
 
 // NodeID is the node id the head issued.
@@ -234,7 +241,15 @@ func (p *Provider) credentials(ctx context.Context) (*tls.Certificate, *x509.Cer
 			}
 		}
 	}
-	cert, ca, err := Join(ctx, p.cfg.HeadAddr, p.cfg.Token, p.cfg.Hostname, p.log)
+	var cert *tls.Certificate
+	var ca *x509.Certificate
+	var err error
+	for _, head := range p.heads { // a standby head does not answer: try the next
+		if cert, ca, err = Join(ctx, head, p.cfg.Token, p.cfg.Hostname, p.log); err == nil {
+			p.head.Store(head)
+			break
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -252,7 +267,7 @@ func (p *Provider) credentials(ctx context.Context) (*tls.Certificate, *x509.Cer
 			return nil, nil, err
 		}
 	}
-	p.log.Info("joined pool", "node", cert.Leaf.Subject.CommonName, "head", p.cfg.HeadAddr)
+	p.log.Info("joined pool", "node", cert.Leaf.Subject.CommonName, "head", p.currentHead())
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return cert, pool, nil
@@ -270,22 +285,26 @@ func (p *Provider) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.tr, err = transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log})
+	var idle time.Duration
+	if len(p.heads) > 1 {
+		idle = failoverIdleTimeout
+	}
+	p.tr, err = transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log, MaxIdleTimeout: idle})
 	if err != nil {
 		return err
 	}
-	p.conn, err = transport.NewClient(p.tr, p.cfg.HeadAddr)
+	p.conn, err = transport.NewClient(p.tr, p.heads[0], grpc.WithContextDialer(p.dialHeads(p.tr)))
 	if err != nil {
 		return err
 	}
 	for range p.cfg.TransferConns - 1 {
 		// Each transport has its own UDP socket, hence its own QUIC
 		// connection and congestion controller.
-		tr, err := transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log})
+		tr, err := transport.NewQUIC(transport.Config{Certificate: cert, CA: pool, Logger: p.log, MaxIdleTimeout: idle})
 		if err != nil {
 			return err
 		}
-		c, err := transport.NewClient(tr, p.cfg.HeadAddr, grpc.WithIdleTimeout(time.Minute))
+		c, err := transport.NewClient(tr, p.heads[0], grpc.WithIdleTimeout(time.Minute), grpc.WithContextDialer(p.dialHeads(tr)))
 		if err != nil {
 			tr.Close()
 			return err
@@ -357,7 +376,7 @@ func (p *Provider) Start(ctx context.Context) error {
 		p.Close()
 		return err
 	}
-	p.log.Info("provider started", "node", p.nodeID.Hex(), "head", p.cfg.HeadAddr, "resources", p.cfg.Resources)
+	p.log.Info("provider started", "node", p.nodeID.Hex(), "head", p.currentHead(), "resources", p.cfg.Resources)
 	return nil
 }
 

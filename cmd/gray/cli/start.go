@@ -56,6 +56,7 @@ type startFlags struct {
 	nativePorts     string
 	stateDir        string
 	gcsStorage      string
+	gcsLeaseTTL     time.Duration
 	suspectAfter    time.Duration
 	deadAfter       time.Duration
 	address         string
@@ -166,6 +167,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.stateDir, "state-dir", "", "where the pool CA (head) or node certificate (provider) is kept")
 	f.StringVar(&o.gcsStorage, "gcs-storage", "", "where the head keeps the GCS tables (KV, job counter): bolt (gcs.db under --state-dir), memory, or redis://host:port/N[?namespace=NAME] (default: bolt, or memory when the state dir cannot be written)")
 	f.DurationVar(&o.suspectAfter, "suspect-after", 5*time.Second, "silence after which a provider gets no new work (head)")
+	f.DurationVar(&o.gcsLeaseTTL, "gcs-lease-ttl", 0, "with --gcs-storage redis://: the active head's lease time to live; a standby head on the same Redis takes over this long after the active one dies (default 3s)")
 	f.DurationVar(&o.deadAfter, "dead-after", 30*time.Second, "silence after which a provider is dead and its work recovered (head)")
 	f.StringVar(&o.address, "address", "", "head node address HOST:PORT to join as a provider")
 	f.StringVar(&o.token, "token", "", "join token printed by the head (provider)")
@@ -272,7 +274,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
 		NodeAddr: nodeAddr, GossipAddr: gossipAddr, StateDir: stateDir, SpillDir: o.spillDir, NoSpill: o.noSpill,
-		GCSStorage: o.gcsStorage,
+		GCSStorage: o.gcsStorage, GCSLeaseTTL: o.gcsLeaseTTL,
 		VerifyGPUs: !o.noGPUVerify, JoinSecret: o.joinToken,
 		GPUVerifyInterval: o.gpuVerifyEvery, GPUSampleInterval: o.gpuSampleEvery,
 		SuspectAfter: o.suspectAfter, DeadAfter: o.deadAfter,
