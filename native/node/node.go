@@ -165,28 +165,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	n.store, err = plasma.New(plasma.Config{
-		SocketPath: n.layout.PlasmaSocket, Capacity: n.cfg.ObjectStoreMemory,
-		SpillDir: n.layout.SpillDir, Logger: n.log.With("part", "plasma"),
-	})
-	if err != nil {
-		return err
-	}
-	if err := n.store.Start(ctx); err != nil {
+	if n.store, err = startPlasma(ctx, n.layout, n.cfg.ObjectStoreMemory, n.log); err != nil {
 		return err
 	}
 
-	res := map[string]float64{}
-	for k, v := range n.cfg.Resources {
-		res[k] = v
-	}
-	if _, ok := res["object_store_memory"]; !ok {
-		res["object_store_memory"] = float64(n.cfg.ObjectStoreMemory)
-	}
-	// The implicit resources stock Ray gives every node and the head:
-	// libraries pin work with them (Serve's controller asks for
-	// node:__internal_head__).
-	res["node:"+n.cfg.NodeIP] = 1
+	// The head also has the implicit resource libraries pin work to it
+	// with (Serve's controller asks for node:__internal_head__).
+	res := nodeResources(n.cfg.Resources, n.cfg.ObjectStoreMemory, n.cfg.NodeIP)
 	res["node:__internal_head__"] = 1
 	n.raylet, err = nodemanager.New(nodemanager.Config{
 		NodeID: n.cfg.NodeID, NodeIP: n.cfg.NodeIP, GCSAddress: n.gcsAddr,

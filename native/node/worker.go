@@ -96,24 +96,10 @@ func StartWorker(ctx context.Context, cfg WorkerConfig) (*Worker, error) {
 			w.Close()
 		}
 	}()
-	w.store, err = plasma.New(plasma.Config{
-		SocketPath: w.layout.PlasmaSocket, Capacity: cfg.ObjectStoreMemory,
-		SpillDir: w.layout.SpillDir, Logger: w.log.With("part", "plasma"),
-	})
-	if err != nil {
+	if w.store, err = startPlasma(ctx, w.layout, cfg.ObjectStoreMemory, w.log); err != nil {
 		return nil, err
 	}
-	if err := w.store.Start(ctx); err != nil {
-		return nil, err
-	}
-	res := map[string]float64{}
-	for k, v := range cfg.Resources {
-		res[k] = v
-	}
-	if _, ok := res["object_store_memory"]; !ok {
-		res["object_store_memory"] = float64(cfg.ObjectStoreMemory)
-	}
-	res["node:"+cfg.NodeIP] = 1
+	res := nodeResources(cfg.Resources, cfg.ObjectStoreMemory, cfg.NodeIP)
 	w.raylet, err = nodemanager.New(nodemanager.Config{
 		NodeID: cfg.NodeID, NodeIP: cfg.NodeIP, ListenHost: cfg.ListenHost, GCSAddress: cfg.GCSAddress, Dial: cfg.Dial,
 		ClusterIDHex: hex.EncodeToString(cid), SessionName: name,
@@ -186,4 +172,34 @@ func (w *Worker) Close() error {
 		errs = append(errs, w.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// startPlasma starts the node's plasma store in its session directory.
+func startPlasma(ctx context.Context, layout session.Layout, capacity int64, log *slog.Logger) (*plasma.Store, error) {
+	st, err := plasma.New(plasma.Config{
+		SocketPath: layout.PlasmaSocket, Capacity: capacity,
+		SpillDir: layout.SpillDir, Logger: log.With("part", "plasma"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Start(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// nodeResources is what a raylet offers: the configured resources, the
+// object store, and the implicit node:<ip> resource stock Ray gives every
+// node.
+func nodeResources(cfg map[string]float64, objectStore int64, nodeIP string) map[string]float64 {
+	res := map[string]float64{}
+	for k, v := range cfg {
+		res[k] = v
+	}
+	if _, ok := res["object_store_memory"]; !ok {
+		res["object_store_memory"] = float64(objectStore)
+	}
+	res["node:"+nodeIP] = 1
+	return res
 }
