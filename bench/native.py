@@ -49,6 +49,28 @@ def control_plane_cpu(system):
     return total
 
 
+def stats(results, side, name):
+    """Median, half the range and count of one metric over a side's runs."""
+    vals = [v["value"] for run in results[side] for v in run if v["name"] == name]
+    if not vals:
+        return None, None, 0
+    return statistics.median(vals), (max(vals) - min(vals)) / 2, len(vals)
+
+
+def table_rows(results, names):
+    """Markdown rows: each metric for gray and stock Ray, and their ratio."""
+    rows = []
+    fmt = lambda m, s, n: "–" if m is None else "%.3g ± %.2g (n=%d)" % (m, s, n)  # noqa: E731
+    for name in names:
+        g, gs, gn = stats(results, "gray", name)
+        r, rs, rn = stats(results, "ray", name)
+        ratio = "%.2f×" % (g / r) if g and r else "–"
+        if name.startswith("control-plane"):
+            ratio = "%.2f× (lower is better)" % (g / r) if g and r else "–"
+        rows.append("| %s | %s | %s | %s |" % (name, fmt(g, gs, gn), fmt(r, rs, rn), ratio))
+    return rows
+
+
 def run(system, scale, tmp, i):
     out = os.path.join(tmp, "%s-%d.json" % (system.name, i))
     cmd = [sys.executable, WORKLOAD, system.address, "--json", out, "--scale", str(scale)]
@@ -86,12 +108,6 @@ def main():
                 system.stop()
     names = [r["name"] for r in (results["gray"] or results["ray"])[0]] if (results["gray"] or results["ray"]) else []
 
-    def stats(side, name):
-        vals = [v["value"] for run in results[side] for v in run if v["name"] == name]
-        if not vals:
-            return None, None, 0
-        return statistics.median(vals), (max(vals) - min(vals)) / 2, len(vals)
-
     day = datetime.date.today().isoformat()
     machine = "%s-%dcpu" % (platform.machine(), os.cpu_count())
     os.makedirs(a.out, exist_ok=True)
@@ -103,14 +119,7 @@ def main():
         "bench/native_workload.py; runs alternate gray, ray, gray, ...; median ± half the range." % a.cpus, "",
         "| workload | gray | stock Ray | gray / Ray |", "|---|---|---|---|",
     ]
-    for name in names:
-        g, gs, gn = stats("gray", name)
-        r, rs, rn = stats("ray", name)
-        ratio = "%.2f×" % (g / r) if g and r else "–"
-        if name.startswith("control-plane"):
-            ratio = "%.2f× (lower is better)" % (g / r) if g and r else "–"
-        fmt = lambda m, s, n: "–" if m is None else "%.3g ± %.2g (n=%d)" % (m, s, n)
-        lines.append("| %s | %s | %s | %s |" % (name, fmt(g, gs, gn), fmt(r, rs, rn), ratio))
+    lines += table_rows(results, names)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

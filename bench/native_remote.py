@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from native_pool import SecondNode, make_target  # noqa: E402
+from native import table_rows  # noqa: E402  (bench/native.py: the same table)
 
 WORKLOAD = r'''
 import json, sys, time
@@ -121,12 +121,6 @@ def main():
     first = results["gray"] or results["ray"]
     names = [r["name"] for r in first[0]] if first else []
 
-    def stats(side, name):
-        vals = [v["value"] for run in results[side] for v in run if v["name"] == name]
-        if not vals:
-            return None, None, 0
-        return statistics.median(vals), (max(vals) - min(vals)) / 2, len(vals)
-
     day = datetime.date.today().isoformat()
     machine = "%s-%dcpu" % (platform.machine(), os.cpu_count())
     os.makedirs(a.out, exist_ok=True)
@@ -139,12 +133,7 @@ def main():
         "--address` on 127.0.0.2 (plain TCP). Runs alternate gray, ray, ...; median ± half the range.", "",
         "| workload | gray | stock Ray | gray / Ray |", "|---|---|---|---|",
     ]
-    for name in names:
-        g, gs, gn = stats("gray", name)
-        r, rs, rn = stats("ray", name)
-        ratio = "%.2f×" % (g / r) if g and r else "–"
-        fmt = lambda m, s, n: "–" if m is None else "%.3g ± %.2g (n=%d)" % (m, s, n)
-        lines.append("| %s | %s | %s | %s |" % (name, fmt(g, gs, gn), fmt(r, rs, rn), ratio))
+    lines += table_rows(results, names)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
