@@ -103,8 +103,11 @@ type Server struct {
 	store *objectstore.Store
 	grpc  *grpc.Server
 	ln    net.Listener
-	ctx   context.Context
-	stop  context.CancelFunc
+	// plain serves tunnelled provider workers when the client port has TLS.
+	plain   *grpc.Server
+	plainLn net.Listener
+	ctx     context.Context
+	stop    context.CancelFunc
 
 	mu         sync.Mutex
 	sessions   map[string]*session
@@ -205,20 +208,47 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.WriteBufferSize(1 << 20),
 	}
 	if s.cfg.TLS != nil {
+		// Provider workers come through the pool's tunnel (QUIC, mutual
+		// TLS already): they get a plain-text listener on loopback.
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("clientserver: tunnel listener: %w", err)
+		}
+		s.plainLn = pl
+		s.plain = grpc.NewServer(opts...)
+		s.register(s.plain)
+		go func() { _ = s.plain.Serve(pl) }()
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	go s.publishServerLogs(s.ctx)
 	go s.sweepLoop()
-	pb.RegisterRayletDriverServer(s.grpc, s)
-	pb.RegisterRayletDataStreamerServer(s.grpc, s)
-	pb.RegisterRayletLogStreamerServer(s.grpc, s)
+	s.register(s.grpc)
 	go func() {
 		if err := s.grpc.Serve(s.ln); err != nil {
 			s.log.Error("grpc serve", "err", err)
 		}
 	}()
 	return nil
+}
+
+func (s *Server) register(g *grpc.Server) {
+	pb.RegisterRayletDriverServer(g, s)
+	pb.RegisterRayletDataStreamerServer(g, s)
+	pb.RegisterRayletLogStreamerServer(g, s)
+}
+
+// TunnelAddr is where connections that came through the pool's tunnel are
+// delivered: the client port itself, or with TLS a plain-text loopback
+// listener (the tunnel already encrypts and authenticates both ends).
+func (s *Server) TunnelAddr() string {
+	if s.plainLn != nil {
+		return s.plainLn.Addr().String()
+	}
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return ""
 }
 
 // Close stops serving and drops every session.
@@ -234,6 +264,9 @@ func (s *Server) Close() error {
 		case <-time.After(2 * time.Second):
 			s.grpc.Stop()
 		}
+	}
+	if s.plain != nil {
+		s.plain.Stop()
 	}
 	return nil
 }

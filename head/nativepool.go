@@ -38,9 +38,15 @@ type nativePool struct {
 	byNode map[string]string // provider node id (hex) -> pool address
 }
 
-func newNativePool(log *slog.Logger) *nativePool {
+// local maps an address the head dials for a tunnel to where it dials it
+// (the Ray Client port's tunnel listener for the advertised client port).
+func newNativePool(log *slog.Logger, local func(addr string) string) *nativePool {
 	np := &nativePool{log: log, byIP: map[string]string{}, byNode: map[string]string{}}
-	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, Logger: log})
+	dialLocal := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, local(addr))
+	}
+	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, DialLocal: dialLocal, Logger: log})
 	np.fw = tunnel.NewForwarder(np.hub.Dial, log)
 	return np
 }

@@ -189,7 +189,14 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 	h.Nodes.Register(g)
 	// Tunnel streams (native Ray's TCP between nodes) share the QUIC
 	// listener with the providers' gRPC.
-	h.pool = newNativePool(h.log.With("part", "tunnel"))
+	clientAddr := advertised(h.addr.String(), h.cfg.NodeIP)
+	h.pool = newNativePool(h.log.With("part", "tunnel"), func(addr string) string {
+		if addr == clientAddr && h.Client != nil {
+			// Provider workers' Ray Client connections.
+			return h.Client.TunnelAddr()
+		}
+		return addr
+	})
 	gl := tunnel.Mux(l, h.pool.hub.Handle, 10*time.Second)
 	go func() { _ = transport.Serve(ctx, g, gl) }()
 	go h.Nodes.Run(ctx)

@@ -69,6 +69,7 @@ func (p *Provider) session(onRegistered func(clientAddr string)) error {
 	}
 	onRegistered(reg.ClientAddress)
 	p.startNative(reg.NativeGcsAddress, reg.NativeIp)
+	p.retargetClient(reg.ClientAddress)
 	p.resendWorkerJobs()
 	go p.startGossip(reg.GossipAddress)
 	p.log.Info("connected to head", "head", p.currentHead(), "node", p.nodeID.Hex())

@@ -149,9 +149,10 @@ type Provider struct {
 	peers *peerNet
 
 	// extra are the additional connections objects are striped over.
-	extra    []*grpc.ClientConn
-	extraTrs []transport.Transport
-	native   nativeSide
+	extra     []*grpc.ClientConn
+	extraTrs  []transport.Transport
+	native    nativeSide
+	clientTun clientTunnel
 }
 
 // stripes is how many connections objects are striped over.
@@ -366,6 +367,10 @@ func (p *Provider) Start(ctx context.Context) error {
 	case addr := <-registered:
 		if p.cfg.ClientAddress != "" {
 			addr = p.cfg.ClientAddress
+		} else if local, err := p.clientAddress(p.ctx, addr); err == nil {
+			addr = local
+		} else {
+			p.log.Warn("workers reach the head's Ray Client port directly: no tunnel listener", "err", err)
 		}
 		p.raylet.SetClientAddress(addr)
 	case <-ctx.Done():
@@ -424,6 +429,7 @@ func (p *Provider) Close() error {
 	p.closed = true
 	p.mu.Unlock()
 	p.closeNative()
+	p.closeClientTunnel()
 	if p.raylet != nil {
 		p.raylet.Close()
 	}
