@@ -176,7 +176,7 @@ func startCmd() *cobra.Command {
 	f.StringVar(&o.nativePorts, "native-ports", "41000-41063", "TCP ports of the native raylet (first) and core workers (provider, with --native)")
 	f.BoolVar(&o.noPeer, "no-peer", false, "serve no objects to other providers directly; they get them through the head (provider)")
 	f.StringVar(&o.peerAdvertise, "peer-advertise", "", "HOST:PORT other providers reach the peer port at, e.g. behind NAT (provider; default: the node IP, or the address the head sees)")
-	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers (default: what the head advertises)")
+	f.StringVar(&o.clientAddress, "head-client-address", "", "Ray Client address of the head for this provider's workers to dial directly (default: through the provider's QUIC link to the head)")
 	f.BoolVar(&o.noGPUVerify, "no-gpu-verify", false, "offer GPUs without running the CUDA verification kernels")
 	f.DurationVar(&o.gpuVerifyEvery, "gpu-verify-interval", watch.DefaultVerifyEvery, "how often GPUs are verified again; one that fails is withdrawn until it passes (0: only at start)")
 	f.DurationVar(&o.gpuSampleEvery, "gpu-sample-interval", watch.DefaultSampleEvery, "how often GPU utilisation and memory are read for status and metrics (0: never)")
