@@ -90,6 +90,9 @@ type Config struct {
 	TLS *tls.Config
 	// Tasks, when set, records the tasks submitted (for the State API).
 	Tasks *taskhistory.History
+	// Sessions, when set, keeps the open driver sessions so that a
+	// restarted head can resume them (see Restore).
+	Sessions *gcs.Sessions
 }
 
 // Server serves Ray Client sessions.

@@ -31,6 +31,9 @@ type session struct {
 	runtimeEnv  map[string]any
 	grace       time.Duration
 	initialized bool
+	// stored: the session's record is in Config.Sessions; resumed: it
+	// was set up again from that record by a restarted head.
+	stored, resumed bool
 	streams     int
 	generation  int
 	ended       bool
