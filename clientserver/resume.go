@@ -69,25 +69,22 @@ func (s *Server) forgetSession(ss *session) {
 	if !stored {
 		return
 	}
-	if err := s.cfg.Sessions.Delete(context.WithoutCancel(s.ctxOrBackground()), ss.clientID); err != nil {
+	if err := s.cfg.Sessions.Delete(context.WithoutCancel(s.ctx), ss.clientID); err != nil {
 		s.log.Warn("cannot delete an ended session's record", "client", ss.clientID, "err", err)
 		return
 	}
 	s.log.Info("session ended; its record is deleted", "client", ss.clientID)
 }
 
-func (s *Server) ctxOrBackground() context.Context {
-	if s.ctx != nil {
-		return s.ctx
-	}
-	return context.Background()
-}
-
 // Restore sets up the driver sessions that were open when the head last
 // stopped, each waiting for its client for its reconnect grace period
 // (counted from now); one whose client does not come back ends then, as
-// any session whose client went away.
+// any session whose client went away. It runs before Start, with the
+// context Start will be given.
 func (s *Server) Restore(ctx context.Context) (int, error) {
+	if s.ctx == nil {
+		s.ctx, s.stop = context.WithCancel(ctx)
+	}
 	recs, err := s.cfg.Sessions.Load(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("clientserver: restore sessions: %w", err)

@@ -193,7 +193,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ctx, s.stop = context.WithCancel(ctx)
+	if s.ctx == nil { // Restore may have set it up
+		s.ctx, s.stop = context.WithCancel(ctx)
+	}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
 		grpc.ChainStreamInterceptor(s.streamAuth),

@@ -1,7 +1,7 @@
 """A stock ray:// driver connected while the head is killed -9 and
 restarted (same ports and state) goes on within its reconnect grace
 period: its session comes back (same job id, namespace, runtime_env), the
-remote function and actor class it uploaded before the restart run again,
+remote function and actor class it uploaded (and its working_dir) before the restart run again,
 its detached actor on a provider keeps its state; what only the old head
 held is Ray's error: its put object raises ObjectLostError, its
 non-detached actor ActorDiedError. With the default bbolt store and with
@@ -19,13 +19,14 @@ import os, sys, time
 import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
-ray.init(CLIENT, namespace="resume", runtime_env={"env_vars": {"RESUME_VAR": "kept"}})
+ray.init(CLIENT, namespace="resume", runtime_env={"env_vars": {"RESUME_VAR": "kept"}, "working_dir": WD})
 ctx = ray.get_runtime_context()
 print("job=" + ctx.get_job_id(), flush=True)
 
 @ray.remote(num_cpus=0)
 def f(x):
-    return x * 2, os.environ.get("RESUME_VAR")
+    import resume_mod
+    return x * 2, os.environ.get("RESUME_VAR") + "/" + resume_mod.TOKEN
 
 @ray.remote(num_cpus=0)
 class Counter:
@@ -83,7 +84,10 @@ def check_resume(head, tmp_path, capsys):
     head.start()
     prov = Provider(head.cmd[0], head, num_cpus=2, extra=["--resources", '{"ftnode": 2}'])
     signal = str(tmp_path / "signal")
-    driver = head.client("SIGNAL = %r\n" % signal + DRIVER)
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "resume_mod.py").write_text('TOKEN = "from-working-dir"\n')
+    driver = head.client("SIGNAL = %r\nWD = %r\n" % (signal, str(wd)) + DRIVER)
     try:
         before = []
         for line in driver.stdout:
@@ -106,7 +110,7 @@ def check_resume(head, tmp_path, capsys):
         after = values(out)
         pause = float(after.pop("first_call_at")) - killed
         assert after == {
-            "task_after": "4", "env_after": "kept", "job_after": before["job"], "namespace_after": "resume",
+            "task_after": "4", "env_after": "kept/from-working-dir", "job_after": before["job"], "namespace_after": "resume",
             "det_after": "3", "det_by_name": "4", "obj_after": "ObjectLostError",
             "plain_after": "ActorDiedError", "new_task": "new", "new_actor": "1",
         }, (after, head.logs()[-4000:])
