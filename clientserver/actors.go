@@ -164,6 +164,9 @@ func (s *Server) callActor(ss *session, reqID int32, t *pb.ClientTask, data [][]
 	if err != nil {
 		return s.invalidTicket(rayerr.ValueError("bad actor id: " + err.Error())), false
 	}
+	if e, died := s.resumedActorCall(ss, aid); died {
+		return s.invalidTicket(e), false
+	}
 	if _, ok := s.cfg.Actors.Get(aid); !ok {
 		return s.invalidTicket(rayerr.ValueError(fmt.Sprintf("actor %s is not known to the server", aid.Hex()))), false
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/internal/ids"
 	"github.com/gray-cluster/gray/internal/pickle"
 	"github.com/gray-cluster/gray/objectstore"
@@ -170,6 +171,7 @@ func (s *Server) endSession(ss *session) {
 		}
 	}
 	s.mu.Unlock()
+	s.forgetSession(ss)
 	n := s.store.ReleaseAll(ss.holder())
 	s.endSessionActors(ss)
 	if initialized && ss.workerID == "" {
@@ -336,6 +338,10 @@ func (s *Server) finishPut(ss *session, reqID int32, p *pb.PutRequest) *pb.PutRe
 		s.objMeta[oid] = &objectMeta{selfRefs: selfRefs}
 	}
 	s.mu.Unlock()
+	if len(clientRef) > 0 && ss.workerID == "" {
+		// A function or class pickle: tasks name it by id from now on.
+		s.persistPayload(ss, gcs.SessionPayload{Object: oid, ClientRef: clientRef, SelfRefs: selfRefs, Data: concat(chunks)})
+	}
 	if actors := actorStubs(stubs); len(actors) > 0 {
 		s.objectHoldsActors(oid, actors, ss.workerID != "" && isAnchor(chunks))
 	}

@@ -37,6 +37,12 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	// A runtime_env gray cannot set up fails the session's tasks with
 	// RuntimeEnvSetupError, as Ray fails them, not the connection.
 	env, envErr := s.resolveRuntimeEnv(s.kvAccountOf(ss), runtimeEnv)
+	fresh := false
+	defer func() {
+		if fresh {
+			s.persistSession(ss) // after the session's lock is released
+		}
+	}()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.initialized { // a reconnecting client replays init
@@ -68,6 +74,7 @@ func (s *Server) init(ss *session, r *pb.InitRequest) *pb.InitResponse {
 	ss.runtimeEnv = runtimeEnv
 	ss.grace = time.Duration(r.ReconnectGracePeriod) * time.Second
 	ss.initialized = true
+	fresh = ss.workerID == ""
 	return &pb.InitResponse{Ok: true}
 }
 

@@ -47,6 +47,11 @@ func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !s.store.Contains(oid) {
+			if err := ss.lostAtRestart(oid); err != nil {
+				return nil, err
+			}
+		}
 		if !s.store.Contains(oid) || !s.mayUse(ss, oid) {
 			return nil, notHeldError{fmt.Sprintf("ClientObjectRef %s is not found for client %s", oid.Hex(), ss.clientID)}
 		}
@@ -82,7 +87,7 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	}
 	list, err := s.parseIDs(req.Ids, ss)
 	if err != nil {
-		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
+		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
@@ -243,7 +248,7 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
 	}
 	if err != nil {
-		sendErr(s.errorPickle(rayerr.ValueError(err.Error())))
+		sendErr(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
 		done()
 		return
 	}

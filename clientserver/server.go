@@ -90,6 +90,9 @@ type Config struct {
 	TLS *tls.Config
 	// Tasks, when set, records the tasks submitted (for the State API).
 	Tasks *taskhistory.History
+	// Sessions, when set, keeps the open driver sessions so that a
+	// restarted head can resume them (see Restore).
+	Sessions *gcs.Sessions
 }
 
 // Server serves Ray Client sessions.
@@ -193,7 +196,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ctx, s.stop = context.WithCancel(ctx)
+	if s.ctx == nil { // Restore may have set it up
+		s.ctx, s.stop = context.WithCancel(ctx)
+	}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
 		grpc.ChainStreamInterceptor(s.streamAuth),

@@ -31,10 +31,13 @@ type session struct {
 	runtimeEnv  map[string]any
 	grace       time.Duration
 	initialized bool
-	streams     int
-	generation  int
-	ended       bool
-	cleanupReq  bool
+	// stored: the session's record is in Config.Sessions; resumed: it
+	// was set up again from that record by a restarted head.
+	stored, resumed bool
+	streams         int
+	generation      int
+	ended           bool
+	cleanupReq      bool
 
 	// Reliable delivery across reconnects (OrderedResponseCache semantics).
 	cache     map[int32]*pb.DataResponse

@@ -136,3 +136,16 @@ func (j *Jobs) List() []JobInfo {
 	}
 	return out
 }
+
+// Resume registers a job that was running when the head stopped and whose
+// driver session is coming back (see Sessions), under its old id.
+func (j *Jobs) Resume(info JobInfo) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	info.Alive = true
+	info.EndTime = time.Time{}
+	j.jobs[info.ID] = &info
+	if n := info.ID.Int(); n >= j.next {
+		j.next = n + 1
+	}
+}

@@ -288,9 +288,15 @@ func (h *Head) Start(ctx context.Context) error {
 		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
 		JobOrigin: h.jobOrigin,
 		Tasks:     h.tasks,
+		Sessions:  gcs.NewSessionTable(h.gcsStore),
 	})
 	if err != nil {
 		return err
+	}
+	if n, err := cs.Restore(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		h.log.Info("driver sessions wait for their clients", "sessions", n)
 	}
 	if err := os.MkdirAll(filepath.Join(h.cfg.SessionDir, "packages"), 0o755); err != nil {
 		return err
