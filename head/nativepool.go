@@ -36,17 +36,37 @@ type nativePool struct {
 	mu     sync.Mutex
 	byIP   map[string]string // pool address -> provider node id (hex)
 	byNode map[string]string // provider node id (hex) -> pool address
+	ports  map[string][2]int // provider node id -> its native port range
 }
 
 // local maps an address the head dials for a tunnel to where it dials it
 // (the Ray Client port's tunnel listener for the advertised client port).
-func newNativePool(log *slog.Logger, local func(addr string) string) *nativePool {
-	np := &nativePool{log: log, byIP: map[string]string{}, byNode: map[string]string{}}
+//
+// headAllows vets what a provider may reach on the head itself (the Ray
+// Client port and the native node's services); providers' pool addresses
+// are reachable on their native ports only.
+func newNativePool(log *slog.Logger, local func(addr string) string, headAllows func(addr string) bool) *nativePool {
+	np := &nativePool{log: log, byIP: map[string]string{}, byNode: map[string]string{}, ports: map[string][2]int{}}
 	dialLocal := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, local(addr))
 	}
-	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, DialLocal: dialLocal, Logger: log})
+	allow := func(_, target string) bool {
+		host, p, err := net.SplitHostPort(target)
+		port, perr := strconv.Atoi(p)
+		if err != nil || perr != nil {
+			return false
+		}
+		np.mu.Lock()
+		node, isPool := np.byIP[host]
+		r := np.ports[node]
+		np.mu.Unlock()
+		if isPool {
+			return port >= r[0] && port <= r[1]
+		}
+		return headAllows(target)
+	}
+	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, DialLocal: dialLocal, AllowTarget: allow, Logger: log})
 	np.fw = tunnel.NewForwarder(np.hub.Dial, log)
 	return np
 }
@@ -101,6 +121,7 @@ func (np *nativePool) join(ctx context.Context, node ids.NodeID, reg *pb.Registe
 		ip = poolIP(id, func(s string) bool { _, t := np.byIP[s]; return t })
 		np.byNode[id], np.byIP[ip] = ip, id
 	}
+	np.ports[id] = [2]int{lo, hi}
 	np.mu.Unlock()
 	if local {
 		np.log.Info("provider on this machine joined native Ray", "node", id, "pool_address", ip)

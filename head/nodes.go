@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -196,6 +197,16 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 			return h.Client.TunnelAddr()
 		}
 		return addr
+	}, func(addr string) bool {
+		// Providers reach the head's Ray Client port and its native
+		// node's services on the node IP (GCS, raylet, core workers and
+		// drivers), nothing else of the head machine.
+		if addr == clientAddr {
+			return true
+		}
+		host, p, err := net.SplitHostPort(addr)
+		port, perr := strconv.Atoi(p)
+		return err == nil && perr == nil && h.Native != nil && host == h.Native.NodeIP() && h.Native.ServesPort(port)
 	})
 	gl := tunnel.Mux(l, h.pool.hub.Handle, 10*time.Second)
 	go func() { _ = transport.Serve(ctx, g, gl) }()

@@ -29,6 +29,11 @@ type HubConfig struct {
 	// Allow, if set, vets every tunnel stream's peer by node id; refused
 	// peers get ErrRefused. Peers without a certificate are always refused.
 	Allow func(nodeID string) bool
+	// AllowTarget, if set, vets every dial a provider asks for (from is its
+	// node id, target "ip:port"): the head decides which of its own ports
+	// and which of the other providers' ports a provider may reach.
+	// Refused dials get ErrRefused. The head's own Dial is not vetted.
+	AllowTarget func(from, target string) bool
 	// DialLocal dials the head's own targets. Default: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HeaderTimeout bounds reading a stream's header or status and writing
@@ -190,6 +195,11 @@ func (h *Hub) reply(c net.Conn, err error) error {
 
 // serveDial connects a provider's dial stream to its target.
 func (h *Hub) serveDial(c net.Conn, from, target string) {
+	if h.cfg.AllowTarget != nil && !h.cfg.AllowTarget(from, target) {
+		h.log.Warn("tunnel: dial refused", "from", from, "target", target)
+		_ = h.reply(c, fmt.Errorf("%w: %s may not reach %s", ErrRefused, from, target))
+		return
+	}
 	conn, err := h.dial(h.ctx, target)
 	if err != nil {
 		h.log.Debug("tunnel: dial failed", "from", from, "target", target, "err", err)

@@ -313,3 +313,55 @@ func TestAgentReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// AllowTarget vets providers' dials: a refused target gets ErrRefused and
+// no local dial anywhere; allowed ones and the head's own dials go through.
+func TestAllowTarget(t *testing.T) {
+	t.Parallel()
+	eachKind(t, func(t *testing.T, kind string) {
+		ctx := testCtx(t)
+		var allowed string // the one provider target allowed
+		c := newCluster(t, kind, clusterOpts{hub: func(cfg *HubConfig) {
+			cfg.AllowTarget = func(from, target string) bool { return from == nodeA && target == allowed }
+		}})
+		a, b := c.provs[nodeA], c.provs[nodeB]
+		allowed = echoServer(t, vipB)
+		denied := echoServer(t, vipB)
+		onHead := echoServer(t, "127.0.0.1")
+		for _, tc := range []struct {
+			name   string
+			agent  *Agent
+			target string
+		}{
+			{"A to B's port not allowed", a.agent, denied},
+			{"A to the head's port not allowed", a.agent, onHead},
+			{"B to the allowed target (allowed for A only)", b.agent, allowed},
+		} {
+			before := b.dials.Load()
+			conn, err := tc.agent.Dial(ctx, tc.target)
+			if err == nil {
+				_ = conn.Close()
+				t.Fatalf("%s: dial succeeded", tc.name)
+			}
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("%s: %v, want ErrRefused", tc.name, err)
+			}
+			if got := b.dials.Load(); got != before {
+				t.Fatalf("%s: B dialled locally (%d → %d)", tc.name, before, got)
+			}
+		}
+		conn, err := a.agent.Dial(ctx, allowed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := roundTrip(conn, []byte("allowed")); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.Close()
+		conn, err = c.hub.Dial(ctx, denied) // the head itself is not vetted
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.Close()
+	})
+}

@@ -275,3 +275,15 @@ func (n *Node) GCS() *gcsserver.Server { return n.gcs }
 
 // Plasma is the node's object store; nil before Start.
 func (n *Node) Plasma() *plasma.Store { return n.store }
+
+// ServesPort reports whether port on the node IP is one of the node's Ray
+// services: the GCS, the raylet, or a registered core worker or driver.
+func (n *Node) ServesPort(port int) bool {
+	if _, p, err := net.SplitHostPort(n.gcsAddr); err == nil && p == strconv.Itoa(port) {
+		return true
+	}
+	return n.raylet != nil && n.raylet.ServesPort(port)
+}
+
+// NodeIP is the node's address in Ray's tables.
+func (n *Node) NodeIP() string { return n.cfg.NodeIP }

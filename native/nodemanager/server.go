@@ -459,3 +459,20 @@ func (r *Raylet) pruneHistory(now time.Time) {
 		}
 	}
 }
+
+// ServesPort reports whether port is this raylet's gRPC port or the port a
+// core worker or driver registered with it listens on: the targets on this
+// node other nodes' core workers may need to reach.
+func (r *Raylet) ServesPort(port int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if port == r.port {
+		return true
+	}
+	for _, w := range r.byID {
+		if int(w.port) == port {
+			return true
+		}
+	}
+	return false
+}
