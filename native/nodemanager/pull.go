@@ -27,6 +27,10 @@ import (
 // fetchChunk is the size of the data chunks of a fetch stream.
 const fetchChunk = 1 << 20
 
+// pullGiveUp ends a pull that found no copy for this long (a core worker
+// still waiting asks again, which starts a new pull).
+const pullGiveUp = 10 * time.Minute
+
 // copier is the part of the store that moves whole objects between nodes.
 type copier interface {
 	Read(id ObjectID) (data, metadata []byte, ok bool)
@@ -91,8 +95,9 @@ func (p *puller) want(m objectsWithOwners) {
 func (p *puller) pull(cp copier, id ObjectID, owner *commonpb.Address) {
 	r := p.r
 	wait := 50 * time.Millisecond
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
-		if r.ctx.Err() != nil || r.cfg.Store.Contains(id) {
+		if r.ctx.Err() != nil || r.cfg.Store.Contains(id) || time.Since(start) > pullGiveUp {
 			return
 		}
 		done, err := p.pullOnce(cp, id, owner)
