@@ -124,6 +124,13 @@ type Record struct {
 	EntrypointLabelSelector map[string]string  `json:"entrypoint_label_selector,omitempty"`
 	Account                 string             `json:"account"`
 	LogPath                 string             `json:"log_path"`
+	// What a restarted head needs to adopt a running entrypoint: its
+	// leader's start time (/proc/PID/stat, so that a reused pid is not
+	// taken for it), the file its wrapper writes the exit code to, and the
+	// id of the credential it runs with (revoked when it ends).
+	DriverStartTime uint64 `json:"driver_start_time,omitempty"`
+	StatusPath      string `json:"status_path,omitempty"`
+	CredentialID    string `json:"credential_id,omitempty"`
 }
 
 func (r Record) clone() Record {
