@@ -45,24 +45,32 @@ print("done", flush=True)
 class JobsHead(FailoverHead):
     """A FailoverHead whose Jobs API (status port) is fixed too."""
 
-    def __init__(self, gray_bin, storage=None):
-        super().__init__(gray_bin, storage)
+    def __init__(self, gray_bin, storage=None, extra=()):
+        super().__init__(gray_bin, storage, extra=extra)
+        self.token = None
         self.status_port = free_port()
         i = self.cmd.index("--status-port")
         self.cmd[i + 1] = str(self.status_port)
         self.url = "http://127.0.0.1:%d" % self.status_port
 
+    def start(self):
+        super().start()
+        path = os.path.join(self.state_dir, "operator.token")
+        self.operator_token = open(path).read().strip() if "token" in self.cmd else None
 
-def cli_env():
+
+def cli_env(head=None):
     env = dict(os.environ)
-    for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_HEADERS"):
+    for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_JOB_HEADERS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         env.pop(k, None)
+    if head is not None and head.operator_token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.operator_token)
     return env
 
 
 def ray_job(head, *args, check=True):
     r = subprocess.run([RAY, "job", args[0], "--address", head.url, *args[1:]], capture_output=True, text=True,
-                       timeout=180, env=cli_env())
+                       timeout=180, env=cli_env(head))
     if check:
         assert r.returncode == 0, "ray job %s exited %d:\n%s\n%s" % (args, r.returncode, r.stdout, r.stderr)
     return r
@@ -79,6 +87,13 @@ def status(head, sid):
         if "Job '%s' %s" % (sid, word) in out:
             return st
     raise AssertionError("no status in:\n" + out)
+
+
+def api(head, path):
+    headers = {"Authorization": "Bearer " + head.operator_token} if head.operator_token else {}
+    r = requests.get(head.url + path, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def submit(head, tmp_path, name, signal_file):
@@ -111,7 +126,7 @@ def check_job_survives(head, tmp_path, capsys):
     assert status(head, sid) == "RUNNING", head.logs()[-4000:]
     # A follower started after the restart streams to the end.
     follow = subprocess.Popen([RAY, "job", "logs", "-f", "--address", head.url, sid], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=cli_env())
+                              stderr=subprocess.STDOUT, text=True, env=cli_env(head))
     open(sig, "w").close()
     wait_for(lambda: status(head, sid) in ("SUCCEEDED", "FAILED"), timeout=180, every=0.2)
     ended = time.time() - killed
@@ -122,9 +137,14 @@ def check_job_survives(head, tmp_path, capsys):
     assert "done" in logs
     followed, _ = follow.communicate(timeout=60)
     assert "after 5 -> 25" in followed and "done" in followed, followed
-    info = requests.get(head.url + "/api/jobs/" + sid, timeout=30).json()
+    info = api(head, "/api/jobs/" + sid)
     assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
     first = float(logs.split("first_after_at=", 1)[1].split()[0]) - killed
+    if head.operator_token:
+        # The job's token worked across the restart (its driver ran tasks
+        # after it) and is revoked now that the job has ended.
+        toks = [t for t in api(head, "/api/gray/tokens") if t.get("note") == "job " + sid]
+        assert len(toks) == 1 and toks[0].get("revoked"), toks
     with capsys.disabled():
         print("\n[%s] job adopted: kill -9 -> head serving %.2fs, -> entrypoint's first task after %.2fs, "
               "-> SUCCEEDED seen %.2fs" % (head.storage, serving, first, ended))
@@ -146,6 +166,14 @@ def test_running_job_survives_head_restart_redis(gray_bin, tmp_path, capsys, red
         head.stop()
 
 
+def test_running_job_survives_head_restart_token_mode(gray_bin, tmp_path, capsys):
+    head = JobsHead(gray_bin, extra=["--auth-mode", "token"])
+    try:
+        check_job_survives(head, tmp_path, capsys)
+    finally:
+        head.stop()
+
+
 def test_job_dead_while_head_was_down_fails(gray_bin, tmp_path):
     head = JobsHead(gray_bin)
     try:
@@ -159,7 +187,7 @@ def test_job_dead_while_head_was_down_fails(gray_bin, tmp_path):
         head.start()
         wait_for(lambda: status(head, sid) == "FAILED", timeout=60, every=0.2)
         out = ray_job(head, "status", sid).stdout
-        info = requests.get(head.url + "/api/jobs/" + sid, timeout=30).json()
+        info = api(head, "/api/jobs/" + sid)
         assert info["error_type"] == "JOB_SUPERVISOR_ACTOR_DIED" and info["driver_exit_code"] is None, info
         assert "ended while the head was down" in info["message"], info
     finally:
