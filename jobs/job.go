@@ -3,7 +3,8 @@
 // per-job directory holding its unpacked working_dir, with its stdout and
 // stderr in one log file; its status follows Ray's PENDING → RUNNING →
 // SUCCEEDED / FAILED / STOPPED with Ray's messages, error types and exit
-// codes. The Manager keeps job records behind a Store (in memory now) and
+// codes. The Manager keeps job records behind a Store (in memory or the
+// GCS store; a restarted head adopts the entrypoints still running) and
 // lists the pool's other drivers (Ray Client sessions, native drivers) as
 // DRIVER jobs, as Ray's job table does. The HTTP adapter is jobs/httpapi.
 package jobs
