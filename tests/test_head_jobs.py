@@ -200,3 +200,23 @@ def _zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_adopted_job_stops(gray_bin, tmp_path):
+    """`ray job stop` after the restart ends the adopted entrypoint's whole
+    process group and the job reads STOPPED."""
+    head = JobsHead(gray_bin)
+    try:
+        head.start()
+        sid = submit(head, tmp_path, "gray-adopt-stop", str(tmp_path / "never"))
+        logs = wait_logs(head, sid, "waiting pid=")
+        pid = int(logs.split("waiting pid=", 1)[1].split()[0])
+        pgid = os.getpgid(pid)
+        head.kill9()
+        head.start()
+        assert status(head, sid) == "RUNNING", head.logs()[-4000:]
+        ray_job(head, "stop", sid)
+        wait_for(lambda: status(head, sid) == "STOPPED", timeout=60, every=0.2)
+        wait_for(lambda: _zombie(pid) and _zombie(pgid), timeout=30, every=0.05)
+    finally:
+        head.stop()
