@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -95,7 +96,8 @@ func (h *Head) startJobs(ctx context.Context) error {
 		},
 		Resources:   raylethold{h.Raylet},
 		Drivers:     headDrivers{h},
-		Credentials: h.jobCredentials(),
+		Credentials: h.jobCredentials(), ReleaseCredentials: h.releaseJobCredential,
+		Wrapper: jobWrapper(),
 		Addresses: func() jobs.Addresses {
 			// With token auth an entrypoint is a Ray Client of its
 			// submitter's account, never a native driver (the native GCS
@@ -243,22 +245,37 @@ func (h *Head) accountKV(account string) []byte {
 }
 
 // jobCredentials gives an entrypoint, with token auth, a token of its
-// submitter's account for as long as it runs (revoked when it exits);
-// without auth it needs none.
-func (h *Head) jobCredentials() func(ctx context.Context, account, sid string) ([]string, func(), error) {
+// submitter's account for as long as it runs (revoked when it exits, by
+// releaseJobCredential, also by a restarted head); without auth it needs
+// none.
+func (h *Head) jobCredentials() func(ctx context.Context, account, sid string) ([]string, string, error) {
 	if !h.auth.Enabled() {
 		return nil
 	}
-	return func(_ context.Context, account, sid string) ([]string, func(), error) {
+	return func(_ context.Context, account, sid string) ([]string, string, error) {
 		tok, info, err := h.auth.Create(account, false, "job "+sid)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", err
 		}
-		release := func() {
-			if _, err := h.auth.Revoke(info.ID); err != nil {
-				h.log.Warn("jobs: cannot revoke a finished job's token", "submission_id", sid, "err", err)
-			}
-		}
-		return []string{"RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=" + tok}, release, nil
+		return []string{"RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=" + tok}, info.ID, nil
 	}
+}
+
+// releaseJobCredential revokes a finished job's token.
+func (h *Head) releaseJobCredential(id string) {
+	if _, err := h.auth.Revoke(id); err != nil {
+		h.log.Warn("jobs: cannot revoke a finished job's token", "token_id", id, "err", err)
+	}
+}
+
+// jobWrapper runs entrypoints under this binary's job-entrypoint command,
+// which records their exit codes for a restarted head (nil when the
+// binary cannot be found: entrypoints then die with the head's
+// supervision).
+func jobWrapper() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	return []string{exe, jobs.WrapperCommand}
 }

@@ -131,6 +131,7 @@ func testManager(t *testing.T, edit func(*Config)) (*Manager, *fakeClock) {
 			return Addresses{Client: "127.0.0.1:10001", NodeID: "aa", NodeIP: "127.0.0.1", APIServer: "http://127.0.0.1:8265"}
 		},
 		Resources: newFakeResources(map[string]float64{"CPU": 1}),
+		Wrapper:   testWrapper(t),
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -148,6 +149,24 @@ func testManager(t *testing.T, edit func(*Config)) (*Manager, *fakeClock) {
 		m.Close()
 	})
 	return m, clk
+}
+
+// TestMain lets the test binary be the entrypoint wrapper too, as the
+// gray binary is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == WrapperCommand {
+		os.Exit(RunWrapper(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func testWrapper(t *testing.T) []string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{exe, WrapperCommand}
 }
 
 func wait(t *testing.T, m *Manager, sid string) Record {

@@ -3,7 +3,8 @@
 // per-job directory holding its unpacked working_dir, with its stdout and
 // stderr in one log file; its status follows Ray's PENDING → RUNNING →
 // SUCCEEDED / FAILED / STOPPED with Ray's messages, error types and exit
-// codes. The Manager keeps job records behind a Store (in memory now) and
+// codes. The Manager keeps job records behind a Store (in memory or the
+// GCS store; a restarted head adopts the entrypoints still running) and
 // lists the pool's other drivers (Ray Client sessions, native drivers) as
 // DRIVER jobs, as Ray's job table does. The HTTP adapter is jobs/httpapi.
 package jobs
@@ -124,6 +125,13 @@ type Record struct {
 	EntrypointLabelSelector map[string]string  `json:"entrypoint_label_selector,omitempty"`
 	Account                 string             `json:"account"`
 	LogPath                 string             `json:"log_path"`
+	// What a restarted head needs to adopt a running entrypoint: its
+	// leader's start time (/proc/PID/stat, so that a reused pid is not
+	// taken for it), the file its wrapper writes the exit code to, and the
+	// id of the credential it runs with (revoked when it ends).
+	DriverStartTime uint64 `json:"driver_start_time,omitempty"`
+	StatusPath      string `json:"status_path,omitempty"`
+	CredentialID    string `json:"credential_id,omitempty"`
 }
 
 func (r Record) clone() Record {

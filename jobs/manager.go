@@ -71,8 +71,16 @@ type Config struct {
 	Addresses func() Addresses
 	// Credentials, when set, gives an entrypoint the environment it
 	// authenticates with as its job's account (a token of that account
-	// while it runs); release is called once it has exited.
-	Credentials func(ctx context.Context, account, submissionID string) (env []string, release func(), err error)
+	// while it runs) and the credential's id, which is kept in the job's
+	// record and given to ReleaseCredentials once the entrypoint has
+	// exited (by this head or a restarted one).
+	Credentials        func(ctx context.Context, account, submissionID string) (env []string, id string, err error)
+	ReleaseCredentials func(id string)
+	// Wrapper is the argv prefix of RunWrapper (e.g. the gray binary and
+	// WrapperCommand): entrypoints run under it record their exit code in
+	// a file, so that a head restarted after a kill adopts them. nil: the
+	// entrypoint runs plainly and a restarted head marks it FAILED.
+	Wrapper []string
 	// Python is the pool's Python: its directory goes first on the
 	// entrypoint's PATH, so that `python` there is the one with ray.
 	Python string
@@ -182,29 +190,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	m.ctx, m.cancel = context.WithCancel(ctx)
-	return m.endOrphans(ctx)
-}
-
-// endOrphans marks FAILED the jobs a durable store still has as pending or
-// running: their supervisor was the head process that stopped before they
-// ended, and no one watches them now.
-func (m *Manager) endOrphans(ctx context.Context) error {
-	recs, err := m.store.List(ctx)
-	if err != nil {
-		return fmt.Errorf("jobs: reading the job records: %w", err)
-	}
-	for _, r := range recs {
-		if r.Status.Terminal() {
-			continue
-		}
-		r.Status, r.ErrorType, r.EndTime = Failed, SupervisorDied, m.nowMs()
-		r.Message = "Job supervisor actor died: the head stopped while the job was pending or running, and a restarted head does not take jobs over."
-		if err := m.store.Put(ctx, r); err != nil {
-			return fmt.Errorf("jobs: ending job %s of the previous head: %w", r.SubmissionID, err)
-		}
-		m.log.Warn("job of the previous head run marked failed", "submission_id", r.SubmissionID)
-	}
-	return nil
+	return m.resume(ctx)
 }
 
 // Close ends every running entrypoint (SIGKILL to its group) and waits
@@ -431,6 +417,7 @@ func (m *Manager) Delete(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	_ = os.RemoveAll(filepath.Join(m.cfg.JobsDir, rec.SubmissionID))
+	_ = os.Remove(filepath.Join(m.cfg.JobsDir, rec.SubmissionID+".exit"))
 	return true, nil
 }
 

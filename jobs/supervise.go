@@ -133,47 +133,68 @@ func (m *Manager) run(sid string, lj *liveJob, rec Record, env jobEnv, cwd strin
 	addrs := m.cfg.Addresses()
 	penv := m.entrypointEnv(rec, env, pypath, addrs)
 	if m.cfg.Credentials != nil {
-		cred, release, err := m.cfg.Credentials(m.ctx, rec.Account, sid)
+		cred, id, err := m.cfg.Credentials(m.ctx, rec.Account, sid)
 		if err != nil {
 			msg := fmt.Sprintf("Failed to give the entrypoint its credentials: %v", err)
 			fmt.Fprintln(log, msg)
 			m.finish(sid, Failed, CommandStartError, msg, nil)
 			return
 		}
-		defer release()
+		rec.CredentialID = id
+		if _, err := m.update(sid, func(r *Record) { r.CredentialID = id }); err != nil {
+			m.log.Warn("job record lost", "submission_id", sid, "err", err)
+		}
 		penv = append(penv, cred...)
 	}
-	p, err := startProcess(m.cfg.Shell, rec.Entrypoint, cwd, penv, log)
+	statusPath := filepath.Join(m.cfg.JobsDir, sid+".exit")
+	_ = os.Remove(statusPath)
+	p, err := startProcess(m.cfg.Shell, m.cfg.Wrapper, statusPath, rec.Entrypoint, cwd, penv, log)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to start the entrypoint command: %v", err)
 		fmt.Fprintln(log, msg)
+		m.releaseCredential(rec)
 		m.finish(sid, Failed, CommandStartError, msg, nil)
 		return
 	}
 	if _, err := m.update(sid, func(r *Record) {
 		r.Status, r.Message, r.DriverPID = Running, "", p.pid()
+		r.DriverStartTime, r.StatusPath = p.startTime, p.statusPath
 		r.DriverNodeID, r.DriverAgentHTTPAddress = addrs.NodeID, addrs.APIServer
 	}); err != nil {
 		m.log.Warn("job record lost", "submission_id", sid, "err", err)
 	}
 	m.log.Info("job running", "submission_id", sid, "pid", p.pid(), "cwd", cwd)
+	m.watch(sid, lj, rec, p)
+}
+
+// watch waits for a running entrypoint (started by this head or adopted)
+// to exit or be stopped, and records how it ended.
+func (m *Manager) watch(sid string, lj *liveJob, rec Record, p *process) {
 	select {
 	case <-p.done:
 	case <-lj.stop:
 		m.stopProcess(p)
+		m.releaseCredential(rec)
 		m.finish(sid, Stopped, "", "", nil)
 		return
 	case <-m.ctx.Done():
 		_ = p.signalGroup(syscall.SIGKILL)
 		<-p.done
+		p.awaitGroupGone(time.Second)
+		m.releaseCredential(rec)
 		m.finish(sid, Failed, SupervisorDied, "Job supervisor actor died: the head shut down while the job ran.", nil)
 		return
 	}
+	m.releaseCredential(rec)
 	if lj.stopRequested() {
 		m.finish(sid, Stopped, "", "", nil)
 		return
 	}
-	code := p.exitCode()
+	code, ok := p.exitCode()
+	if !ok {
+		m.finish(sid, Failed, SupervisorDied, "Job supervisor actor died: the job's entrypoint ended while the head was down, and left no exit code.", nil)
+		return
+	}
 	if code == 0 {
 		m.finish(sid, Succeeded, "", "", &code)
 		return
