@@ -229,6 +229,20 @@ func groupAlive(pgid int) bool {
 	return false
 }
 
+// groupGone waits until no process of the group is left (SIGKILL reaches
+// the group's other processes asynchronously: the leader may be reaped
+// before they are gone) and reports whether that happened within 10 s.
+func groupGone(pgid int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for groupAlive(pgid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond) // polling /proc for a condition, not a synchronisation
+	}
+	return true
+}
+
 func makeZip(t *testing.T, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer

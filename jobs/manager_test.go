@@ -236,7 +236,7 @@ func TestStopSendsTermThenKillsTheGroup(t *testing.T) {
 	if rec.Status != Stopped || rec.DriverExitCode != nil || rec.EndTime != clk.Now().UnixMilli() {
 		t.Fatalf("record %+v", rec)
 	}
-	if groupAlive(pgid) {
+	if !groupGone(pgid) {
 		t.Fatal("a process of the stopped job's group is still alive")
 	}
 	d, _ := m.Job(ctx, sid)
@@ -262,7 +262,7 @@ func TestStopEndsAtOnceWhenTheGroupExitsOnTerm(t *testing.T) {
 	if rec.Status != Stopped {
 		t.Fatalf("record %+v", rec)
 	}
-	if groupAlive(rec.DriverPID) {
+	if !groupGone(rec.DriverPID) {
 		t.Fatal("the group outlived its stop")
 	}
 }
@@ -369,7 +369,7 @@ func TestCloseEndsRunningEntrypoints(t *testing.T) {
 	readFifo(t, ready)
 	rec, _ := m.store.Get(ctx, sid)
 	m.Close()
-	if groupAlive(rec.DriverPID) {
+	if !groupGone(rec.DriverPID) {
 		t.Fatal("entrypoint outlived the manager")
 	}
 	rec, _ = m.store.Get(ctx, sid)

@@ -84,7 +84,7 @@ func TestAdoptedEntrypointStops(t *testing.T) {
 		t.Fatalf("stopped job %+v", got)
 	}
 	<-p.done
-	if groupAlive(p.pid()) {
+	if !groupGone(p.pid()) {
 		t.Fatal("the entrypoint's group outlived the stop")
 	}
 }
