@@ -140,8 +140,8 @@ def test_tune_survives_a_provider_killed_mid_sweep(gray_bin):
         a = SecondNode(gray_bin, head, kind, resources='{"side": 3, "pa": 1}')
         b = SecondNode(gray_bin, head, kind, resources='{"side": 3, "pb": 1}',
                        ports=getattr(head, "native_ports", 0) + 32)
-        head.check(WAIT_SIDE + """
-import tempfile, psutil, signal
+        out = head.check(WAIT_SIDE + """
+import os, tempfile, psutil, signal
 from ray import tune
 ray.init(address=ADDRESS)
 side_node(want=6)
@@ -154,7 +154,7 @@ def kill_node(tmp):
     procs = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if any(tmp in arg for arg in p.info["cmdline"] or []):
+            if p.pid != os.getpid() and any(tmp in arg for arg in p.info["cmdline"] or []):
                 procs += [p] + p.children(recursive=True)
         except psutil.Error:
             pass
@@ -167,6 +167,9 @@ def kill_node(tmp):
 
 class Killer(tune.Callback):
     killed = False
+    recovered = 0
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        Killer.recovered += 1
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if not Killer.killed and result.get("node") == victim:
             Killer.killed = True
@@ -186,6 +189,8 @@ res = tune.Tuner(
                               failure_config=tune.FailureConfig(max_failures=3)),
 ).fit()
 assert Killer.killed, "no trial ran on the victim"
+assert Killer.recovered >= 1, "no trial was retried"
+print("trials retried:", Killer.recovered)
 assert len(res) == 4 and not res.errors, res.errors
 assert sorted(r.config["x"] for r in res) == [1, 2, 3, 4]
 assert all(r.metrics["training_iteration"] == 6 for r in res), [r.metrics for r in res]
@@ -193,6 +198,7 @@ assert {r.metrics["node"] for r in res} == {survivor}, [r.metrics["node"] for r 
 print("ok")
 ray.shutdown()
 """.replace("VICTIM_TMP", repr(a.tmp)), timeout=400)
+        print(out)
     finally:
         for n in (b, a):
             if n is not None:
