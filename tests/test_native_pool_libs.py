@@ -103,6 +103,37 @@ ray.shutdown()
 """ % port, timeout=300)
 
 
+@pytest.mark.xfail(not stock(), strict=True, reason="gray bug: a DeploymentHandle made in a core worker on "
+                   "a provider never learns its replicas (the router's long-poll updates are not applied), so "
+                   "its calls time out; ProxyLocation.EveryNode's proxy on the provider hangs the same way")
+def test_serve_handle_inside_a_provider_actor(pool):
+    # What a proxy on the provider (ProxyLocation.EveryNode) or a model
+    # composition with replicas there does: a handle made on the provider.
+    port = free_port()
+    pool.check(WAIT_SIDE + """
+from ray import serve
+ray.init(address=ADDRESS)
+[provider] = side_node()
+
+@serve.deployment(ray_actor_options={"num_cpus": 0, "resources": {"side": 1}})
+class Where:
+    def __call__(self, x):
+        return ray.get_runtime_context().get_node_id()
+
+serve.start(http_options={"host": "127.0.0.1", "port": %d})
+serve.run(Where.bind())
+
+@ray.remote(num_cpus=0, resources={"side": 1})
+class Caller:
+    def call(self):
+        return serve.get_deployment_handle("Where", "default").remote(1).result(timeout_s=30)
+
+assert ray.get(Caller.remote().call.remote(), timeout=90) == provider
+serve.shutdown()
+ray.shutdown()
+""" % port, timeout=300)
+
+
 def test_train_workers_on_the_provider(pool):
     pool.check(WAIT_SIDE + """
 import os, tempfile, ray.train
