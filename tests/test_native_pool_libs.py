@@ -72,9 +72,13 @@ ray.shutdown()
 """, timeout=300)
 
 
-def test_serve_replicas_on_the_provider_http_through_the_head(pool):
-    # ProxyLocation.HeadOnly: one proxy, on the head, whose port is the
-    # pool's Serve ingress; the replicas it routes to are on the provider.
+@pytest.mark.parametrize("location", ["HeadOnly", "EveryNode"])
+def test_serve_replicas_on_the_provider_http_through_the_head(pool, location):
+    # HeadOnly: one proxy, on the head, whose port is the pool's Serve
+    # ingress; the replicas it routes to are on the provider. EveryNode
+    # (Serve's default) also starts a proxy on the provider, the node with
+    # the replicas; on this one machine it shares the head's port, so the
+    # requests reach either proxy, and both must route them.
     port = free_port()
     pool.check(WAIT_SIDE + """
 import urllib.request
@@ -91,21 +95,18 @@ class Where:
         name = request.query_params.get("name", "?")
         return "%%s %%s" %% (name, ray.get_runtime_context().get_node_id())
 
-serve.start(proxy_location=ProxyLocation.HeadOnly, http_options={"host": "127.0.0.1", "port": port})
+serve.start(proxy_location=ProxyLocation.%s, http_options={"host": "127.0.0.1", "port": port})
 handle = serve.run(Where.bind())
 fake = type("Request", (), {"query_params": {"name": "handle"}})()
 assert handle.remote(fake).result() == "handle " + provider
-for _ in range(4):
+for _ in range(8):
     body = urllib.request.urlopen("http://127.0.0.1:%%d/?name=web" %% port, timeout=60).read().decode()
     assert body == "web " + provider, (body, provider, head)
 serve.shutdown()
 ray.shutdown()
-""" % port, timeout=300)
+""" % (port, location), timeout=300)
 
 
-@pytest.mark.xfail(not stock(), strict=True, reason="gray bug: a DeploymentHandle made in a core worker on "
-                   "a provider never learns its replicas (the router's long-poll updates are not applied), so "
-                   "its calls time out; ProxyLocation.EveryNode's proxy on the provider hangs the same way")
 def test_serve_handle_inside_a_provider_actor(pool):
     # What a proxy on the provider (ProxyLocation.EveryNode) or a model
     # composition with replicas there does: a handle made on the provider.
