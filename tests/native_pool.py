@@ -159,23 +159,28 @@ class SecondNode:
     joined over TCP (`gray native-node`, kind "lan") or a provider that joined
     over QUIC and hosts native Ray through gray's tunnel (kind "quic")."""
 
-    def __init__(self, gray_bin, head, kind):
+    def __init__(self, gray_bin, head, kind, resources='{"side": 3}', ports=None):
+        """resources: the node's custom resources (JSON); ports: the first of
+        32 native ports for a second provider of the same pool (the first
+        provider takes head.native_ports)."""
+        if ports is None:
+            ports = getattr(head, "native_ports", 0)
         self.tmp = tempfile.mkdtemp(prefix="grm", dir="/tmp")
         self.log = open(os.path.join(self.tmp, "node.log"), "w+")
         env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
         if head.name == "ray":
             ray = os.path.join(os.path.dirname(sys.executable), "ray")
             subprocess.run([ray, "start", "--address", head.address, "--num-cpus", "2",
-                            "--resources", '{"side": 3}', "--node-ip-address", "127.0.0.2",
+                            "--resources", resources, "--node-ip-address", "127.0.0.2",
                             "--temp-dir", os.path.join(self.tmp, "ray")],
                            check=True, stdout=self.log, stderr=subprocess.STDOUT, env=env)
             self.proc = None
         elif kind == "quic":
             self.proc = subprocess.Popen(
                 [gray_bin, "start", "--address", head.node_address, "--token", head.token, "--native",
-                 "--native-ports", "%d-%d" % (head.native_ports, head.native_ports + 31),
+                 "--native-ports", "%d-%d" % (ports, ports + 31),
                  "--state-dir", os.path.join(self.tmp, "state"), "--python", sys.executable,
-                 "--num-cpus", "2", "--resources", '{"side": 3}', "--prestart-workers", "0"],
+                 "--num-cpus", "2", "--resources", resources, "--prestart-workers", "0"],
                 stdout=self.log, stderr=subprocess.STDOUT, env=env)
             deadline = time.time() + 60
             while "native Ray node joined the head" not in self.logs():
@@ -185,7 +190,7 @@ class SecondNode:
         else:
             self.proc = subprocess.Popen(
                 [gray_bin, "native-node", "--gcs-address", head.address, "--node-ip", "127.0.0.2",
-                 "--python", sys.executable, "--num-cpus", "2", "--resources", '{"side": 3}'],
+                 "--python", sys.executable, "--num-cpus", "2", "--resources", resources],
                 stdout=self.log, stderr=subprocess.STDOUT, env=env)
             deadline = time.time() + 60
             while "NODE_ID=" not in self.logs():

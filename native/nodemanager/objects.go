@@ -256,7 +256,7 @@ func (r *Raylet) waitActorCallArgs(c *client, m waitForActorCallArgs) {
 }
 
 // plasmaReady answers SubscribePlasmaReady with PlasmaObjectReady once the
-// object is sealed.
+// object is sealed here (the caller has asked the puller for it).
 func (r *Raylet) plasmaReady(c *client, m subscribePlasmaReady) {
 	id, ok := objectIDFrom(m.ObjectID)
 	if !ok {

@@ -180,6 +180,10 @@ func (r *Raylet) handleFrame(c *client, f ipcframe.Frame) (done bool, err error)
 		if err != nil {
 			return false, err
 		}
+		// The core worker subscribes when an object it awaits
+		// (ObjectRef._on_completed, await ref) is in plasma but not here:
+		// pull it from the node that holds it, as for a Get or Wait.
+		r.pulls.want(objectsWithOwners{IDs: [][]byte{m.ObjectID}, Owners: []fbAddress{m.Owner}})
 		r.goTracked(func() { r.plasmaReady(c, m) })
 		return false, nil
 	case msgPushErrorRequest:
