@@ -96,7 +96,8 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}
-	if !req.GetGrantOrReject() {
+	l.noSpill = req.GetGrantOrReject()
+	if !l.noSpill {
 		if to := r.spillLocked(l); to != nil {
 			r.mu.Unlock()
 			return &raypb.RequestWorkerLeaseReply{RetryAtRayletAddress: to}, nil

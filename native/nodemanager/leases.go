@@ -25,8 +25,11 @@ type lease struct {
 	// elsewhere: label selector or hard node affinity exclude this node,
 	// so the lease can never run here (reported as infeasible).
 	elsewhere bool
-	backlog   int64
-	queuedAt  time.Time
+	// noSpill: the lease was already spilled here (grant_or_reject): it
+	// is granted here or not at all, never sent on again.
+	noSpill  bool
+	backlog  int64
+	queuedAt time.Time
 
 	worker *worker
 	alloc  Allocation

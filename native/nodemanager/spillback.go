@@ -232,7 +232,7 @@ func (r *Raylet) spillLocked(l *lease) *commonpb.Address {
 func (r *Raylet) spillQueuedLocked() {
 	kept := r.queue[:0]
 	for _, l := range r.queue {
-		if !r.res.Fits(l.placement) || l.elsewhere {
+		if !l.noSpill && (!r.res.Fits(l.placement) || l.elsewhere) {
 			if to := r.spillLocked(l); to != nil {
 				l.finish(leaseResult{retryAt: to})
 				continue
