@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -32,11 +31,7 @@ func newNativeGCSCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level := slog.LevelInfo
-			if verbose {
-				level = slog.LevelDebug
-			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			logger := newLogger(verbose)
 			cid := make([]byte, gcsserver.ClusterIDSize)
 			if clusterHex != "" {
 				b, err := hex.DecodeString(clusterHex)

@@ -97,11 +97,7 @@ func startCmd() *cobra.Command {
 		Use:   "start",
 		Short: "Start a pool head (--head) or a provider that joins one (--address, --token)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level := slog.LevelInfo
-			if o.verbose {
-				level = slog.LevelDebug
-			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			logger := newLogger(o.verbose)
 			if o.python == "" {
 				o.python = os.Getenv("GRAY_PYTHON")
 			}
