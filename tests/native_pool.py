@@ -68,7 +68,9 @@ class StockRay(_Driver):
 
     def __init__(self, gray_bin=None, num_cpus=2, extra=()):
         self.tmp = tempfile.mkdtemp(prefix="grr", dir="/tmp")
-        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
+        # Stock Ray streams runtime_env set-up logs to drivers only when
+        # asked; gray does by default.
+        self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp, RAY_RUNTIME_ENV_LOG_TO_DRIVER_ENABLED="1")
         self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
         port = free_port()
         self.logfile = os.path.join(self.tmp, "ray-start.log")

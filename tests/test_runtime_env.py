@@ -270,3 +270,40 @@ def test_native_pip_and_uv(native):
         assert ray.get(probe.options(runtime_env=pinned).remote())[0] == "1.16.0"
         ray.shutdown()
     """, timeout=600)
+
+
+def test_native_pip_progress_reaches_the_driver(native):
+    # pip's output while the node builds the env is printed by the driver
+    # (as stock Ray does with RAY_RUNTIME_ENV_LOG_TO_DRIVER_ENABLED=1).
+    out = native.check("""
+        import sys, time, ray
+
+        class Tee:
+            def __init__(self, inner):
+                self.inner, self.seen = inner, []
+            def write(self, s):
+                self.seen.append(s)
+                return self.inner.write(s)
+            def flush(self):
+                self.inner.flush()
+            def text(self):
+                return "".join(self.seen)
+
+        tee = sys.stdout = Tee(sys.stdout)
+        ray.init(address=ADDRESS)
+
+        @ray.remote(runtime_env={"pip": ["six==1.15.0"]})
+        def probe():
+            import six
+            return six.__version__
+
+        assert ray.get(probe.remote(), timeout=300) == "1.15.0"
+        deadline = time.monotonic() + 60
+        while "Successfully installed six-1.15.0" not in tee.text():
+            assert time.monotonic() < deadline, "no pip output reached the driver"
+            time.sleep(0.2)
+        line = next(l for l in tee.text().splitlines() if "Successfully installed six-1.15.0" in l)
+        print("LINE", line)
+        ray.shutdown()
+    """, timeout=600)
+    assert "runtime_env" in out.split("LINE", 1)[1], out

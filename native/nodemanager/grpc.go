@@ -69,7 +69,7 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 	}
 	env, err := parseRuntimeEnv(spec)
 	if err == nil {
-		env, err = r.prepareRuntimeEnv(ctx, env)
+		env, err = r.prepareRuntimeEnv(ctx, env, spec.GetJobId())
 	}
 	if err != nil {
 		r.log.Warn("runtime_env refused", "lease_id", hex.EncodeToString(spec.GetLeaseId()), "err", err)

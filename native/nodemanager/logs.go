@@ -37,7 +37,8 @@ type logFile struct {
 	job     string
 	actor   string
 	task    string
-	idle    int // polls in a row that found nothing new
+	idle    int  // polls in a row that found nothing new
+	keep    bool // never finished (a job's runtime_env set-up log)
 }
 
 // finishAfterIdlePolls: a dead worker's file is dropped after this many
@@ -51,6 +52,7 @@ func (r *Raylet) tailLogs() {
 	dir := filepath.Join(r.cfg.SessionDir, "logs")
 	files := map[string]*logFile{}
 	finished := map[string]bool{} // fully read files of dead workers
+	streamSetup := setupLogsToDriver()
 	t := time.NewTicker(r.cfg.LogPollInterval)
 	defer t.Stop()
 	for {
@@ -70,11 +72,22 @@ func (r *Raylet) tailLogs() {
 			}
 			files[p] = &logFile{path: p, pid: m[3], isErr: m[4] == "err"}
 		}
+		if streamSetup {
+			setups, _ := filepath.Glob(filepath.Join(dir, "runtime_env_setup-*.log"))
+			for _, p := range setups {
+				if _, ok := files[p]; ok {
+					continue
+				}
+				if m := setupLogRe.FindStringSubmatch(filepath.Base(p)); m != nil {
+					files[p] = &logFile{path: p, pid: setupLogPid, job: m[1], keep: true}
+				}
+			}
+		}
 		var batches []*raypb.LogBatch
 		for p, f := range files {
 			b, eof := r.readLog(f)
 			batches = append(batches, b...)
-			if f.idle >= finishAfterIdlePolls && eof && !r.pidAlive(f.pid) {
+			if !f.keep && f.idle >= finishAfterIdlePolls && eof && !r.pidAlive(f.pid) {
 				delete(files, p)
 				finished[p] = true
 			}

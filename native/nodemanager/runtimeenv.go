@@ -212,7 +212,7 @@ func checkPackageURI(field, uri string) error {
 // disk (once per URI) and fills in the worker's working directory and
 // PYTHONPATH head: the py_modules directories, then the working_dir, as
 // the stock runtime-env agent orders them.
-func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtimeEnv, error) {
+func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv, jobID []byte) (runtimeEnv, error) {
 	if !env.needsPackages() {
 		return env, nil
 	}
@@ -233,8 +233,10 @@ func (r *Raylet) prepareRuntimeEnv(ctx context.Context, env runtimeEnv) (runtime
 		if r.pyenvs == nil {
 			return env, fmt.Errorf("%w: no python env builder", ErrRuntimeEnv)
 		}
+		setup := r.newSetupLog(jobID)
 		pe, err := r.pyenvs.Ensure(ctx, env.pyEnv, func(line string) {
 			r.log.Debug("runtime_env python env build", "tool", env.pyEnv.Tool, "line", line)
+			setup.line(line)
 		})
 		if err != nil {
 			return env, fmt.Errorf("%w: %s: %w", ErrRuntimeEnv, env.pyEnv.Tool, setupErr(ctx, err))

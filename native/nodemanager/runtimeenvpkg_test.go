@@ -342,7 +342,7 @@ func TestPrepareRuntimeEnvTimeout(t *testing.T) {
 	r := &Raylet{ctx: context.Background(), pkgs: newPkgCache(t.TempDir(), f.fetch, testlog.New(t))}
 	env.setupTimeout = 50 * time.Millisecond
 	done := make(chan error, 1)
-	go func() { _, err := r.prepareRuntimeEnv(context.Background(), env); done <- err }()
+	go func() { _, err := r.prepareRuntimeEnv(context.Background(), env, nil); done <- err }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrRuntimeEnv) || !strings.Contains(err.Error(), "setup_timeout_seconds") {
