@@ -164,3 +164,32 @@ func (p *process) awaitGroupGone(limit time.Duration) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// findWrapper looks for the wrapper process whose status file is
+// statusPath (its command line names WrapperCommand then statusPath,
+// unique per submission): the entrypoint of a job whose head was killed
+// after starting it and before recording it RUNNING. ok is false when no
+// such live process exists.
+func findWrapper(statusPath string) (pid int, startTime uint64, ok bool) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, 0, false
+	}
+	want := []byte("\x00" + WrapperCommand + "\x00" + statusPath + "\x00")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n <= 0 {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), string(want)) {
+			continue
+		}
+		st, state, err := procStat(n)
+		if err != nil || st == 0 || state == "Z" || state == "X" {
+			continue
+		}
+		return n, st, true
+	}
+	return 0, 0, false
+}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"os"
 )
 
 // resume takes over the jobs a durable store still has as pending or
@@ -26,6 +27,10 @@ func (m *Manager) resume(ctx context.Context) error {
 			m.adopt(r)
 			continue
 		}
+		if r.Status == Pending && r.StatusPath != "" && m.startedUnrecorded(ctx, &r) {
+			m.adopt(r)
+			continue
+		}
 		r.Message = "Job supervisor actor died: the head stopped while the job was pending, and a restarted head does not start it again."
 		if r.Status == Running {
 			r.Message = "Job supervisor actor died: the head stopped while the job ran, and its entrypoint cannot be taken over."
@@ -38,6 +43,30 @@ func (m *Manager) resume(ctx context.Context) error {
 		m.log.Warn("job of the previous head run marked failed", "submission_id", r.SubmissionID)
 	}
 	return nil
+}
+
+// startedUnrecorded reports whether a pending job's entrypoint was started
+// by the previous head run in the instant before its RUNNING record was
+// written: its wrapper is alive (found by its command line), or its status
+// file says it already ended. It then records the job RUNNING with that
+// process, ready to adopt.
+func (m *Manager) startedUnrecorded(ctx context.Context, r *Record) bool {
+	pid, start, alive := findWrapper(r.StatusPath)
+	if !alive {
+		if _, err := os.Stat(r.StatusPath); err != nil {
+			return false
+		}
+	}
+	r.Status, r.Message, r.DriverPID, r.DriverStartTime = Running, "", pid, start
+	if m.cfg.Addresses != nil {
+		addrs := m.cfg.Addresses()
+		r.DriverNodeID, r.DriverAgentHTTPAddress = addrs.NodeID, addrs.APIServer
+	}
+	if err := m.store.Put(ctx, *r); err != nil {
+		m.log.Warn("job record lost", "submission_id", r.SubmissionID, "err", err)
+	}
+	m.log.Info("found the entrypoint of a job the previous head run started but did not record", "submission_id", r.SubmissionID, "pid", pid)
+	return true
 }
 
 // adopt supervises a previous head run's running entrypoint.

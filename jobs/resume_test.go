@@ -127,3 +127,52 @@ func TestReusedPidIsNotAdopted(t *testing.T) {
 		t.Fatalf("job with a reused pid: %+v", got)
 	}
 }
+
+// A head killed after starting an entrypoint and before recording it
+// RUNNING leaves a PENDING record naming the wrapper's status file: the
+// restarted head finds the wrapper by its command line and adopts it.
+func TestRestartedManagerAdoptsEntrypointStartedBeforeItsRunningRecord(t *testing.T) {
+	sig := filepath.Join(t.TempDir(), "go")
+	st, rec, p := orphan(t, "echo before; while [ ! -e "+sig+" ]; do sleep 0.05; done; exit 4")
+	rec.Status, rec.DriverPID, rec.DriverStartTime = Pending, 0, 0
+	if err := st.Put(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	var released []string
+	m := restarted(t, st, &released)
+	got, err := m.Record(ctx, rec.SubmissionID)
+	if err != nil || got.Status != Running || got.DriverPID != p.pid() {
+		t.Fatalf("after the restart: %+v %v (wrapper pid %d)", got, err, p.pid())
+	}
+	if err := os.WriteFile(sig, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got = wait(t, m, rec.SubmissionID)
+	if got.Status != Failed || got.ErrorType != CommandError || got.DriverExitCode == nil || *got.DriverExitCode != 4 {
+		t.Fatalf("adopted job ended %+v", got)
+	}
+}
+
+// One that also ended while the head was down ends with its recorded code;
+// one whose entrypoint never started still fails as its supervisor died.
+func TestPendingRecordWithStatusFileEndsWithItsCode(t *testing.T) {
+	st, rec, p := orphan(t, "exit 0")
+	<-p.done
+	rec.Status, rec.DriverPID, rec.DriverStartTime = Pending, 0, 0
+	if err := st.Put(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	never := rec
+	never.SubmissionID, never.StatusPath = "raysubmit_never", filepath.Join(t.TempDir(), "never.exit")
+	if err := st.Create(ctx, never); err != nil {
+		t.Fatal(err)
+	}
+	var released []string
+	m := restarted(t, st, &released)
+	if got := wait(t, m, rec.SubmissionID); got.Status != Succeeded {
+		t.Fatalf("ended while down: %+v", got)
+	}
+	if got := wait(t, m, never.SubmissionID); got.Status != Failed || got.ErrorType != SupervisorDied {
+		t.Fatalf("never started: %+v", got)
+	}
+}

@@ -148,6 +148,14 @@ func (m *Manager) run(sid string, lj *liveJob, rec Record, env jobEnv, cwd strin
 	}
 	statusPath := filepath.Join(m.cfg.JobsDir, sid+".exit")
 	_ = os.Remove(statusPath)
+	if len(m.cfg.Wrapper) > 0 {
+		// Recorded before the start: a head killed between the start and
+		// the RUNNING record leaves a restarted head the means to find
+		// the entrypoint (by its wrapper's command line) and adopt it.
+		if _, err := m.update(sid, func(r *Record) { r.StatusPath = statusPath }); err != nil {
+			m.log.Warn("job record lost", "submission_id", sid, "err", err)
+		}
+	}
 	p, err := startProcess(m.cfg.Shell, m.cfg.Wrapper, statusPath, rec.Entrypoint, cwd, penv, log)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to start the entrypoint command: %v", err)
