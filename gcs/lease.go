@@ -186,3 +186,36 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	return nil
 }
+
+// The active head's Ray Client address, published beside the lease so that
+// a standby can forward its own Ray Client port to it: a stock client
+// knows one address, and one given the standby's follows the failover.
+
+// PublishClientAddr records addr as the leader's Ray Client address. Only
+// the holder publishes (a head that lost the lease gets ErrLeaseLost).
+func (l *Lease) PublishClientAddr(ctx context.Context, addr string) error {
+	holder, err := l.c.Get(ctx, l.key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return redisErr(err)
+	}
+	if holder != l.owner {
+		return ErrLeaseLost
+	}
+	if err := l.c.Set(ctx, l.key+":client", addr, 0).Err(); err != nil {
+		return redisErr(err)
+	}
+	return nil
+}
+
+// LeaderClientAddr is the Ray Client address the leader published ("" when
+// none has).
+func (l *Lease) LeaderClientAddr(ctx context.Context) (string, error) {
+	addr, err := l.c.Get(ctx, l.key+":client").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", redisErr(err)
+	}
+	return addr, nil
+}

@@ -113,3 +113,24 @@ func TestLeaseRedisUnreachable(t *testing.T) {
 		t.Fatalf("stepped down after %s, before its deadline", since)
 	}
 }
+
+func TestLeaseClientAddrOnlyFromTheHolder(t *testing.T) {
+	ctx := context.Background()
+	s := openRedisForLease(t)
+	a, b := s.Lease("a", 1500*time.Millisecond), s.Lease("b", 1500*time.Millisecond)
+	if addr, err := b.LeaderClientAddr(ctx); err != nil || addr != "" {
+		t.Fatalf("before any leader: %q %v", addr, err)
+	}
+	if ok, _, err := a.TryAcquire(ctx); err != nil || !ok {
+		t.Fatalf("a: %v %v", ok, err)
+	}
+	if err := b.PublishClientAddr(ctx, "10.0.0.2:10001"); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a non-holder published: %v", err)
+	}
+	if err := a.PublishClientAddr(ctx, "10.0.0.1:10001"); err != nil {
+		t.Fatal(err)
+	}
+	if addr, err := b.LeaderClientAddr(ctx); err != nil || addr != "10.0.0.1:10001" {
+		t.Fatalf("standby reads %q %v", addr, err)
+	}
+}

@@ -306,6 +306,12 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	h.addr = addr
+	if h.lease != nil {
+		// Standby heads forward their Ray Client port here.
+		if err := h.lease.PublishClientAddr(ctx, dialableAddr(addr, h.cfg.NodeIP)); err != nil {
+			h.log.Warn("cannot publish the Ray Client address for standby heads", "err", err)
+		}
+	}
 	rl.SetClientAddress(addr.String())
 	if err := cs.Start(ctx); err != nil {
 		return err
