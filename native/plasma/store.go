@@ -127,8 +127,12 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex
-	seg       *segment
+	mu  sync.Mutex
+	seg *segment
+	// segMu is held for reading while Go code copies to or from the
+	// mapping outside mu (Reader, Writer); Close takes it to unmap.
+	segMu     sync.RWMutex
+	segClosed bool // under segMu
 	alloc     *allocator
 	objects   map[ObjectID]*object
 	evictable *list.List // sealed, in memory, unheld, unpinned; front = most recent
@@ -302,8 +306,11 @@ func (s *Store) Close() error {
 		}
 	}
 	s.objects = map[ObjectID]*object{}
-	err := s.seg.close()
 	s.mu.Unlock()
+	s.segMu.Lock()
+	s.segClosed = true
+	err := s.seg.close()
+	s.segMu.Unlock()
 	s.events.close()
 	if s.cfg.SocketPath != "" && ln != nil {
 		os.Remove(s.cfg.SocketPath)
