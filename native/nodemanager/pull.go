@@ -5,15 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/gray-cluster/gray/native/plasma"
-	nodepb "github.com/gray-cluster/gray/proto/nodepb"
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
 )
@@ -96,11 +91,15 @@ func (p *puller) pull(cp copier, id ObjectID, owner *commonpb.Address) {
 	r := p.r
 	wait := 50 * time.Millisecond
 	start := time.Now()
+	// What a broken transfer wrote so far: the next attempt resumes there
+	// (from the same holder or another).
+	var part partial
+	defer part.abort()
 	for attempt := 0; ; attempt++ {
 		if r.ctx.Err() != nil || r.cfg.Store.Contains(id) || time.Since(start) > pullGiveUp {
 			return
 		}
-		done, err := p.pullOnce(cp, id, owner)
+		done, err := p.pullOnce(cp, id, owner, &part)
 		if done {
 			if err != nil {
 				r.log.Debug("pull given up", "object", id.String(), "err", err)
@@ -123,7 +122,7 @@ func (p *puller) pull(cp copier, id ObjectID, owner *commonpb.Address) {
 var errNoCopy = errors.New("no other node holds a copy yet")
 
 // pullOnce makes one attempt; done means stop trying.
-func (p *puller) pullOnce(cp copier, id ObjectID, owner *commonpb.Address) (done bool, err error) {
+func (p *puller) pullOnce(cp copier, id ObjectID, owner *commonpb.Address, part *partial) (done bool, err error) {
 	r := p.r
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
@@ -162,197 +161,12 @@ func (p *puller) pullOnce(cp copier, id ObjectID, owner *commonpb.Address) (done
 		if !ok {
 			continue
 		}
-		if err = p.fetch(ctx, cp, id, owner, n.addr); err == nil {
+		if err = p.fetch(ctx, cp, id, owner, n.addr, part); err == nil {
 			r.log.Debug("object pulled", "object", id.String(), "from", addrString(n.addr))
 			return true, nil
 		}
 	}
 	return false, err
-}
-
-// fetch copies id from the raylet at from into the local store: written
-// in place as the chunks arrive when the store can (plasma), else gathered
-// and put whole.
-func (p *puller) fetch(ctx context.Context, cp copier, id ObjectID, owner, from *commonpb.Address) error {
-	conn, err := p.r.workers.conn(addrString(from))
-	if err != nil {
-		return err
-	}
-	// Ending early (the object got here meanwhile, a failed write) cancels
-	// the stream, so the sender lets go of its copy.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := nodepb.NewNativeObjectsClient(conn).Fetch(ctx, &nodepb.NativeFetchRequest{ObjectId: id[:]})
-	if err != nil {
-		return err
-	}
-	first, err := st.Recv()
-	if err != nil {
-		if err == io.EOF {
-			err = fmt.Errorf("fetch %s from %s: empty stream", id, addrString(from))
-		}
-		return err
-	}
-	size := first.GetDataSize()
-	var sink objectSink
-	if ip, ok := cp.(inPlaceCopier); ok {
-		sink, err = ip.Create(id, size, first.GetMetadata(), owner)
-		if errors.Is(err, plasma.ErrObjectExists) {
-			return nil // another pull or a local put got it meanwhile
-		}
-		if err != nil {
-			return err
-		}
-	} else {
-		sink = &gatherSink{cp: cp, id: id, owner: owner, meta: first.GetMetadata(), data: make([]byte, 0, size)}
-	}
-	err = func() error {
-		for c := first; ; {
-			if _, err := sink.Write(c.GetData()); err != nil {
-				return err
-			}
-			c, err = st.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}()
-	if err != nil {
-		sink.Abort()
-		return fmt.Errorf("fetch %s from %s: %w", id, addrString(from), err)
-	}
-	if err := sink.Seal(); err != nil {
-		return fmt.Errorf("fetch %s from %s: %w", id, addrString(from), err)
-	}
-	return nil
-}
-
-// objectSink receives a fetched object's data in order.
-type objectSink interface {
-	io.Writer
-	Seal() error
-	Abort()
-}
-
-// inPlaceCopier is a store that takes a fetched object's bytes in place
-// (plasma) and serves them without a whole copy.
-type inPlaceCopier interface {
-	Create(id ObjectID, dataSize uint64, metadata []byte, owner *commonpb.Address) (objectSink, error)
-	OpenReader(id ObjectID) (objectSource, bool)
-}
-
-// objectSource is a held object served in place.
-type objectSource interface {
-	DataSize() int64
-	Metadata() []byte
-	View(off, n int64, fn func([]byte) error) error
-	Close()
-}
-
-// gatherSink collects the data and puts the whole object at Seal.
-type gatherSink struct {
-	cp    copier
-	id    ObjectID
-	owner *commonpb.Address
-	meta  []byte
-	data  []byte
-}
-
-func (g *gatherSink) Write(b []byte) (int, error) {
-	if len(g.data)+len(b) > cap(g.data) {
-		return 0, fmt.Errorf("more data than the announced %d bytes", cap(g.data))
-	}
-	g.data = append(g.data, b...)
-	return len(b), nil
-}
-
-func (g *gatherSink) Seal() error {
-	if len(g.data) != cap(g.data) {
-		return fmt.Errorf("short stream: %d of %d bytes", len(g.data), cap(g.data))
-	}
-	return g.cp.Put(g.id, g.data, g.meta, g.owner)
-}
-
-func (g *gatherSink) Abort() {}
-
-func (p plasmaStore) Create(id ObjectID, dataSize uint64, metadata []byte, owner *commonpb.Address) (objectSink, error) {
-	w, err := p.s.Create(plasma.ObjectID(id), int64(dataSize), metadata, plasma.Owner{
-		NodeID: owner.GetNodeId(), WorkerID: owner.GetWorkerId(), IP: owner.GetIpAddress(), Port: owner.GetPort()})
-	if err != nil {
-		return nil, err
-	}
-	return w, nil
-}
-
-func (p plasmaStore) OpenReader(id ObjectID) (objectSource, bool) {
-	r, ok := p.s.OpenReader(plasma.ObjectID(id))
-	if !ok {
-		return nil, false
-	}
-	return r, true
-}
-
-// objectService serves NativeObjects.Fetch from the local store.
-type objectService struct {
-	nodepb.UnimplementedNativeObjectsServer
-	r *Raylet
-}
-
-func (s *objectService) Fetch(req *nodepb.NativeFetchRequest, st nodepb.NativeObjects_FetchServer) error {
-	id, ok := objectIDFrom(req.GetObjectId())
-	cp, can := s.r.cfg.Store.(copier)
-	if !ok || !can {
-		return status.Error(codes.InvalidArgument, "bad object id")
-	}
-	if ip, ok := cp.(inPlaceCopier); ok {
-		if src, ok := ip.OpenReader(id); ok {
-			defer src.Close()
-			return sendInPlace(src, st)
-		}
-	}
-	data, meta, ok := cp.Read(id)
-	if !ok {
-		return status.Errorf(codes.NotFound, "object %s is not on this node", id)
-	}
-	first := &nodepb.NativeFetchChunk{DataSize: uint64(len(data)), Metadata: meta}
-	n := min(len(data), fetchChunk)
-	first.Data, data = data[:n], data[n:]
-	if err := st.Send(first); err != nil {
-		return err
-	}
-	for len(data) > 0 {
-		n := min(len(data), fetchChunk)
-		if err := st.Send(&nodepb.NativeFetchChunk{Data: data[:n]}); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
-// sendInPlace streams a held object straight from the store's memory (Send
-// encodes the message before it returns, so the slice is not kept).
-func sendInPlace(src objectSource, st nodepb.NativeObjects_FetchServer) error {
-	size := src.DataSize()
-	first := true
-	for off := int64(0); first || off < size; {
-		n := min(size-off, fetchChunk)
-		err := src.View(off, n, func(b []byte) error {
-			c := &nodepb.NativeFetchChunk{Data: b}
-			if first {
-				c.DataSize, c.Metadata = uint64(size), src.Metadata()
-			}
-			return st.Send(c)
-		})
-		if err != nil {
-			return err
-		}
-		first, off = false, off+n
-	}
-	return nil
 }
 
 func (a fbAddress) proto() *commonpb.Address {

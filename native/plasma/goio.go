@@ -166,3 +166,6 @@ func (w *Writer) Abort() {
 		s.removeLocked(w.o)
 	}
 }
+
+// Written is how many data bytes were written so far.
+func (w *Writer) Written() int64 { return w.next }

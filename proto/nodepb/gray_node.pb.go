@@ -3204,8 +3204,11 @@ func (x *PeerTransfer) GetFromNode() string {
 }
 
 type NativeFetchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// Resume: send the data from this byte on (the first chunk still carries
+	// the sizes and the metadata).
+	Offset        uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3245,6 +3248,13 @@ func (x *NativeFetchRequest) GetObjectId() []byte {
 		return x.ObjectId
 	}
 	return nil
+}
+
+func (x *NativeFetchRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 // The first chunk carries the sizes and the metadata; data follows in
@@ -3612,9 +3622,10 @@ const file_gray_node_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12!\n" +
 	"\fdirect_bytes\x18\x02 \x01(\x03R\vdirectBytes\x12#\n" +
 	"\rrelayed_bytes\x18\x03 \x01(\x03R\frelayedBytes\x12\x1b\n" +
-	"\tfrom_node\x18\x04 \x01(\tR\bfromNode\"1\n" +
+	"\tfrom_node\x18\x04 \x01(\tR\bfromNode\"I\n" +
 	"\x12NativeFetchRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"_\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"_\n" +
 	"\x10NativeFetchChunk\x12\x1b\n" +
 	"\tdata_size\x18\x01 \x01(\x04R\bdataSize\x12\x1a\n" +
 	"\bmetadata\x18\x02 \x01(\fR\bmetadata\x12\x12\n" +
