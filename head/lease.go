@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/tunnel"
 )
 
 // takeLease makes this head the store's only active head. With a Redis
@@ -21,21 +22,21 @@ func (h *Head) takeLease(ctx context.Context, st gcs.Store) error {
 		return nil
 	}
 	l := rs.Lease(h.leaseOwner(), h.cfg.GCSLeaseTTL)
-	var proxy *standbyProxy
+	var proxy *tunnel.Forwarder
 	acquired, err := l.Acquire(ctx, func(holder string) {
 		h.log.Warn("standby head: another head holds the GCS lease; waiting to take over",
 			"holder", holder, "storage", st.Describe(), "ttl", l.TTL())
 		// While waiting, its Ray Client port forwards to the active head.
-		p, err := startStandbyProxy(h.cfg.ClientAddr, l, h.log)
+		p, bound, err := startStandbyProxy(h.cfg.ClientAddr, l, h.log)
 		if err != nil {
 			h.log.Warn("standby head: cannot forward the Ray Client port to the active head", "addr", h.cfg.ClientAddr, "err", err)
 			return
 		}
 		proxy = p
-		h.log.Info("standby head: Ray Client port forwards to the active head", "addr", p.ln.Addr().String())
+		h.log.Info("standby head: Ray Client port forwards to the active head", "addr", bound)
 	})
 	if proxy != nil {
-		proxy.Close()
+		_ = proxy.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("head: GCS lease on %s: %w", st.Describe(), err)
