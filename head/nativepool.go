@@ -45,7 +45,12 @@ type nativePool struct {
 // headAllows vets what a provider may reach on the head itself (the Ray
 // Client port and the native node's services); providers' pool addresses
 // are reachable on their native ports only.
-func newNativePool(log *slog.Logger, local func(addr string) string, headAllows func(addr string) bool) *nativePool {
+//
+// peerAddr is where a provider (node id hex) takes direct connections from
+// other providers ("" when the head has not reached it there): providers
+// then dial each other directly and relay through the hub only when that
+// fails.
+func newNativePool(log *slog.Logger, local func(addr string) string, headAllows func(addr string) bool, peerAddr func(node string) string) *nativePool {
 	np := &nativePool{log: log, byIP: map[string]string{}, byNode: map[string]string{}, ports: map[string][2]int{}}
 	dialLocal := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -66,7 +71,17 @@ func newNativePool(log *slog.Logger, local func(addr string) string, headAllows 
 		}
 		return headAllows(target)
 	}
-	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, DialLocal: dialLocal, AllowTarget: allow, Logger: log})
+	peer := func(host string) (string, string, bool) {
+		np.mu.Lock()
+		node, ok := np.byIP[host]
+		np.mu.Unlock()
+		if !ok || peerAddr == nil {
+			return "", "", false
+		}
+		addr := peerAddr(node)
+		return node, addr, addr != ""
+	}
+	np.hub = tunnel.NewHub(tunnel.HubConfig{Resolve: np.resolve, DialLocal: dialLocal, AllowTarget: allow, Peer: peer, Logger: log})
 	np.fw = tunnel.NewForwarder(np.hub.Dial, log)
 	return np
 }

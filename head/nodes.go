@@ -207,6 +207,12 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		host, p, err := net.SplitHostPort(addr)
 		port, perr := strconv.Atoi(p)
 		return err == nil && perr == nil && h.Native != nil && host == h.Native.NodeIP() && h.Native.ServesPort(port)
+	}, func(node string) string {
+		id, err := ids.NodeFromHex(node)
+		if err != nil {
+			return ""
+		}
+		return h.Nodes.DirectPeerAddress(id)
 	})
 	gl := tunnel.Mux(l, h.pool.hub.Handle, 10*time.Second)
 	go func() { _ = transport.Serve(ctx, g, gl) }()

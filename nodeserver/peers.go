@@ -156,6 +156,18 @@ func (s *Server) PeerAddress(node ids.NodeID) string {
 	return ""
 }
 
+// DirectPeerAddress is a provider's peer address once the head has reached
+// it there and while it is connected and not suspect ("" otherwise): where
+// other providers may dial it directly.
+func (s *Server) DirectPeerAddress(node ids.NodeID) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if nc := s.remotes[node]; nc != nil && nc.connected && !nc.suspect && nc.peerReachable {
+		return nc.peerAddr
+	}
+	return ""
+}
+
 // relayed counts n object bytes the head sent node.
 func (s *Server) relayed(node ids.NodeID, n int64) {
 	s.mu.Lock()

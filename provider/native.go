@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"net"
+	"strconv"
 	"sync"
 
 	"github.com/gray-cluster/gray/native/node"
@@ -61,7 +62,19 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
-	ns.agent = tunnel.NewAgent(p.tr, p.currentHead(), tunnel.AgentConfig{Hosts: []string{ip}, DialLocal: dialLocal, Logger: p.log})
+	acfg := tunnel.AgentConfig{Hosts: []string{ip}, DialLocal: dialLocal, Logger: p.log}
+	if p.peers != nil {
+		// Other providers' native ports are dialled directly where the
+		// head reached their peer listener (relayed through the head
+		// otherwise), and this one's take their direct connections.
+		acfg.DirectTransport = p.peers.tr
+		acfg.DirectAllow = func(_, target string) bool {
+			_, ps, err := net.SplitHostPort(target)
+			port, perr := strconv.Atoi(ps)
+			return err == nil && perr == nil && port >= p.cfg.Native.PortMin && port <= p.cfg.Native.PortMax
+		}
+	}
+	ns.agent = tunnel.NewAgent(p.tr, p.currentHead(), acfg)
 	if err := ns.agent.Start(ctx); err != nil {
 		p.log.Error("native Ray: tunnel agent", "err", err)
 		return
@@ -99,6 +112,19 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		ns.mu.Unlock()
 		p.log.Info("native Ray node joined the head", "pool_address", ip, "gcs", gcsAddr)
 	}()
+}
+
+// handleDirect serves another provider's direct tunnel stream (from the
+// peer listener) once the native side is up; before, it is refused.
+func (p *Provider) handleDirect(c net.Conn) {
+	p.native.mu.Lock()
+	a := p.native.agent
+	p.native.mu.Unlock()
+	if a == nil {
+		_ = c.Close()
+		return
+	}
+	a.HandleDirect(c)
 }
 
 // noProxyNone is the one host the workers' gRPC may skip the proxy for: a

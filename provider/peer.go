@@ -20,6 +20,7 @@ import (
 	"github.com/gray-cluster/gray/objstream"
 	pb "github.com/gray-cluster/gray/proto/nodepb"
 	"github.com/gray-cluster/gray/transport"
+	"github.com/gray-cluster/gray/tunnel"
 )
 
 // Sentinel errors of the direct (provider to provider) object path.
@@ -98,9 +99,12 @@ func (p *Provider) startPeers(cert *tls.Certificate, pool *x509.CertPool) error 
 	pn.srv = grpc.NewServer()
 	pb.RegisterPeerObjectsServer(pn.srv, &peerService{o: p.objects})
 	p.wg.Add(1)
+	// Tunnel streams (other providers' direct connections to this one's
+	// native Ray ports) share the listener with the peer object service.
+	mux := tunnel.Mux(pn.ln, p.handleDirect, 10*time.Second)
 	go func() {
 		defer p.wg.Done()
-		if err := transport.Serve(p.ctx, pn.srv, pn.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := transport.Serve(p.ctx, pn.srv, mux); err != nil && !errors.Is(err, net.ErrClosed) {
 			p.log.Warn("peer service stopped", "err", err)
 		}
 	}()

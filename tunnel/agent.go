@@ -39,6 +39,13 @@ type AgentConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts to bring
 	// the listen stream back. Defaults DefaultMinBackoff, DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// DirectTransport, if set, dials other providers directly (their peer
+	// listeners) before relaying through the head; see HandleDirect.
+	DirectTransport transport.Transport
+	// DirectAllow vets the direct dials other providers make into this one
+	// (from is the peer's node id, target "ip:port" on one of Hosts); nil
+	// refuses them all.
+	DirectAllow func(from, target string) bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -52,6 +59,8 @@ type Agent struct {
 	cfg      AgentConfig
 	log      *slog.Logger
 	allowed  map[string]bool
+	own      map[string]bool // Hosts: what direct streams may open
+	direct   directRoutes
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -90,11 +99,12 @@ func NewAgent(tr transport.Transport, headAddr string, cfg AgentConfig) *Agent {
 		cfg.Logger = slog.Default()
 	}
 	allowed := map[string]bool{"127.0.0.1": true, "::1": true}
+	own := map[string]bool{}
 	for _, h := range cfg.Hosts {
-		allowed[h] = true
+		allowed[h], own[h] = true, true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Agent{tr: tr, headAddr: headAddr, cfg: cfg, log: cfg.Logger, allowed: allowed,
+	return &Agent{tr: tr, headAddr: headAddr, cfg: cfg, log: cfg.Logger, allowed: allowed, own: own,
 		ctx: ctx, cancel: cancel, change: make(chan struct{})}
 }
 
@@ -306,8 +316,9 @@ type statusBuf []byte
 
 func (b *statusBuf) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
 
-// Dial connects to target ("ip:port" of another node) through the head,
-// which relays it to the node that owns target. ctx bounds the dial (or
+// Dial connects to target ("ip:port" of another node): directly to the
+// provider that owns it when there is a direct path (DirectTransport),
+// else through the head, which relays it to the node that owns target. ctx bounds the dial (or
 // DialTimeout if it has no deadline). Errors wrap ErrNoRoute,
 // ErrUnreachable, ErrRefused, ErrTimeout, ErrBadRequest or ErrClosed, or
 // are ctx's error.
@@ -325,6 +336,14 @@ func (a *Agent) Dial(ctx context.Context, target string) (net.Conn, error) {
 	}
 	ctx, cancel := mergeCancel(ctx, a.ctx)
 	defer cancel()
+	if c, ok := a.dialDirect(ctx, target); ok {
+		tc, ok := track(&a.conns, c)
+		if !ok {
+			_ = c.Close()
+			return nil, fmt.Errorf("dial %s: %w", target, ErrClosed)
+		}
+		return tc, nil
+	}
 	c, err := a.open(ctx, header{op: opDial, target: target}, nil)
 	if err != nil {
 		if errors.Is(err, ErrClosed) || a.ctx.Err() != nil {

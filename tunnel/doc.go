@@ -1,7 +1,10 @@
 // Package tunnel carries TCP connections between gray nodes over the pool's
 // transport (QUIC with mutual TLS), so that stock Ray processes and gray's
 // own services reach each other's "ip:port"s across the pool. Providers
-// only ever dial out to the head; the head relays provider↔provider.
+// dial out to the head, which relays provider↔provider; where a provider's
+// peer listener is reachable, other providers dial it directly instead
+// (direct.go: the head names the peer, its certificate must match, and the
+// relay is the fallback).
 // Domain code passes a transport.Transport; nothing here knows QUIC.
 //
 // # Pieces

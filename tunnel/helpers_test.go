@@ -64,10 +64,16 @@ type prov struct {
 	tr              transport.Transport
 	agent           *Agent
 	dials           atomic.Int64
+	// direct path (clusterOpts.direct): the peer transport and listener,
+	// and a count of the direct streams it served.
+	peerTr   transport.Transport
+	peerAddr string
+	direct   atomic.Int64
 }
 
 type clusterOpts struct {
 	hub       func(*HubConfig)
+	direct    bool // providers dial each other directly (peer listeners)
 	noAgents  bool // providers' agents are created but not started
 	peekDelay time.Duration
 }
@@ -150,7 +156,7 @@ func newCluster(t testing.TB, kind string, o clusterOpts) *cluster {
 
 	for _, p := range []*prov{{node: nodeA, vip: vipA}, {node: nodeB, vip: vipB}} {
 		p.tr = c.newTr(t, p.node)
-		p.agent = NewAgent(p.tr, c.headAddr, AgentConfig{
+		acfg := AgentConfig{
 			Hosts: []string{p.vip},
 			DialLocal: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				p.dials.Add(1)
@@ -159,8 +165,23 @@ func newCluster(t testing.TB, kind string, o clusterOpts) *cluster {
 			IdleTimeout: 30 * time.Second,
 			MinBackoff:  5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 			Logger: testlog.New(t),
-		})
+		}
+		if o.direct {
+			p.peerTr = c.newTr(t, p.node)
+			acfg.DirectTransport = p.peerTr
+			acfg.DirectAllow = func(string, string) bool { return true }
+		}
+		p.agent = NewAgent(p.tr, c.headAddr, acfg)
 		t.Cleanup(func() { _ = p.agent.Close() })
+		if o.direct {
+			pl, err := p.peerTr.Listen(ctx, listenAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.peerAddr = pl.Addr().String()
+			pm := Mux(pl, func(conn net.Conn) { p.direct.Add(1); p.agent.HandleDirect(conn) }, 0)
+			t.Cleanup(func() { _ = pm.Close() })
+		}
 		c.provs[p.node] = p
 		if !o.noAgents {
 			if err := p.agent.Start(ctx); err != nil {

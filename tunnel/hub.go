@@ -36,6 +36,11 @@ type HubConfig struct {
 	AllowTarget func(from, target string) bool
 	// DialLocal dials the head's own targets. Default: a net.Dialer.
 	DialLocal func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Peer, if set, names where the provider owning a host takes direct
+	// tunnel streams from other providers (its node id and peer address);
+	// ok false: it takes none. Agents ask (resolve) before a dial, for
+	// targets AllowTarget lets them reach.
+	Peer func(host string) (nodeID, peerAddr string, ok bool)
 	// HeaderTimeout bounds reading a stream's header or status and writing
 	// a record. Default DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
@@ -178,6 +183,8 @@ func (h *Hub) Handle(c net.Conn) {
 		h.serveListen(c, peer.NodeID)
 	case opBack:
 		owned = !h.serveBack(c, peer.NodeID, hdr.id)
+	case opResolve:
+		h.serveResolve(c, peer.NodeID, hdr.target)
 	default:
 		h.reply(c, fmt.Errorf("%w: op %d does not open a stream", ErrBadRequest, hdr.op))
 	}

@@ -43,6 +43,9 @@ const (
 	opBack   byte = 3 // provider → head: answers open id with a conn
 	opOpen   byte = 4 // record, head → provider: dial target, answer on back id
 	opPing   byte = 5 // record, head → provider: keeps an idle listen stream alive
+	// provider → head: where target's owner takes direct streams; the OK
+	// status's message is "NODEID PEERADDR" ("" when it takes none).
+	opResolve byte = 6
 )
 
 // Status codes, the first byte of every reply.
@@ -120,7 +123,7 @@ func readStreamHeader(r io.Reader) (header, error) {
 
 func (h header) validate() error {
 	switch h.op {
-	case opDial, opOpen:
+	case opDial, opOpen, opResolve:
 		if _, _, err := splitTarget(h.target); err != nil {
 			return err
 		}
@@ -181,26 +184,32 @@ func statusOf(err error) byte {
 // readStatus reads a reply and returns nil for OK, else the far side's
 // error wrapping the sentinel its code stands for.
 func readStatus(r io.Reader) error {
+	_, err := readStatusMsg(r)
+	return err
+}
+
+// readStatusMsg is readStatus that also returns an OK status's message.
+func readStatusMsg(r io.Reader) (string, error) {
 	var b [3]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return err
+		return "", err
 	}
 	n := int(binary.BigEndian.Uint16(b[1:]))
 	if n > maxMessage {
-		return fmt.Errorf("%w: status message of %d bytes", ErrBadRequest, n)
+		return "", fmt.Errorf("%w: status message of %d bytes", ErrBadRequest, n)
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(r, msg); err != nil {
-		return err
+		return "", err
 	}
 	if b[0] == stOK {
-		return nil
+		return string(msg), nil
 	}
 	sentinel, ok := statusErrs[b[0]]
 	if !ok {
-		return fmt.Errorf("%w: unknown status %d: %s", ErrBadRequest, b[0], msg)
+		return "", fmt.Errorf("%w: unknown status %d: %s", ErrBadRequest, b[0], msg)
 	}
-	return remoteError{sentinel: sentinel, msg: string(msg)}
+	return "", remoteError{sentinel: sentinel, msg: string(msg)}
 }
 
 // remoteError is an error the far side reported: its text, and the
