@@ -61,6 +61,11 @@ def where():
     return ray.get_runtime_context().get_node_id()
 
 print("task_node=" + ray.get(where.remote(), timeout=120))
+"""
+
+HEAD_ACTOR = """
+import ray
+ray.init(address=ADDRESS)
 try:
     h = ray.get_actor("fth", namespace="ft")
 except ValueError:
@@ -115,6 +120,7 @@ def test_native_detached_actor_on_provider_survives_head_kill9(gray_bin, capsys)
 
         after = values(head.run(AFTER, timeout=300))
         called = time.monotonic() - t0
+        after.update(values(head.run(HEAD_ACTOR, timeout=300)))
         assert after["count"] == "4", (after, head.logs()[-4000:])
         assert after["actor_node"] == prov_node, (before, after)
         assert after["task_node"] == prov_node, (before, after)
