@@ -125,7 +125,8 @@ def test_native_detached_actor_on_provider_survives_head_kill9(gray_bin, capsys)
         assert after["actor_node"] == prov_node, (before, after)
         assert after["task_node"] == prov_node, (before, after)
         # The head's own native node died with the head: its actor
-        # (max_restarts=0) is dead, not hung.
+        # (max_restarts=0) is dead, not hung (the restarted GCS marks the
+        # old head node DEAD as it starts).
         assert after["head_actor"] in ("ActorDiedError", "gone"), after
         with capsys.disabled():
             print("\n[%s] kill -9 -> head serving %.2fs; -> provider node back %.2fs; "

@@ -144,8 +144,9 @@ func unmarshalParts(parts [][]byte, msgs ...proto.Message) error {
 // resumeLocked picks up what the loaded tables left in flight (Start):
 // ALIVE actors are bound to their worker again (the node's resource polls
 // tell whether it is still there), actors being scheduled are scheduled
-// again, owned actors watch their owner again, and running jobs whose
-// driver's node is unknown or dead are finished.
+// again, owned actors watch their owner again, the previous head node is
+// DEAD (what ran there restarts or dies), and running jobs whose driver's
+// node is unknown or dead are finished.
 func (s *Server) resumeLocked() {
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
@@ -172,6 +173,15 @@ func (s *Server) resumeLocked() {
 		}
 		if !a.gone && !a.detached() {
 			s.watchOwnerLocked(a)
+		}
+	}
+	// The head's own node ran in the process of the last GCS: it is gone
+	// (the new head's raylet registers as a new node). Stored ALIVE, it
+	// would be taken for alive until NodeDeadAfter.
+	for _, id := range append([]string(nil), s.nodeOrder...) {
+		if n := s.nodes[id]; n.alive() && n.info.GetIsHeadNode() {
+			s.markNodeDeadLocked([]byte(id), &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_UNEXPECTED_TERMINATION,
+				ReasonMessage: "the head node died with the GCS process (head restart)"})
 		}
 	}
 	for _, jid := range append([]string(nil), s.jobOrder...) {

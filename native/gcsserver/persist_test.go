@@ -92,13 +92,17 @@ func TestTablesSurviveRestart(t *testing.T) {
 
 // TestRestartEndsWhatLostItsNode: an ALIVE actor whose node is not in the
 // loaded table, and a running job whose driver's node is not, are ended
-// when the GCS starts.
+// when the GCS starts; the previous head node is DEAD at once.
 func TestRestartEndsWhatLostItsNode(t *testing.T) {
 	st := gcs.NewMemStore()
 	tables := gcs.NewNativeTables(st)
 	f := newFake(t)
 	e1 := newEnv(t, func(c *Config) { c.Tables = tables })
 	e1.addNode(f, map[string]float64{"CPU": 2})
+	headID := randBytes(28)
+	if _, err := e1.node.RegisterNode(e1.cctx(), &raypb.RegisterNodeRequest{NodeInfo: testNode(headID, "127.0.0.1", 1, true, nil)}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e1.job.AddJob(e1.cctx(), &raypb.AddJobRequest{Data: &raypb.JobTableData{JobId: testJob, DriverAddress: f.owner}}); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +123,11 @@ func TestRestartEndsWhatLostItsNode(t *testing.T) {
 	}
 	if j := e2.srv.Jobs()[0]; !j.GetIsDead() {
 		t.Fatalf("job of an unknown driver node = %v", j)
+	}
+	for _, n := range e2.srv.Nodes() {
+		if bytes.Equal(n.GetNodeId(), headID) && n.GetState() != raypb.GcsNodeInfo_DEAD {
+			t.Fatalf("the previous head node after the restart = %v", n)
+		}
 	}
 }
 
