@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/gray-cluster/gray/gcs"
 	"github.com/gray-cluster/gray/native/node"
 	"github.com/gray-cluster/gray/resledger"
 )
@@ -40,7 +41,7 @@ func (h *Head) startNative(ctx context.Context, res map[string]float64, ledger *
 		GCSPort: nc.GCSPort, TempDir: nc.TempDir, NodeID: nc.NodeID, Python: h.cfg.Python, PythonVersion: pyVersion,
 		Resources: res, Labels: h.cfg.Labels, GPUIDs: gpuIDs, Ledger: ledger, ObjectStoreMemory: h.cfg.ObjectStoreMemory,
 		PrestartWorkers: h.cfg.PrestartWorkers, IdleWorkerTimeout: h.cfg.IdleWorkerTimeout,
-		KV: h.KV, NextJobID: h.Jobs.NextID, Logger: h.log,
+		KV: h.KV, Tables: gcs.NewNativeTables(h.gcsStore), NextJobID: h.Jobs.NextID, Logger: h.log,
 		// A head whose Ray Client port is on loopback serves this machine
 		// only; so does its native node, though it listens on the node IP.
 		// In token mode it serves this machine only too: stock native

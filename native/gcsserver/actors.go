@@ -49,6 +49,7 @@ func (s *Server) Actors() []*raypb.ActorTableData {
 }
 
 func (s *Server) publishActorLocked(a *actor) {
+	s.storeActorLocked(a)
 	s.publish(&raypb.PubMessage{
 		ChannelType:  raypb.ChannelType_GCS_ACTOR_CHANNEL,
 		KeyId:        a.id,

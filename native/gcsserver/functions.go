@@ -39,9 +39,10 @@ func (s *Server) dropExports(ctx context.Context, jobHex string) {
 	}
 }
 
-// dropStaleExports drops the exports of jobs this server does not know as
-// alive: a KV kept across a head restart holds the previous run's, and
-// those jobs cannot come back (job numbers never repeat).
+// dropStaleExports drops the exports of jobs this server does not know (a
+// KV kept across a head restart without the job table holds the previous
+// run's, and those jobs cannot come back: job numbers never repeat), and
+// of known jobs that finished and left no detached actor alive.
 func (s *Server) dropStaleExports(ctx context.Context) {
 	jobs := map[string]bool{}
 	for _, kind := range functionTableKinds {
@@ -60,9 +61,14 @@ func (s *Server) dropStaleExports(ctx context.Context) {
 		id, err := hex.DecodeString(job)
 		s.mu.Lock()
 		j := s.jobs[string(id)]
-		alive := err == nil && j != nil && !j.GetIsDead()
+		known := err == nil && j != nil
+		if known {
+			// A job loaded from the store: its exports go as they would
+			// have (finished, and no detached actor of it lives).
+			s.dropJobFunctionsLocked(id)
+		}
 		s.mu.Unlock()
-		if !alive {
+		if !known {
 			s.log.Info("dropping exports of a job of a previous run", "job_id", job)
 			s.dropExports(ctx, job)
 		}

@@ -23,6 +23,7 @@ func (s *Server) Jobs() []*raypb.JobTableData {
 }
 
 func (s *Server) publishJobLocked(j *raypb.JobTableData) {
+	s.storeJobLocked(j)
 	s.publish(&raypb.PubMessage{
 		ChannelType:  raypb.ChannelType_GCS_JOB_CHANNEL,
 		KeyId:        j.GetJobId(),

@@ -59,6 +59,7 @@ func livenessOf(info *raypb.GcsNodeInfo) *raypb.GcsNodeAddressAndLiveness {
 
 // publishNodeLocked announces a node's state on channels 4 and 9.
 func (s *Server) publishNodeLocked(info *raypb.GcsNodeInfo) {
+	s.storeNodeLocked(info)
 	c := proto.Clone(info).(*raypb.GcsNodeInfo)
 	s.publish(&raypb.PubMessage{
 		ChannelType:  raypb.ChannelType_GCS_NODE_INFO_CHANNEL,

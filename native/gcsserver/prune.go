@@ -1,5 +1,7 @@
 package gcsserver
 
+import "github.com/gray-cluster/gray/gcs"
+
 // Bounds on finished entries kept for queries, as Ray's GCS caps its
 // caches of destroyed actors and dead nodes and workers.
 const (
@@ -39,7 +41,7 @@ func pruneLocked(order []string, limit int, finished func(string) bool, drop fun
 func (s *Server) pruneNodesLocked() {
 	s.nodeOrder = pruneLocked(s.nodeOrder, maxDeadNodes,
 		func(id string) bool { return !s.nodes[id].alive() },
-		func(id string) { delete(s.nodes, id) })
+		func(id string) { delete(s.nodes, id); s.forgetLocked(gcs.NativeNodesTable, []byte(id)) })
 }
 
 func (s *Server) pruneWorkersLocked() {
@@ -51,5 +53,5 @@ func (s *Server) pruneWorkersLocked() {
 func (s *Server) pruneActorsLocked() {
 	s.actorOrder = pruneLocked(s.actorOrder, maxDestroyedActor,
 		func(id string) bool { return s.actors[id].gone },
-		func(id string) { delete(s.actors, id) })
+		func(id string) { delete(s.actors, id); s.forgetLocked(gcs.NativeActorsTable, []byte(id)) })
 }

@@ -2,6 +2,7 @@ package gcsserver
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sort"
 
@@ -69,6 +70,10 @@ func (s *Server) pollNode(id, addr string) {
 		return
 	}
 	now := s.now()
+	if err == nil && reply.GetResources() != nil && len(reply.GetResources().GetNodeId()) > 0 && string(reply.GetResources().GetNodeId()) != id {
+		// Another raylet on a dead node's address (a restarted head's).
+		err = fmt.Errorf("the raylet at %s is node %s", addr, hexID(reply.GetResources().GetNodeId()))
+	}
 	if err != nil && status.Code(err) != codes.Unimplemented {
 		if now.Sub(n.lastOK) > s.cfg.NodeDeadAfter {
 			s.log.Warn("raylet unreachable", "node_id", hexID([]byte(id)), "address", addr, "err", err)

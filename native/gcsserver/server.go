@@ -3,7 +3,9 @@
 // stock core workers and gray's native raylet can run against gray.
 //
 // The server keeps its tables in memory (the internal KV lives in the
-// gcs.KV it is given, shared with the Ray Client front end). It drives
+// gcs.KV it is given, shared with the Ray Client front end); with
+// Config.Tables the actor, job and node tables are also written through to
+// a gcs.Store and loaded again when a server starts on it (see persist.go). It drives
 // raylets (RequestWorkerLease, KillLocalActor, bundle reservations,
 // GetResourceLoad polls) and core workers (PushTask of actor creation tasks,
 // WaitForActorRefDeleted) as a gRPC client, and publishes table changes on
@@ -78,6 +80,10 @@ const defaultSystemConfig = `{"automatic_object_spilling_enabled": false}`
 type Config struct {
 	// KV backs InternalKVGcsService (shared with the Ray Client front end).
 	KV gcs.KV
+	// Tables, when set, is the durable home of the actor, job and node
+	// tables: New loads them, every change is written through (nil: memory
+	// only).
+	Tables *gcs.NativeTables
 	// ClusterID is the 28-byte cluster id.
 	ClusterID []byte
 	Logger    *slog.Logger
@@ -221,6 +227,10 @@ func New(cfg Config) (*Server, error) {
 	s.ctrl = newPublisher("control", cfg.Now, cfg.PollHold)
 	s.obs = newPublisher("observability", cfg.Now, cfg.PollHold)
 	s.conns = newConnPool(cfg.Dial, s.cidHx)
+	if err := s.loadTables(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -279,6 +289,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.dropStaleExports(ctx)
 		s.mu.Lock()
 		s.stopWatch = context.AfterFunc(ctx, s.Close)
+		s.resumeLocked()
 		s.mu.Unlock()
 		s.goLoop(s.janitorLoop)
 		if s.cfg.ResourcePollPeriod > 0 {

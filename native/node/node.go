@@ -64,6 +64,10 @@ type Config struct {
 	LocalOnly bool
 	// KV is the internal KV shared with the Ray Client front end.
 	KV gcs.KV
+	// Tables, when set, keeps the GCS's actor, job and node tables and the
+	// cluster id durable, so that the node restarted on them serves the
+	// same cluster (nil: memory only, a new cluster id per start).
+	Tables *gcs.NativeTables
 	// NextJobID allocates job numbers shared with the Ray Client front end
 	// (nil: the GCS counts on its own).
 	NextJobID func(context.Context) (uint32, error)
@@ -147,8 +151,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 
+	if n.cfg.Tables != nil {
+		if n.clusterID, err = n.cfg.Tables.ClusterID(ctx); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	n.gcs, err = gcsserver.New(gcsserver.Config{
-		KV: n.cfg.KV, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID,
+		KV: n.cfg.KV, Tables: n.cfg.Tables, ClusterID: n.clusterID, NextJobID: n.cfg.NextJobID,
 		SystemConfig: nodemanager.SystemConfigJSON(nil), Logger: n.log.With("part", "gcs"),
 	})
 	if err != nil {

@@ -1,0 +1,196 @@
+package gcsserver
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gray-cluster/gray/gcs"
+	"github.com/gray-cluster/gray/proto/ray/commonpb"
+	"github.com/gray-cluster/gray/proto/ray/raypb"
+)
+
+// Durable tables (Config.Tables): the actor, job and node tables are
+// written through on every change (each change is published, and the
+// publish points are where they are stored) and loaded by New, so that a
+// GCS restarted on the same store knows the cluster it served. The
+// in-memory maps are the cache of the store. Placement groups, workers and
+// task events stay in memory.
+
+// storeTimeout bounds one write of a table entry.
+const storeTimeout = 10 * time.Second
+
+func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// storeLocked writes one entry, logging a failure (the change has been
+// made and published: the store lags until the entry changes again).
+func (s *Server) storeLocked(table string, key []byte, msgs ...proto.Message) {
+	if s.cfg.Tables == nil {
+		return
+	}
+	parts := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			s.log.Error("cannot encode a table entry", "table", table, "key", hexID(key), "err", err)
+			return
+		}
+		parts[i] = b
+	}
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	if err := s.cfg.Tables.Put(ctx, table, key, parts...); err != nil {
+		s.log.Error("cannot store a table entry", "table", table, "key", hexID(key), "err", err)
+	}
+}
+
+func (s *Server) forgetLocked(table string, key []byte) {
+	if s.cfg.Tables == nil {
+		return
+	}
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	if err := s.cfg.Tables.Delete(ctx, table, key); err != nil {
+		s.log.Error("cannot drop a table entry", "table", table, "key", hexID(key), "err", err)
+	}
+}
+
+func (s *Server) storeActorLocked(a *actor) {
+	s.storeLocked(gcs.NativeActorsTable, a.id, a.data, a.spec)
+}
+
+func (s *Server) storeJobLocked(j *raypb.JobTableData) {
+	s.storeLocked(gcs.NativeJobsTable, j.GetJobId(), j)
+}
+
+func (s *Server) storeNodeLocked(info *raypb.GcsNodeInfo) {
+	s.storeLocked(gcs.NativeNodesTable, info.GetNodeId(), info)
+}
+
+// loadTables fills the maps from Config.Tables (New, before anything is
+// served): nodes as they were (ALIVE ones must answer a resource poll
+// within NodeDeadAfter), jobs, actors with their creation spec.
+func (s *Server) loadTables(ctx context.Context) error {
+	t := s.cfg.Tables
+	if t == nil {
+		return nil
+	}
+	now := s.now()
+	err := t.Load(ctx, gcs.NativeNodesTable, func(key []byte, parts [][]byte) error {
+		info := &raypb.GcsNodeInfo{}
+		if err := unmarshalParts(parts, info); err != nil {
+			return err
+		}
+		n := &nodeEntry{info: info, available: maps.Clone(info.GetResourcesTotal()), lastOK: now}
+		if !n.alive() {
+			n.available = map[string]float64{}
+		}
+		s.nodes[string(key)] = n
+		s.nodeOrder = append(s.nodeOrder, string(key))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = t.Load(ctx, gcs.NativeJobsTable, func(key []byte, parts [][]byte) error {
+		j := &raypb.JobTableData{}
+		if err := unmarshalParts(parts, j); err != nil {
+			return err
+		}
+		s.jobs[string(key)] = j
+		s.jobOrder = append(s.jobOrder, string(key))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = t.Load(ctx, gcs.NativeActorsTable, func(key []byte, parts [][]byte) error {
+		d, spec := &raypb.ActorTableData{}, &commonpb.TaskSpec{}
+		if err := unmarshalParts(parts, d, spec); err != nil {
+			return err
+		}
+		a := &actor{id: append([]byte(nil), key...), data: d, spec: spec, gone: d.GetState() == raypb.ActorTableData_DEAD}
+		if !a.gone && d.GetName() != "" {
+			s.named[nameKey{d.GetRayNamespace(), d.GetName()}] = string(key)
+		}
+		s.actors[string(key)] = a
+		s.actorOrder = append(s.actorOrder, string(key))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("GCS tables loaded", "nodes", len(s.nodes), "jobs", len(s.jobs), "actors", len(s.actors))
+	return nil
+}
+
+func unmarshalParts(parts [][]byte, msgs ...proto.Message) error {
+	if len(parts) != len(msgs) {
+		return fmt.Errorf("%w: %d parts, want %d", gcs.ErrCorrupt, len(parts), len(msgs))
+	}
+	for i, m := range msgs {
+		if err := proto.Unmarshal(parts[i], m); err != nil {
+			return fmt.Errorf("%w: %v", gcs.ErrCorrupt, err)
+		}
+	}
+	return nil
+}
+
+// resumeLocked picks up what the loaded tables left in flight (Start):
+// ALIVE actors are bound to their worker again (the node's resource polls
+// tell whether it is still there), actors being scheduled are scheduled
+// again, owned actors watch their owner again, the previous head node is
+// DEAD (what ran there restarts or dies), and running jobs whose driver's
+// node is unknown or dead are finished.
+func (s *Server) resumeLocked() {
+	for _, id := range s.actorOrder {
+		a := s.actors[id]
+		if a == nil || a.gone {
+			continue
+		}
+		switch a.state() {
+		case raypb.ActorTableData_ALIVE:
+			n := s.nodes[string(a.data.GetAddress().GetNodeId())]
+			if n == nil || !n.alive() {
+				// Its node died with (or before) the last GCS.
+				dead := n
+				if dead == nil {
+					dead = &nodeEntry{info: &raypb.GcsNodeInfo{NodeId: a.data.GetAddress().GetNodeId(),
+						DeathInfo: &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_UNEXPECTED_TERMINATION, ReasonMessage: "the node is unknown after a GCS restart"}}}
+				}
+				s.restartOrDieLocked(a, true, nodeDiedCause(a, dead))
+				continue
+			}
+			a.worker = proto.Clone(a.data.GetAddress()).(*commonpb.Address)
+			a.raylet = n.address()
+		case raypb.ActorTableData_PENDING_CREATION, raypb.ActorTableData_RESTARTING:
+			s.scheduleLocked(a)
+		}
+		if !a.gone && !a.detached() {
+			s.watchOwnerLocked(a)
+		}
+	}
+	// The head's own node ran in the process of the last GCS: it is gone
+	// (the new head's raylet registers as a new node). Stored ALIVE, it
+	// would be taken for alive until NodeDeadAfter.
+	for _, id := range append([]string(nil), s.nodeOrder...) {
+		if n := s.nodes[id]; n.alive() && n.info.GetIsHeadNode() {
+			s.markNodeDeadLocked([]byte(id), &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_UNEXPECTED_TERMINATION,
+				ReasonMessage: "the head node died with the GCS process (head restart)"})
+		}
+	}
+	for _, jid := range append([]string(nil), s.jobOrder...) {
+		j := s.jobs[jid]
+		if j.GetIsDead() {
+			continue
+		}
+		if n := s.nodes[string(j.GetDriverAddress().GetNodeId())]; n == nil || !n.alive() {
+			s.finishJobLocked(j.GetJobId())
+		}
+	}
+}
