@@ -18,6 +18,9 @@ const (
 	NativeJobsTable = "native.jobs"
 	// NativeNodesTable: node id → GcsNodeInfo.
 	NativeNodesTable = "native.nodes"
+	// NativePlacementGroupsTable: placement group id →
+	// PlacementGroupTableData.
+	NativePlacementGroupsTable = "native.placement_groups"
 	// NativeMetaTable: the cluster id.
 	NativeMetaTable = "native.meta"
 )
@@ -39,7 +42,7 @@ func NewNativeTables(s Store) *NativeTables { return &NativeTables{s: s} }
 
 func checkNativeTable(table string) error {
 	switch table {
-	case NativeActorsTable, NativeJobsTable, NativeNodesTable:
+	case NativeActorsTable, NativeJobsTable, NativeNodesTable, NativePlacementGroupsTable:
 		return nil
 	}
 	return fmt.Errorf("%w: %q is not a native table", ErrBadTable, table)

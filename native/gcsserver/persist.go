@@ -17,8 +17,9 @@ import (
 // written through on every change (each change is published, and the
 // publish points are where they are stored) and loaded by New, so that a
 // GCS restarted on the same store knows the cluster it served. The
-// in-memory maps are the cache of the store. Placement groups, workers and
-// task events stay in memory.
+// in-memory maps are the cache of the store; placement groups are stored
+// at each state change (created, placed, rescheduling, removed). Workers
+// and task events stay in memory.
 
 // storeTimeout bounds one write of a table entry.
 const storeTimeout = 10 * time.Second
@@ -66,6 +67,10 @@ func (s *Server) storeActorLocked(a *actor) {
 
 func (s *Server) storeJobLocked(j *raypb.JobTableData) {
 	s.storeLocked(gcs.NativeJobsTable, j.GetJobId(), j)
+}
+
+func (s *Server) storePGLocked(pg *placementGroup) {
+	s.storeLocked(gcs.NativePlacementGroupsTable, pg.data.GetPlacementGroupId(), pg.data)
 }
 
 func (s *Server) storeNodeLocked(info *raypb.GcsNodeInfo) {
@@ -125,7 +130,23 @@ func (s *Server) loadTables(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("GCS tables loaded", "nodes", len(s.nodes), "jobs", len(s.jobs), "actors", len(s.actors))
+	err = t.Load(ctx, gcs.NativePlacementGroupsTable, func(key []byte, parts [][]byte) error {
+		d := &raypb.PlacementGroupTableData{}
+		if err := unmarshalParts(parts, d); err != nil {
+			return err
+		}
+		pg := &placementGroup{data: d, ready: make(chan struct{})}
+		if st := d.GetState(); st == raypb.PlacementGroupTableData_CREATED || st == raypb.PlacementGroupTableData_REMOVED {
+			pg.closeReady()
+		}
+		s.pgs[string(key)] = pg
+		s.pgOrder = append(s.pgOrder, string(key))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("GCS tables loaded", "nodes", len(s.nodes), "jobs", len(s.jobs), "actors", len(s.actors), "placement_groups", len(s.pgs))
 	return nil
 }
 
@@ -182,6 +203,28 @@ func (s *Server) resumeLocked() {
 		if n := s.nodes[id]; n.alive() && n.info.GetIsHeadNode() {
 			s.markNodeDeadLocked([]byte(id), &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_UNEXPECTED_TERMINATION,
 				ReasonMessage: "the head node died with the GCS process (head restart)"})
+		}
+	}
+	// Placement groups: those still being placed are placed again; the
+	// bundles of created ones stay reserved on their nodes (a node that did
+	// not come back gives them up through the node-death path below).
+	for _, id := range s.pgOrder {
+		pg := s.pgs[id]
+		if st := pg.data.GetState(); st == raypb.PlacementGroupTableData_PENDING || st == raypb.PlacementGroupTableData_RESCHEDULING {
+			s.schedulePGLocked(pg)
+		}
+	}
+	for _, id := range s.pgOrder {
+		pg := s.pgs[id]
+		if pg.data.GetState() != raypb.PlacementGroupTableData_CREATED {
+			continue
+		}
+		for _, b := range pg.data.GetBundles() {
+			if n := s.nodes[string(b.GetNodeId())]; n == nil || !n.alive() {
+				// Placed on a node that is gone or unknown: place it again.
+				s.onNodeDeadPGLocked(b.GetNodeId())
+				break
+			}
 		}
 	}
 	for _, jid := range append([]string(nil), s.jobOrder...) {

@@ -142,3 +142,67 @@ func equalMsgs[M proto.Message](t *testing.T, what string, want, got []M) {
 		}
 	}
 }
+
+// TestPlacementGroupsSurviveRestart: a detached group created before the
+// restart is CREATED after it with its bundles on the same node (their
+// reservations stay there, nothing is reserved again), found by name; when
+// that node dies it is placed again.
+func TestPlacementGroupsSurviveRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), gcs.StoreFile)
+	open := func() (gcs.Store, *gcs.NativeTables) {
+		st, err := gcs.OpenBoltStore(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, gcs.NewNativeTables(st)
+	}
+	f, f2 := newFake(t), newFake(t)
+	f2.owner = f.owner
+	st1, tables1 := open()
+	e1 := newEnv(t, func(c *Config) { c.Tables = tables1 })
+	e1.addNode(f, map[string]float64{"CPU": 2})
+	_, _ = e1.job.AddJob(e1.cctx(), &raypb.AddJobRequest{Data: &raypb.JobTableData{JobId: testJob, DriverAddress: f.owner,
+		Config: &commonpb.JobConfig{RayNamespace: "ns"}}})
+	spec := pgSpec(commonpb.PlacementStrategy_PACK, "kept-pg", map[string]float64{"CPU": 1})
+	spec.IsDetached = true
+	if r, _ := e1.pg.CreatePlacementGroup(e1.cctx(), &raypb.CreatePlacementGroupRequest{PlacementGroupSpec: spec}); r.GetStatus().GetCode() != 0 {
+		t.Fatalf("create = %v", r)
+	}
+	e1.waitPG(spec.GetPlacementGroupId())
+	before := e1.srv.PlacementGroups()
+	e1.close()
+	if err := st1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var committed int
+	f.snapshot(func() { committed = len(f.committed) })
+
+	st2, tables2 := open()
+	defer st2.Close()
+	e2 := newEnv(t, func(c *Config) { c.Tables = tables2 })
+	equalMsgs(t, "placement groups", before, e2.srv.PlacementGroups())
+	named, _ := e2.pg.GetNamedPlacementGroup(e2.cctx(), &raypb.GetNamedPlacementGroupRequest{Name: "kept-pg", RayNamespace: "ns"})
+	d := named.GetPlacementGroupTableData()
+	if d.GetState() != raypb.PlacementGroupTableData_CREATED || !bytes.Equal(d.GetBundles()[0].GetNodeId(), f.nodeID) {
+		t.Fatalf("group after the restart = %v", d)
+	}
+	if r := e2.waitPG(spec.GetPlacementGroupId()); r.GetStatus().GetCode() != 0 {
+		t.Fatalf("wait after the restart = %v", r)
+	}
+	f.snapshot(func() {
+		if len(f.committed) != committed {
+			t.Errorf("bundles reserved again after the restart: %d commits, had %d", len(f.committed), committed)
+		}
+	})
+	// Its node dies: the bundle goes to the other node.
+	e2.addNode(f2, map[string]float64{"CPU": 2})
+	if _, err := e2.node.UnregisterNode(e2.cctx(), &raypb.UnregisterNodeRequest{NodeId: f.nodeID,
+		NodeDeathInfo: &commonpb.NodeDeathInfo{Reason: commonpb.NodeDeathInfo_UNEXPECTED_TERMINATION, ReasonMessage: "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the group placed again on the other node", func() bool {
+		g, _ := e2.pg.GetPlacementGroup(e2.cctx(), &raypb.GetPlacementGroupRequest{PlacementGroupId: spec.GetPlacementGroupId()})
+		gd := g.GetPlacementGroupTableData()
+		return gd.GetState() == raypb.PlacementGroupTableData_CREATED && bytes.Equal(gd.GetBundles()[0].GetNodeId(), f2.nodeID)
+	})
+}

@@ -234,6 +234,7 @@ func (s *Server) runPG(ctx context.Context, pg *placementGroup, attempt uint64) 
 				pg.data.Stats.SchedulingState = raypb.PlacementGroupStats_FINISHED
 				pg.cancel = nil
 				pg.closeReady()
+				s.storePGLocked(pg)
 				s.log.Info("placement group created", "pg_id", hexID(pg.data.GetPlacementGroupId()), "bundles", len(plan))
 				s.nodesChangedLocked() // actors waiting on the group
 			}
@@ -331,6 +332,7 @@ func (s *Server) removePGLocked(pg *placementGroup) {
 	}
 	d.Stats.SchedulingState = raypb.PlacementGroupStats_REMOVED
 	pg.closeReady()
+	s.storePGLocked(pg)
 	s.log.Info("placement group removed", "pg_id", hexID(d.GetPlacementGroupId()))
 	for _, id := range s.actorOrder {
 		a := s.actors[id]
@@ -356,6 +358,7 @@ func (s *Server) onNodeDeadPGLocked(nodeID []byte) {
 		}
 		if lost {
 			pg.data.State = raypb.PlacementGroupTableData_RESCHEDULING
+			s.storePGLocked(pg)
 			s.schedulePGLocked(pg)
 		}
 	}
@@ -436,6 +439,7 @@ func (x *pgService) CreatePlacementGroup(_ context.Context, req *raypb.CreatePla
 	pg := &placementGroup{data: proto.Clone(d).(*raypb.PlacementGroupTableData), ready: make(chan struct{})}
 	s.pgs[id] = pg
 	s.pgOrder = append(s.pgOrder, id)
+	s.storePGLocked(pg)
 	s.log.Info("placement group registered", "pg_id", hexID(spec.GetPlacementGroupId()), "strategy", spec.GetStrategy().String(), "bundles", len(d.Bundles))
 	s.schedulePGLocked(pg)
 	return &raypb.CreatePlacementGroupReply{Status: okStatus()}, nil
