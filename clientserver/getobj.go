@@ -40,12 +40,15 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 
 // parseIDs reads the object ids of a get or wait: each must be one the
 // session holds (the stock server looks them up in the client's own refs).
-func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
+func (s *Server) parseIDs(ctx context.Context, raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 	out := make([]ids.ObjectID, len(raw))
 	for i, b := range raw {
 		oid, err := ids.ObjectFromBytes(b)
 		if err != nil {
 			return nil, err
+		}
+		if !s.store.Contains(oid) {
+			s.awaitRestored(ctx, ss, oid)
 		}
 		if !s.store.Contains(oid) {
 			if err := ss.lostAtRestart(oid); err != nil {
@@ -85,7 +88,7 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	if err != nil {
 		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
 	}
-	list, err := s.parseIDs(req.Ids, ss)
+	list, err := s.parseIDs(ctx, req.Ids, ss)
 	if err != nil {
 		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
 	}
@@ -243,18 +246,18 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		return ss.sendOn(op.out, &pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: r}})
 	}
 	sendErr := func(b []byte) { send(&pb.GetResponse{Valid: false, Error: b}) }
-	list, err := s.parseIDs(g.Ids, ss)
-	if err == nil && len(list) != 1 {
-		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
-	}
-	if err != nil {
-		sendErr(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
-		done()
-		return
-	}
-	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 	go func() {
 		defer done()
+		// Parsed here: after a head restart it may wait for the providers.
+		list, err := s.parseIDs(op.ctx, g.Ids, ss)
+		if err == nil && len(list) != 1 {
+			err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
+		}
+		if err != nil {
+			sendErr(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
+			return
+		}
+		s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 		obj, err := s.store.Wait(op.ctx, list[0])
 		if err != nil || obj == nil {
 			if op.ctx.Err() == nil {
@@ -286,7 +289,7 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	list, err := s.parseIDs(req.ObjectIds, ss)
+	list, err := s.parseIDs(ctx, req.ObjectIds, ss)
 	if err != nil {
 		return &pb.WaitResponse{Valid: false}, nil
 	}
