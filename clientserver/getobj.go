@@ -88,19 +88,27 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	if err != nil {
 		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
 	}
-	list, err := s.parseIDs(ctx, req.Ids, ss)
-	if err != nil {
-		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
-	}
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
-	}
 	timeout := time.Duration(float64(req.Timeout) * float64(time.Second))
 	if timeout <= 0 {
 		timeout = time.Millisecond
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// After a head restart this may wait for the providers (within the
+	// get's timeout: the client asks again).
+	list, err := s.parseIDs(wctx, req.Ids, ss)
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if wctx.Err() != nil {
+			return fail(s.errorPickle(rayerr.GetTimeout()))
+		}
+		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
+	}
 	release := s.blockWorker(ss)
 	objs, err := s.waitAll(wctx, list)
 	release()
@@ -289,8 +297,19 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	list, err := s.parseIDs(ctx, req.ObjectIds, ss)
+	wctx := ctx
+	if req.Timeout >= 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
+		defer cancel()
+	}
+	list, err := s.parseIDs(wctx, req.ObjectIds, ss)
 	if err != nil {
+		if wctx.Err() != nil && ctx.Err() == nil {
+			// Timed out waiting for the providers after a head restart:
+			// nothing is ready yet.
+			return &pb.WaitResponse{Valid: true, RemainingObjectIds: req.ObjectIds}, nil
+		}
 		return &pb.WaitResponse{Valid: false}, nil
 	}
 	if len(list) == 0 {
@@ -301,12 +320,6 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 		// The stock server answers ray.wait's ValueError with valid=false.
 		s.log.Debug("wait refused", "client", ss.clientID, "err", err)
 		return &pb.WaitResponse{Valid: false}, nil
-	}
-	wctx := ctx
-	if req.Timeout >= 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
-		defer cancel()
 	}
 	readyCh := make(chan int, len(list))
 	for i, id := range list {

@@ -7,6 +7,7 @@ after the restart; each of those ran once. A ray.put object, which lived
 only in the head's store, is ObjectLostError. With the default bbolt store
 and with Redis."""
 
+import time
 
 from conftest import Provider, wait_for
 from test_head_failover import FailoverHead
@@ -57,6 +58,7 @@ while not os.path.exists(SIGNAL):  # the test has killed the head
     time.sleep(0.05)
 
 value = ray.get(big_ref, timeout=120)
+print("first_get_at=%f" % time.time(), flush=True)
 print("big_after=%s" % (value == b"x" * (2 << 20)))
 print("small_after=" + ray.get(small_ref, timeout=120))
 value = ray.get(down_ref, timeout=120)
@@ -72,7 +74,7 @@ print("new_task=%d" % len(ray.get(big.remote(5), timeout=120)))
 """
 
 
-def check_objects(head, tmp_path):
+def check_objects(head, tmp_path, capsys):
     head.start()
     prov = Provider(head.cmd[0], head, num_cpus=2, extra=["--resources", '{"ftnode": 2}'])
     signal, runlog = tmp_path / "signal", tmp_path / "runlog"
@@ -90,6 +92,7 @@ def check_objects(head, tmp_path):
             driver.wait()
             raise AssertionError("driver exited (%s):\n%s" % (driver.returncode, "".join(before)))
 
+        killed = time.time()
         head.kill9()
         release_down.touch()  # this task ends while no head is there
         signal.touch()
@@ -98,6 +101,7 @@ def check_objects(head, tmp_path):
         assert driver.returncode == 0, "driver failed (%d):\n%s\n--- head log tail ---\n%s\n--- provider ---\n%s" % (
             driver.returncode, out, head.logs()[-6000:], prov.logs()[-4000:])
         after = values(out)
+        pause = float(after.pop("first_get_at")) - killed
         assert after == {
             "big_after": "True", "small_after": "small value", "down_after": "True", "after_after": "afterafterafterafter",
             "put_after": "ObjectLostError", "new_task": "5",
@@ -105,6 +109,8 @@ def check_objects(head, tmp_path):
         # Nothing ran twice.
         assert sorted(runlog.read_text().split()) == ["after", "down"]
         assert "objects a restored provider holds are found again" in head.logs()
+        with capsys.disabled():
+            print("\n[%s] kill -9 -> resumed driver's get of a provider-held 2 MiB result done %.2fs" % (head.storage, pause))
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -112,18 +118,18 @@ def check_objects(head, tmp_path):
         prov.stop()
 
 
-def test_provider_objects_found_after_restart_bolt(gray_bin, tmp_path):
+def test_provider_objects_found_after_restart_bolt(gray_bin, tmp_path, capsys):
     head = FailoverHead(gray_bin)
     try:
-        check_objects(head, tmp_path)
+        check_objects(head, tmp_path, capsys)
     finally:
         head.stop()
 
 
-def test_provider_objects_found_after_restart_redis(gray_bin, tmp_path, redis_url):  # noqa: F811
+def test_provider_objects_found_after_restart_redis(gray_bin, tmp_path, capsys, redis_url):  # noqa: F811
     head = FailoverHead(gray_bin, storage=redis_url)
     try:
-        check_objects(head, tmp_path)
+        check_objects(head, tmp_path, capsys)
     finally:
         head.stop()
 
