@@ -12,20 +12,21 @@ import (
 // back to it, for the sessions that resumed, and which to forget
 // (returnObjects).
 
-// heldIDs lists the objects the provider's store holds.
+// maxHeldListed bounds how many held objects a Register lists (newest
+// first), so that the message stays well under the head's limit.
+const maxHeldListed = 1 << 16
+
+// heldIDs lists the objects the provider's cache holds, newest first.
 func (o *objects) heldIDs() []ids.ObjectID {
-	infos := o.local.Objects()
-	out := make([]ids.ObjectID, 0, len(infos)+1)
-	for _, info := range infos {
-		if info.Sealed {
-			out = append(out, info.ID)
-		}
-	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]ids.ObjectID, 0, min(len(o.cached)+1, maxHeldListed))
 	if o.oversized != nil {
 		out = append(out, o.oversized.ID)
 	}
-	o.mu.Unlock()
+	for i := len(o.cached) - 1; i >= 0 && len(out) < maxHeldListed; i-- {
+		out = append(out, o.cached[i])
+	}
 	return out
 }
 
