@@ -40,12 +40,15 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 
 // parseIDs reads the object ids of a get or wait: each must be one the
 // session holds (the stock server looks them up in the client's own refs).
-func (s *Server) parseIDs(raw [][]byte, ss *session) ([]ids.ObjectID, error) {
+func (s *Server) parseIDs(ctx context.Context, raw [][]byte, ss *session) ([]ids.ObjectID, error) {
 	out := make([]ids.ObjectID, len(raw))
 	for i, b := range raw {
 		oid, err := ids.ObjectFromBytes(b)
 		if err != nil {
 			return nil, err
+		}
+		if !s.store.Contains(oid) {
+			s.awaitRestored(ctx, ss, oid)
 		}
 		if !s.store.Contains(oid) {
 			if err := ss.lostAtRestart(oid); err != nil {
@@ -85,19 +88,27 @@ func (s *Server) GetObject(req *pb.GetRequest, stream pb.RayletDriver_GetObjectS
 	if err != nil {
 		return fail(s.errorPickle(rayerr.ValueError(err.Error())))
 	}
-	list, err := s.parseIDs(req.Ids, ss)
-	if err != nil {
-		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
-	}
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
-	}
 	timeout := time.Duration(float64(req.Timeout) * float64(time.Second))
 	if timeout <= 0 {
 		timeout = time.Millisecond
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// After a head restart this may wait for the providers (within the
+	// get's timeout: the client asks again).
+	list, err := s.parseIDs(wctx, req.Ids, ss)
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if wctx.Err() != nil {
+			return fail(s.errorPickle(rayerr.GetTimeout()))
+		}
+		return fail(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("get", "objects", hexList(list), "client", ss.clientID)
+	}
 	release := s.blockWorker(ss)
 	objs, err := s.waitAll(wctx, list)
 	release()
@@ -243,18 +254,18 @@ func (s *Server) asyncGet(ss *session, reqID int32, g *pb.GetRequest) {
 		return ss.sendOn(op.out, &pb.DataResponse{ReqId: reqID, Type: &pb.DataResponse_Get{Get: r}})
 	}
 	sendErr := func(b []byte) { send(&pb.GetResponse{Valid: false, Error: b}) }
-	list, err := s.parseIDs(g.Ids, ss)
-	if err == nil && len(list) != 1 {
-		err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
-	}
-	if err != nil {
-		sendErr(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
-		done()
-		return
-	}
-	s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 	go func() {
 		defer done()
+		// Parsed here: after a head restart it may wait for the providers.
+		list, err := s.parseIDs(op.ctx, g.Ids, ss)
+		if err == nil && len(list) != 1 {
+			err = fmt.Errorf("an asynchronous get takes exactly one id, got %d", len(list))
+		}
+		if err != nil {
+			sendErr(s.errorPickle(rayerr.Of(err, rayerr.ValueError)))
+			return
+		}
+		s.log.Debug("async get", "object", list[0].Hex(), "client", ss.clientID, "start_chunk", g.StartChunkId)
 		obj, err := s.store.Wait(op.ctx, list[0])
 		if err != nil || obj == nil {
 			if op.ctx.Err() == nil {
@@ -286,8 +297,19 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	list, err := s.parseIDs(req.ObjectIds, ss)
+	wctx := ctx
+	if req.Timeout >= 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
+		defer cancel()
+	}
+	list, err := s.parseIDs(wctx, req.ObjectIds, ss)
 	if err != nil {
+		if wctx.Err() != nil && ctx.Err() == nil {
+			// Timed out waiting for the providers after a head restart:
+			// nothing is ready yet.
+			return &pb.WaitResponse{Valid: true, RemainingObjectIds: req.ObjectIds}, nil
+		}
 		return &pb.WaitResponse{Valid: false}, nil
 	}
 	if len(list) == 0 {
@@ -298,12 +320,6 @@ func (s *Server) WaitObject(ctx context.Context, req *pb.WaitRequest) (*pb.WaitR
 		// The stock server answers ray.wait's ValueError with valid=false.
 		s.log.Debug("wait refused", "client", ss.clientID, "err", err)
 		return &pb.WaitResponse{Valid: false}, nil
-	}
-	wctx := ctx
-	if req.Timeout >= 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
-		defer cancel()
 	}
 	readyCh := make(chan int, len(list))
 	for i, id := range list {

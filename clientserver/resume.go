@@ -16,9 +16,11 @@ import (
 // period: its record (gcs.Sessions: job, namespace, runtime_env, account,
 // grace) and its uploaded function and class pickles are stored while it is
 // open, and a restarted head (Restore) sets the session up again, waiting
-// for its client to reconnect. What lived only in the old head is Ray's
-// error for the resumed client: its objects are lost (ObjectLostError) and
-// its non-detached actors dead (ActorDiedError).
+// for its client to reconnect. Objects of its job that providers hold,
+// and results of its tasks still running on them, are claimed for it as
+// the providers reconnect (ClaimRestored). What lived only in the old head
+// is Ray's error for the resumed client: its other objects are lost
+// (ObjectLostError) and its non-detached actors dead (ActorDiedError).
 
 // persistSession stores a driver session's record once its Init has
 // started its job. A session whose client does not reconnect (grace 0)
@@ -162,6 +164,51 @@ func (s *Server) restoreSession(rec gcs.SessionRecord) error {
 		}
 	})
 	return nil
+}
+
+// ClaimRestored gives an object found on a provider after a head restart
+// (held there, or the result of a task still running there) an owner: the
+// resumed driver session of its job holds it from now on, as a pending
+// object of the store that the provider fills, and releases it as any
+// (when the client does, or when the session ends). False when no resumed
+// session owns it.
+func (s *Server) ClaimRestored(oid ids.ObjectID) bool {
+	job := oid.Task().Job()
+	s.mu.Lock()
+	var owner *session
+	for _, ss := range s.sessions {
+		if ss.workerID == "" && ss.resumed && ss.job == job {
+			owner = ss
+			break
+		}
+	}
+	s.mu.Unlock()
+	if owner == nil {
+		return false
+	}
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	if owner.ended { // its ReleaseAll may have run: holding now would leak
+		return false
+	}
+	owner.held[oid] = struct{}{}
+	s.store.Create(oid, owner.holder())
+	return true
+}
+
+// awaitRestored waits, for a resumed session naming an object of its job
+// the store lacks, until the providers known from before the restart have
+// reported what they hold (see Config.AwaitRestored).
+func (s *Server) awaitRestored(ctx context.Context, ss *session, oid ids.ObjectID) {
+	ss.mu.Lock()
+	mine := ss.resumed && oid.Task().Job() == ss.job
+	ss.mu.Unlock()
+	if !mine || s.cfg.AwaitRestored == nil {
+		return
+	}
+	if err := s.cfg.AwaitRestored(ctx); err != nil {
+		s.log.Debug("stopped waiting for the restored providers", "object", oid.Hex(), "err", err)
+	}
 }
 
 // lostAtRestart is the error for an object a resumed session names that is

@@ -93,6 +93,11 @@ type Config struct {
 	// Sessions, when set, keeps the open driver sessions so that a
 	// restarted head can resume them (see Restore).
 	Sessions *gcs.Sessions
+	// AwaitRestored, when set, waits (until ctx ends) for the providers
+	// known from before a head restart to report the objects they hold;
+	// a resumed session's get of an object its store lacks waits for it
+	// before the object counts as lost.
+	AwaitRestored func(ctx context.Context) error
 }
 
 // Server serves Ray Client sessions.

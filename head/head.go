@@ -124,6 +124,9 @@ type Head struct {
 	Client  *clientserver.Server
 	Cluster *cluster.Cluster
 	Nodes   *nodeserver.Server
+	// nodesUp is closed once the node port (and the node table) is set
+	// up, or found to be off.
+	nodesUp chan struct{}
 	http    *http.Server
 	addr    net.Addr
 	GPUs    []gpu.Device
@@ -175,7 +178,7 @@ func New(cfg Config) (*Head, error) {
 	if cfg.PrestartWorkers < 0 {
 		cfg.PrestartWorkers = 0
 	}
-	return &Head{cfg: cfg, log: cfg.Logger}, nil
+	return &Head{cfg: cfg, log: cfg.Logger, nodesUp: make(chan struct{})}, nil
 }
 
 // Start brings up the front end, the raylet and the status endpoint.
@@ -286,9 +289,10 @@ func (h *Head) Start(ctx context.Context) error {
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
 		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
-		JobOrigin: h.jobOrigin,
-		Tasks:     h.tasks,
-		Sessions:  gcs.NewSessionTable(h.gcsStore),
+		JobOrigin:     h.jobOrigin,
+		Tasks:         h.tasks,
+		Sessions:      gcs.NewSessionTable(h.gcsStore),
+		AwaitRestored: h.awaitRestored,
 	})
 	if err != nil {
 		return err
@@ -328,6 +332,7 @@ func (h *Head) Start(ctx context.Context) error {
 	} else {
 		err = h.restoreTables(ctx)
 	}
+	close(h.nodesUp)
 	if err != nil {
 		h.Close()
 		return err

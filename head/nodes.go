@@ -55,6 +55,25 @@ func (c callbacks) actorReady(id ids.ActorID, info []byte) {
 	}
 }
 
+func (c callbacks) claim(id ids.ObjectID) bool {
+	return *c.cs != nil && (*c.cs).ClaimRestored(id)
+}
+
+// awaitRestored waits until the providers known from before a restart
+// have reported what they hold (nodeserver.AwaitRestored), the node port
+// being set up first.
+func (h *Head) awaitRestored(ctx context.Context) error {
+	select {
+	case <-h.nodesUp:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if h.Nodes == nil {
+		return nil
+	}
+	return h.Nodes.AwaitRestored(ctx)
+}
+
 func (c callbacks) logs(job ids.JobID, line string, stderr bool) {
 	if *c.cs != nil {
 		(*c.cs).PublishWorkerLog(job, line, stderr)
@@ -175,7 +194,7 @@ func (h *Head) startNodes(ctx context.Context, cb callbacks) error {
 		ClientAddress: advertised(h.addr.String(), h.cfg.NodeIP),
 		SuspectAfter:  h.cfg.SuspectAfter, DeadAfter: h.cfg.DeadAfter, Logger: h.log,
 		OnActorReady: cb.actorReady, OnActorDead: cb.actorDead, OnActorRef: cb.actorRef,
-		OnHolderGone: cb.holderGone, Logs: cb.logs, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
+		OnHolderGone: cb.holderGone, Logs: cb.logs, Claim: cb.claim, OnGPUStatus: func(ids.NodeID) { h.local.notify() },
 		Native: func(node ids.NodeID, reg *pb.Register, remote net.Addr) (string, string) {
 			return h.nativeJoin(ctx, node, reg, remote)
 		},

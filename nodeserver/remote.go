@@ -57,6 +57,9 @@ type remote struct {
 	// bundles are the resources reserved per placement group (as far as
 	// the head counted them into available).
 	bundles map[string]map[string]float64
+	// reclaimed are the objects claimed for resumed sessions after a head
+	// restart that this provider is to send (see reclaim.go).
+	reclaimed map[ids.ObjectID]reclaimKind
 }
 
 // locations lists where other providers hold deps (see Server.locate).

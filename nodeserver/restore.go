@@ -35,6 +35,7 @@ func (s *Server) Restore(nodes []gcs.NodeInfo, actors map[ids.NodeID][]*taskspec
 			continue
 		}
 		s.remotes[id] = &nodeConn{r: r, info: info, suspect: true, lastHeard: now, restored: true}
+		s.awaitRestoredLocked(id)
 		s.mu.Unlock()
 		s.cfg.Cluster.RestoreNode(r, info)
 		s.log.Info("provider restored from the node table; waiting for it to reconnect", "node", id.Hex(),
@@ -44,9 +45,10 @@ func (s *Server) Restore(nodes []gcs.NodeInfo, actors map[ids.NodeID][]*taskspec
 
 // reattach finishes a restored provider's reconciliation: it re-attaches
 // the stored actors it still runs and kills those the head no longer
-// knows. The tasks it still runs are left to finish: their callers'
-// sessions ended with the old head, so their results are dropped when they
-// arrive (nobody references them), and nothing runs them again.
+// knows. The tasks it still runs are left to finish, and nothing runs
+// them again: their results are kept for the sessions that resumed (see
+// reclaim), dropped as they arrive for those that ended with the old
+// head.
 func (s *Server) reattach(r *remote, running map[ids.TaskID]bool, live map[ids.ActorID]bool) {
 	r.mu.Lock()
 	var kept, orphans []ids.ActorID
@@ -66,6 +68,6 @@ func (s *Server) reattach(r *remote, running map[ids.TaskID]bool, live map[ids.A
 		}
 	}
 	if len(running) > 0 {
-		s.log.Info("restored provider still runs tasks of ended sessions; their results will be dropped", "node", r.id.Hex(), "tasks", len(running))
+		s.log.Info("restored provider still runs tasks from before the restart; they finish there", "node", r.id.Hex(), "tasks", len(running))
 	}
 }

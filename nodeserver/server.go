@@ -65,6 +65,11 @@ type Config struct {
 	// the GCS address and the provider's pool address ("" = no).
 	// remote is the provider's address as the head sees it.
 	Native func(node ids.NodeID, reg *pb.Register, remote net.Addr) (gcsAddr, ip string)
+	// Claim gives an object a restored provider holds (or will produce)
+	// an owner after a head restart: it makes it a pending entry of Store
+	// held by the resumed session of its job, false when there is none
+	// (see reclaim.go).
+	Claim func(ids.ObjectID) bool
 }
 
 // Billing is what the node server tells the pool's accounting.
@@ -88,6 +93,10 @@ type Server struct {
 	remotes map[ids.NodeID]*nodeConn
 	dir     *directory
 	parts   objstream.Assembly
+	// awaiting are the restored providers that have not reported yet;
+	// awaitDone is closed when none is left (see AwaitRestored).
+	awaiting  map[ids.NodeID]bool
+	awaitDone chan struct{}
 }
 
 // Holders lists the providers that hold a copy of an object (a hint).
@@ -313,6 +322,8 @@ func (s *Server) reconcile(nc *nodeConn, reg *pb.Register, restored bool) {
 	s.cfg.Store.Unpin(unpin)
 	if restored {
 		s.reattach(nc.r, keepTasks, keepActors)
+		s.reclaim(nc.r, reg)
+		s.restoredReported(nc.r.id)
 	}
 }
 
@@ -450,6 +461,14 @@ func (s *Server) handle(r *remote, m *pb.NodeMessage) error {
 			s.cfg.Logs(job, x.Log.Line, x.Log.Stderr)
 		}
 	case *pb.NodeMessage_Result:
+		if x.Result.Missing {
+			id, err := ids.ObjectFromBytes(x.Result.ObjectId)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errBadMessage, err)
+			}
+			s.reclaimMissing(r, id)
+			return nil
+		}
 		sent := false
 		obj, err := objstream.ReceiveObject(func() (*pb.ObjectChunk, error) {
 			if sent {
@@ -534,6 +553,8 @@ func (s *Server) checkLiveness() {
 		s.cfg.Cluster.SetState(id, gcs.NodeSuspect)
 	}
 	for _, nc := range dead {
+		s.reclaimFailed(nc.r, "the node died")
+		s.restoredReported(nc.r.id)
 		s.dir.forget(nc.r.id)
 		lost, unpin := nc.r.takeLost(nil, nil)
 		s.cfg.Cluster.NodeDead(nc.r.id, fmt.Sprintf("no word from it for %s", s.cfg.DeadAfter), lost)

@@ -164,6 +164,8 @@ func (p *Provider) handle(m *pb.HeadMessage) {
 		err = p.raylet.ReleaseBundles(x.BundleRelease.PlacementGroup)
 	case *pb.HeadMessage_PgReply:
 		p.pgReply(x.PgReply)
+	case *pb.HeadMessage_ReturnObjects:
+		p.objects.returnObjects(x.ReturnObjects)
 	default:
 		p.log.Warn("unexpected message from head", "type", m.Msg)
 	}

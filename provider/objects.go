@@ -221,6 +221,14 @@ func (o *objects) Wait(ctx context.Context, id ids.ObjectID) (*objectstore.Objec
 func (o *objects) Seal(obj *objectstore.Object) bool {
 	// Keep a copy: the next task here that needs it does not pull it back.
 	o.remember(obj)
+	o.push(obj)
+	return true
+}
+
+// push sends an object to the head: a small one inline on the control
+// channel, a larger one over streams of its own (retried across
+// reconnects).
+func (o *objects) push(obj *objectstore.Object) {
 	if obj.Size <= nodeserver.InlineResultMax {
 		// Small results ride the control channel, in order, whole.
 		m := &pb.ObjectChunk{ObjectId: obj.ID.Bytes(), TotalSize: obj.Size, IsError: obj.IsError,
@@ -229,7 +237,7 @@ func (o *objects) Seal(obj *objectstore.Object) bool {
 			m.Data = append(m.Data, c...)
 		}
 		o.p.sendEvent(&pb.NodeMessage{Msg: &pb.NodeMessage_Result{Result: m}})
-		return true
+		return
 	}
 	o.pushes <- struct{}{}
 	go func() {
@@ -245,7 +253,6 @@ func (o *objects) Seal(obj *objectstore.Object) bool {
 			}
 		}
 	}()
-	return true
 }
 
 func (o *objects) pushOne(obj *objectstore.Object) error {

@@ -483,6 +483,14 @@ func (p *Provider) register() *pb.Register {
 		for _, id := range p.raylet.ActorIDs() {
 			reg.LiveActors = append(reg.LiveActors, id.Bytes())
 		}
+		for _, id := range p.raylet.PendingReturns() {
+			reg.RunningReturns = append(reg.RunningReturns, id.Bytes())
+		}
+	}
+	if p.objects != nil {
+		for _, id := range p.objects.heldIDs() {
+			reg.HeldObjects = append(reg.HeldObjects, id.Bytes())
+		}
 	}
 	return reg
 }

@@ -41,3 +41,29 @@ func (r *Raylet) ActorIDs() []ids.ActorID {
 	}
 	return out
 }
+
+// PendingReturns lists the return ids of the work the raylet still has to
+// finish: its tasks and its actors' queued and running calls.
+func (r *Raylet) PendingReturns() []ids.ObjectID {
+	r.mu.Lock()
+	var out []ids.ObjectID
+	for _, t := range r.tasks {
+		out = append(out, t.spec.ReturnIDs()...)
+	}
+	actors := make([]*actor, 0, len(r.actors))
+	for _, a := range r.actors {
+		actors = append(actors, a)
+	}
+	r.mu.Unlock()
+	for _, a := range actors {
+		a.mu.Lock()
+		for _, c := range a.queue {
+			out = append(out, c.ReturnIDs()...)
+		}
+		for _, c := range a.inflight {
+			out = append(out, c.ReturnIDs()...)
+		}
+		a.mu.Unlock()
+	}
+	return out
+}

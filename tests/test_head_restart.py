@@ -118,8 +118,10 @@ class Head:
 
 
 def values(out):
-    """The KEY=VALUE lines a driver printed, as a dict."""
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith(" "))
+    """The KEY=VALUE lines a driver printed, as a dict (not the workers'
+    log lines streamed to it, which start with "(name pid=...)")."""
+    return dict(line.split("=", 1) for line in out.splitlines()
+                if "=" in line and not line.startswith((" ", "(")))
 
 
 def job_int(hex_id):

@@ -79,7 +79,7 @@ func (x ObjectRefs_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectRefs_Op.Descriptor instead.
 func (ObjectRefs_Op) EnumDescriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{29, 0}
+	return file_gray_node_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type JoinRequest struct {
@@ -280,8 +280,13 @@ type Register struct {
 	Native        bool  `protobuf:"varint,16,opt,name=native,proto3" json:"native,omitempty"`
 	NativePortMin int32 `protobuf:"varint,17,opt,name=native_port_min,json=nativePortMin,proto3" json:"native_port_min,omitempty"`
 	NativePortMax int32 `protobuf:"varint,18,opt,name=native_port_max,json=nativePortMax,proto3" json:"native_port_max,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// After a reconnect: the objects the provider's store holds (results it
+	// produced, copies it pulled) and the return ids of the tasks it still
+	// runs, so that a restarted head finds them again.
+	HeldObjects    [][]byte `protobuf:"bytes,19,rep,name=held_objects,json=heldObjects,proto3" json:"held_objects,omitempty"`
+	RunningReturns [][]byte `protobuf:"bytes,20,rep,name=running_returns,json=runningReturns,proto3" json:"running_returns,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -431,6 +436,20 @@ func (x *Register) GetNativePortMax() int32 {
 		return x.NativePortMax
 	}
 	return 0
+}
+
+func (x *Register) GetHeldObjects() [][]byte {
+	if x != nil {
+		return x.HeldObjects
+	}
+	return nil
+}
+
+func (x *Register) GetRunningReturns() [][]byte {
+	if x != nil {
+		return x.RunningReturns
+	}
+	return nil
 }
 
 type Price struct {
@@ -1414,6 +1433,7 @@ type HeadMessage struct {
 	//	*HeadMessage_BundleReserve
 	//	*HeadMessage_BundleRelease
 	//	*HeadMessage_PgReply
+	//	*HeadMessage_ReturnObjects
 	Msg           isHeadMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1546,6 +1566,15 @@ func (x *HeadMessage) GetPgReply() *PGReply {
 	return nil
 }
 
+func (x *HeadMessage) GetReturnObjects() *ReturnObjects {
+	if x != nil {
+		if x, ok := x.Msg.(*HeadMessage_ReturnObjects); ok {
+			return x.ReturnObjects
+		}
+	}
+	return nil
+}
+
 type isHeadMessage_Msg interface {
 	isHeadMessage_Msg()
 }
@@ -1592,6 +1621,10 @@ type HeadMessage_PgReply struct {
 	PgReply *PGReply `protobuf:"bytes,10,opt,name=pg_reply,json=pgReply,proto3,oneof"`
 }
 
+type HeadMessage_ReturnObjects struct {
+	ReturnObjects *ReturnObjects `protobuf:"bytes,11,opt,name=return_objects,json=returnObjects,proto3,oneof"`
+}
+
 func (*HeadMessage_Registered) isHeadMessage_Msg() {}
 
 func (*HeadMessage_Submit) isHeadMessage_Msg() {}
@@ -1612,6 +1645,73 @@ func (*HeadMessage_BundleRelease) isHeadMessage_Msg() {}
 
 func (*HeadMessage_PgReply) isHeadMessage_Msg() {}
 
+func (*HeadMessage_ReturnObjects) isHeadMessage_Msg() {}
+
+// ReturnObjects answers a reconnected provider's held objects and running
+// returns after a head restart: held ones to push to the head (each
+// answered by a result or a Result with missing set), pending ones to push
+// if already held (they are results still to come), and dropped ones to
+// forget (no session claims them).
+type ReturnObjects struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Held          [][]byte               `protobuf:"bytes,1,rep,name=held,proto3" json:"held,omitempty"`
+	Pending       [][]byte               `protobuf:"bytes,2,rep,name=pending,proto3" json:"pending,omitempty"`
+	Drop          [][]byte               `protobuf:"bytes,3,rep,name=drop,proto3" json:"drop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReturnObjects) Reset() {
+	*x = ReturnObjects{}
+	mi := &file_gray_node_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnObjects) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnObjects) ProtoMessage() {}
+
+func (x *ReturnObjects) ProtoReflect() protoreflect.Message {
+	mi := &file_gray_node_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnObjects.ProtoReflect.Descriptor instead.
+func (*ReturnObjects) Descriptor() ([]byte, []int) {
+	return file_gray_node_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReturnObjects) GetHeld() [][]byte {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *ReturnObjects) GetPending() [][]byte {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *ReturnObjects) GetDrop() [][]byte {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
 // BundleReserve asks a provider to reserve some bundles of a placement
 // group (by bundle index) out of its available resources.
 type BundleReserve struct {
@@ -1626,7 +1726,7 @@ type BundleReserve struct {
 
 func (x *BundleReserve) Reset() {
 	*x = BundleReserve{}
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1738,7 @@ func (x *BundleReserve) String() string {
 func (*BundleReserve) ProtoMessage() {}
 
 func (x *BundleReserve) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[17]
+	mi := &file_gray_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1751,7 @@ func (x *BundleReserve) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleReserve.ProtoReflect.Descriptor instead.
 func (*BundleReserve) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{17}
+	return file_gray_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BundleReserve) GetRequestId() uint64 {
@@ -1693,7 +1793,7 @@ type BundleReserved struct {
 
 func (x *BundleReserved) Reset() {
 	*x = BundleReserved{}
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1805,7 @@ func (x *BundleReserved) String() string {
 func (*BundleReserved) ProtoMessage() {}
 
 func (x *BundleReserved) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[18]
+	mi := &file_gray_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1818,7 @@ func (x *BundleReserved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleReserved.ProtoReflect.Descriptor instead.
 func (*BundleReserved) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{18}
+	return file_gray_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BundleReserved) GetRequestId() uint64 {
@@ -1745,7 +1845,7 @@ type BundleRelease struct {
 
 func (x *BundleRelease) Reset() {
 	*x = BundleRelease{}
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1857,7 @@ func (x *BundleRelease) String() string {
 func (*BundleRelease) ProtoMessage() {}
 
 func (x *BundleRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[19]
+	mi := &file_gray_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1870,7 @@ func (x *BundleRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleRelease.ProtoReflect.Descriptor instead.
 func (*BundleRelease) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{19}
+	return file_gray_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BundleRelease) GetPlacementGroup() string {
@@ -1793,7 +1893,7 @@ type PGRequest struct {
 
 func (x *PGRequest) Reset() {
 	*x = PGRequest{}
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1905,7 @@ func (x *PGRequest) String() string {
 func (*PGRequest) ProtoMessage() {}
 
 func (x *PGRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[20]
+	mi := &file_gray_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1918,7 @@ func (x *PGRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PGRequest.ProtoReflect.Descriptor instead.
 func (*PGRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{20}
+	return file_gray_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PGRequest) GetRequestId() uint64 {
@@ -1854,7 +1954,7 @@ type PGReply struct {
 
 func (x *PGReply) Reset() {
 	*x = PGReply{}
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1966,7 @@ func (x *PGReply) String() string {
 func (*PGReply) ProtoMessage() {}
 
 func (x *PGReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[21]
+	mi := &file_gray_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1979,7 @@ func (x *PGReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PGReply.ProtoReflect.Descriptor instead.
 func (*PGReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{21}
+	return file_gray_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PGReply) GetRequestId() uint64 {
@@ -1912,7 +2012,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2024,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[22]
+	mi := &file_gray_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2037,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{22}
+	return file_gray_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TaskDone) GetTaskId() []byte {
@@ -1957,7 +2057,7 @@ type ActorReady struct {
 
 func (x *ActorReady) Reset() {
 	*x = ActorReady{}
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2069,7 @@ func (x *ActorReady) String() string {
 func (*ActorReady) ProtoMessage() {}
 
 func (x *ActorReady) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[23]
+	mi := &file_gray_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2082,7 @@ func (x *ActorReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorReady.ProtoReflect.Descriptor instead.
 func (*ActorReady) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{23}
+	return file_gray_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ActorReady) GetActorId() []byte {
@@ -2008,7 +2108,7 @@ type ActorDead struct {
 
 func (x *ActorDead) Reset() {
 	*x = ActorDead{}
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2120,7 @@ func (x *ActorDead) String() string {
 func (*ActorDead) ProtoMessage() {}
 
 func (x *ActorDead) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[24]
+	mi := &file_gray_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2133,7 @@ func (x *ActorDead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorDead.ProtoReflect.Descriptor instead.
 func (*ActorDead) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{24}
+	return file_gray_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ActorDead) GetActorId() []byte {
@@ -2054,7 +2154,7 @@ type ActorRef struct {
 
 func (x *ActorRef) Reset() {
 	*x = ActorRef{}
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2166,7 @@ func (x *ActorRef) String() string {
 func (*ActorRef) ProtoMessage() {}
 
 func (x *ActorRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[25]
+	mi := &file_gray_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2179,7 @@ func (x *ActorRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorRef.ProtoReflect.Descriptor instead.
 func (*ActorRef) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{25}
+	return file_gray_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ActorRef) GetActorId() []byte {
@@ -2112,7 +2212,7 @@ type HolderGone struct {
 
 func (x *HolderGone) Reset() {
 	*x = HolderGone{}
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2224,7 @@ func (x *HolderGone) String() string {
 func (*HolderGone) ProtoMessage() {}
 
 func (x *HolderGone) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[26]
+	mi := &file_gray_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2237,7 @@ func (x *HolderGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HolderGone.ProtoReflect.Descriptor instead.
 func (*HolderGone) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{26}
+	return file_gray_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HolderGone) GetHolder() string {
@@ -2157,7 +2257,7 @@ type WorkerJob struct {
 
 func (x *WorkerJob) Reset() {
 	*x = WorkerJob{}
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2269,7 @@ func (x *WorkerJob) String() string {
 func (*WorkerJob) ProtoMessage() {}
 
 func (x *WorkerJob) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[27]
+	mi := &file_gray_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2282,7 @@ func (x *WorkerJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerJob.ProtoReflect.Descriptor instead.
 func (*WorkerJob) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{27}
+	return file_gray_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WorkerJob) GetWorkerId() string {
@@ -2210,7 +2310,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_gray_node_proto_msgTypes[28]
+	mi := &file_gray_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2322,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[28]
+	mi := &file_gray_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2335,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{28}
+	return file_gray_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Log) GetJobId() []byte {
@@ -2272,7 +2372,7 @@ type ObjectRefs struct {
 
 func (x *ObjectRefs) Reset() {
 	*x = ObjectRefs{}
-	mi := &file_gray_node_proto_msgTypes[29]
+	mi := &file_gray_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2384,7 @@ func (x *ObjectRefs) String() string {
 func (*ObjectRefs) ProtoMessage() {}
 
 func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[29]
+	mi := &file_gray_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2397,7 @@ func (x *ObjectRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectRefs.ProtoReflect.Descriptor instead.
 func (*ObjectRefs) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{29}
+	return file_gray_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ObjectRefs) GetOp() ObjectRefs_Op {
@@ -2350,7 +2450,7 @@ type NodeMessage struct {
 
 func (x *NodeMessage) Reset() {
 	*x = NodeMessage{}
-	mi := &file_gray_node_proto_msgTypes[30]
+	mi := &file_gray_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2462,7 @@ func (x *NodeMessage) String() string {
 func (*NodeMessage) ProtoMessage() {}
 
 func (x *NodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[30]
+	mi := &file_gray_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2475,7 @@ func (x *NodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMessage.ProtoReflect.Descriptor instead.
 func (*NodeMessage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{30}
+	return file_gray_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeMessage) GetMsg() isNodeMessage_Msg {
@@ -2659,7 +2759,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_gray_node_proto_msgTypes[31]
+	mi := &file_gray_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2771,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[31]
+	mi := &file_gray_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2784,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{31}
+	return file_gray_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Usage) GetRecords() [][]byte {
@@ -2709,7 +2809,7 @@ type GpuStatus struct {
 
 func (x *GpuStatus) Reset() {
 	*x = GpuStatus{}
-	mi := &file_gray_node_proto_msgTypes[32]
+	mi := &file_gray_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2821,7 @@ func (x *GpuStatus) String() string {
 func (*GpuStatus) ProtoMessage() {}
 
 func (x *GpuStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[32]
+	mi := &file_gray_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2834,7 @@ func (x *GpuStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuStatus.ProtoReflect.Descriptor instead.
 func (*GpuStatus) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{32}
+	return file_gray_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GpuStatus) GetTotal() *Resources {
@@ -2792,7 +2892,7 @@ type GpuDevice struct {
 
 func (x *GpuDevice) Reset() {
 	*x = GpuDevice{}
-	mi := &file_gray_node_proto_msgTypes[33]
+	mi := &file_gray_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2904,7 @@ func (x *GpuDevice) String() string {
 func (*GpuDevice) ProtoMessage() {}
 
 func (x *GpuDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[33]
+	mi := &file_gray_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2917,7 @@ func (x *GpuDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GpuDevice.ProtoReflect.Descriptor instead.
 func (*GpuDevice) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{33}
+	return file_gray_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GpuDevice) GetIndex() int32 {
@@ -2916,7 +3016,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_gray_node_proto_msgTypes[34]
+	mi := &file_gray_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2928,7 +3028,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[34]
+	mi := &file_gray_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2941,7 +3041,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{34}
+	return file_gray_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullRequest) GetObjectId() []byte {
@@ -2998,7 +3098,7 @@ type ObjectChunk struct {
 
 func (x *ObjectChunk) Reset() {
 	*x = ObjectChunk{}
-	mi := &file_gray_node_proto_msgTypes[35]
+	mi := &file_gray_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3110,7 @@ func (x *ObjectChunk) String() string {
 func (*ObjectChunk) ProtoMessage() {}
 
 func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[35]
+	mi := &file_gray_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3123,7 @@ func (x *ObjectChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectChunk.ProtoReflect.Descriptor instead.
 func (*ObjectChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{35}
+	return file_gray_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ObjectChunk) GetObjectId() []byte {
@@ -3104,7 +3204,7 @@ type PushReply struct {
 
 func (x *PushReply) Reset() {
 	*x = PushReply{}
-	mi := &file_gray_node_proto_msgTypes[36]
+	mi := &file_gray_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3216,7 @@ func (x *PushReply) String() string {
 func (*PushReply) ProtoMessage() {}
 
 func (x *PushReply) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[36]
+	mi := &file_gray_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3229,7 @@ func (x *PushReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
 func (*PushReply) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{36}
+	return file_gray_node_proto_rawDescGZIP(), []int{37}
 }
 
 // PeerTransfer reports how one object reached a provider: bytes pulled
@@ -3147,7 +3247,7 @@ type PeerTransfer struct {
 
 func (x *PeerTransfer) Reset() {
 	*x = PeerTransfer{}
-	mi := &file_gray_node_proto_msgTypes[37]
+	mi := &file_gray_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3259,7 @@ func (x *PeerTransfer) String() string {
 func (*PeerTransfer) ProtoMessage() {}
 
 func (x *PeerTransfer) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[37]
+	mi := &file_gray_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3272,7 @@ func (x *PeerTransfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerTransfer.ProtoReflect.Descriptor instead.
 func (*PeerTransfer) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{37}
+	return file_gray_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PeerTransfer) GetObjectId() []byte {
@@ -3215,7 +3315,7 @@ type NativeFetchRequest struct {
 
 func (x *NativeFetchRequest) Reset() {
 	*x = NativeFetchRequest{}
-	mi := &file_gray_node_proto_msgTypes[38]
+	mi := &file_gray_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3327,7 @@ func (x *NativeFetchRequest) String() string {
 func (*NativeFetchRequest) ProtoMessage() {}
 
 func (x *NativeFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[38]
+	mi := &file_gray_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3340,7 @@ func (x *NativeFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NativeFetchRequest.ProtoReflect.Descriptor instead.
 func (*NativeFetchRequest) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{38}
+	return file_gray_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NativeFetchRequest) GetObjectId() []byte {
@@ -3270,7 +3370,7 @@ type NativeFetchChunk struct {
 
 func (x *NativeFetchChunk) Reset() {
 	*x = NativeFetchChunk{}
-	mi := &file_gray_node_proto_msgTypes[39]
+	mi := &file_gray_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3382,7 @@ func (x *NativeFetchChunk) String() string {
 func (*NativeFetchChunk) ProtoMessage() {}
 
 func (x *NativeFetchChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gray_node_proto_msgTypes[39]
+	mi := &file_gray_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3395,7 @@ func (x *NativeFetchChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NativeFetchChunk.ProtoReflect.Descriptor instead.
 func (*NativeFetchChunk) Descriptor() ([]byte, []int) {
-	return file_gray_node_proto_rawDescGZIP(), []int{39}
+	return file_gray_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *NativeFetchChunk) GetDataSize() uint64 {
@@ -3337,7 +3437,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x03(\v2#.gray.node.v1.Resources.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc9\x05\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x95\x06\n" +
 	"\bRegister\x12-\n" +
 	"\x05total\x18\x01 \x01(\v2\x17.gray.node.v1.ResourcesR\x05total\x125\n" +
 	"\tavailable\x18\x02 \x01(\v2\x17.gray.node.v1.ResourcesR\tavailable\x12:\n" +
@@ -3359,7 +3459,9 @@ const file_gray_node_proto_rawDesc = "" +
 	"\fpeer_address\x18\x0f \x01(\tR\vpeerAddress\x12\x16\n" +
 	"\x06native\x18\x10 \x01(\bR\x06native\x12&\n" +
 	"\x0fnative_port_min\x18\x11 \x01(\x05R\rnativePortMin\x12&\n" +
-	"\x0fnative_port_max\x18\x12 \x01(\x05R\rnativePortMax\x1a9\n" +
+	"\x0fnative_port_max\x18\x12 \x01(\x05R\rnativePortMax\x12!\n" +
+	"\fheld_objects\x18\x13 \x03(\fR\vheldObjects\x12'\n" +
+	"\x0frunning_returns\x18\x14 \x03(\fR\x0erunningReturns\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -3470,7 +3572,7 @@ const file_gray_node_proto_rawDesc = "" +
 	"no_restart\x18\x02 \x01(\bR\tnoRestart\"F\n" +
 	"\rWorkerBlocked\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
-	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xea\x04\n" +
+	"\ablocked\x18\x02 \x01(\bR\ablocked\"\xb0\x05\n" +
 	"\vHeadMessage\x12:\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x18.gray.node.v1.RegisteredH\x00R\n" +
@@ -3486,8 +3588,13 @@ const file_gray_node_proto_rawDesc = "" +
 	"\x0ebundle_reserve\x18\b \x01(\v2\x1b.gray.node.v1.BundleReserveH\x00R\rbundleReserve\x12D\n" +
 	"\x0ebundle_release\x18\t \x01(\v2\x1b.gray.node.v1.BundleReleaseH\x00R\rbundleRelease\x122\n" +
 	"\bpg_reply\x18\n" +
-	" \x01(\v2\x15.gray.node.v1.PGReplyH\x00R\apgReplyB\x05\n" +
-	"\x03msg\"\x87\x02\n" +
+	" \x01(\v2\x15.gray.node.v1.PGReplyH\x00R\apgReply\x12D\n" +
+	"\x0ereturn_objects\x18\v \x01(\v2\x1b.gray.node.v1.ReturnObjectsH\x00R\rreturnObjectsB\x05\n" +
+	"\x03msg\"Q\n" +
+	"\rReturnObjects\x12\x12\n" +
+	"\x04held\x18\x01 \x03(\fR\x04held\x12\x18\n" +
+	"\apending\x18\x02 \x03(\fR\apending\x12\x12\n" +
+	"\x04drop\x18\x03 \x03(\fR\x04drop\"\x87\x02\n" +
 	"\rBundleReserve\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12'\n" +
@@ -3655,7 +3762,7 @@ func file_gray_node_proto_rawDescGZIP() []byte {
 }
 
 var file_gray_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_gray_node_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_gray_node_proto_goTypes = []any{
 	(ObjectRefs_Op)(0),         // 0: gray.node.v1.ObjectRefs.Op
 	(*JoinRequest)(nil),        // 1: gray.node.v1.JoinRequest
@@ -3675,58 +3782,59 @@ var file_gray_node_proto_goTypes = []any{
 	(*KillActor)(nil),          // 15: gray.node.v1.KillActor
 	(*WorkerBlocked)(nil),      // 16: gray.node.v1.WorkerBlocked
 	(*HeadMessage)(nil),        // 17: gray.node.v1.HeadMessage
-	(*BundleReserve)(nil),      // 18: gray.node.v1.BundleReserve
-	(*BundleReserved)(nil),     // 19: gray.node.v1.BundleReserved
-	(*BundleRelease)(nil),      // 20: gray.node.v1.BundleRelease
-	(*PGRequest)(nil),          // 21: gray.node.v1.PGRequest
-	(*PGReply)(nil),            // 22: gray.node.v1.PGReply
-	(*TaskDone)(nil),           // 23: gray.node.v1.TaskDone
-	(*ActorReady)(nil),         // 24: gray.node.v1.ActorReady
-	(*ActorDead)(nil),          // 25: gray.node.v1.ActorDead
-	(*ActorRef)(nil),           // 26: gray.node.v1.ActorRef
-	(*HolderGone)(nil),         // 27: gray.node.v1.HolderGone
-	(*WorkerJob)(nil),          // 28: gray.node.v1.WorkerJob
-	(*Log)(nil),                // 29: gray.node.v1.Log
-	(*ObjectRefs)(nil),         // 30: gray.node.v1.ObjectRefs
-	(*NodeMessage)(nil),        // 31: gray.node.v1.NodeMessage
-	(*Usage)(nil),              // 32: gray.node.v1.Usage
-	(*GpuStatus)(nil),          // 33: gray.node.v1.GpuStatus
-	(*GpuDevice)(nil),          // 34: gray.node.v1.GpuDevice
-	(*PullRequest)(nil),        // 35: gray.node.v1.PullRequest
-	(*ObjectChunk)(nil),        // 36: gray.node.v1.ObjectChunk
-	(*PushReply)(nil),          // 37: gray.node.v1.PushReply
-	(*PeerTransfer)(nil),       // 38: gray.node.v1.PeerTransfer
-	(*NativeFetchRequest)(nil), // 39: gray.node.v1.NativeFetchRequest
-	(*NativeFetchChunk)(nil),   // 40: gray.node.v1.NativeFetchChunk
-	nil,                        // 41: gray.node.v1.Resources.ValuesEntry
-	nil,                        // 42: gray.node.v1.Register.LabelsEntry
-	nil,                        // 43: gray.node.v1.RuntimeEnv.EnvVarsEntry
-	nil,                        // 44: gray.node.v1.TaskSpec.SelfRefsEntry
-	nil,                        // 45: gray.node.v1.TaskSpec.ResourcesEntry
-	nil,                        // 46: gray.node.v1.ActorSpec.SelfRefsEntry
-	nil,                        // 47: gray.node.v1.ActorSpec.ResourcesEntry
-	nil,                        // 48: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
-	nil,                        // 49: gray.node.v1.BundleReserve.BundlesEntry
-	nil,                        // 50: gray.node.v1.GpuStatus.LabelsEntry
+	(*ReturnObjects)(nil),      // 18: gray.node.v1.ReturnObjects
+	(*BundleReserve)(nil),      // 19: gray.node.v1.BundleReserve
+	(*BundleReserved)(nil),     // 20: gray.node.v1.BundleReserved
+	(*BundleRelease)(nil),      // 21: gray.node.v1.BundleRelease
+	(*PGRequest)(nil),          // 22: gray.node.v1.PGRequest
+	(*PGReply)(nil),            // 23: gray.node.v1.PGReply
+	(*TaskDone)(nil),           // 24: gray.node.v1.TaskDone
+	(*ActorReady)(nil),         // 25: gray.node.v1.ActorReady
+	(*ActorDead)(nil),          // 26: gray.node.v1.ActorDead
+	(*ActorRef)(nil),           // 27: gray.node.v1.ActorRef
+	(*HolderGone)(nil),         // 28: gray.node.v1.HolderGone
+	(*WorkerJob)(nil),          // 29: gray.node.v1.WorkerJob
+	(*Log)(nil),                // 30: gray.node.v1.Log
+	(*ObjectRefs)(nil),         // 31: gray.node.v1.ObjectRefs
+	(*NodeMessage)(nil),        // 32: gray.node.v1.NodeMessage
+	(*Usage)(nil),              // 33: gray.node.v1.Usage
+	(*GpuStatus)(nil),          // 34: gray.node.v1.GpuStatus
+	(*GpuDevice)(nil),          // 35: gray.node.v1.GpuDevice
+	(*PullRequest)(nil),        // 36: gray.node.v1.PullRequest
+	(*ObjectChunk)(nil),        // 37: gray.node.v1.ObjectChunk
+	(*PushReply)(nil),          // 38: gray.node.v1.PushReply
+	(*PeerTransfer)(nil),       // 39: gray.node.v1.PeerTransfer
+	(*NativeFetchRequest)(nil), // 40: gray.node.v1.NativeFetchRequest
+	(*NativeFetchChunk)(nil),   // 41: gray.node.v1.NativeFetchChunk
+	nil,                        // 42: gray.node.v1.Resources.ValuesEntry
+	nil,                        // 43: gray.node.v1.Register.LabelsEntry
+	nil,                        // 44: gray.node.v1.RuntimeEnv.EnvVarsEntry
+	nil,                        // 45: gray.node.v1.TaskSpec.SelfRefsEntry
+	nil,                        // 46: gray.node.v1.TaskSpec.ResourcesEntry
+	nil,                        // 47: gray.node.v1.ActorSpec.SelfRefsEntry
+	nil,                        // 48: gray.node.v1.ActorSpec.ResourcesEntry
+	nil,                        // 49: gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	nil,                        // 50: gray.node.v1.BundleReserve.BundlesEntry
+	nil,                        // 51: gray.node.v1.GpuStatus.LabelsEntry
 }
 var file_gray_node_proto_depIdxs = []int32{
-	41, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
+	42, // 0: gray.node.v1.Resources.values:type_name -> gray.node.v1.Resources.ValuesEntry
 	3,  // 1: gray.node.v1.Register.total:type_name -> gray.node.v1.Resources
 	3,  // 2: gray.node.v1.Register.available:type_name -> gray.node.v1.Resources
-	42, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
+	43, // 3: gray.node.v1.Register.labels:type_name -> gray.node.v1.Register.LabelsEntry
 	5,  // 4: gray.node.v1.Register.prices:type_name -> gray.node.v1.Price
-	33, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
-	43, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
-	44, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
-	45, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
+	34, // 5: gray.node.v1.Register.gpu_status:type_name -> gray.node.v1.GpuStatus
+	44, // 6: gray.node.v1.RuntimeEnv.env_vars:type_name -> gray.node.v1.RuntimeEnv.EnvVarsEntry
+	45, // 7: gray.node.v1.TaskSpec.self_refs:type_name -> gray.node.v1.TaskSpec.SelfRefsEntry
+	46, // 8: gray.node.v1.TaskSpec.resources:type_name -> gray.node.v1.TaskSpec.ResourcesEntry
 	7,  // 9: gray.node.v1.TaskSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 10: gray.node.v1.TaskSpec.placement:type_name -> gray.node.v1.Placement
 	11, // 11: gray.node.v1.TaskSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
-	46, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
-	47, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
+	47, // 12: gray.node.v1.ActorSpec.self_refs:type_name -> gray.node.v1.ActorSpec.SelfRefsEntry
+	48, // 13: gray.node.v1.ActorSpec.resources:type_name -> gray.node.v1.ActorSpec.ResourcesEntry
 	7,  // 14: gray.node.v1.ActorSpec.env:type_name -> gray.node.v1.RuntimeEnv
 	8,  // 15: gray.node.v1.ActorSpec.placement:type_name -> gray.node.v1.Placement
-	48, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
+	49, // 16: gray.node.v1.ActorSpec.concurrency_groups:type_name -> gray.node.v1.ActorSpec.ConcurrencyGroupsEntry
 	11, // 17: gray.node.v1.ActorSpec.peer_locations:type_name -> gray.node.v1.PeerLocation
 	12, // 18: gray.node.v1.PeerLocation.holders:type_name -> gray.node.v1.PeerHolder
 	6,  // 19: gray.node.v1.HeadMessage.registered:type_name -> gray.node.v1.Registered
@@ -3736,49 +3844,50 @@ var file_gray_node_proto_depIdxs = []int32{
 	14, // 23: gray.node.v1.HeadMessage.cancel:type_name -> gray.node.v1.Cancel
 	15, // 24: gray.node.v1.HeadMessage.kill_actor:type_name -> gray.node.v1.KillActor
 	16, // 25: gray.node.v1.HeadMessage.worker_blocked:type_name -> gray.node.v1.WorkerBlocked
-	18, // 26: gray.node.v1.HeadMessage.bundle_reserve:type_name -> gray.node.v1.BundleReserve
-	20, // 27: gray.node.v1.HeadMessage.bundle_release:type_name -> gray.node.v1.BundleRelease
-	22, // 28: gray.node.v1.HeadMessage.pg_reply:type_name -> gray.node.v1.PGReply
-	49, // 29: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
-	0,  // 30: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
-	4,  // 31: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
-	3,  // 32: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
-	23, // 33: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
-	24, // 34: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
-	25, // 35: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
-	26, // 36: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
-	27, // 37: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
-	28, // 38: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
-	29, // 39: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
-	30, // 40: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
-	32, // 41: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
-	36, // 42: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
-	21, // 43: gray.node.v1.NodeMessage.pg_request:type_name -> gray.node.v1.PGRequest
-	19, // 44: gray.node.v1.NodeMessage.bundle_reserved:type_name -> gray.node.v1.BundleReserved
-	33, // 45: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
-	38, // 46: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
-	3,  // 47: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
-	50, // 48: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
-	34, // 49: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
-	12, // 50: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
-	3,  // 51: gray.node.v1.BundleReserve.BundlesEntry.value:type_name -> gray.node.v1.Resources
-	1,  // 52: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
-	31, // 53: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
-	35, // 54: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
-	36, // 55: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
-	35, // 56: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
-	39, // 57: gray.node.v1.NativeObjects.Fetch:input_type -> gray.node.v1.NativeFetchRequest
-	2,  // 58: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
-	17, // 59: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
-	36, // 60: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
-	37, // 61: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
-	36, // 62: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
-	40, // 63: gray.node.v1.NativeObjects.Fetch:output_type -> gray.node.v1.NativeFetchChunk
-	58, // [58:64] is the sub-list for method output_type
-	52, // [52:58] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	19, // 26: gray.node.v1.HeadMessage.bundle_reserve:type_name -> gray.node.v1.BundleReserve
+	21, // 27: gray.node.v1.HeadMessage.bundle_release:type_name -> gray.node.v1.BundleRelease
+	23, // 28: gray.node.v1.HeadMessage.pg_reply:type_name -> gray.node.v1.PGReply
+	18, // 29: gray.node.v1.HeadMessage.return_objects:type_name -> gray.node.v1.ReturnObjects
+	50, // 30: gray.node.v1.BundleReserve.bundles:type_name -> gray.node.v1.BundleReserve.BundlesEntry
+	0,  // 31: gray.node.v1.ObjectRefs.op:type_name -> gray.node.v1.ObjectRefs.Op
+	4,  // 32: gray.node.v1.NodeMessage.register:type_name -> gray.node.v1.Register
+	3,  // 33: gray.node.v1.NodeMessage.available:type_name -> gray.node.v1.Resources
+	24, // 34: gray.node.v1.NodeMessage.task_done:type_name -> gray.node.v1.TaskDone
+	25, // 35: gray.node.v1.NodeMessage.actor_ready:type_name -> gray.node.v1.ActorReady
+	26, // 36: gray.node.v1.NodeMessage.actor_dead:type_name -> gray.node.v1.ActorDead
+	27, // 37: gray.node.v1.NodeMessage.actor_ref:type_name -> gray.node.v1.ActorRef
+	28, // 38: gray.node.v1.NodeMessage.holder_gone:type_name -> gray.node.v1.HolderGone
+	29, // 39: gray.node.v1.NodeMessage.worker_job:type_name -> gray.node.v1.WorkerJob
+	30, // 40: gray.node.v1.NodeMessage.log:type_name -> gray.node.v1.Log
+	31, // 41: gray.node.v1.NodeMessage.refs:type_name -> gray.node.v1.ObjectRefs
+	33, // 42: gray.node.v1.NodeMessage.usage:type_name -> gray.node.v1.Usage
+	37, // 43: gray.node.v1.NodeMessage.result:type_name -> gray.node.v1.ObjectChunk
+	22, // 44: gray.node.v1.NodeMessage.pg_request:type_name -> gray.node.v1.PGRequest
+	20, // 45: gray.node.v1.NodeMessage.bundle_reserved:type_name -> gray.node.v1.BundleReserved
+	34, // 46: gray.node.v1.NodeMessage.gpu_status:type_name -> gray.node.v1.GpuStatus
+	39, // 47: gray.node.v1.NodeMessage.peer_transfer:type_name -> gray.node.v1.PeerTransfer
+	3,  // 48: gray.node.v1.GpuStatus.total:type_name -> gray.node.v1.Resources
+	51, // 49: gray.node.v1.GpuStatus.labels:type_name -> gray.node.v1.GpuStatus.LabelsEntry
+	35, // 50: gray.node.v1.GpuStatus.devices:type_name -> gray.node.v1.GpuDevice
+	12, // 51: gray.node.v1.ObjectChunk.peers:type_name -> gray.node.v1.PeerHolder
+	3,  // 52: gray.node.v1.BundleReserve.BundlesEntry.value:type_name -> gray.node.v1.Resources
+	1,  // 53: gray.node.v1.Head.Join:input_type -> gray.node.v1.JoinRequest
+	32, // 54: gray.node.v1.Head.Connect:input_type -> gray.node.v1.NodeMessage
+	36, // 55: gray.node.v1.Head.PullObject:input_type -> gray.node.v1.PullRequest
+	37, // 56: gray.node.v1.Head.PushObject:input_type -> gray.node.v1.ObjectChunk
+	36, // 57: gray.node.v1.PeerObjects.PeerPull:input_type -> gray.node.v1.PullRequest
+	40, // 58: gray.node.v1.NativeObjects.Fetch:input_type -> gray.node.v1.NativeFetchRequest
+	2,  // 59: gray.node.v1.Head.Join:output_type -> gray.node.v1.JoinReply
+	17, // 60: gray.node.v1.Head.Connect:output_type -> gray.node.v1.HeadMessage
+	37, // 61: gray.node.v1.Head.PullObject:output_type -> gray.node.v1.ObjectChunk
+	38, // 62: gray.node.v1.Head.PushObject:output_type -> gray.node.v1.PushReply
+	37, // 63: gray.node.v1.PeerObjects.PeerPull:output_type -> gray.node.v1.ObjectChunk
+	41, // 64: gray.node.v1.NativeObjects.Fetch:output_type -> gray.node.v1.NativeFetchChunk
+	59, // [59:65] is the sub-list for method output_type
+	53, // [53:59] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_gray_node_proto_init() }
@@ -3797,8 +3906,9 @@ func file_gray_node_proto_init() {
 		(*HeadMessage_BundleReserve)(nil),
 		(*HeadMessage_BundleRelease)(nil),
 		(*HeadMessage_PgReply)(nil),
+		(*HeadMessage_ReturnObjects)(nil),
 	}
-	file_gray_node_proto_msgTypes[30].OneofWrappers = []any{
+	file_gray_node_proto_msgTypes[31].OneofWrappers = []any{
 		(*NodeMessage_Register)(nil),
 		(*NodeMessage_Available)(nil),
 		(*NodeMessage_TaskDone)(nil),
@@ -3823,7 +3933,7 @@ func file_gray_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gray_node_proto_rawDesc), len(file_gray_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
