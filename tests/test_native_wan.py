@@ -1,7 +1,8 @@
 """Native Ray across a pool over emulated WAN links: a head (1 CPU, region
 r0) and three `--native` providers in regions r1/r2/r3, each joined through
 its own graywan link (r1 20 ms RTT, r2 80 ms, r3 150 ms, 1% loss each way),
-each with 2 CPUs, the custom resource prov=2 and one of its own (p_r1, ...).
+each with 2 CPUs, the custom resources prov=2 (Tune trials) and srv=1
+(Serve replicas, one per provider) and one of its own (p_r1, ...).
 r3 is outbound-only: no gossip port, no peer port; everything reaches it
 over the QUIC connection it dialled. Stock drivers (`ray.init(address=...)`,
 each in a fresh interpreter) run a Tune sweep whose trials all run on
@@ -103,7 +104,7 @@ def wan(gray_bin, graywan_bin):
                 extra = ["--region", name, "--head-client-address", links.links[name]["tcp"],
                          "--no-peer", "--gossip-port", "-1"]
             providers[name] = SecondNode(
-                gray_bin, head, "quic", resources=json.dumps({"prov": 2, "p_" + name: 1}),
+                gray_bin, head, "quic", resources=json.dumps({"prov": 2, "srv": 1, "p_" + name: 1}),
                 ports=head.native_ports + 32 * i, address=args["address"], extra=extra, wait=False)
         for p in providers.values():
             p.wait_joined(timeout=120)
@@ -186,6 +187,7 @@ class Killer(tune.Callback):
         if not Killer.killed and len(Killer.reported) == 6:
             Killer.killed = True
             Killer.lost = sum(n == victim for n in Killer.reported.values())
+            Killer.placed = sorted(set(Killer.reported.values()))
             kill_node(%r)
             open(GO, "w").close()
 
@@ -215,7 +217,13 @@ assert all(r.metrics["training_iteration"] == 4 for r in res), [r.metrics for r 
 assert all(r.metrics["score"] == 3 * r.config["x"] for r in res), [r.metrics for r in res]
 final = {r.metrics["node"] for r in res}
 assert final <= {nodes["r2"], nodes["r3"]}, (final, nodes)
-print("placed at first on", sorted(set(Killer.reported.values())) == sorted(nodes.values()))
+assert Killer.placed == sorted(nodes.values()), (Killer.placed, nodes)  # two trials on each provider
+# The next test starts once the head has declared r1 dead (an actor leased
+# to r1 in between waits on it: see the report of issue 15's WAN tests).
+deadline = time.time() + 120
+while [n["Alive"] for n in ray.nodes() if n["NodeID"] == victim] != [False]:
+    assert time.time() < deadline, "r1 not declared dead"
+    time.sleep(0.2)
 print("trials lost with r1: %%d, retried: %%d, sweep %%.1fs" %% (Killer.lost, Killer.recovered, time.time() - t0))
 ray.shutdown()
 """ % (go, providers["r1"].tmp), 400)
@@ -240,8 +248,10 @@ nodes = nodes_of(["r2", "r3"])
 me = ray.get_runtime_context().get_node_id()
 port = %d
 
-@serve.deployment(num_replicas=2, max_replicas_per_node=1,
-                  ray_actor_options={"num_cpus": 0, "resources": {"prov": 1}})
+# One replica per provider: each has srv=1. (Serve's max_replicas_per_node
+# asks for Ray's implicit per-node resource, which gray's native
+# schedulers do not offer yet: such replicas never schedule.)
+@serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0, "resources": {"srv": 1}})
 class Where:
     def __call__(self, request):
         return ray.get_runtime_context().get_node_id()
