@@ -231,6 +231,8 @@ ray.shutdown()
     assert os.path.exists(go)
 
 
+@pytest.mark.xfail(reason="gray bug: of two replicas asking srv=1 (one free on r2, one on r3), the second "
+                   "is never scheduled though srv=1 is free: see the issue 15 WAN-test report", strict=False)
 def test_serve_keeps_answering_when_a_replica_provider_dies(wan):
     """Two replicas, one on r2 and one on r3 (the outbound-only provider),
     HTTP through the head's proxy (ProxyLocation.HeadOnly); kill -9 r2: the
@@ -258,7 +260,12 @@ class Where:
 
 serve.start(proxy_location=ProxyLocation.HeadOnly, http_options={"host": "127.0.0.1", "port": port})
 t0 = time.time()
-handle = serve.run(Where.bind())
+from ray.serve.api import _run
+handle = _run(Where.bind(), _blocking=False)  # serve.run, with a bounded wait
+deadline = time.time() + 120
+while serve.status().applications["default"].status != "RUNNING":
+    assert time.time() < deadline, ("replicas not all running", serve.status())
+    time.sleep(0.5)
 print("deployed in %%.1fs" %% (time.time() - t0), flush=True)
 fake = type("Request", (), {"query_params": {}})()
 
