@@ -157,7 +157,11 @@ ray.shutdown()
     # nothing on a UDP or TCP port other than on loopback for its own node.
     assert stats[OUTBOUND_ONLY]["gossip_udp"]["up"]["forwarded"] == 0, stats[OUTBOUND_ONLY]
     assert stats[OUTBOUND_ONLY]["gossip_udp"]["down"]["forwarded"] == 0, stats[OUTBOUND_ONLY]
-    print("outbound-only provider's sockets:", listening(providers[OUTBOUND_ONLY].proc))
+    socks = listening(providers[OUTBOUND_ONLY].proc)
+    print("outbound-only provider's sockets:", socks)
+    # Its TCP listeners are the CONNECT proxy and the raylet on its pool
+    # address, both loopback; its one UDP socket is the QUIC client's.
+    assert all(ip.startswith("127.") for proto, ip, _ in socks if proto == "tcp"), socks
 
 
 def test_tune_sweep_survives_a_provider_killed_mid_sweep(wan, tmp_path):
