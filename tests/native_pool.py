@@ -161,10 +161,13 @@ class SecondNode:
     joined over TCP (`gray native-node`, kind "lan") or a provider that joined
     over QUIC and hosts native Ray through gray's tunnel (kind "quic")."""
 
-    def __init__(self, gray_bin, head, kind, resources='{"side": 3}', ports=None):
+    def __init__(self, gray_bin, head, kind, resources='{"side": 3}', ports=None, address=None, extra=(), wait=True):
         """resources: the node's custom resources (JSON); ports: the first of
         32 native ports for a second provider of the same pool (the first
-        provider takes head.native_ports)."""
+        provider takes head.native_ports). For kind "quic": address is where
+        the provider dials the head (default head.node_address, e.g. a WAN
+        link in front of it), extra more `gray start` arguments, and with
+        wait=False the caller calls wait_joined() (to start several at once)."""
         if ports is None:
             ports = getattr(head, "native_ports", 0)
         self.tmp = tempfile.mkdtemp(prefix="grm", dir="/tmp")
@@ -179,16 +182,13 @@ class SecondNode:
             self.proc = None
         elif kind == "quic":
             self.proc = subprocess.Popen(
-                [gray_bin, "start", "--address", head.node_address, "--token", head.token, "--native",
+                [gray_bin, "start", "--address", address or head.node_address, "--token", head.token, "--native",
                  "--native-ports", "%d-%d" % (ports, ports + 31),
                  "--state-dir", os.path.join(self.tmp, "state"), "--python", sys.executable,
-                 "--num-cpus", "2", "--resources", resources, "--prestart-workers", "0"],
+                 "--num-cpus", "2", "--resources", resources, "--prestart-workers", "0", *extra],
                 stdout=self.log, stderr=subprocess.STDOUT, env=env)
-            deadline = time.time() + 60
-            while "native Ray node joined the head" not in self.logs():
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("provider did not join native Ray:\n" + self.logs())
-                time.sleep(0.1)
+            if wait:
+                self.wait_joined()
         else:
             self.proc = subprocess.Popen(
                 [gray_bin, "native-node", "--gcs-address", head.address, "--node-ip", "127.0.0.2",
@@ -199,6 +199,14 @@ class SecondNode:
                 if self.proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError("native-node did not start:\n" + self.logs())
                 time.sleep(0.1)
+
+    def wait_joined(self, timeout=60):
+        """Waits for a "quic" provider to join the head's native Ray."""
+        deadline = time.time() + timeout
+        while "native Ray node joined the head" not in self.logs():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("provider did not join native Ray:\n" + self.logs())
+            time.sleep(0.1)
 
     def logs(self):
         self.log.flush()
