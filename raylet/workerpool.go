@@ -37,6 +37,7 @@ type pool struct {
 	r        *Raylet
 	script   string
 	sockPath string
+	sockDir  string // a private directory made for the socket ("" = the session dir)
 	ln       net.Listener
 
 	mu      sync.Mutex
@@ -86,15 +87,31 @@ type result struct {
 	err       error // worker died
 }
 
+// maxSocketPath is the longest unix socket path (sun_path less its NUL).
+const maxSocketPath = 107
+
 func newPool(r *Raylet, script string) (*pool, error) {
 	sock := filepath.Join(r.cfg.SessionDir, "raylet.sock")
+	sockDir := ""
+	if len(sock) > maxSocketPath {
+		// A session dir too deep for a socket name (a long TMPDIR): the
+		// socket goes to a short private directory instead.
+		d, err := os.MkdirTemp("/tmp", "gray-raylet-")
+		if err != nil {
+			return nil, fmt.Errorf("raylet: socket dir: %w", err)
+		}
+		sockDir, sock = d, filepath.Join(d, "raylet.sock")
+	}
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
+		if sockDir != "" {
+			_ = os.RemoveAll(sockDir)
+		}
 		return nil, fmt.Errorf("raylet: listen %s: %w", sock, err)
 	}
 	p := &pool{
-		r: r, script: script, sockPath: sock, ln: ln,
+		r: r, script: script, sockPath: sock, sockDir: sockDir, ln: ln,
 		idle: map[string][]*workerProc{}, all: map[string]*workerProc{}, waiters: map[string]chan *workerProc{},
 	}
 	go p.acceptLoop()
@@ -473,6 +490,9 @@ func (p *pool) close() {
 		}
 	}
 	_ = os.Remove(p.sockPath)
+	if p.sockDir != "" {
+		_ = os.RemoveAll(p.sockDir)
+	}
 }
 
 // Holder is the key under which the worker's references are tracked.

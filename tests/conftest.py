@@ -19,6 +19,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stable_port():
+    """A port free for TCP and UDP now, outside the kernel's ephemeral range
+    (and Ray's worker ports, 10002-19999): for a process that is killed and
+    started again on the same ports, so that no outgoing connection made
+    meanwhile can be given that port."""
+    import random
+
+    lo, hi = 20000, 32767
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_lo = int(f.read().split()[0])
+        hi = min(hi, eph_lo - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        try:
+            with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def gray_bin():
     """The gray binary: $GRAY_BIN, or built from this checkout."""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Provider, free_port, wait_for
+from conftest import Provider, stable_port, wait_for
 from test_head_restart import Head, redis_url, values  # noqa: F401 (redis_url is a fixture)
 
 
@@ -24,7 +24,7 @@ class FailoverHead(Head):
 
     def __init__(self, gray_bin, storage=None, dead_after="60s", extra=()):
         super().__init__(gray_bin, storage)
-        self.node_port = free_port()
+        self.node_port = stable_port()
         i = self.cmd.index("--node-port")
         self.cmd[i + 1] = str(self.node_port)
         # The grace period a provider known from before the restart has to

@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from conftest import free_port, wait_for
+from conftest import stable_port, wait_for
 from test_head_failover import FailoverHead
 from test_head_restart import redis_url  # noqa: F401 (a fixture)
 
@@ -48,7 +48,7 @@ class JobsHead(FailoverHead):
     def __init__(self, gray_bin, storage=None, extra=()):
         super().__init__(gray_bin, storage, extra=extra)
         self.token = None
-        self.status_port = free_port()
+        self.status_port = stable_port()
         i = self.cmd.index("--status-port")
         self.cmd[i + 1] = str(self.status_port)
         self.url = "http://127.0.0.1:%d" % self.status_port

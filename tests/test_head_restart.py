@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, stable_port, wait_for
 
 
 class Head:
@@ -25,7 +25,7 @@ class Head:
         # A short private temp dir: unix socket paths stay under 108 bytes.
         self.tmp = tempfile.mkdtemp(prefix="grh", dir="/tmp")
         self.state_dir = os.path.join(self.tmp, "state")
-        self.port, self.gcs_port = free_port(), free_port()
+        self.port, self.gcs_port = stable_port(), stable_port()
         self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp)
         self.cmd = [
             gray_bin, "start", "--head",
