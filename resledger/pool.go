@@ -42,6 +42,28 @@ func IsUnitResource(name string) bool {
 	return false
 }
 
+// ImplicitPrefix starts the names of Ray's implicit per-node resources
+// (Serve's max_replicas_per_node asks for one per deployment): every node
+// has one unit of each without offering it, so a missing one is a whole
+// free unit, and one back at a whole free unit is forgotten again.
+const ImplicitPrefix = "node:__internal_implicit_resource_"
+
+// IsImplicitResource reports whether name is one of Ray's implicit per-node
+// resources.
+func IsImplicitResource(name string) bool { return strings.HasPrefix(name, ImplicitPrefix) }
+
+// HaveOf is how much of name a node's reported map have holds, counting an
+// implicit resource it does not list as the whole free unit every node has.
+func HaveOf(have map[string]float64, name string) float64 {
+	if v, ok := have[name]; ok {
+		return v
+	}
+	if IsImplicitResource(name) {
+		return 1
+	}
+	return 0
+}
+
 type instance struct {
 	id           int64
 	total, avail Fixed
@@ -154,11 +176,23 @@ func sum(insts []instance, avail bool) (s Fixed, offered bool) {
 func (p *Pool) sums(avail bool) map[string]float64 {
 	out := make(map[string]float64, len(p.res))
 	for n, insts := range p.res {
+		if IsImplicitResource(n) && (!avail || insts[0].avail >= Unit) {
+			continue // every node has one; reported only while some is held
+		}
 		if s, ok := sum(insts, avail); ok {
 			out[n] = s.Float()
 		}
 	}
 	return out
+}
+
+// insts are name's instances; an implicit resource never used is one whole
+// free unit.
+func (p *Pool) insts(name string) []instance {
+	if in, ok := p.res[name]; ok || !IsImplicitResource(name) {
+		return in
+	}
+	return []instance{{id: 0, total: Unit, avail: Unit}}
 }
 
 // Total returns the totals offered, by name (withdrawn instances left out,
@@ -181,7 +215,7 @@ func (p *Pool) check(req map[string]float64, avail bool) bool {
 		if amt <= 0 {
 			continue
 		}
-		if _, ok := pick(p.res[name], amt, avail, IsUnitResource(name)); !ok {
+		if _, ok := pick(p.insts(name), amt, avail, IsUnitResource(name)); !ok {
 			return false
 		}
 	}
@@ -248,6 +282,9 @@ func (p *Pool) Allocate(req map[string]float64) (Allocation, bool) {
 		if amt <= 0 {
 			continue
 		}
+		if _, ok := p.res[name]; !ok && IsImplicitResource(name) {
+			p.res[name] = p.insts(name)
+		}
 		got, _ := pick(p.res[name], amt, true, IsUnitResource(name))
 		a[name] = got
 		p.take(name, got, 1)
@@ -266,6 +303,9 @@ func (p *Pool) take(name string, parts []Part, sign Fixed) {
 				}
 			}
 		}
+	}
+	if IsImplicitResource(name) && len(insts) == 1 && insts[0].avail == insts[0].total {
+		delete(p.res, name) // back to the unit every node has
 	}
 }
 
@@ -296,6 +336,9 @@ func (p *Pool) Reacquire(name string, parts []Part) {
 func (p *Pool) Free() Allocation {
 	a := Allocation{}
 	for name, insts := range p.res {
+		if IsImplicitResource(name) {
+			continue // not capacity that could be handed elsewhere
+		}
 		for _, in := range insts {
 			if in.avail > 0 {
 				a[name] = append(a[name], Part{ID: in.id, Amount: in.avail})

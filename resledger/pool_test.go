@@ -135,3 +135,58 @@ func TestPoolBundles(t *testing.T) {
 		t.Fatalf("after removal: %v", got)
 	}
 }
+
+// Ray's implicit per-node resources: every node has one unit of each
+// without offering it; Serve's max_replicas_per_node=k asks for 1/k of one
+// per replica, so at most k replicas of a deployment share a node.
+func TestPoolImplicitResource(t *testing.T) {
+	const dep = ImplicitPrefix + "app:Model"
+	p := NewPool(map[string]float64{"CPU": 4}, nil)
+	if !p.Feasible(map[string]float64{dep: 1}) || p.Feasible(map[string]float64{dep: 1.5}) {
+		t.Fatal("an implicit resource is feasible up to exactly one unit")
+	}
+	if _, ok := p.Total()[dep]; ok {
+		t.Fatalf("implicit resource reported in totals: %v", p.Total())
+	}
+	half := map[string]float64{"CPU": 1, dep: 0.5}
+	a1, ok1 := p.Allocate(half)
+	a2, ok2 := p.Allocate(half)
+	if !ok1 || !ok2 {
+		t.Fatal("two replicas of max_replicas_per_node=2 must fit one node")
+	}
+	if _, ok := p.Allocate(half); ok {
+		t.Fatal("a third replica of max_replicas_per_node=2 fit on the same node")
+	}
+	if got := p.Available()[dep]; got != 0 {
+		t.Fatalf("implicit available while both are held = %v, want 0 reported", got)
+	}
+	if other := (map[string]float64{ImplicitPrefix + "app:Other": 1}); !p.Fits(other) {
+		t.Fatal("another deployment's implicit resource is a separate unit")
+	}
+	p.Release(a1)
+	if got := p.Available()[dep]; got != 0.5 {
+		t.Fatalf("after one release implicit available = %v, want 0.5", got)
+	}
+	p.Release(a2)
+	if _, ok := p.Available()[dep]; ok {
+		t.Fatalf("an implicit resource back to a whole free unit is still reported: %v", p.Available())
+	}
+	if got := p.Available()["CPU"]; got != 4 {
+		t.Fatalf("CPU after releases = %v", got)
+	}
+	if _, ok := p.Allocate(map[string]float64{dep: 1}); !ok {
+		t.Fatal("the whole unit is free again after both releases")
+	}
+}
+
+func TestHaveOf(t *testing.T) {
+	have := map[string]float64{"CPU": 2, ImplicitPrefix + "a:b": 0.25}
+	for _, c := range []struct {
+		name string
+		want float64
+	}{{"CPU", 2}, {"GPU", 0}, {ImplicitPrefix + "a:b", 0.25}, {ImplicitPrefix + "x:y", 1}} {
+		if got := HaveOf(have, c.name); got != c.want {
+			t.Errorf("HaveOf(%q) = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -135,6 +135,45 @@ ray.shutdown()
 """ % port, timeout=300)
 
 
+def test_serve_max_replicas_per_node_spreads_replicas(pool):
+    # max_replicas_per_node asks for Ray's implicit per-node resource
+    # (node:__internal_implicit_resource_<app>:<deployment>, one unit on
+    # every node, never offered): with 1 per node and 2 replicas, one runs
+    # on each of the pool's two nodes, and a third deployment's replica
+    # still fits (each deployment has its own unit).
+    port = free_port()
+    pool.check(WAIT_SIDE + """
+from ray import serve
+ray.init(address=ADDRESS)
+[provider] = side_node()
+head = ray.get_runtime_context().get_node_id()
+
+@serve.deployment(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0})
+class Where:
+    def __init__(self):
+        self.node = ray.get_runtime_context().get_node_id()
+    def __call__(self, x):
+        return self.node
+
+@serve.deployment(max_replicas_per_node=1, ray_actor_options={"num_cpus": 0})
+class Other:
+    def __call__(self, x):
+        return ray.get_runtime_context().get_node_id()
+
+serve.start(http_options={"host": "127.0.0.1", "port": %d})
+handle = serve.run(Where.bind(), name="spread", route_prefix="/spread")
+other = serve.run(Other.bind(), name="other", route_prefix="/other")
+nodes = set()
+deadline = time.time() + 60
+while nodes != {head, provider}:
+    assert time.time() < deadline, nodes
+    nodes.add(handle.remote(1).result(timeout_s=30))
+assert other.remote(1).result(timeout_s=30) in (head, provider)
+serve.shutdown()
+ray.shutdown()
+""" % port, timeout=300)
+
+
 def test_train_workers_on_the_provider(pool):
     pool.check(WAIT_SIDE + """
 import os, tempfile, ray.train

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gray-cluster/gray/proto/ray/commonpb"
 	"github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 // Limits of one actor scheduling attempt.
@@ -92,7 +93,7 @@ func demandOf(spec *commonpb.TaskSpec) map[string]float64 {
 
 func fits(have, need map[string]float64) bool {
 	for k, v := range need {
-		if v > 0 && have[k]+1e-9 < v {
+		if v > 0 && resledger.HaveOf(have, k)+1e-9 < v {
 			return false
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	commonpb "github.com/gray-cluster/gray/proto/ray/commonpb"
 	raypb "github.com/gray-cluster/gray/proto/ray/raypb"
+	"github.com/gray-cluster/gray/resledger"
 )
 
 // A lease that cannot run on this node now is sent on ("spilled back") to
@@ -37,7 +38,7 @@ func (n *remoteNode) fits(req map[string]float64, total bool) bool {
 		have = n.total
 	}
 	for k, v := range req {
-		if v > 0 && have[k]+1e-9 < v {
+		if v > 0 && resledger.HaveOf(have, k)+1e-9 < v {
 			return false
 		}
 	}
@@ -81,7 +82,7 @@ func (v *clusterView) take(n *remoteNode, req map[string]float64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for k, x := range req {
-		n.avail[k] -= x
+		n.avail[k] = resledger.HaveOf(n.avail, k) - x
 	}
 }
 
