@@ -235,8 +235,6 @@ ray.shutdown()
     assert os.path.exists(go)
 
 
-@pytest.mark.xfail(reason="gray bug: of two replicas asking srv=1 (one free on r2, one on r3), the second "
-                   "is never scheduled though srv=1 is free: see the issue 15 WAN-test report", strict=False)
 def test_serve_keeps_answering_when_a_replica_provider_dies(wan):
     """Two replicas, one on r2 and one on r3 (the outbound-only provider),
     HTTP through the head's proxy (ProxyLocation.HeadOnly); kill -9 r2: the
@@ -254,9 +252,8 @@ nodes = nodes_of(["r2", "r3"])
 me = ray.get_runtime_context().get_node_id()
 port = %d
 
-# One replica per provider: each has srv=1. (Serve's max_replicas_per_node
-# asks for Ray's implicit per-node resource, which gray's native
-# schedulers do not offer yet: such replicas never schedule.)
+# One replica per provider: each has srv=1 (the head has none, so
+# max_replicas_per_node could put one there).
 @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0, "resources": {"srv": 1}})
 class Where:
     def __call__(self, request):

@@ -92,7 +92,11 @@ func (s *nodeManagerService) RequestWorkerLease(ctx context.Context, req *raypb.
 		r.mu.Unlock()
 		return s.leaseReply(res), nil
 	}
-	if req.GetGrantOrReject() && (l.elsewhere || !r.res.Feasible(l.placement)) {
+	// A lease spilled here may only be granted or rejected, as in Ray: one
+	// that does not fit now goes back to its sender, which chooses again
+	// with a fresher view (queued here, it would wait for whatever holds
+	// the resources, possibly for ever, while another node has them free).
+	if req.GetGrantOrReject() && (l.elsewhere || !r.res.Fits(l.placement)) {
 		r.mu.Unlock()
 		return &raypb.RequestWorkerLeaseReply{Rejected: true, ResourcesData: s.resourcesData()}, nil
 	}

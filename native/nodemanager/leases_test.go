@@ -324,3 +324,26 @@ func TestLeaseWaitsForAnotherRayletOnTheLedger(t *testing.T) {
 		t.Fatalf("the other raylet sees CPU %v, want 1", got)
 	}
 }
+
+// A lease spilled here (grant_or_reject) that is feasible but does not fit
+// now is rejected back to its sender, as in Ray, rather than queued behind
+// whatever holds the resources (which, for an actor, may be for ever).
+func TestGrantOrRejectBusyIsRejected(t *testing.T) {
+	tn := newTestNode(t, true, nil) // 2 CPUs
+	ctx := context.Background()
+	c1 := tn.requestAsync(ctx, leaseSpec(1, jobID(1), owner1, map[string]float64{"CPU": 2}), false)
+	tn.nextSpawn(t)
+	if r := waitLease(t, c1); len(r.GetWorkerAddress().GetWorkerId()) == 0 {
+		t.Fatalf("first lease not granted: %v", r)
+	}
+	rep := waitLease(t, tn.requestAsync(ctx, leaseSpec(2, jobID(1), owner1, map[string]float64{"CPU": 1}), true))
+	if !rep.GetRejected() {
+		t.Fatalf("grant_or_reject on a busy node: want rejected, got %v", rep)
+	}
+	tn.r.mu.Lock()
+	queued := len(tn.r.queue)
+	tn.r.mu.Unlock()
+	if queued != 0 {
+		t.Fatalf("%d leases queued after the rejection", queued)
+	}
+}

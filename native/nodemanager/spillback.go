@@ -233,6 +233,12 @@ func (r *Raylet) spillLocked(l *lease) *commonpb.Address {
 func (r *Raylet) spillQueuedLocked() {
 	kept := r.queue[:0]
 	for _, l := range r.queue {
+		if l.noSpill && !r.res.Fits(l.placement) {
+			// Spilled here, it fitted when it came but something else took
+			// the resources while its worker started: back to the sender.
+			l.finish(leaseResult{rejected: true})
+			continue
+		}
 		if !l.noSpill && (!r.res.Fits(l.placement) || l.elsewhere) {
 			if to := r.spillLocked(l); to != nil {
 				l.finish(leaseResult{retryAt: to})
