@@ -21,6 +21,9 @@ const (
 	// NativePlacementGroupsTable: placement group id →
 	// PlacementGroupTableData.
 	NativePlacementGroupsTable = "native.placement_groups"
+	// NativeWorkersTable: worker id → WorkerTableData (alive workers and
+	// the newest dead ones, as Ray's GCS keeps its WorkerTable).
+	NativeWorkersTable = "native.workers"
 	// NativeMetaTable: the cluster id.
 	NativeMetaTable = "native.meta"
 )
@@ -42,7 +45,7 @@ func NewNativeTables(s Store) *NativeTables { return &NativeTables{s: s} }
 
 func checkNativeTable(table string) error {
 	switch table {
-	case NativeActorsTable, NativeJobsTable, NativeNodesTable, NativePlacementGroupsTable:
+	case NativeActorsTable, NativeJobsTable, NativeNodesTable, NativePlacementGroupsTable, NativeWorkersTable:
 		return nil
 	}
 	return fmt.Errorf("%w: %q is not a native table", ErrBadTable, table)

@@ -110,6 +110,12 @@ func (p *Provider) startNative(gcsAddr, ip string) {
 		ns.mu.Lock()
 		ns.worker = w
 		ns.mu.Unlock()
+		// Drivers started on this machine find the raylet through it.
+		if stop, err := startRayletMarker(p.nativeNodeID(), ip); err != nil {
+			p.log.Warn("native Ray: local drivers cannot find this raylet", "err", err)
+		} else {
+			context.AfterFunc(ctx, stop)
+		}
 		p.log.Info("native Ray node joined the head", "pool_address", ip, "gcs", gcsAddr)
 	}()
 }

@@ -7,9 +7,8 @@ after the restart; each of those ran once. A ray.put object, which lived
 only in the head's store, is ObjectLostError. With the default bbolt store
 and with Redis."""
 
-import time
-
 from conftest import Provider, wait_for
+from restart_harness import run_across_restart
 from test_head_failover import FailoverHead
 from test_head_restart import redis_url, values  # noqa: F401 (redis_url is a fixture)
 
@@ -82,24 +81,14 @@ def check_objects(head, tmp_path, capsys):
     prelude = "SIGNAL = %r\nRUNLOG = %r\nRELEASE_DOWN = %r\nRELEASE_AFTER = %r\n" % (
         str(signal), str(runlog), str(release_down), str(release_after))
     driver = head.client(prelude + DRIVER)
-    try:
-        before = []
-        for line in driver.stdout:
-            if line.strip() == "READY":
-                break
-            before.append(line)
-        else:
-            driver.wait()
-            raise AssertionError("driver exited (%s):\n%s" % (driver.returncode, "".join(before)))
 
-        killed = time.time()
-        head.kill9()
+    def signal_driver():
         release_down.touch()  # this task ends while no head is there
         signal.touch()
-        head.start()
-        out, _ = driver.communicate(timeout=240)
-        assert driver.returncode == 0, "driver failed (%d):\n%s\n--- head log tail ---\n%s\n--- provider ---\n%s" % (
-            driver.returncode, out, head.logs()[-6000:], prov.logs()[-4000:])
+
+    try:
+        _, out, killed = run_across_restart(head, driver, signal_driver, timeout=240,
+                                            logs=lambda: "--- provider ---\n" + prov.logs()[-4000:])
         after = values(out)
         pause = float(after.pop("first_get_at")) - killed
         assert after == {
@@ -112,9 +101,6 @@ def check_objects(head, tmp_path, capsys):
         with capsys.disabled():
             print("\n[%s] kill -9 -> resumed driver's get of a provider-held 2 MiB result done %.2fs" % (head.storage, pause))
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
         prov.stop()
 
 

@@ -102,12 +102,13 @@ class Head:
             r.returncode, r.stdout, r.stderr, self.logs()[-6000:])
         return r.stdout
 
-    def background(self, source):
+    def background(self, source, stdin=False):
         """Starts a native driver that prints READY and then waits; returns
-        the process and what it printed before READY."""
+        the process and what it printed before READY. stdin: the process
+        reads its stdin (a pipe) instead of inheriting it."""
         prog = "ADDRESS = %r\n" % self.native_address + textwrap.dedent(source)
         p = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=self.env)
+                             stdin=subprocess.PIPE if stdin else None, text=True, env=self.env)
         lines = []
         for line in p.stdout:
             if line.strip() == "READY":

@@ -7,10 +7,8 @@ held is Ray's error: its put object raises ObjectLostError, its
 non-detached actor ActorDiedError. With the default bbolt store and with
 Redis."""
 
-import os
-import time
-
 from conftest import Provider, wait_for
+from restart_harness import run_across_restart
 from test_head_failover import FailoverHead
 from test_head_restart import redis_url, values  # noqa: F401 (redis_url is a fixture)
 
@@ -89,24 +87,9 @@ def check_resume(head, tmp_path, capsys):
     (wd / "resume_mod.py").write_text('TOKEN = "from-working-dir"\n')
     driver = head.client("SIGNAL = %r\nWD = %r\n" % (signal, str(wd)) + DRIVER)
     try:
-        before = []
-        for line in driver.stdout:
-            if line.strip() == "READY":
-                break
-            before.append(line)
-        else:
-            driver.wait()
-            raise AssertionError("driver exited (%s):\n%s" % (driver.returncode, "".join(before)))
-        before = values("".join(before))
+        printed, out, killed = run_across_restart(head, driver, lambda: open(signal, "w").close())
+        before = values(printed)
         assert before["task"] == "2" and before["det"] == "2" and before["plain"] == "1", before
-
-        killed = time.time()
-        head.kill9()
-        open(signal, "w").close()
-        head.start()
-        out, _ = driver.communicate(timeout=180)
-        assert driver.returncode == 0, "driver failed (%d):\n%s\n--- head log tail ---\n%s" % (
-            driver.returncode, out, head.logs()[-6000:])
         after = values(out)
         pause = float(after.pop("first_call_at")) - killed
         assert after == {
@@ -117,9 +100,6 @@ def check_resume(head, tmp_path, capsys):
         with capsys.disabled():
             print("\n[%s] kill -9 -> connected driver's first call done %.2fs" % (head.storage, pause))
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
         prov.stop()
 
 

@@ -115,6 +115,7 @@ func (s *Server) markNodeDeadLocked(id []byte, death *commonpb.NodeDeathInfo) {
 	s.nodesChangedLocked()
 	s.conns.drop(n.address())
 	s.onNodeDeadLocked(id, n)
+	s.nodeWorkersDeadLocked(id, death)
 	// A job whose driver ran there is over.
 	for _, jid := range s.jobOrder {
 		if j := s.jobs[jid]; !j.GetIsDead() && string(j.GetDriverAddress().GetNodeId()) == string(id) {

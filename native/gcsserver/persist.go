@@ -1,9 +1,11 @@
 package gcsserver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -18,8 +20,11 @@ import (
 // publish points are where they are stored) and loaded by New, so that a
 // GCS restarted on the same store knows the cluster it served. The
 // in-memory maps are the cache of the store; placement groups are stored
-// at each state change (created, placed, rescheduling, removed). Workers
-// and task events stay in memory.
+// at each state change (created, placed, rescheduling, removed), workers
+// at each change of their record (added, failed, debugger port, paused
+// threads) and forgotten when the dead-worker cap drops them, as Ray's
+// GcsWorkerManager does with its WorkerTable. Task events stay in memory
+// (Ray's GcsTaskManager keeps them in memory only).
 
 // storeTimeout bounds one write of a table entry.
 const storeTimeout = 10 * time.Second
@@ -71,6 +76,10 @@ func (s *Server) storeJobLocked(j *raypb.JobTableData) {
 
 func (s *Server) storePGLocked(pg *placementGroup) {
 	s.storeLocked(gcs.NativePlacementGroupsTable, pg.data.GetPlacementGroupId(), pg.data)
+}
+
+func (s *Server) storeWorkerLocked(w *raypb.WorkerTableData) {
+	s.storeLocked(gcs.NativeWorkersTable, w.GetWorkerAddress().GetWorkerId(), w)
 }
 
 func (s *Server) storeNodeLocked(info *raypb.GcsNodeInfo) {
@@ -146,8 +155,60 @@ func (s *Server) loadTables(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("GCS tables loaded", "nodes", len(s.nodes), "jobs", len(s.jobs), "actors", len(s.actors), "placement_groups", len(s.pgs))
+	if err := s.loadWorkers(ctx); err != nil {
+		return err
+	}
+	s.log.Info("GCS tables loaded", "nodes", len(s.nodes), "jobs", len(s.jobs), "actors", len(s.actors),
+		"placement_groups", len(s.pgs), "workers", len(s.workers))
 	return nil
+}
+
+// loadWorkers fills the worker table, oldest first (by the time each
+// record was added, then id), the order GetAllWorkerInfo lists and the
+// dead-worker cap drops them in.
+func (s *Server) loadWorkers(ctx context.Context) error {
+	err := s.cfg.Tables.Load(ctx, gcs.NativeWorkersTable, func(key []byte, parts [][]byte) error {
+		w := &raypb.WorkerTableData{}
+		if err := unmarshalParts(parts, w); err != nil {
+			return err
+		}
+		s.workers[string(key)] = w
+		s.workerOrd = append(s.workerOrd, string(key))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(s.workerOrd, func(a, b string) int {
+		return cmp.Compare(s.workers[a].GetTimestamp(), s.workers[b].GetTimestamp())
+	})
+	return nil
+}
+
+// nodeWorkersDeadLocked records the death of the workers still alive on a
+// node that died (no raylet is left to report them): SYSTEM_ERROR with the
+// node's death message, published on the worker delta channel.
+func (s *Server) nodeWorkersDeadLocked(nodeID []byte, death *commonpb.NodeDeathInfo) {
+	for _, id := range append([]string(nil), s.workerOrd...) {
+		w := s.workers[id]
+		if w == nil || !w.GetIsAlive() || string(w.GetWorkerAddress().GetNodeId()) != string(nodeID) {
+			continue
+		}
+		w.IsAlive = false
+		w.ExitType = commonpb.WorkerExitType_SYSTEM_ERROR.Enum()
+		detail := "the worker's node died: " + death.GetReasonMessage()
+		w.ExitDetail = &detail
+		w.EndTimeMs = uint64(s.now().UnixMilli())
+		s.storeWorkerLocked(w)
+		s.publish(&raypb.PubMessage{
+			ChannelType: raypb.ChannelType_GCS_WORKER_DELTA_CHANNEL,
+			KeyId:       w.GetWorkerAddress().GetWorkerId(),
+			InnerMessage: &raypb.PubMessage_WorkerDeltaMessage{WorkerDeltaMessage: &raypb.WorkerDeltaData{
+				NodeId: nodeID, WorkerId: w.GetWorkerAddress().GetWorkerId(),
+			}},
+		})
+	}
+	s.pruneWorkersLocked()
 }
 
 func unmarshalParts(parts [][]byte, msgs ...proto.Message) error {

@@ -6,7 +6,7 @@ import "github.com/gray-cluster/gray/gcs"
 // caches of destroyed actors and dead nodes and workers.
 const (
 	maxDeadNodes      = 1000
-	maxDeadWorkers    = 10000
+	maxDeadWorkers    = 1000 // Ray's maximum_gcs_dead_worker_cached_count
 	maxDestroyedActor = 100000
 )
 
@@ -47,7 +47,7 @@ func (s *Server) pruneNodesLocked() {
 func (s *Server) pruneWorkersLocked() {
 	s.workerOrd = pruneLocked(s.workerOrd, maxDeadWorkers,
 		func(id string) bool { return !s.workers[id].GetIsAlive() },
-		func(id string) { delete(s.workers, id) })
+		func(id string) { delete(s.workers, id); s.forgetLocked(gcs.NativeWorkersTable, []byte(id)) })
 }
 
 func (s *Server) pruneActorsLocked() {

@@ -26,6 +26,7 @@ func (s *Server) putWorkerLocked(w *raypb.WorkerTableData) {
 		s.workerOrd = append(s.workerOrd, id)
 	}
 	s.workers[id] = w
+	s.storeWorkerLocked(w)
 }
 
 // workerDeadLocked records a worker's failure (merged into its record),
@@ -52,6 +53,7 @@ func (s *Server) workerDeadLocked(f *raypb.WorkerTableData) {
 	if w.EndTimeMs == 0 {
 		w.EndTimeMs = uint64(s.now().UnixMilli())
 	}
+	s.storeWorkerLocked(w)
 	s.log.Info("worker failed", "worker_id", hexID(wid), "exit_type", w.GetExitType().String(), "detail", w.GetExitDetail())
 	s.publish(&raypb.PubMessage{
 		ChannelType: raypb.ChannelType_GCS_WORKER_DELTA_CHANNEL,
@@ -135,6 +137,7 @@ func (x *workerService) UpdateWorkerDebuggerPort(_ context.Context, req *raypb.U
 	if w := x.s.workers[string(req.GetWorkerId())]; w != nil {
 		p := req.GetDebuggerPort()
 		w.DebuggerPort = &p
+		x.s.storeWorkerLocked(w)
 	}
 	return &raypb.UpdateWorkerDebuggerPortReply{Status: okStatus()}, nil
 }
@@ -146,6 +149,7 @@ func (x *workerService) UpdateWorkerNumPausedThreads(_ context.Context, req *ray
 		n := max(int64(w.GetNumPausedThreads())+int64(req.GetNumPausedThreadsDelta()), 0)
 		v := uint32(n)
 		w.NumPausedThreads = &v
+		x.s.storeWorkerLocked(w)
 	}
 	return &raypb.UpdateWorkerNumPausedThreadsReply{Status: okStatus()}, nil
 }
