@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -34,6 +35,19 @@ func directCluster(t *testing.T, kind string) (*cluster, *peerTable) {
 	return c, pt
 }
 
+// dialEcho dials target through agent and checks one echo round trip.
+func dialEcho(t *testing.T, ctx context.Context, agent *Agent, target, msg string) {
+	t.Helper()
+	conn, err := agent.Dial(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := roundTrip(conn, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDirectPathBetweenProviders(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
@@ -42,14 +56,7 @@ func TestDirectPathBetweenProviders(t *testing.T) {
 			a, b := c.provs[nodeA], c.provs[nodeB]
 			target := echoServer(t, vipB)
 			for i := 0; i < 2; i++ {
-				conn, err := a.agent.Dial(ctx, target)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := roundTrip(conn, []byte("direct")); err != nil {
-					t.Fatal(err)
-				}
-				_ = conn.Close()
+				dialEcho(t, ctx, a.agent, target, "direct")
 			}
 			if b.direct.Load() != 2 || b.dials.Load() != 2 {
 				t.Fatalf("B served %d direct streams, dialled %d (want 2, 2)", b.direct.Load(), b.dials.Load())
@@ -57,14 +64,7 @@ func TestDirectPathBetweenProviders(t *testing.T) {
 			// The head's own targets are still relayed (the head takes no
 			// direct streams).
 			head := echoServer(t, "127.0.0.1")
-			conn, err := a.agent.Dial(ctx, head)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := roundTrip(conn, []byte("via head")); err != nil {
-				t.Fatal(err)
-			}
-			_ = conn.Close()
+			dialEcho(t, ctx, a.agent, head, "via head")
 		})
 	}
 }
@@ -79,14 +79,7 @@ func TestDirectPathFallsBackToTheHead(t *testing.T) {
 			// B's advertised address answers as A (a provider that lies, or
 			// a stale address): A refuses the peer and relays.
 			pt.set(vipB, nodeB, a.peerAddr)
-			conn, err := a.agent.Dial(ctx, target)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := roundTrip(conn, []byte("relayed")); err != nil {
-				t.Fatal(err)
-			}
-			_ = conn.Close()
+			dialEcho(t, ctx, a.agent, target, "relayed")
 			if a.direct.Load() != 0 || b.direct.Load() != 0 || b.dials.Load() != 1 {
 				t.Fatalf("direct streams A %d B %d, B dials %d (want 0 0 1)", a.direct.Load(), b.direct.Load(), b.dials.Load())
 			}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gray-cluster/gray/internal/leakcheck"
@@ -320,12 +321,18 @@ func TestAllowTarget(t *testing.T) {
 	t.Parallel()
 	eachKind(t, func(t *testing.T, kind string) {
 		ctx := testCtx(t)
-		var allowed string // the one provider target allowed
+		// The one provider target allowed; set after the hub runs, whose
+		// goroutines read it.
+		var allowedP atomic.Pointer[string]
 		c := newCluster(t, kind, clusterOpts{hub: func(cfg *HubConfig) {
-			cfg.AllowTarget = func(from, target string) bool { return from == nodeA && target == allowed }
+			cfg.AllowTarget = func(from, target string) bool {
+				p := allowedP.Load()
+				return from == nodeA && p != nil && target == *p
+			}
 		}})
 		a, b := c.provs[nodeA], c.provs[nodeB]
-		allowed = echoServer(t, vipB)
+		allowed := echoServer(t, vipB)
+		allowedP.Store(&allowed)
 		denied := echoServer(t, vipB)
 		onHead := echoServer(t, "127.0.0.1")
 		for _, tc := range []struct {
