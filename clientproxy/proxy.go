@@ -294,4 +294,3 @@ const (
 	fieldInit              protowire.Number = 6
 	fieldConnectionCleanup protowire.Number = 8
 )
-

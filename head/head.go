@@ -119,16 +119,16 @@ type Config struct {
 
 // Head is a running pool head with its local raylet.
 type Head struct {
-	cfg     Config
-	log     *slog.Logger
-	Store   *objectstore.Store
-	KV      gcs.KV
-	Jobs    *gcs.Jobs
-	Actors  *gcs.Actors
-	Raylet  *raylet.Raylet
-	Client  *clientserver.Server
+	cfg    Config
+	log    *slog.Logger
+	Store  *objectstore.Store
+	KV     gcs.KV
+	Jobs   *gcs.Jobs
+	Actors *gcs.Actors
+	Raylet *raylet.Raylet
+	Client *clientserver.Server
 	// Proxy serves ray:// in the native-sessions mode (nil otherwise).
-	Proxy *clientproxy.Proxy
+	Proxy   *clientproxy.Proxy
 	Cluster *cluster.Cluster
 	Nodes   *nodeserver.Server
 	// nodesUp is closed once the node port (and the node table) is set

@@ -79,10 +79,10 @@ type startFlags struct {
 	prices         string
 	payoutAddress  string
 	// native Ray (GCS gRPC, raylet, plasma) on the head
-	gcsPort   int
+	gcsPort        int
 	clientSessions string
-	tempDir   string
-	nodeIDHex string
+	tempDir        string
+	nodeIDHex      string
 	// trust (head)
 	authMode    string
 	tls         string
