@@ -184,3 +184,21 @@ def test_disconnect_stops_the_session_server_and_reconnect_works(head):
             ray.shutdown()
         """)
         wait_for(lambda: not specific_servers(head), timeout=120)
+
+
+def test_serve_handle_from_client(head):
+    check(head, """
+        import ray
+        from ray import serve
+        ray.init(CLIENT)
+
+        @serve.deployment
+        class Hello:
+            def __call__(self, name):
+                return "hello " + name
+
+        handle = serve.run(Hello.bind(), route_prefix=None)
+        assert handle.remote("client").result() == "hello client"
+        serve.shutdown()
+        ray.shutdown()
+    """)
