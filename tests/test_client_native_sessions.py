@@ -202,3 +202,27 @@ def test_serve_handle_from_client(head):
         serve.shutdown()
         ray.shutdown()
     """)
+
+
+@pytest.mark.skipif(os.environ.get("CLIENT_TARGET") == "ray", reason="gray's head shutdown")
+def test_head_shutdown_stops_open_sessions_servers(gray_bin, tmp_path):
+    h = NativePool(gray_bin, extra=("--ray-client-sessions=native",))
+    h.client_address = "127.0.0.1:%d" % h.port
+    client = None
+    try:
+        client = run(h, """
+            import os, time, ray
+            ray.init(CLIENT)
+            assert ray.get(ray.put(1)) == 1
+            print("UP", flush=True)
+            time.sleep(600)
+        """)
+        assert client.stdout.readline().startswith("UP")
+        pids = wait_for(lambda: specific_servers(h), timeout=60)
+    finally:
+        h.stop()
+        if client is not None:
+            client.kill()
+            client.wait()
+    wait_for(lambda: not any(os.path.exists("/proc/%d/cmdline" % p) and open("/proc/%d/cmdline" % p, "rb").read()
+                             for p in pids), timeout=60)
