@@ -19,22 +19,22 @@ import client_microbenchmark as mb  # noqa: E402
 from native_pool import NativePool, StockRay  # noqa: E402
 
 
-def measure(address, rounds):
+def measure(address, rounds, name_filter=None):
     import multiprocessing as mp
 
     # One ray client per process: each system is measured in a fresh one.
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(address, rounds, q))
+    p = ctx.Process(target=_child, args=(address, rounds, name_filter, q))
     p.start()
     res = q.get()
     p.join()
     return res
 
 
-def _child(address, rounds, q):
+def _child(address, rounds, name_filter, q):
     mb.ROUNDS = rounds
-    q.put(mb.run(address, log=lambda s: print("   ", s, flush=True)))
+    q.put(mb.run(address, name_filter, log=lambda s: print("   ", s, flush=True)))
 
 
 def main():
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--out")
+    ap.add_argument("--filter", help="only metrics whose name contains this")
     a = ap.parse_args()
     gray = os.path.abspath(a.gray)
     systems = [
@@ -56,7 +57,7 @@ def main():
         print(name, flush=True)
         h = make()
         try:
-            results[name] = {r["name"]: r for r in measure(addr(h), a.rounds)}
+            results[name] = {r["name"]: r for r in measure(addr(h), a.rounds, a.filter)}
         finally:
             h.stop()
     names = [n for n, _, _ in systems]
