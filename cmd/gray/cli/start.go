@@ -244,17 +244,6 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	}
 	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir,
 		Required: cmd.Flags().Changed("gcs-port")}
-	// The native GCS checks no tokens: every process on this machine
-	// (ray:// workers of any account included) could use it. With token
-	// auth it is off unless asked for by --gcs-port.
-	if trust.Mode == auth.Token && native.Enabled {
-		if !native.Required {
-			native.Enabled = false
-			fmt.Fprintln(cmd.OutOrStdout(), "Native Ray:   off (token auth: the native GCS has no token check; --gcs-port PORT turns it on for a trusted machine)")
-		} else {
-			fmt.Fprintln(cmd.OutOrStdout(), "WARNING: native Ray is on with token auth: its GCS checks no tokens, so any process on this machine, ray:// workers of every account included, can use it")
-		}
-	}
 	switch o.clientSessions {
 	case "gray":
 	case "native":
@@ -267,6 +256,17 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		native.Required = true
 	default:
 		return fmt.Errorf("--ray-client-sessions: want gray or native, got %q", o.clientSessions)
+	}
+	// The native GCS checks no tokens: every process on this machine
+	// (ray:// workers of any account included) could use it. With token
+	// auth it is off unless asked for by --gcs-port.
+	if trust.Mode == auth.Token && native.Enabled {
+		if !native.Required {
+			native.Enabled = false
+			fmt.Fprintln(cmd.OutOrStdout(), "Native Ray:   off (token auth: the native GCS has no token check; --gcs-port PORT turns it on for a trusted machine)")
+		} else {
+			fmt.Fprintln(cmd.OutOrStdout(), "WARNING: native Ray is on with token auth: its GCS checks no tokens, so any process on this machine, ray:// workers of every account included, can use it")
+		}
 	}
 	if native.Enabled {
 		id, err := nativeNodeID(o)
