@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gray-cluster/gray/auth"
+	"github.com/gray-cluster/gray/clientproxy"
 	"github.com/gray-cluster/gray/clientserver"
 	"github.com/gray-cluster/gray/cluster"
 	"github.com/gray-cluster/gray/gcs"
@@ -105,6 +106,10 @@ type Config struct {
 	DeadAfter    time.Duration
 	// Native runs Ray's own protocols on the head machine too.
 	Native NativeConfig
+	// NativeClientSessions serves each ray:// session with a stock Ray
+	// Client server process on the native GCS (see package clientproxy);
+	// gray's own front end then listens on loopback only, for its workers.
+	NativeClientSessions bool
 	// Auth is token authentication, TLS and the metrics listener.
 	Auth AuthConfig
 	// Sandbox runs the local provider's workers in sandboxes (nil: plain
@@ -114,14 +119,16 @@ type Config struct {
 
 // Head is a running pool head with its local raylet.
 type Head struct {
-	cfg     Config
-	log     *slog.Logger
-	Store   *objectstore.Store
-	KV      gcs.KV
-	Jobs    *gcs.Jobs
-	Actors  *gcs.Actors
-	Raylet  *raylet.Raylet
-	Client  *clientserver.Server
+	cfg    Config
+	log    *slog.Logger
+	Store  *objectstore.Store
+	KV     gcs.KV
+	Jobs   *gcs.Jobs
+	Actors *gcs.Actors
+	Raylet *raylet.Raylet
+	Client *clientserver.Server
+	// Proxy serves ray:// in the native-sessions mode (nil otherwise).
+	Proxy   *clientproxy.Proxy
 	Cluster *cluster.Cluster
 	Nodes   *nodeserver.Server
 	// nodesUp is closed once the node port (and the node table) is set
@@ -284,8 +291,15 @@ func (h *Head) Start(ctx context.Context) error {
 		return err
 	}
 	dashboard := h.DashboardAddr()
+	csAddr := h.cfg.ClientAddr
+	if h.cfg.NativeClientSessions {
+		if h.auth.Enabled() {
+			return fmt.Errorf("native ray:// sessions: %w", errNativeSessionsAuth)
+		}
+		csAddr = "127.0.0.1:0"
+	}
 	cs, err = clientserver.New(clientserver.Config{
-		Addr: h.cfg.ClientAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
+		Addr: csAddr, RayVersion: h.cfg.RayVersion, PythonVersion: pyVersion,
 		NodeIP: h.cfg.NodeIP, DashboardURL: dashboard, Store: h.Store, KV: h.KV, Jobs: h.Jobs, Actors: h.Actors, Node: h.Cluster,
 		PackagesDir: filepath.Join(h.cfg.SessionDir, "packages"), Logger: h.log, Billing: h.sessionBilling(),
 		Auth: h.auth, WorkerKey: h.workerKey, TLS: h.tlsConf,
@@ -348,6 +362,12 @@ func (h *Head) Start(ctx context.Context) error {
 			h.log.Warn("native Ray is off: it could not start (give --gcs-port to choose a port, or -1 to silence this)", "err", err)
 		}
 	}
+	if h.cfg.NativeClientSessions {
+		if err := h.startProxy(); err != nil {
+			h.Close()
+			return err
+		}
+	}
 	if h.cfg.StatusAddr != "" {
 		if err := h.startJobs(ctx); err != nil {
 			h.Close()
@@ -358,7 +378,7 @@ func (h *Head) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	h.log.Info("gray pool started", "ray_client", addr.String(), "python", pyVersion, "cpus", h.cfg.NumCPUs, "session_dir", h.cfg.SessionDir)
+	h.log.Info("gray pool started", "ray_client", h.ClientAddr(), "python", pyVersion, "cpus", h.cfg.NumCPUs, "session_dir", h.cfg.SessionDir)
 	return nil
 }
 
@@ -400,6 +420,9 @@ func (h *Head) Close() error {
 		_ = h.metricsSrv.Close()
 	}
 	_ = h.auth.Close()
+	if h.Proxy != nil {
+		_ = h.Proxy.Close()
+	}
 	if h.Native != nil {
 		_ = h.Native.Close()
 	}

@@ -73,11 +73,13 @@ class StockRay(_Driver):
         self.env = dict(os.environ, RAY_TMPDIR=self.tmp, TMPDIR=self.tmp, RAY_RUNTIME_ENV_LOG_TO_DRIVER_ENABLED="1")
         self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
         port = free_port()
+        # Its Ray Client proxier's port (tests of ray:// sessions use it).
+        self.client_port = free_port()
         self.logfile = os.path.join(self.tmp, "ray-start.log")
         with open(self.logfile, "w") as log:
             subprocess.run([self.ray, "start", "--head", "--port", str(port), "--num-cpus", str(num_cpus),
                             "--include-dashboard=false", "--disable-usage-stats",
-                            "--ray-client-server-port", str(free_port()),
+                            "--ray-client-server-port", str(self.client_port),
                             "--temp-dir", os.path.join(self.tmp, "ray")],
                            check=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.address = "127.0.0.1:%d" % port

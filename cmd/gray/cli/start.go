@@ -79,9 +79,10 @@ type startFlags struct {
 	prices         string
 	payoutAddress  string
 	// native Ray (GCS gRPC, raylet, plasma) on the head
-	gcsPort   int
-	tempDir   string
-	nodeIDHex string
+	gcsPort        int
+	clientSessions string
+	tempDir        string
+	nodeIDHex      string
 	// trust (head)
 	authMode    string
 	tls         string
@@ -187,6 +188,7 @@ func startCmd() *cobra.Command {
 	f.DurationVar(&o.payoutInterval, "payout-interval", time.Hour, "how often provider balances are paid out (head)")
 	f.Float64Var(&o.minPayout, "min-payout", 1, "least balance in USD paid out (head)")
 	f.StringVar(&o.prices, "price", "", `prices in USD per resource-hour, e.g. "GPU=2.10,CPU=0.04" (provider)`)
+	f.StringVar(&o.clientSessions, "ray-client-sessions", "gray", "who runs ray:// sessions (head): gray (gray's own front end and workers) or native (one stock Ray Client server per session on the native GCS, as stock Ray's proxier)")
 	f.IntVar(&o.gcsPort, "gcs-port", 6379, "TCP port of the native GCS that ray.init(address=HOST:PORT) drivers use (head; -1 disables native Ray, 0 picks one)")
 	f.StringVar(&o.tempDir, "temp-dir", "", "Ray temp dir for the native session directory and ray_current_cluster (head; default as Ray: $RAY_TMPDIR/ray, $TMPDIR/ray or /tmp/ray)")
 	f.StringVar(&o.nodeIDHex, "node_id", "", "native raylet node id (set by gray itself when it re-executes as gray-raylet)")
@@ -242,6 +244,19 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 	}
 	native := head.NativeConfig{Enabled: o.gcsPort >= 0, GCSPort: o.gcsPort, TempDir: o.tempDir,
 		Required: cmd.Flags().Changed("gcs-port")}
+	switch o.clientSessions {
+	case "gray":
+	case "native":
+		if trust.Mode == auth.Token {
+			return fmt.Errorf("--ray-client-sessions=native does not support token auth: the stock Ray Client servers check no gray tokens")
+		}
+		if !native.Enabled {
+			return fmt.Errorf("--ray-client-sessions=native needs native Ray (do not pass --gcs-port -1)")
+		}
+		native.Required = true
+	default:
+		return fmt.Errorf("--ray-client-sessions: want gray or native, got %q", o.clientSessions)
+	}
 	// The native GCS checks no tokens: every process on this machine
 	// (ray:// workers of any account included) could use it. With token
 	// auth it is off unless asked for by --gcs-port.
@@ -265,7 +280,7 @@ func runHead(ctx context.Context, cmd *cobra.Command, o startFlags, res map[stri
 		return err
 	}
 	h, err := head.New(head.Config{
-		Native: native, Auth: trust, Sandbox: sb,
+		Native: native, Auth: trust, Sandbox: sb, NativeClientSessions: o.clientSessions == "native",
 		ClientAddr: fmt.Sprintf("%s:%d", o.host, o.port), StatusAddr: statusAddr, Python: o.python, NodeIP: o.nodeIP,
 		NumCPUs: o.numCPUs, NumGPUs: o.numGPU, GPUMock: o.gpuMock, ObjectStoreMemory: o.objStore, Resources: res,
 		PrestartWorkers: o.prestart, IdleWorkerTimeout: o.idleTimeout, Logger: logger, Labels: labels,
