@@ -28,12 +28,16 @@ ray.init(CLIENT)
 print("job=" + ray.get_runtime_context().get_job_id(), flush=True)
 
 @ray.remote(num_cpus=1)
-def work(s):
+def work(s, started=None):
+    if started:
+        open(started, "w").close()
     time.sleep(s)
     return s
 
 print("before=%d" % sum(ray.get([work.remote(BEFORE_S) for _ in range(2)])), flush=True)
-across = work.remote(ACROSS_S)  # runs on the provider while the head is killed
+across = work.remote(ACROSS_S, STARTED)  # runs on the provider while the head is killed
+while not os.path.exists(STARTED):
+    time.sleep(0.05)
 print("READY", flush=True)
 
 while not os.path.exists(SIGNAL):  # the test has killed the head
@@ -54,7 +58,8 @@ def check_billing_across_restart(gray_bin, head, tmp_path):
         assert billing(gray_bin, head)["balances_micro_usd"]["client:alice"] == 20 * USD
         token = account_token(gray_bin, head, "alice")
         signal = str(tmp_path / "signal")
-        src = "SIGNAL = %r\nBEFORE_S, ACROSS_S, AFTER_S = %d, %d, %d\n" % (signal, BEFORE_S, ACROSS_S, AFTER_S) + DRIVER
+        src = "SIGNAL, STARTED = %r, %r\nBEFORE_S, ACROSS_S, AFTER_S = %d, %d, %d\n" % (
+            signal, str(tmp_path / "started"), BEFORE_S, ACROSS_S, AFTER_S) + DRIVER
         driver = head.client(src, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
         escrow, seen = [], [None]
 
