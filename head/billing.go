@@ -195,6 +195,33 @@ func (h *Head) Billing() (BillingStatus, error) {
 	return st, nil
 }
 
+// BillingEntry is one posting to an account, as `gray billing entries`
+// shows it.
+type BillingEntry struct {
+	Seq     uint64    `json:"seq"`
+	TxID    string    `json:"tx_id"`
+	Amount  int64     `json:"amount_micro_usd"`
+	Balance int64     `json:"balance_micro_usd"`
+	Memo    string    `json:"memo"`
+	At      time.Time `json:"at"`
+}
+
+// BillingEntries is an account's history, oldest first.
+func (h *Head) BillingEntries(account string) ([]BillingEntry, error) {
+	if h.billing == nil {
+		return nil, errors.New("head: billing is not enabled (--ledger)")
+	}
+	ps, err := h.billing.ledger.Entries(account)
+	if err != nil {
+		return nil, err
+	}
+	es := make([]BillingEntry, 0, len(ps))
+	for _, p := range ps {
+		es = append(es, BillingEntry{Seq: p.Seq, TxID: p.TxID, Amount: p.Amount, Balance: p.Balance, Memo: p.Memo, At: p.At})
+	}
+	return es, nil
+}
+
 // Deposit credits a client account (micro-USD) from outside the ledger.
 func (h *Head) Deposit(account string, amount int64, id string) error {
 	if h.billing == nil {
@@ -249,6 +276,15 @@ func (h *Head) billingHandlers(mux *http.ServeMux) {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	})))
+	mux.Handle("/api/gray/billing/entries", auth.RequireOperator(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		es, err := h.BillingEntries(r.URL.Query().Get("account"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(es)
 	})))
 	mux.Handle("/api/gray/billing/payout", auth.RequireOperator(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {

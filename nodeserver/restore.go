@@ -60,6 +60,16 @@ func (s *Server) reattach(r *remote, running map[ids.TaskID]bool, live map[ids.A
 		}
 	}
 	r.mu.Unlock()
+	// The new head's accounting learns the leases the provider still holds,
+	// so that their usage records (sent when they end, or flushed) are
+	// accepted and charged to the resumed sessions (an orphan's last
+	// record, of a session that ended, costs nothing).
+	for id := range running {
+		r.leased(id.Hex())
+	}
+	for id := range live {
+		r.leased("actor-" + id.Hex())
+	}
 	s.cfg.Cluster.Reattach(r.id, kept)
 	for _, id := range orphans {
 		s.log.Info("killing an actor the restarted head does not know (its owner's session ended)", "node", r.id.Hex(), "actor", id.Hex())

@@ -6,11 +6,13 @@ driver's output read to its end."""
 import time
 
 
-def run_across_restart(head, driver, signal, timeout=180, logs=lambda: ""):
+def run_across_restart(head, driver, signal, timeout=180, logs=lambda: "", ready=lambda before: None):
     """driver: a running driver process (text stdout, prints READY);
     signal: called after the kill, before the restart (touches the files
     the driver waits for). Returns (what the driver printed before READY,
-    what it printed after, the wall clock of the kill). Fails with the
+    what it printed after, the wall clock of the kill); ready, if given, is
+    called with what the driver printed before READY, before the kill (to
+    wait for a state outside the driver). Fails with the
     driver's output and the head's log tail (plus logs()) if the driver
     exits before READY or with a non-zero code; kills it on any failure."""
     try:
@@ -22,6 +24,7 @@ def run_across_restart(head, driver, signal, timeout=180, logs=lambda: ""):
         else:
             driver.wait()
             raise AssertionError("driver exited (%s):\n%s" % (driver.returncode, "".join(before)))
+        ready("".join(before))
         killed = time.time()
         head.kill9()
         signal()

@@ -43,8 +43,10 @@ class SVM:
         self.proc.wait(timeout=10)
 
 
-def gray(gray_bin, *args):
-    out = subprocess.run([gray_bin, *args], capture_output=True, text=True, timeout=120)
+def gray(gray_bin, *args, env=None):
+    """Runs the gray CLI (env: the environment of the head it calls, so
+    that it finds that head's operator token)."""
+    out = subprocess.run([gray_bin, *args], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -80,20 +82,27 @@ def billed(gray_bin):
 
 
 def billing(gray_bin, head):
-    return json.loads(gray(gray_bin, "billing", "--json", "--address", "127.0.0.1:%d" % head.status_port))
+    return json.loads(gray(gray_bin, "billing", "--json", "--address", "127.0.0.1:%d" % head.status_port,
+                           env=getattr(head, "env", None)))
 
 
 _tokens = {}
 
 
-def run_as(gray_bin, head, account, source, timeout=120):
-    """Runs source in a stock client authenticated with a token of account
-    (created with the operator token the CLI finds on this machine)."""
-    key = (head.status_port, account)
+def account_token(gray_bin, head, account):
+    """A token of account on head (created once, with the operator token the
+    CLI finds on this machine)."""
+    key = (head.status_port, getattr(head, "state_dir", None), account)
     if key not in _tokens:
         _tokens[key] = gray(gray_bin, "token", "create", "--address", "127.0.0.1:%d" % head.status_port,
-                            "--account", account).strip()
-    env = dict(os.environ, GRAY_ADDRESS="ray://" + head.address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=_tokens[key])
+                            "--account", account, env=getattr(head, "env", None)).strip()
+    return _tokens[key]
+
+
+def run_as(gray_bin, head, account, source, timeout=120):
+    """Runs source in a stock client authenticated with a token of account."""
+    env = dict(os.environ, GRAY_ADDRESS="ray://" + head.address, RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=account_token(gray_bin, head, account))
     prog = "import os, ray, time\nray.init(os.environ['GRAY_ADDRESS'])\n" + source
     return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=timeout, env=env)
 

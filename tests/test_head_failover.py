@@ -37,12 +37,13 @@ class FailoverHead(Head):
         with open(os.path.join(self.state_dir, "join-token")) as f:
             self.token = f.read().strip()
 
-    def client(self, source):
+    def client(self, source, env=None):
         """Starts a ray:// driver in the background (it may outlive the
-        head it talks to); returns the process."""
+        head it talks to); returns the process. env: variables added to
+        the head's environment (a token, say)."""
         prog = "CLIENT = %r\n" % self.client_address + textwrap.dedent(source)
         return subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=self.env)
+                                text=True, env=dict(self.env, **(env or {})))
 
 
 BEFORE = """

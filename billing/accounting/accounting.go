@@ -122,8 +122,26 @@ func (a *Accounting) holds(node, lease string) bool {
 	return a.leases[task] == node
 }
 
-// OpenSession opens a session's escrow from its client's balance.
+// openID is the ID of the transaction that opens session's escrow.
+func openID(session string) string { return "escrow-open:" + session }
+
+// OpenSession opens a session's escrow from its client's balance. A session
+// whose escrow is open already (one a restarted head resumes) gets that
+// escrow back as it is: nothing more is taken from the client, and it is
+// refused new work only if the escrow is empty.
 func (a *Accounting) OpenSession(sessionID, client string) error {
+	if _, open, err := a.cfg.Ledger.Transaction(openID(sessionID)); err != nil {
+		return err
+	} else if open {
+		left, err := a.cfg.Ledger.Balance(ledger.Escrow(sessionID))
+		if err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.sessions[sessionID] = &session{client: client, exhausted: left <= 0}
+		a.mu.Unlock()
+		return nil
+	}
 	bal, err := a.cfg.Ledger.Balance(ledger.Client(client))
 	if err != nil {
 		return err
@@ -138,7 +156,7 @@ func (a *Accounting) OpenSession(sessionID, client string) error {
 	if budget <= 0 {
 		return nil
 	}
-	tx, err := ledger.OpenEscrow(sessionID, client, budget, "escrow-open:"+sessionID, a.cfg.Now())
+	tx, err := ledger.OpenEscrow(sessionID, client, budget, openID(sessionID), a.cfg.Now())
 	if err != nil {
 		return err
 	}

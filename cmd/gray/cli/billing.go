@@ -71,6 +71,32 @@ func billingCmd() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&addr, "address", "", "status address of the head (default: the pool started here)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
+	entries := &cobra.Command{
+		Use:   "entries ACCOUNT",
+		Short: "Show the history of one ledger account, e.g. escrow:01000000 (operator token needed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var es []head.BillingEntry
+			if err := getJSON(statusAddr(addr), "/api/gray/billing/entries?account="+url.QueryEscape(args[0]), &es); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(es)
+			}
+			fmt.Fprintf(out, "%6s %-20s %14s %14s %s\n", "SEQ", "TIME", "AMOUNT (USD)", "BALANCE (USD)", "TRANSACTION")
+			for _, e := range es {
+				fmt.Fprintf(out, "%6d %-20s %14.6f %14.6f %s\n", e.Seq, e.At.UTC().Format("2006-01-02 15:04:05"),
+					float64(e.Amount)/1e6, float64(e.Balance)/1e6, e.TxID)
+			}
+			return nil
+		},
+	}
+	entries.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(entries)
+
 	var account, id string
 	var usd float64
 	deposit := &cobra.Command{
