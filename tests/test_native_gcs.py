@@ -170,13 +170,18 @@ def test_cluster_state_for_autoscaler(native_gcs):
 DRIVER = textwrap.dedent("""
     import sys, ray
     ray.init(address=sys.argv[1])
+    def say(*args):
+        # One write per line: workers' log lines stream into this stdout
+        # from another thread, and print() writes its arguments one by one.
+        sys.stdout.write(" ".join(map(str, args)) + "\\n")
+        sys.stdout.flush()
 
     @ray.remote
     def f(x):
         print("hello from task", x)
         return x * 2
 
-    print("task", ray.get(f.remote(21), timeout=60), flush=True)
+    say("task", ray.get(f.remote(21), timeout=60))
 
     @ray.remote
     class Counter:
@@ -187,16 +192,16 @@ DRIVER = textwrap.dedent("""
             return self.n
 
     a = Counter.options(name="ctr").remote(10)
-    print("actor", ray.get(a.inc.remote(5), timeout=60), flush=True)
-    print("get_actor", ray.get(ray.get_actor("ctr").inc.remote(1), timeout=60), flush=True)
-    print("cpus", ray.cluster_resources().get("CPU"), flush=True)
+    say("actor", ray.get(a.inc.remote(5), timeout=60))
+    say("get_actor", ray.get(ray.get_actor("ctr").inc.remote(1), timeout=60))
+    say("cpus", ray.cluster_resources().get("CPU"))
     ray.kill(a)
     # A call racing the kill may still run; the next ones fail.
     for _ in range(100):
         try:
             ray.get(a.inc.remote(1), timeout=30)
         except ray.exceptions.RayActorError as e:
-            print("killed", type(e).__name__, flush=True)
+            say("killed", type(e).__name__)
             break
 
     @ray.remote
@@ -209,7 +214,7 @@ DRIVER = textwrap.dedent("""
     try:
         ray.get(Bad.remote().m.remote(), timeout=30)
     except ray.exceptions.RayActorError as e:
-        print("creation", "creation task" in str(e), flush=True)
+        say("creation", "creation task" in str(e))
     ray.shutdown()
 """)
 
@@ -219,10 +224,15 @@ DRIVER2 = textwrap.dedent("""
     from ray.util.placement_group import placement_group, remove_placement_group, placement_group_table
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     ray.init(address=sys.argv[1], namespace="t")
+    def say(*args):
+        # One write per line: workers' log lines stream into this stdout
+        # from another thread, and print() writes its arguments one by one.
+        sys.stdout.write(" ".join(map(str, args)) + "\\n")
+        sys.stdout.flush()
 
     pg = placement_group([{"CPU": 1}], strategy="PACK")
     ray.get(pg.ready(), timeout=60)
-    print("pg", placement_group_table(pg)["state"], flush=True)
+    say("pg", placement_group_table(pg)["state"])
 
     @ray.remote(num_cpus=1)
     class A:
@@ -232,13 +242,13 @@ DRIVER2 = textwrap.dedent("""
             os._exit(1)
 
     a = A.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()
-    print("pg actor", ray.get(a.pid.remote(), timeout=60) > 0, flush=True)
+    say("pg actor", ray.get(a.pid.remote(), timeout=60) > 0)
     ray.kill(a)
     remove_placement_group(pg)
     deadline = time.time() + 20
     while placement_group_table(pg)["state"] != "REMOVED" and time.time() < deadline:
         time.sleep(0.1)
-    print("pg", placement_group_table(pg)["state"], flush=True)
+    say("pg", placement_group_table(pg)["state"])
 
     r = A.options(max_restarts=1, num_cpus=0).remote()
     p1 = ray.get(r.pid.remote(), timeout=60)
@@ -251,7 +261,7 @@ DRIVER2 = textwrap.dedent("""
         except ray.exceptions.RayActorError:
             assert time.time() < deadline
             time.sleep(0.2)
-    print("restarted", p1 != p2, flush=True)
+    say("restarted", p1 != p2)
 
     d = A.options(name="keeper", lifetime="detached", num_cpus=0).remote()
     ray.get(d.pid.remote(), timeout=60)
@@ -262,11 +272,11 @@ DRIVER2 = textwrap.dedent("""
     deadline = time.time() + 30
     while ray._private.state.state.actor_table(tid)["State"] != "DEAD" and time.time() < deadline:
         time.sleep(0.1)
-    print("out of scope", ray._private.state.state.actor_table(tid)["State"], flush=True)
+    say("out of scope", ray._private.state.state.actor_table(tid)["State"])
     ray.shutdown()
 
     ray.init(address=sys.argv[1], namespace="t")
-    print("detached survives", ray.get(ray.get_actor("keeper").pid.remote(), timeout=60) > 0, flush=True)
+    say("detached survives", ray.get(ray.get_actor("keeper").pid.remote(), timeout=60) > 0)
     ray.kill(ray.get_actor("keeper"))
     ray.shutdown()
 """)
@@ -376,6 +386,11 @@ NODE_DEATH_DRIVER = textwrap.dedent("""
     import os, sys, time, ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     ray.init(address=sys.argv[1])
+    def say(*args):
+        # One write per line: workers' log lines stream into this stdout
+        # from another thread, and print() writes its arguments one by one.
+        sys.stdout.write(" ".join(map(str, args)) + "\\n")
+        sys.stdout.flush()
     me = ray.get_runtime_context().get_node_id()
     other = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != me and n["Resources"].get("r")][0]
 
@@ -385,14 +400,14 @@ NODE_DEATH_DRIVER = textwrap.dedent("""
             return ray.get_runtime_context().get_node_id()
 
     a = A.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=True)).remote()
-    print("placed on other", ray.get(a.where.remote(), timeout=60) == other, flush=True)
-    print("VICTIM", other, flush=True)
+    say("placed on other", ray.get(a.where.remote(), timeout=60) == other)
+    say("VICTIM", other)
     sys.stdin.readline()  # the test kills that node, then writes a line
     deadline = time.time() + 90
     while True:
         try:
             if ray.get(a.where.remote(), timeout=60) == me:
-                print("restarted on the driver's node", flush=True)
+                say("restarted on the driver's node")
                 break
         except ray.exceptions.RayActorError:
             assert time.time() < deadline, "the actor did not come back"
