@@ -76,7 +76,7 @@ func (p *Proxy) datapath(ss grpc.ServerStream, id string, md metadata.MD, method
 	return err
 }
 
-// forget drops a session whose server never started.
+// forget drops s from the sessions (its server never started, or is gone).
 func (p *Proxy) forget(s *specific) {
 	p.mu.Lock()
 	if p.sessions[s.clientID] == s {

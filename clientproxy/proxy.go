@@ -120,11 +120,7 @@ func (p *Proxy) Sessions() map[string]int {
 }
 
 func (p *Proxy) reaped(s *specific) {
-	p.mu.Lock()
-	if p.sessions[s.clientID] == s {
-		delete(p.sessions, s.clientID)
-	}
-	p.mu.Unlock()
+	p.forget(s)
 	p.log.Info("ray client specific server stopped", "client_id", s.clientID, "port", s.port)
 }
 

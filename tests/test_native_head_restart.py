@@ -92,13 +92,19 @@ else:
 """
 
 
-def test_native_detached_actor_on_provider_survives_head_kill9(gray_bin, capsys):
+def start_head_and_provider(gray_bin):
+    """A restartable native head (fixed ports) and one `--native` provider
+    joined over QUIC."""
     head = FailoverHead(gray_bin)
     head.name = "gray"
     head.native_ports = 42000 + (hash(head.tmp) % 500) * 32
     head.start()
     head.address = head.native_address
-    prov = SecondNode(gray_bin, head, "quic")
+    return head, SecondNode(gray_bin, head, "quic")
+
+
+def test_native_detached_actor_on_provider_survives_head_kill9(gray_bin, capsys):
+    head, prov = start_head_and_provider(gray_bin)
     try:
         before = values(head.run(BEFORE))
         assert before["count"] == "3", before
@@ -185,12 +191,7 @@ def test_native_driver_on_provider_outlives_head_kill9(gray_bin, capsys):
     plasma stays gettable, it submits new tasks; the worker table the
     restarted GCS serves has the workers of before, those of the dead head
     node dead."""
-    head = FailoverHead(gray_bin)
-    head.name = "gray"
-    head.native_ports = 42000 + (hash(head.tmp) % 500) * 32
-    head.start()
-    head.address = head.native_address
-    prov = SecondNode(gray_bin, head, "quic")
+    head, prov = start_head_and_provider(gray_bin)
     drv = None
     try:
         # A task on the head's own node, so that it has a worker to lose.

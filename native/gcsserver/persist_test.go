@@ -19,13 +19,7 @@ import (
 // node's death then ends it through the usual path.
 func TestTablesSurviveRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), gcs.StoreFile)
-	open := func() (gcs.Store, *gcs.NativeTables) {
-		st, err := gcs.OpenBoltStore(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, gcs.NewNativeTables(st)
-	}
+	open := func() (gcs.Store, *gcs.NativeTables) { return openBoltTables(t, path) }
 	f := newFake(t)
 
 	st1, tables1 := open()
@@ -149,13 +143,7 @@ func equalMsgs[M proto.Message](t *testing.T, what string, want, got []M) {
 // that node dies it is placed again.
 func TestPlacementGroupsSurviveRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), gcs.StoreFile)
-	open := func() (gcs.Store, *gcs.NativeTables) {
-		st, err := gcs.OpenBoltStore(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, gcs.NewNativeTables(st)
-	}
+	open := func() (gcs.Store, *gcs.NativeTables) { return openBoltTables(t, path) }
 	f, f2 := newFake(t), newFake(t)
 	f2.owner = f.owner
 	st1, tables1 := open()
@@ -205,4 +193,14 @@ func TestPlacementGroupsSurviveRestart(t *testing.T) {
 		gd := g.GetPlacementGroupTableData()
 		return gd.GetState() == raypb.PlacementGroupTableData_CREATED && bytes.Equal(gd.GetBundles()[0].GetNodeId(), f2.nodeID)
 	})
+}
+
+// openBoltTables opens the bbolt store at path and the native tables on it.
+func openBoltTables(t *testing.T, path string) (gcs.Store, *gcs.NativeTables) {
+	t.Helper()
+	st, err := gcs.OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, gcs.NewNativeTables(st)
 }

@@ -29,13 +29,7 @@ func failure(w *raypb.WorkerTableData, detail string) *raypb.WorkerTableData {
 // bbolt file; the workers of the previous head node are then dead.
 func TestWorkersSurviveRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), gcs.StoreFile)
-	open := func() (gcs.Store, *gcs.NativeTables) {
-		st, err := gcs.OpenBoltStore(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, gcs.NewNativeTables(st)
-	}
+	open := func() (gcs.Store, *gcs.NativeTables) { return openBoltTables(t, path) }
 	st1, tables1 := open()
 	e1 := newEnv(t, func(c *Config) { c.Tables = tables1 })
 	headID := randBytes(28)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/url"
@@ -42,9 +41,7 @@ func billingCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(out, st)
 			}
 			if !st.Enabled {
 				fmt.Fprintln(out, "Billing is off (start the head with --ledger FILE).")
@@ -82,9 +79,7 @@ func billingCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(es)
+				return writeJSON(out, es)
 			}
 			fmt.Fprintf(out, "%6s %-20s %14s %14s %s\n", "SEQ", "TIME", "AMOUNT (USD)", "BALANCE (USD)", "TRANSACTION")
 			for _, e := range es {
