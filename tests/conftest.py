@@ -19,6 +19,9 @@ def free_port():
         return s.getsockname()[1]
 
 
+_stable_ports = set()
+
+
 def stable_port():
     """A port free for TCP and UDP now, outside the kernel's ephemeral range
     (and Ray's worker ports, 10002-19999): for a process that is killed and
@@ -35,10 +38,13 @@ def stable_port():
         pass
     for _ in range(200):
         port = random.randint(lo, hi)
+        if port in _stable_ports:
+            continue  # handed out already: its process may not have bound it yet
         try:
             with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 t.bind(("127.0.0.1", port))
                 u.bind(("127.0.0.1", port))
+            _stable_ports.add(port)
             return port
         except OSError:
             continue
